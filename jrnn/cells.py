@@ -1,0 +1,379 @@
+"""Cell factories: the Elman RNN, the LSTM (with Graves' peepholes) and the GRU (both forms).
+
+Every factory returns a :class:`jrnn.Cell` of pure functions.  Parameters use the row-vector
+convention ``x @ w`` with fused gates (``w_ih [I, kH]``, ``w_hh [H, kH]``, ``b [kH]``); the
+equations below are the lecture's ("Deep Learning: Theory and Practice", Recurrent Neural
+Networks) written in that convention, so the seed's ``U`` is ``w_ih.T`` and ``W`` is ``w_hh.T``.
+
+Initialisation (documented, overridable): input kernels ``lecun_normal`` (variance
+``1/input_size``), recurrent kernels orthogonal per ``[H, H]`` gate block, biases zero except
+the LSTM forget-gate block, which holds ``forget_bias`` *in the parameters* (nothing is added
+invisibly at run time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.base import (
+    Array,
+    Cell,
+    DType,
+    LSTMState,
+    Params,
+    PRNGKey,
+    RNNState,
+    cast_tree,
+    check_features,
+    check_float_input,
+    compute_dtype,
+    input_size_of,
+)
+
+Initializer = Callable[..., Array]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "gelu": jax.nn.gelu,
+    "identity": lambda x: x,
+}
+
+
+def _activation(activation: str | Callable[[Array], Array]) -> tuple[Callable, str]:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"simple_rnn: unknown `activation` {activation!r}; expected one of "
+                f"{sorted(ACTIVATIONS)} or a callable"
+            )
+        return ACTIVATIONS[activation], activation
+    if not callable(activation):
+        raise ValueError(
+            f"simple_rnn: `activation` must be a name or a callable, got {activation!r}"
+        )
+    for name, fn in ACTIVATIONS.items():
+        if fn is activation:
+            return fn, name
+    return activation, getattr(activation, "__name__", "custom")
+
+
+def _check_size(name: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{where}: `{name}` must be a positive int, got {value!r}")
+    return value
+
+
+def _block_orthogonal(init: Initializer, key: PRNGKey, h: int, blocks: int, dtype: DType) -> Array:
+    """``[h, blocks*h]``: one independently initialised ``[h, h]`` block per gate."""
+    keys = jax.random.split(key, blocks)
+    return jnp.concatenate([init(k, (h, h), dtype) for k in keys], axis=1)
+
+
+def _make_cell(
+    *,
+    name: str,
+    hidden_size: int,
+    output_size: int,
+    make_params: Callable[[PRNGKey, int], Params],
+    project: Callable[[Params, Array], Any],
+    recur: Callable[[Params, Any, Any], tuple[Any, Array]],
+    zero_carry: Callable[[tuple[int, ...], DType], Any],
+    dtype: DType | None,
+    param_dtype: DType,
+) -> Cell:
+    """Builds a :class:`Cell` from a cell's own ``project``/``recur`` and adds the checks."""
+    where = name.split("(")[0]
+
+    def init(key: PRNGKey, input_size: int) -> Params:
+        _check_size("input_size", input_size, f"{where}.init")
+        return make_params(key, input_size)
+
+    def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Any:
+        return zero_carry(tuple(batch_shape), compute_dtype(cell, params))
+
+    def step(params: Params, carry: Any, x_t: Array) -> tuple[Any, Array]:
+        x_t = check_float_input("x_t", x_t, f"{where}.step")
+        check_features("x_t", x_t, input_size_of(params), f"{where}.step", "[..., input_size]")
+        dt = compute_dtype(cell, params)
+        params = cast_tree(params, dt)
+        carry = cast_tree(carry, dt)
+        return recur(params, carry, project(params, x_t.astype(dt)))
+
+    cell = Cell(
+        init=init,
+        initial_carry=initial_carry,
+        step=step,
+        project=project,
+        recur=recur,
+        hidden_size=hidden_size,
+        output_size=output_size,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+    return cell
+
+
+def _project_gates(params: Params, xs: Array, gates: int) -> tuple[Array, ...]:
+    """Input part of each gate's pre-activation, ``x @ w_ih + b``, as ``gates`` arrays."""
+    return tuple(jnp.split(xs @ params["w_ih"] + params["b"], gates, axis=-1))
+
+
+# --------------------------------------------------------------------------------------
+# Elman RNN
+
+
+def simple_rnn(
+    hidden_size: int,
+    activation: str | Callable[[Array], Array] = "tanh",
+    *,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+) -> Cell:
+    r"""The Elman recurrent network (the seed's "Recurrent Networks" slide).
+
+    Seed (column vectors)::
+
+        a(t) = b + W h(t-1) + U x(t)
+        h(t) = tanh(a(t))
+
+    jrnn (row vectors, ``U = w_ih.T``, ``W = w_hh.T``)::
+
+        h_t = act(x_t @ w_ih + h_{t-1} @ w_hh + b)
+
+    Args:
+      hidden_size: ``H``.
+      activation: ``"tanh"`` (the seed's), ``"relu"``, ``"sigmoid"``, ``"gelu"``,
+        ``"identity"`` or any element-wise callable (``jnp.tanh`` and ``jax.nn.relu`` work).
+      dtype: compute dtype (``None``: the parameters' dtype).
+      param_dtype: storage dtype of the parameters.
+      kernel_init, recurrent_init, bias_init: initialisers for ``w_ih [I, H]``,
+        ``w_hh [H, H]`` and ``b [H]``.
+
+    Returns:
+      A :class:`Cell` with params ``{"w_ih": [I, H], "w_hh": [H, H], "b": [H]}`` and carry
+      :class:`RNNState` ``(h,)``.
+    """
+    where = "simple_rnn"
+    hidden_size = _check_size("hidden_size", hidden_size, where)
+    act, act_name = _activation(activation)
+    h = hidden_size
+
+    def make_params(key, input_size):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {
+            "w_ih": kernel_init(k1, (input_size, h), param_dtype),
+            "w_hh": recurrent_init(k2, (h, h), param_dtype),
+            "b": bias_init(k3, (h,), param_dtype),
+        }
+
+    def project(params, xs):
+        return xs @ params["w_ih"] + params["b"]
+
+    def recur(params, carry, a_in):
+        h_t = act(a_in + carry.h @ params["w_hh"])
+        return RNNState(h_t), h_t
+
+    return _make_cell(
+        name=f"simple_rnn({h}, activation={act_name})",
+        hidden_size=h,
+        output_size=h,
+        make_params=make_params,
+        project=project,
+        recur=recur,
+        zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# LSTM
+
+
+def lstm(
+    hidden_size: int,
+    peephole: bool = False,
+    forget_bias: float = 1.0,
+    *,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
+    peephole_init: Initializer = jax.nn.initializers.zeros,
+) -> Cell:
+    r"""Long short-term memory, optionally with Graves' peephole connections.
+
+    Gate order in the fused parameters: ``i, f, g, o`` (``i`` input, ``f`` forget, ``g`` cell
+    candidate, ``o`` output); ``·_k = x_t @ w_ih[:, k] + h_{t-1} @ w_hh[:, k] + b[k]``::
+
+        i_t = σ(·_i + p_i * c_{t-1})     seed: b_ι = f(Σ w_iι x_i + Σ w_hι b_h + Σ w_cι s_c^{t-1})
+        f_t = σ(·_f + p_f * c_{t-1})     seed: b_φ = f(Σ w_iφ x_i + Σ w_hφ b_h + Σ w_cφ s_c^{t-1})
+        g_t = tanh(·_g)                  seed: g(a_c^t)
+        c_t = f_t * c_{t-1} + i_t * g_t  seed: s_c^t = b_φ^t s_c^{t-1} + b_ι^t g(a_c^t)
+        o_t = σ(·_o + p_o * c_t)         seed: b_ω = f(Σ w_iω x_i + Σ w_hω b_h + Σ w_cω s_c^t)
+        h_t = o_t * tanh(c_t)            seed: b_c^t = b_ω^t h(s_c^t)
+
+    The peephole weights ``p = w_peep [3, H]`` (rows ``i, f, o``; diagonal, as in Graves)
+    exist only with ``peephole=True``; in the seed's sums ``b_h`` is ``h_{t-1}``.
+
+    Args:
+      hidden_size: ``H``.
+      peephole: add Graves' peepholes (input and forget gates see ``c_{t-1}``, the output
+        gate sees ``c_t``).
+      forget_bias: initial value of the forget-gate block of ``b`` (stored in the params).
+      dtype, param_dtype: compute and storage dtypes.
+      kernel_init, recurrent_init, peephole_init: initialisers for ``w_ih [I, 4H]``, each
+        ``[H, H]`` block of ``w_hh`` and ``w_peep [3, H]``.
+
+    Returns:
+      A :class:`Cell` with params ``{"w_ih": [I, 4H], "w_hh": [H, 4H], "b": [4H]}`` (plus
+      ``"w_peep": [3, H]``) and carry :class:`LSTMState` ``(h, c)``.
+    """
+    where = "lstm"
+    hidden_size = _check_size("hidden_size", hidden_size, where)
+    h = hidden_size
+
+    def make_params(key, input_size):
+        k1, k2, k3 = jax.random.split(key, 3)
+        b = jnp.zeros((4 * h,), param_dtype).at[h : 2 * h].set(forget_bias)
+        params = {
+            "w_ih": kernel_init(k1, (input_size, 4 * h), param_dtype),
+            "w_hh": _block_orthogonal(recurrent_init, k2, h, 4, param_dtype),
+            "b": b,
+        }
+        if peephole:
+            params["w_peep"] = peephole_init(k3, (3, h), param_dtype)
+        return params
+
+    def project(params, xs):
+        return _project_gates(params, xs, 4)
+
+    def recur(params, carry, pre):
+        h_tm1, c_tm1 = carry
+        xi, xf, xg, xo = pre
+        ri, rf, rg, ro = jnp.split(h_tm1 @ params["w_hh"], 4, axis=-1)
+        a_i, a_f, a_g, a_o = xi + ri, xf + rf, xg + rg, xo + ro
+        if peephole:
+            p_i, p_f, p_o = params["w_peep"]
+            a_i = a_i + p_i * c_tm1
+            a_f = a_f + p_f * c_tm1
+        i_t = jax.nn.sigmoid(a_i)
+        f_t = jax.nn.sigmoid(a_f)
+        g_t = jnp.tanh(a_g)
+        c_t = f_t * c_tm1 + i_t * g_t
+        if peephole:
+            a_o = a_o + p_o * c_t
+        o_t = jax.nn.sigmoid(a_o)
+        h_t = o_t * jnp.tanh(c_t)
+        return LSTMState(h_t, c_t), h_t
+
+    return _make_cell(
+        name=f"lstm({h}, peephole={peephole}, forget_bias={forget_bias})",
+        hidden_size=h,
+        output_size=h,
+        make_params=make_params,
+        project=project,
+        recur=recur,
+        zero_carry=lambda bs, dt: LSTMState(jnp.zeros(bs + (h,), dt), jnp.zeros(bs + (h,), dt)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# GRU
+
+
+def gru(
+    hidden_size: int,
+    reset_after: bool = False,
+    *,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+) -> Cell:
+    r"""Gated recurrent unit, in the seed's (Cho et al.) form or the cuDNN/PyTorch form.
+
+    Gate order in the fused parameters: ``r, z, n``::
+
+        r_t = σ(x_t @ w_ir + h_{t-1} @ w_hr + b_r)      seed: r_t = σ(W_r·[h_{t-1}, x_t])
+        z_t = σ(x_t @ w_iz + h_{t-1} @ w_hz + b_z)      seed: z_t = σ(W_z·[h_{t-1}, x_t])
+        reset_after=False (seed):
+        n_t = tanh(x_t @ w_in + (r_t * h_{t-1}) @ w_hn + b_n)  seed: h̃_t = tanh(W·[r_t*h_{t-1},x_t])
+        reset_after=True (cuDNN / PyTorch):
+        n_t = tanh(x_t @ w_in + b_n + r_t * (h_{t-1} @ w_hn + b_hn))
+        h_t = (1 - z_t) * h_{t-1} + z_t * n_t           seed: h_t = (1 - z_t)*h_{t-1} + z_t*h̃_t
+
+    ``z`` follows the seed in both forms: ``z -> 1`` takes the new candidate.  PyTorch's
+    update gate is ``1 - z``; :mod:`jrnn.interop` negates that gate's weights and biases.
+
+    Args:
+      hidden_size: ``H``.
+      reset_after: ``False`` for the seed's form, ``True`` for the cuDNN/PyTorch form with the
+        separate recurrent bias ``b_hn [H]``.
+      dtype, param_dtype: compute and storage dtypes.
+      kernel_init, recurrent_init, bias_init: initialisers for ``w_ih [I, 3H]``, each
+        ``[H, H]`` block of ``w_hh``, and ``b [3H]`` (and ``b_hn``).
+
+    Returns:
+      A :class:`Cell` with params ``{"w_ih": [I, 3H], "w_hh": [H, 3H], "b": [3H]}`` (plus
+      ``"b_hn": [H]`` when ``reset_after``) and carry :class:`RNNState` ``(h,)``.
+    """
+    where = "gru"
+    hidden_size = _check_size("hidden_size", hidden_size, where)
+    h = hidden_size
+
+    def make_params(key, input_size):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        params = {
+            "w_ih": kernel_init(k1, (input_size, 3 * h), param_dtype),
+            "w_hh": _block_orthogonal(recurrent_init, k2, h, 3, param_dtype),
+            "b": bias_init(k3, (3 * h,), param_dtype),
+        }
+        if reset_after:
+            params["b_hn"] = bias_init(k4, (h,), param_dtype)
+        return params
+
+    def project(params, xs):
+        return _project_gates(params, xs, 3)
+
+    def recur(params, carry, pre):
+        h_tm1 = carry.h
+        xr, xz, xn = pre
+        w_hh = params["w_hh"]
+        if reset_after:
+            rr, rz, rn = jnp.split(h_tm1 @ w_hh, 3, axis=-1)
+            r_t = jax.nn.sigmoid(xr + rr)
+            z_t = jax.nn.sigmoid(xz + rz)
+            n_t = jnp.tanh(xn + r_t * (rn + params["b_hn"]))
+        else:
+            rr, rz = jnp.split(h_tm1 @ w_hh[:, : 2 * h], 2, axis=-1)
+            r_t = jax.nn.sigmoid(xr + rr)
+            z_t = jax.nn.sigmoid(xz + rz)
+            n_t = jnp.tanh(xn + (r_t * h_tm1) @ w_hh[:, 2 * h :])
+        h_t = (1 - z_t) * h_tm1 + z_t * n_t
+        return RNNState(h_t), h_t
+
+    return _make_cell(
+        name=f"gru({h}, reset_after={reset_after})",
+        hidden_size=h,
+        output_size=h,
+        make_params=make_params,
+        project=project,
+        recur=recur,
+        zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )

@@ -1,0 +1,936 @@
+"""NumPy float64 reference implementations: forward passes and hand-derived BPTT.
+
+This module is the independent ground truth that the JAX library is tested against.
+It imports NumPy only, computes in float64 throughout, and is written to read like
+the equations: one Python loop over time, and, for every cell, a backward step that
+spells out ``dL/d(pre-activation)`` of each gate.
+
+Conventions (shared with the JAX side)
+--------------------------------------
+* Row vectors: a pre-activation is ``x_t @ w_ih + h_tm1 @ w_hh + b``.
+* Batch first: ``xs`` is ``[B, T, I]`` (exactly one batch axis), ``ys`` is ``[B, T, H]``.
+* Parameters are dicts of arrays with fused gates (gate block ``k`` is columns
+  ``k*H:(k+1)*H``):
+
+  ========  ==========================================================================
+  kind      params
+  ========  ==========================================================================
+  ``rnn``   ``w_ih [I,H]``, ``w_hh [H,H]``, ``b [H]``
+  ``lstm``  ``w_ih [I,4H]``, ``w_hh [H,4H]``, ``b [4H]`` (gates i, f, g, o);
+            optional ``w_peep [3,H]`` (rows i, f, o) makes it the Graves peephole LSTM
+  ``gru``   ``w_ih [I,3H]``, ``w_hh [H,3H]``, ``b [3H]`` (gates r, z, n);
+            optional ``b_hn [H]`` makes it the reset-after (cuDNN / PyTorch) GRU
+  ========  ==========================================================================
+
+* Carries: ``h [B,H]`` for ``rnn`` and ``gru``; the tuple ``(h [B,H], c [B,H])`` for
+  ``lstm``.  Every cell outputs ``y_t = h_t``.
+* ``lengths`` (int ``[B]``): sequence ``b`` is ``xs[b, :L_b]``.  Steps ``t >= L_b`` are
+  padding: they give ``y = 0`` and leave the carry untouched.  ``reverse=True`` reads
+  each sequence from ``L_b - 1`` back to ``0`` and writes ``ys[b, t]`` at the input
+  position ``t`` it just read.
+
+The Elman network with a softmax output (``elman_forward``, ``elman_loss``,
+``elman_bptt``) uses the lecture's column-vector notation literally, for one sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+Array = np.ndarray
+Params = dict[str, Array]
+Carry = Array | tuple[Array, Array]
+
+KINDS = ("rnn", "lstm", "gru")
+ACTIVATIONS = ("tanh", "relu")
+
+_REQUIRED_KEYS = ("w_ih", "w_hh", "b")
+_OPTIONAL_KEYS = {"rnn": (), "lstm": ("w_peep",), "gru": ("b_hn",)}
+_NUM_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise functions
+# --------------------------------------------------------------------------------------
+
+
+def sigmoid(x: ArrayLike) -> Array:
+    """Logistic function ``σ(x) = 1 / (1 + exp(-x))``, elementwise, any shape.
+
+    Stable for large ``|x|``: with ``e = exp(-|x|) <= 1``,
+    ``σ(x) = 1 / (1 + e)`` for ``x >= 0`` and ``σ(x) = e / (1 + e)`` for ``x < 0``,
+    so ``exp`` never overflows.
+    """
+    x = np.asarray(x, np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _activate(a: Array, activation: str) -> Array:
+    """``act(a)`` for ``activation`` in ``{"tanh", "relu"}``; same shape as ``a``."""
+    if activation == "tanh":
+        return np.tanh(a)
+    if activation == "relu":
+        return np.maximum(a, 0.0)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def _activation_derivative(a: Array, h: Array, activation: str) -> Array:
+    """``act'(a)`` given the pre-activation ``a`` and ``h = act(a)``; same shape.
+
+    ``tanh'(a) = 1 - h**2``;  ``relu'(a) = 1[a > 0]`` (0 at the kink ``a = 0``).
+    """
+    if activation == "tanh":
+        return 1.0 - h**2
+    if activation == "relu":
+        return (a > 0.0).astype(np.float64)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Argument checking and conversion
+# --------------------------------------------------------------------------------------
+
+
+def _check_kind(kind: str, activation: str) -> None:
+    """Raise ``ValueError`` for an unknown cell ``kind`` or ``activation``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def _as_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
+    """Copy ``params`` to a dict of float64 arrays and check keys and shapes.
+
+    Shapes (``G`` = number of gates: 1 rnn, 4 lstm, 3 gru):
+    ``w_ih [I, G*H]``, ``w_hh [H, G*H]``, ``b [G*H]``, ``w_peep [3, H]``, ``b_hn [H]``.
+    """
+    allowed = _REQUIRED_KEYS + _OPTIONAL_KEYS[kind]
+    missing = [k for k in _REQUIRED_KEYS if k not in params]
+    unknown = [k for k in params if k not in allowed]
+    if missing or unknown:
+        raise ValueError(
+            f"params for kind={kind!r}: missing {missing}, unknown {unknown} "
+            f"(allowed keys: {allowed})"
+        )
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    hidden = p["w_hh"].shape[0]
+    width = _NUM_GATES[kind] * hidden
+    expected = {"w_hh": (hidden, width), "b": (width,), "w_peep": (3, hidden), "b_hn": (hidden,)}
+    for key, shape in expected.items():
+        if key in p and p[key].shape != shape:
+            raise ValueError(f"params[{key!r}]: expected shape {shape}, got {p[key].shape}")
+    if p["w_ih"].ndim != 2 or p["w_ih"].shape[1] != width:
+        raise ValueError(f"params['w_ih']: expected shape (I, {width}), got {p['w_ih'].shape}")
+    return p
+
+
+def _hidden_size(params: Mapping[str, ArrayLike]) -> int:
+    """``H``, read from ``w_hh [H, G*H]``."""
+    return int(np.shape(params["w_hh"])[0])
+
+
+def _zero_carry(kind: str, batch: int, hidden: int) -> Carry:
+    """Zero carry: ``h [B,H]`` for rnn/gru, ``(h [B,H], c [B,H])`` for lstm."""
+    if kind == "lstm":
+        return (np.zeros((batch, hidden)), np.zeros((batch, hidden)))
+    return np.zeros((batch, hidden))
+
+
+def _as_carry(kind: str, carry: Any, batch: int, hidden: int, name: str = "carry") -> Carry:
+    """Convert ``carry`` to float64 (``None`` means zeros) and check it is ``[B, H]``.
+
+    For lstm the carry is any pair ``(h, c)`` (e.g. a NamedTuple); it is returned as a
+    plain tuple.
+    """
+    if carry is None:
+        return _zero_carry(kind, batch, hidden)
+    if kind == "lstm":
+        if len(carry) != 2:
+            raise ValueError(f"{name}: an lstm carry is a pair (h, c), got {len(carry)} items")
+        parts = tuple(np.asarray(part, np.float64) for part in carry)
+    else:
+        parts = (np.asarray(carry, np.float64),)
+    for part in parts:
+        if part.shape != (batch, hidden):
+            raise ValueError(f"{name}: expected shape {(batch, hidden)}, got {part.shape}")
+    return parts if kind == "lstm" else parts[0]
+
+
+def _as_sequence_batch(xs: ArrayLike, name: str = "xs") -> Array:
+    """``xs`` as a float64 ``[B, T, F]`` array (exactly one batch axis)."""
+    xs = np.asarray(xs, np.float64)
+    if xs.ndim != 3:
+        raise ValueError(f"{name}: expected rank 3 [batch, time, features], got shape {xs.shape}")
+    return xs
+
+
+def _check_lengths(lengths: ArrayLike | None, batch: int, time: int) -> Array:
+    """Lengths as an int ``[B]`` array with ``0 <= L_b <= T``; ``None`` means all ``T``."""
+    if lengths is None:
+        return np.full((batch,), time, dtype=np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths: expected shape {(batch,)}, got {lengths.shape}")
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths: expected an integer array, got dtype {lengths.dtype}")
+    if np.any(lengths < 0) or np.any(lengths > time):
+        raise ValueError(f"lengths: every entry must lie in [0, {time}], got {lengths}")
+    return lengths.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Lengths and reverse: the per-sequence reading order, shared by forward and backward
+# --------------------------------------------------------------------------------------
+
+
+def _valid_mask(lengths: Array, time: int) -> Array:
+    """Bool ``[B, T]``: ``mask[b, t] = t < L_b`` (position ``t`` is a real step)."""
+    return np.arange(time)[None, :] < lengths[:, None]
+
+
+def _step_order(lengths: Array, time: int, reverse: bool) -> tuple[Array, Array]:
+    """Which input position every sequence reads at each loop step.
+
+    Returns ``(pos, valid)``, both ``[T, B]``: at loop step ``s`` sequence ``b`` reads
+    ``xs[b, pos[s, b]]`` and writes ``ys[b, pos[s, b]]``; ``valid[s, b] = s < L_b``.
+
+    * forward:  ``pos[s, b] = s``.
+    * reverse:  ``pos[s, b] = L_b - 1 - s`` for valid steps, and ``s`` for padded steps,
+      so every row of ``pos`` (over ``s``) is a permutation of ``0..T-1`` and the padded
+      steps land on the padded positions ``t >= L_b``.
+    """
+    steps = np.arange(time)[:, None]  # [T, 1]
+    valid = steps < lengths[None, :]  # [T, B]
+    if reverse:
+        pos = np.where(valid, lengths[None, :] - 1 - steps, steps)
+    else:
+        pos = np.broadcast_to(steps, valid.shape).copy()
+    return pos, valid
+
+
+def _where_carry(valid: Array, new: Carry, old: Carry) -> Carry:
+    """Row-wise select on a carry: ``valid [B]`` picks ``new`` rows, else ``old`` rows."""
+    v = valid[:, None]
+    if isinstance(new, tuple):
+        return tuple(np.where(v, n, o) for n, o in zip(new, old, strict=True))
+    return np.where(v, new, old)
+
+
+def _carry_h(carry: Carry) -> Array:
+    """The hidden state ``h [B,H]`` of a carry (the first item of an lstm ``(h, c)``)."""
+    return carry[0] if isinstance(carry, tuple) else carry
+
+
+def _add_to_h(dcarry: Carry, dh: Array) -> Carry:
+    """``dcarry`` with ``dh [B,H]`` added to its hidden-state part."""
+    if isinstance(dcarry, tuple):
+        return (dcarry[0] + dh, dcarry[1])
+    return dcarry + dh
+
+
+# --------------------------------------------------------------------------------------
+# Cells: one step forward (with a cache) and its hand-derived backward
+# --------------------------------------------------------------------------------------
+
+
+def _rnn_step(p: Params, h_tm1: Array, x_t: Array, activation: str) -> tuple[Array, dict]:
+    """Simple (Elman) RNN step, shapes ``x_t [B,I]``, ``h_tm1 [B,H]`` -> ``h_t [B,H]``.
+
+    ``a_t = x_t @ w_ih + h_tm1 @ w_hh + b``,  ``h_t = act(a_t)``
+    (the seed's ``a = b + W h + U x``, ``h = tanh(a)`` with ``U = w_ih.T``, ``W = w_hh.T``).
+    """
+    a_t = x_t @ p["w_ih"] + h_tm1 @ p["w_hh"] + p["b"]
+    h_t = _activate(a_t, activation)
+    return h_t, dict(x_t=x_t, h_tm1=h_tm1, a_t=a_t, h_t=h_t)
+
+
+def _rnn_step_backward(
+    p: Params, cache: dict, dh_t: Array, activation: str
+) -> tuple[Params, Array, Array]:
+    """Backward of ``_rnn_step`` given ``dh_t = dL/dh_t [B,H]``.
+
+    ``da_t = dh_t * act'(a_t)``;
+    ``dw_ih = x_tᵀ da_t``, ``dw_hh = h_tm1ᵀ da_t``, ``db = Σ_b da_t``;
+    ``dx_t = da_t w_ihᵀ``, ``dh_tm1 = da_t w_hhᵀ``.
+    Returns ``(dparams, dx_t [B,I], dh_tm1 [B,H])``.
+    """
+    da_t = dh_t * _activation_derivative(cache["a_t"], cache["h_t"], activation)
+    dparams = {
+        "w_ih": cache["x_t"].T @ da_t,
+        "w_hh": cache["h_tm1"].T @ da_t,
+        "b": da_t.sum(axis=0),
+    }
+    return dparams, da_t @ p["w_ih"].T, da_t @ p["w_hh"].T
+
+
+def _lstm_step(
+    p: Params, carry: tuple[Array, Array], x_t: Array
+) -> tuple[tuple[Array, Array], dict]:
+    """LSTM step (Graves peephole form when ``w_peep`` is present).
+
+    Shapes ``x_t [B,I]``, ``h_tm1, c_tm1 [B,H]``.  With ``z = x_t @ w_ih + h_tm1 @ w_hh + b``
+    split into column blocks ``z_i, z_f, z_g, z_o`` and peepholes ``p_i, p_f, p_o``
+    (rows of ``w_peep``; zero when absent)::
+
+        i_t = σ(z_i + p_i * c_tm1)
+        f_t = σ(z_f + p_f * c_tm1)
+        g_t = tanh(z_g)
+        c_t = f_t * c_tm1 + i_t * g_t
+        o_t = σ(z_o + p_o * c_t)          # the output gate sees the new cell state
+        h_t = o_t * tanh(c_t)
+    """
+    h_tm1, c_tm1 = carry
+    H = h_tm1.shape[-1]
+    peep = p.get("w_peep", np.zeros((3, H)))
+    z = x_t @ p["w_ih"] + h_tm1 @ p["w_hh"] + p["b"]
+    z_i, z_f, z_g, z_o = (z[:, k * H : (k + 1) * H] for k in range(4))
+    i_t = sigmoid(z_i + peep[0] * c_tm1)
+    f_t = sigmoid(z_f + peep[1] * c_tm1)
+    g_t = np.tanh(z_g)
+    c_t = f_t * c_tm1 + i_t * g_t
+    o_t = sigmoid(z_o + peep[2] * c_t)
+    tanh_c_t = np.tanh(c_t)
+    h_t = o_t * tanh_c_t
+    cache = dict(
+        x_t=x_t,
+        h_tm1=h_tm1,
+        c_tm1=c_tm1,
+        i_t=i_t,
+        f_t=f_t,
+        g_t=g_t,
+        c_t=c_t,
+        o_t=o_t,
+        tanh_c_t=tanh_c_t,
+        peep=peep,
+    )
+    return (h_t, c_t), cache
+
+
+def _lstm_step_backward(
+    p: Params, cache: dict, dcarry: tuple[Array, Array]
+) -> tuple[Params, Array, tuple[Array, Array]]:
+    """Backward of ``_lstm_step`` given ``dcarry = (dL/dh_t, dL/dc_t)``, each ``[B,H]``.
+
+    With ``a_k`` the full gate pre-activations (``z_k`` plus peephole term)::
+
+        da_o   = dh_t * tanh(c_t) * o_t (1 - o_t)
+        dc     = dc_t + dh_t * o_t * (1 - tanh(c_t)²) + da_o * p_o     # total dL/dc_t
+        da_i   = dc * g_t * i_t (1 - i_t)
+        da_f   = dc * c_tm1 * f_t (1 - f_t)
+        da_g   = dc * i_t * (1 - g_t²)
+        dc_tm1 = dc * f_t + da_i * p_i + da_f * p_f
+        dp_i = Σ_b da_i c_tm1,  dp_f = Σ_b da_f c_tm1,  dp_o = Σ_b da_o c_t
+        dz = [da_i, da_f, da_g, da_o]                                    # [B, 4H]
+        dw_ih = x_tᵀ dz,  dw_hh = h_tm1ᵀ dz,  db = Σ_b dz
+        dx_t = dz w_ihᵀ,  dh_tm1 = dz w_hhᵀ
+
+    Returns ``(dparams, dx_t [B,I], (dh_tm1, dc_tm1))``.
+    """
+    dh_t, dc_t = dcarry
+    i_t, f_t, g_t, o_t = cache["i_t"], cache["f_t"], cache["g_t"], cache["o_t"]
+    c_tm1, c_t, tanh_c_t, peep = cache["c_tm1"], cache["c_t"], cache["tanh_c_t"], cache["peep"]
+
+    da_o = dh_t * tanh_c_t * o_t * (1.0 - o_t)
+    dc = dc_t + dh_t * o_t * (1.0 - tanh_c_t**2) + da_o * peep[2]
+    da_i = dc * g_t * i_t * (1.0 - i_t)
+    da_f = dc * c_tm1 * f_t * (1.0 - f_t)
+    da_g = dc * i_t * (1.0 - g_t**2)
+    dc_tm1 = dc * f_t + da_i * peep[0] + da_f * peep[1]
+
+    dz = np.concatenate([da_i, da_f, da_g, da_o], axis=-1)
+    dparams = {
+        "w_ih": cache["x_t"].T @ dz,
+        "w_hh": cache["h_tm1"].T @ dz,
+        "b": dz.sum(axis=0),
+    }
+    if "w_peep" in p:
+        dparams["w_peep"] = np.stack(
+            [(da_i * c_tm1).sum(axis=0), (da_f * c_tm1).sum(axis=0), (da_o * c_t).sum(axis=0)]
+        )
+    dx_t = dz @ p["w_ih"].T
+    dh_tm1 = dz @ p["w_hh"].T
+    return dparams, dx_t, (dh_tm1, dc_tm1)
+
+
+def _gru_step(p: Params, h_tm1: Array, x_t: Array) -> tuple[Array, dict]:
+    """GRU step, seed convention for ``z``; reset-after form when ``b_hn`` is present.
+
+    Shapes ``x_t [B,I]``, ``h_tm1 [B,H]``; ``w_*r, w_*z, w_*n`` are the column blocks::
+
+        r_t = σ(x_t @ w_ir + h_tm1 @ w_hr + b_r)
+        z_t = σ(x_t @ w_iz + h_tm1 @ w_hz + b_z)
+        n_t = tanh(x_t @ w_in + (r_t * h_tm1) @ w_hn + b_n)              # reset-before (Cho)
+        n_t = tanh(x_t @ w_in + b_n + r_t * (h_tm1 @ w_hn + b_hn))       # reset-after
+        h_t = (1 - z_t) * h_tm1 + z_t * n_t
+    """
+    H = h_tm1.shape[-1]
+    w_ih, w_hh, b = p["w_ih"], p["w_hh"], p["b"]
+    gx = x_t @ w_ih + b  # [B, 3H]: input part (plus bias) of every gate
+    gh_rz = h_tm1 @ w_hh[:, : 2 * H]  # [B, 2H]: recurrent part of r and z
+    r_t = sigmoid(gx[:, :H] + gh_rz[:, :H])
+    z_t = sigmoid(gx[:, H : 2 * H] + gh_rz[:, H:])
+    w_hn = w_hh[:, 2 * H :]
+    cache = dict(x_t=x_t, h_tm1=h_tm1, r_t=r_t, z_t=z_t)
+    if "b_hn" in p:
+        hn_t = h_tm1 @ w_hn + p["b_hn"]
+        n_t = np.tanh(gx[:, 2 * H :] + r_t * hn_t)
+        cache["hn_t"] = hn_t
+    else:
+        rh_t = r_t * h_tm1
+        n_t = np.tanh(gx[:, 2 * H :] + rh_t @ w_hn)
+        cache["rh_t"] = rh_t
+    h_t = (1.0 - z_t) * h_tm1 + z_t * n_t
+    cache["n_t"] = n_t
+    return h_t, cache
+
+
+def _gru_step_backward(p: Params, cache: dict, dh_t: Array) -> tuple[Params, Array, Array]:
+    """Backward of ``_gru_step`` given ``dh_t = dL/dh_t [B,H]``.
+
+    With ``a_r, a_z, a_n`` the gate pre-activations::
+
+        da_n = dh_t * z_t * (1 - n_t²)
+        da_z = dh_t * (n_t - h_tm1) * z_t (1 - z_t)
+        dh_tm1 = dh_t * (1 - z_t)  + (paths through r, z, n below)
+      reset-before (s = r_t * h_tm1):
+        ds = da_n w_hnᵀ,  dw_hn = sᵀ da_n,  dr = ds * h_tm1,  dh_tm1 += ds * r_t
+      reset-after (q = h_tm1 @ w_hn + b_hn):
+        dq = da_n * r_t,  dr = da_n * q,  dw_hn = h_tm1ᵀ dq,  db_hn = Σ_b dq,
+        dh_tm1 += dq w_hnᵀ
+      both:
+        da_r = dr * r_t (1 - r_t)
+        dw_ih = x_tᵀ [da_r, da_z, da_n],  db = Σ_b [da_r, da_z, da_n],
+        dx_t = [da_r, da_z, da_n] w_ihᵀ
+        dw_h{r,z} = h_tm1ᵀ [da_r, da_z],  dh_tm1 += [da_r, da_z] w_h{r,z}ᵀ
+
+    Returns ``(dparams, dx_t [B,I], dh_tm1 [B,H])``.
+    """
+    x_t, h_tm1 = cache["x_t"], cache["h_tm1"]
+    r_t, z_t, n_t = cache["r_t"], cache["z_t"], cache["n_t"]
+    H = h_tm1.shape[-1]
+    w_hh = p["w_hh"]
+    w_hrz, w_hn = w_hh[:, : 2 * H], w_hh[:, 2 * H :]
+
+    da_n = dh_t * z_t * (1.0 - n_t**2)
+    da_z = dh_t * (n_t - h_tm1) * z_t * (1.0 - z_t)
+    dh_tm1 = dh_t * (1.0 - z_t)
+    dparams: Params = {}
+    if "b_hn" in p:
+        dq = da_n * r_t
+        dr = da_n * cache["hn_t"]
+        dw_hn = h_tm1.T @ dq
+        dparams["b_hn"] = dq.sum(axis=0)
+        dh_tm1 = dh_tm1 + dq @ w_hn.T
+    else:
+        ds = da_n @ w_hn.T
+        dr = ds * h_tm1
+        dw_hn = cache["rh_t"].T @ da_n
+        dh_tm1 = dh_tm1 + ds * r_t
+    da_r = dr * r_t * (1.0 - r_t)
+
+    da = np.concatenate([da_r, da_z, da_n], axis=-1)  # [B, 3H]
+    da_rz = da[:, : 2 * H]
+    dparams["w_ih"] = x_t.T @ da
+    dparams["b"] = da.sum(axis=0)
+    dparams["w_hh"] = np.concatenate([h_tm1.T @ da_rz, dw_hn], axis=-1)
+    dx_t = da @ p["w_ih"].T
+    dh_tm1 = dh_tm1 + da_rz @ w_hrz.T
+    return dparams, dx_t, dh_tm1
+
+
+def _cell_forward(
+    kind: str, p: Params, carry: Carry, x_t: Array, activation: str
+) -> tuple[Carry, Array, dict]:
+    """Dispatch one step: returns ``(carry_t, y_t [B,H], cache)`` with ``y_t = h_t``."""
+    if kind == "rnn":
+        carry_t, cache = _rnn_step(p, carry, x_t, activation)
+    elif kind == "lstm":
+        carry_t, cache = _lstm_step(p, carry, x_t)
+    else:
+        carry_t, cache = _gru_step(p, carry, x_t)
+    return carry_t, _carry_h(carry_t), cache
+
+
+def _cell_backward(
+    kind: str, p: Params, cache: dict, dcarry_t: Carry, activation: str
+) -> tuple[Params, Array, Carry]:
+    """Dispatch one backward step: ``dcarry_t`` is the total ``dL/dcarry_t`` (``dy_t``
+    already added to its ``h`` part).  Returns ``(dparams, dx_t [B,I], dcarry_tm1)``."""
+    if kind == "rnn":
+        return _rnn_step_backward(p, cache, dcarry_t, activation)
+    if kind == "lstm":
+        return _lstm_step_backward(p, cache, dcarry_t)
+    return _gru_step_backward(p, cache, dcarry_t)
+
+
+def cell_step(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    carry: Any,
+    x_t: ArrayLike,
+    activation: str = "tanh",
+) -> tuple[Carry, Array]:
+    """One step of a cell: ``(carry_t, y_t) = step(carry_tm1, x_t)``.
+
+    Args:
+      kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      params: the cell's parameter dict (see the module docstring).
+      carry: ``h [B,H]`` (rnn, gru) or ``(h [B,H], c [B,H])`` (lstm).
+      x_t: ``[B, I]``.
+      activation: ``"tanh"`` or ``"relu"``; used by ``rnn`` only.
+
+    Equations:
+      rnn:  ``h_t = act(x_t @ w_ih + h_tm1 @ w_hh + b)``
+      lstm: ``c_t = f*c_tm1 + i*g``, ``h_t = o*tanh(c_t)`` (peepholes: i, f see ``c_tm1``,
+            o sees ``c_t``)
+      gru:  ``h_t = (1 - z)*h_tm1 + z*n`` (reset-before, or reset-after with ``b_hn``)
+
+    Returns:
+      ``(carry_t, y_t)`` with ``y_t = h_t [B,H]``; ``carry_t`` has ``carry``'s structure.
+    """
+    _check_kind(kind, activation)
+    p = _as_params(kind, params)
+    x_t = np.asarray(x_t, np.float64)
+    if x_t.ndim != 2 or x_t.shape[1] != p["w_ih"].shape[0]:
+        raise ValueError(f"x_t: expected shape (B, {p['w_ih'].shape[0]}), got {x_t.shape}")
+    carry = _as_carry(kind, carry, x_t.shape[0], _hidden_size(p))
+    carry_t, y_t, _ = _cell_forward(kind, p, carry, x_t, activation)
+    return carry_t, y_t
+
+
+# --------------------------------------------------------------------------------------
+# Sequences: forward and BPTT
+# --------------------------------------------------------------------------------------
+
+
+def _unroll(
+    kind: str,
+    p: Params,
+    xs: Array,
+    carry0: Carry,
+    lengths: Array,
+    reverse: bool,
+    activation: str,
+) -> tuple[Array, Carry, list[dict], Array, Array]:
+    """The forward loop shared by ``forward`` and ``backward``.
+
+    At loop step ``s``, sequence ``b`` reads ``x = xs[b, pos[s, b]]`` (see
+    ``_step_order``).  Valid rows take the new carry and write ``y``; padded rows keep
+    their carry and write ``y = 0``.  Padded inputs are replaced by zeros before the
+    cell sees them, so padding that holds NaN or inf cannot leak into anything.
+
+    Returns ``(ys [B,T,H], carry_T, caches, pos [T,B], valid [T,B])`` where
+    ``caches[s]`` is the cell cache of loop step ``s``.
+    """
+    B, T, _ = xs.shape
+    H = _hidden_size(p)
+    rows = np.arange(B)
+    pos, valid = _step_order(lengths, T, reverse)
+    ys = np.zeros((B, T, H))
+    carry = carry0
+    caches = []
+    for s in range(T):
+        v = valid[s][:, None]
+        x_t = np.where(v, xs[rows, pos[s]], 0.0)
+        carry_t, y_t, cache = _cell_forward(kind, p, carry, x_t, activation)
+        caches.append(cache)
+        carry = _where_carry(valid[s], carry_t, carry)
+        ys[rows, pos[s]] = np.where(v, y_t, 0.0)
+    return ys, carry, caches, pos, valid
+
+
+def _prepare(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    carry0: Any,
+    lengths: ArrayLike | None,
+    activation: str,
+) -> tuple[Params, Array, Carry, Array]:
+    """Check and convert the arguments common to ``forward`` and ``backward``."""
+    _check_kind(kind, activation)
+    p = _as_params(kind, params)
+    xs = _as_sequence_batch(xs)
+    B, T, I = xs.shape
+    if I != p["w_ih"].shape[0]:
+        raise ValueError(f"xs: expected {p['w_ih'].shape[0]} features, got shape {xs.shape}")
+    carry0 = _as_carry(kind, carry0, B, _hidden_size(p), name="carry0")
+    return p, xs, carry0, _check_lengths(lengths, B, T)
+
+
+def forward(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    carry0: Any,
+    lengths: ArrayLike | None = None,
+    reverse: bool = False,
+    activation: str = "tanh",
+) -> tuple[Array, Carry]:
+    """Run a cell over a batch of (possibly padded) sequences.
+
+    Args:
+      kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      params: the cell's parameter dict.
+      xs: ``[B, T, I]``.
+      carry0: initial carry, ``h [B,H]`` or ``(h, c)`` for lstm; ``None`` means zeros.
+      lengths: int ``[B]`` with ``0 <= L_b <= T``; ``None`` means all ``T``.
+      reverse: read each sequence from ``L_b - 1`` back to ``0``.
+      activation: ``"tanh"`` or ``"relu"`` (rnn only).
+
+    Semantics: for sequence ``b`` the valid positions are ``t < L_b``;
+    ``carry ← step(carry, xs[b, t])`` over ``t = 0 .. L_b-1`` (or ``L_b-1 .. 0`` when
+    ``reverse``), and ``ys[b, t] = h`` right after reading ``xs[b, t]``.  Padded positions
+    give ``ys[b, t] = 0`` and do not touch the carry, so ``L_b = 0`` returns ``carry0[b]``.
+
+    Returns:
+      ``(ys [B, T, H], carry_T)``, ``carry_T`` with the structure of the carry.
+    """
+    p, xs, carry0, lengths = _prepare(kind, params, xs, carry0, lengths, activation)
+    ys, carry_T, *_ = _unroll(kind, p, xs, carry0, lengths, reverse, activation)
+    return ys, carry_T
+
+
+def backward(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    carry0: Any,
+    dys: ArrayLike,
+    dcarry_T: Any = None,
+    lengths: ArrayLike | None = None,
+    reverse: bool = False,
+    activation: str = "tanh",
+) -> tuple[Params, Array, Carry]:
+    """Backpropagation through time for ``forward`` (hand-derived, no autodiff).
+
+    Args:
+      kind, params, xs, carry0, lengths, reverse, activation: as in ``forward``.
+      dys: ``dL/dys [B, T, H]`` (entries at padded positions are ignored: ``ys`` is the
+        constant 0 there).
+      dcarry_T: ``dL/dcarry_T``, the carry's structure; ``None`` means zeros.
+
+    Algorithm: rerun the forward loop keeping each step's cache, then walk the loop
+    steps backwards, ``s = T-1 .. 0``, carrying ``δ = dL/dcarry`` (initially
+    ``dcarry_T``).  For valid rows the cell's backward step gets
+    ``δ + (dy at the position read)`` on its ``h`` part and returns ``dx`` for that
+    position and ``δ ← dL/dcarry_{prev}``; parameter gradients are summed over steps.
+    Padded rows give the cell a zero gradient (so no parameter or ``x`` gradient) and
+    pass ``δ`` through unchanged, since there ``carry_new = carry_old``.
+
+    Returns:
+      ``(dparams, dxs [B, T, I], dcarry0)``: ``dparams`` has the keys and shapes of
+      ``params``, ``dcarry0`` the structure of the carry.
+    """
+    p, xs, carry0, lengths = _prepare(kind, params, xs, carry0, lengths, activation)
+    B, T, _ = xs.shape
+    H = _hidden_size(p)
+    dys = _as_sequence_batch(dys, name="dys")
+    if dys.shape != (B, T, H):
+        raise ValueError(f"dys: expected shape {(B, T, H)}, got {dys.shape}")
+    dcarry = _as_carry(kind, dcarry_T, B, H, name="dcarry_T")
+
+    _, _, caches, pos, valid = _unroll(kind, p, xs, carry0, lengths, reverse, activation)
+    rows = np.arange(B)
+    zero = _zero_carry(kind, B, H)
+    dparams = {k: np.zeros_like(v) for k, v in p.items()}
+    dxs = np.zeros_like(xs)
+    for s in reversed(range(T)):
+        v = valid[s][:, None]
+        dy_t = np.where(v, dys[rows, pos[s]], 0.0)
+        # Total gradient flowing into this step's output carry; zero on padded rows.
+        dcarry_t = _where_carry(valid[s], _add_to_h(dcarry, dy_t), zero)
+        dp, dx_t, dcarry_tm1 = _cell_backward(kind, p, caches[s], dcarry_t, activation)
+        for k in dparams:
+            dparams[k] += dp[k]
+        dxs[rows, pos[s]] = np.where(v, dx_t, 0.0)
+        dcarry = _where_carry(valid[s], dcarry_tm1, dcarry)
+    return dparams, dxs, dcarry
+
+
+# --------------------------------------------------------------------------------------
+# Stacks (like torch.nn.LSTM, no dropout)
+# --------------------------------------------------------------------------------------
+
+
+def stack_forward(
+    kind: str,
+    layer_params: Sequence[Sequence[Mapping[str, ArrayLike]]],
+    xs: ArrayLike,
+    carries0: Sequence[Sequence[Any]] | None = None,
+    lengths: ArrayLike | None = None,
+    bidirectional: bool = False,
+    activation: str = "tanh",
+) -> tuple[Array, tuple[tuple[Carry, ...], ...]]:
+    """Multi-layer, optionally bidirectional, stack of one cell kind.
+
+    Args:
+      kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      layer_params: ``layer_params[l][d]`` is the param dict of layer ``l``, direction
+        ``d`` (``d = 0`` forward, ``d = 1`` reverse); 1 direction, or 2 when
+        ``bidirectional``.  Layer 0 has ``w_ih [I, G*H]``; later layers
+        ``w_ih [D*H, G*H]`` with ``D`` the number of directions.
+      xs: ``[B, T, I]``.
+      carries0: same nesting, ``carries0[l][d]`` a carry; ``None`` means all zeros
+        (an individual ``carries0[l][d]`` may also be ``None``).
+      lengths: int ``[B]`` or ``None``, used by every layer and direction.
+      bidirectional: two directions per layer.
+      activation: ``"tanh"`` or ``"relu"`` (rnn only).
+
+    Equations: ``in_0 = xs``; for layer ``l``:
+    ``out_l^d, carry_l^d = forward(kind, layer_params[l][d], in_l, carries0[l][d],
+    lengths, reverse=(d == 1))`` and ``in_{l+1} = concat_d(out_l^d)`` along features
+    (``[fwd, bwd]``).
+
+    Returns:
+      ``(ys [B, T, D*H], carries_T)`` where ``ys`` is the last layer's output and
+      ``carries_T[l][d]`` the final carry of layer ``l``, direction ``d``.
+    """
+    num_dirs = 2 if bidirectional else 1
+    if carries0 is not None and len(carries0) != len(layer_params):
+        raise ValueError(f"carries0: expected {len(layer_params)} layers, got {len(carries0)}")
+    inputs = np.asarray(xs, np.float64)
+    carries_T = []
+    for layer, dir_params in enumerate(layer_params):
+        if len(dir_params) != num_dirs:
+            raise ValueError(
+                f"layer_params[{layer}]: expected {num_dirs} direction(s), got {len(dir_params)}"
+            )
+        outputs, layer_carries = [], []
+        for direction, params in enumerate(dir_params):
+            carry0 = None if carries0 is None else carries0[layer][direction]
+            ys_d, carry_d = forward(
+                kind,
+                params,
+                inputs,
+                carry0,
+                lengths=lengths,
+                reverse=direction == 1,
+                activation=activation,
+            )
+            outputs.append(ys_d)
+            layer_carries.append(carry_d)
+        inputs = np.concatenate(outputs, axis=-1)
+        carries_T.append(tuple(layer_carries))
+    return inputs, tuple(carries_T)
+
+
+# --------------------------------------------------------------------------------------
+# The seed's Elman network with softmax output (column vectors, one sequence)
+# --------------------------------------------------------------------------------------
+
+
+def log_softmax(logits: ArrayLike) -> Array:
+    """``log softmax`` over the last axis, any shape ``[..., K]``.
+
+    ``log ŷ_k = o_k - m - log Σ_j exp(o_j - m)`` with ``m = max_j o_j`` (log-sum-exp), so
+    no ``exp`` overflows.
+    """
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def _elman_args(U, V, W, b, c, xs, h0) -> tuple[Array, ...]:
+    """Convert the Elman arguments to float64 and check their shapes."""
+    U, V, W, b, c, xs, h0 = (np.asarray(a, np.float64) for a in (U, V, W, b, c, xs, h0))
+    H, I = U.shape
+    K = V.shape[0]
+    expected = {
+        "V": (V, (K, H)),
+        "W": (W, (H, H)),
+        "b": (b, (H,)),
+        "c": (c, (K,)),
+        "h0": (h0, (H,)),
+    }
+    for name, (arr, shape) in expected.items():
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+    if xs.ndim != 2 or xs.shape[1] != I:
+        raise ValueError(f"xs: expected shape (T, {I}), got {xs.shape}")
+    return U, V, W, b, c, xs, h0
+
+
+def elman_forward(
+    U: ArrayLike,
+    V: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike,
+    c: ArrayLike,
+    xs: ArrayLike,
+    h0: ArrayLike,
+) -> dict[str, Array]:
+    """The seed's Elman RNN with softmax outputs, one sequence, column vectors.
+
+    Shapes: ``U [H,I]``, ``W [H,H]``, ``V [K,H]``, ``b [H]``, ``c [K]``, ``xs [T,I]``,
+    ``h0 [H]``.  For ``t = 1 .. τ`` (rows ``0 .. T-1`` of ``xs``)::
+
+        a(t) = b + W h(t-1) + U x(t)
+        h(t) = tanh(a(t))
+        o(t) = c + V h(t)
+        ŷ(t) = softmax(o(t))
+
+    Returns:
+      ``dict(h=[T,H], o=[T,K], yhat=[T,K])``.
+    """
+    U, V, W, b, c, xs, h0 = _elman_args(U, V, W, b, c, xs, h0)
+    T = xs.shape[0]
+    h = np.zeros((T, U.shape[0]))
+    o = np.zeros((T, V.shape[0]))
+    h_prev = h0
+    for t in range(T):
+        a_t = b + W @ h_prev + U @ xs[t]
+        h[t] = np.tanh(a_t)
+        o[t] = c + V @ h[t]
+        h_prev = h[t]
+    return dict(h=h, o=o, yhat=np.exp(log_softmax(o)))
+
+
+def elman_loss(
+    U: ArrayLike,
+    V: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike,
+    c: ArrayLike,
+    xs: ArrayLike,
+    h0: ArrayLike,
+    targets: ArrayLike,
+) -> float:
+    """The seed's loss ``L = Σ_t L(t) = -Σ_t log ŷ(t)[y(t)]``.
+
+    Shapes as in ``elman_forward``; ``targets`` int ``[T]`` with entries in ``[0, K)``.
+    ``log ŷ(t)`` is computed as ``log_softmax(o(t))``.  Returns a Python float.
+    """
+    out = elman_forward(U, V, W, b, c, xs, h0)
+    targets = np.asarray(targets)
+    log_yhat = log_softmax(out["o"])
+    return float(-np.sum(log_yhat[np.arange(len(targets)), targets]))
+
+
+def elman_bptt(
+    U: ArrayLike,
+    V: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike,
+    c: ArrayLike,
+    xs: ArrayLike,
+    h0: ArrayLike,
+    targets: ArrayLike,
+) -> dict[str, Array]:
+    """Gradients of ``elman_loss`` by the seed's BPTT equations, literally.
+
+    Shapes as in ``elman_forward``; ``targets`` int ``[T]``.  With ``τ`` the last step::
+
+        ∇o(t) = ŷ(t) − 1_{y(t)}                               (∂L/∂L(t) = 1)
+        ∇h(τ) = Vᵀ ∇o(τ)
+        ∇h(t) = Wᵀ diag(1 − h(t+1)²) ∇h(t+1) + Vᵀ ∇o(t)
+        ∇c = Σ_t ∇o(t)
+        ∇b = Σ_t diag(1 − h(t)²) ∇h(t)
+        ∇V = Σ_t ∇o(t) h(t)ᵀ
+        ∇W = Σ_t diag(1 − h(t)²) ∇h(t) h(t−1)ᵀ
+        ∇U = Σ_t diag(1 − h(t)²) ∇h(t) x(t)ᵀ
+        ∇h(0) = Wᵀ diag(1 − h(1)²) ∇h(1)                      (the initial state)
+
+    The lecture slide writes the recursion as ``Wᵀ (∇h(t+1)) diag(1 − (h(t+1))²)``; read
+    as a matrix-vector product the diagonal Jacobian of ``tanh`` acts on ``∇h(t+1)``
+    before ``Wᵀ`` does, which is the order written above.
+
+    Returns:
+      ``dict(U=[H,I], V=[K,H], W=[H,H], b=[H], c=[K], h0=[H])``.
+    """
+    U, V, W, b, c, xs, h0 = _elman_args(U, V, W, b, c, xs, h0)
+    targets = np.asarray(targets)
+    out = elman_forward(U, V, W, b, c, xs, h0)
+    h, yhat = out["h"], out["yhat"]
+    T, H = h.shape
+
+    grad_o = yhat.copy()  # ∇o(t) = ŷ(t) − 1_{y(t)}
+    grad_o[np.arange(T), targets] -= 1.0
+
+    grad_h = np.zeros((T, H))
+    for t in reversed(range(T)):
+        grad_h[t] = V.T @ grad_o[t]
+        if t + 1 < T:
+            grad_h[t] += W.T @ ((1.0 - h[t + 1] ** 2) * grad_h[t + 1])
+
+    grads = {name: np.zeros_like(arr) for name, arr in dict(U=U, V=V, W=W, b=b, c=c).items()}
+    for t in range(T):
+        h_prev = h0 if t == 0 else h[t - 1]
+        grad_a = (1.0 - h[t] ** 2) * grad_h[t]  # diag(1 − h(t)²) ∇h(t)
+        grads["c"] += grad_o[t]
+        grads["b"] += grad_a
+        grads["V"] += np.outer(grad_o[t], h[t])
+        grads["W"] += np.outer(grad_a, h_prev)
+        grads["U"] += np.outer(grad_a, xs[t])
+    grads["h0"] = W.T @ ((1.0 - h[0] ** 2) * grad_h[0]) if T > 0 else np.zeros(H)
+    return grads
+
+
+# --------------------------------------------------------------------------------------
+# Sequence losses with lengths
+# --------------------------------------------------------------------------------------
+
+
+def sequence_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, lengths: ArrayLike | None = None
+) -> tuple[Array, Array]:
+    """Softmax cross-entropy summed over the valid steps of each sequence.
+
+    Shapes: ``logits [B, T, K]``, ``labels`` int ``[B, T]``, ``lengths`` int ``[B]`` or
+    ``None`` (all ``T``).  With ``m[b, t] = t < L_b``::
+
+        nll[b, t]   = -log_softmax(logits[b, t])[labels[b, t]]
+        per_seq[b]  = Σ_t m[b, t] nll[b, t]
+        mean        = Σ_b per_seq[b] / Σ_{b,t} m[b, t]      (0 when there is no valid step)
+
+    Labels at padded positions are ignored (they may be out of range, e.g. ``-100``).
+
+    Returns:
+      ``(per_seq [B], mean [])``.
+    """
+    logits = _as_sequence_batch(logits, name="logits")
+    B, T, K = logits.shape
+    labels = np.asarray(labels)
+    if labels.shape != (B, T):
+        raise ValueError(f"labels: expected shape {(B, T)}, got {labels.shape}")
+    mask = _valid_mask(_check_lengths(lengths, B, T), T)
+    safe_labels = np.where(mask, labels, 0)
+    if np.any((safe_labels < 0) | (safe_labels >= K)):
+        raise ValueError(f"labels: valid entries must lie in [0, {K})")
+    log_p = log_softmax(logits)
+    nll = -np.take_along_axis(log_p, safe_labels[..., None], axis=-1)[..., 0]
+    per_seq = np.where(mask, nll, 0.0).sum(axis=1)
+    mean = per_seq.sum() / max(int(mask.sum()), 1)
+    return per_seq, np.asarray(mean)
+
+
+def sequence_mse(
+    preds: ArrayLike, targets: ArrayLike, lengths: ArrayLike | None = None
+) -> tuple[Array, Array]:
+    """Squared error summed over the valid steps and features of each sequence.
+
+    Shapes: ``preds, targets [B, T, D]``, ``lengths`` int ``[B]`` or ``None``.
+    With ``m[b, t] = t < L_b``::
+
+        per_seq[b] = Σ_t m[b, t] Σ_d (preds[b, t, d] - targets[b, t, d])²
+        mean       = Σ_b per_seq[b] / (D Σ_{b,t} m[b, t])    (0 when there is no valid step)
+
+    Returns:
+      ``(per_seq [B], mean [])``.
+    """
+    preds = _as_sequence_batch(preds, name="preds")
+    targets = _as_sequence_batch(targets, name="targets")
+    if targets.shape != preds.shape:
+        raise ValueError(f"targets: expected shape {preds.shape}, got {targets.shape}")
+    B, T, D = preds.shape
+    mask = _valid_mask(_check_lengths(lengths, B, T), T)
+    sq = np.where(mask[..., None], (preds - targets) ** 2, 0.0)
+    per_seq = sq.sum(axis=(1, 2))
+    mean = per_seq.sum() / max(int(mask.sum()) * D, 1)
+    return per_seq, np.asarray(mean)

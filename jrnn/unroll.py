@@ -1,0 +1,270 @@
+"""Running cells over sequences: ``unroll`` (one cell, one direction) and ``stack``
+(``torch.nn.LSTM``-like layers, optionally bidirectional, with dropout between layers).
+
+Backpropagation through time is ``jax.grad`` of these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.base import (
+    Array,
+    Carry,
+    Cell,
+    Params,
+    PRNGKey,
+    _shape_str,
+    cast_tree,
+    check_carry,
+    check_features,
+    check_float_input,
+    check_lengths,
+    compute_dtype,
+    input_size_of,
+)
+
+
+def flip_within_lengths(xs: Array, lengths: Array) -> Array:
+    """Reverses each sequence within its own length; padding stays in place.
+
+    Args:
+      xs: time-major ``[T, *batch, ...]``.
+      lengths: int ``[*batch]``.
+
+    Returns:
+      ``out[t, b] = xs[L_b - 1 - t, b]`` for ``t < L_b`` and ``xs[t, b]`` otherwise.  The map
+      is its own inverse.
+    """
+    num_steps = xs.shape[0]
+    t = jnp.arange(num_steps, dtype=lengths.dtype).reshape((num_steps,) + (1,) * lengths.ndim)
+    idx = jnp.where(t < lengths, lengths - 1 - t, t)
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - idx.ndim))
+    return jnp.take_along_axis(xs, idx, axis=0)
+
+
+def unroll(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry: Carry | None = None,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int = 1,
+    return_carries: bool = False,
+    hoist: bool | None = None,
+) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
+    """Runs ``cell`` over a sequence with ``jax.lax.scan``.
+
+    With ``hoist=True`` the input part of every pre-activation is computed for all time steps
+    in one matmul (``cell.project``) before the scan and the scan body holds only
+    ``cell.recur``; with ``hoist=False`` the body projects one step's input itself.  Without
+    ``lengths`` there is no masking work at all.
+
+    Args:
+      cell: a :class:`jrnn.Cell`.
+      params: its parameters.
+      xs: ``[*batch, T, input_size]`` (any number of leading batch axes, none for one
+        sequence), or ``[T, *batch, input_size]`` with ``time_major=True``.
+      carry: initial carry with batch shape ``[*batch]``; default ``cell.initial_carry``.
+      lengths: optional int ``[*batch]``, ``0 <= lengths <= T``.  Steps ``t >= lengths`` are
+        padding: they leave the carry unchanged and output zeros.
+      reverse: read each sequence from its last valid step back to its first.  Outputs stay
+        aligned with input positions (``ys[t]`` is the output right after reading ``xs[t]``)
+        so forward and reverse outputs concatenate directly.
+      time_major: whether ``xs`` (and the returned ``ys``) are ``[T, *batch, F]``.
+      unroll: passed to ``lax.scan``.
+      return_carries: also return the carry after every step, stacked along the time axis
+        (aligned like ``ys``; LSTM ``c_t`` included), for diagnostics.
+      hoist: project the inputs before the scan (``True``) or inside it (``False``).  The
+        default (``None``) hoists on accelerators and projects inside the step on CPU, where
+        measurement (``benchmarks/quick_lstm.py``) found the hoisted ``[T*B, I] x [I, kH]``
+        product slower than the in-step one for training at every benchmark size.
+
+    Returns:
+      ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
+      ``(ys, carry_T, carries)`` with ``return_carries=True``.
+    """
+    where = "unroll"
+    xs = check_float_input("xs", xs, where)
+    layout = "[T, *batch, input_size]" if time_major else "[*batch, T, input_size]"
+    if xs.ndim < 2:
+        raise ValueError(
+            f"{where}: `xs` must have shape {layout} (rank >= 2), got {_shape_str(xs.shape)}"
+        )
+    check_features("xs", xs, input_size_of(params), where, layout)
+    if not time_major:
+        xs = jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+
+    dtype = compute_dtype(cell, params)
+    params = cast_tree(params, dtype)
+    template = cell.initial_carry(params, batch_shape)
+    carry = template if carry is None else check_carry(carry, template, where)
+    xs = xs.astype(dtype)
+
+    if hoist is None:
+        hoist = jax.default_backend() != "cpu"
+    if hoist:
+        recur = cell.recur
+    else:
+
+        def recur(p, c, x_t):
+            return cell.recur(p, c, cell.project(p, x_t))
+
+    def prepare(xs):
+        return cell.project(params, xs) if hoist else xs
+
+    if lengths is None:
+        pre = prepare(xs)
+
+        def body(c, pre_t):
+            c, y_t = recur(params, c, pre_t)
+            return c, ((y_t, c) if return_carries else y_t)
+
+        carry, out = jax.lax.scan(body, carry, pre, reverse=reverse, unroll=unroll)
+    else:
+        lengths = check_lengths(lengths, batch_shape, num_steps, where)
+        if reverse:  # run forward over the sequences flipped within their lengths
+            xs = flip_within_lengths(xs, lengths)
+        pre = prepare(xs)
+        steps = jnp.arange(num_steps, dtype=lengths.dtype)
+        mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
+
+        def body(c, inputs):
+            pre_t, m_t = inputs
+            new_c, y_t = recur(params, c, pre_t)
+            m = m_t[..., None]
+            c = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_c, c)
+            y_t = jnp.where(m, y_t, jnp.zeros_like(y_t))
+            return c, ((y_t, c) if return_carries else y_t)
+
+        carry, out = jax.lax.scan(body, carry, (pre, mask), unroll=unroll)
+        if reverse:
+            out = jax.tree.map(lambda a: flip_within_lengths(a, lengths), out)
+
+    if not time_major:
+        out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2), out)
+    if return_carries:
+        ys, carries = out
+        return ys, carry, carries
+    return out, carry
+
+
+# --------------------------------------------------------------------------------------
+# stacks
+
+
+class Stack(NamedTuple):
+    """Layers of one cell, optionally bidirectional, like ``torch.nn.LSTM``.
+
+    ``params`` and carries are nested tuples ``[layer][direction]`` (direction 0 reads
+    forward, 1 backward).
+
+    Attributes:
+      init: ``init(key, input_size) -> params``.
+      apply: ``apply(params, xs, carries=None, lengths=None, key=None, time_major=False,
+        unroll=1) -> (ys, carries_T)``; ``ys: [*batch, T, D * output_size]`` (``D = 2`` when
+        bidirectional, directions concatenated ``[forward, backward]`` on the feature axis).
+      initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
+      cell, num_layers, bidirectional, dropout: the configuration.
+    """
+
+    init: Any
+    apply: Any
+    initial_carry: Any
+    cell: Cell
+    num_layers: int
+    bidirectional: bool
+    dropout: float
+
+
+def stack(
+    cell: Cell, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0
+) -> Stack:
+    """Stacks ``num_layers`` layers of ``cell`` (``torch.nn.LSTM`` semantics).
+
+    Layer 0 reads ``xs``; layer ``l > 0`` reads the previous layer's output, the
+    concatenation ``[forward, backward]`` when bidirectional.  The backward direction runs
+    ``unroll(..., reverse=True)`` with the same ``lengths``.  Dropout with rate ``dropout``
+    acts on every layer's output except the last, and only when ``apply`` gets a ``key``
+    (evaluation passes none).
+
+    Args:
+      cell: the cell of every layer and direction.
+      num_layers: number of layers (>= 1).
+      bidirectional: add a backward direction to every layer.
+      dropout: drop rate between layers, in ``[0, 1)``.
+
+    Returns:
+      A :class:`Stack`.
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"stack: `num_layers` must be a positive int, got {num_layers!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"stack: `dropout` must lie in [0, 1), got {dropout!r}")
+    num_dirs = 2 if bidirectional else 1
+    where = "stack.apply"
+
+    def init(key: PRNGKey, input_size: int) -> tuple[tuple[Params, ...], ...]:
+        keys = jax.random.split(key, num_layers * num_dirs).reshape(num_layers, num_dirs)
+        layers = []
+        for layer in range(num_layers):
+            size = input_size if layer == 0 else num_dirs * cell.output_size
+            layers.append(tuple(cell.init(keys[layer, d], size) for d in range(num_dirs)))
+        return tuple(layers)
+
+    def _check_params(params):
+        if len(params) != num_layers or any(len(p) != num_dirs for p in params):
+            raise ValueError(
+                f"{where}: `params` must be nested tuples [num_layers={num_layers}]"
+                f"[directions={num_dirs}], got {jax.tree.structure(params)}"
+            )
+
+    def initial_carry(params, batch_shape: tuple[int, ...] = ()):
+        _check_params(params)
+        return tuple(tuple(cell.initial_carry(p, batch_shape) for p in layer) for layer in params)
+
+    def apply(
+        params,
+        xs: Array,
+        carries=None,
+        lengths: Array | None = None,
+        key: PRNGKey | None = None,
+        time_major: bool = False,
+        unroll: int = 1,
+    ):
+        _check_params(params)
+        if carries is not None and (
+            len(carries) != num_layers or any(len(c) != num_dirs for c in carries)
+        ):
+            raise ValueError(
+                f"{where}: `carries` must be nested tuples [num_layers={num_layers}]"
+                f"[directions={num_dirs}], got {jax.tree.structure(carries)}"
+            )
+        finals = []
+        for layer, layer_params in enumerate(params):
+            outs, layer_finals = [], []
+            for d, p in enumerate(layer_params):
+                c0 = None if carries is None else carries[layer][d]
+                ys, c_t = _unroll(
+                    cell, p, xs, c0, lengths, reverse=d == 1, time_major=time_major, unroll=unroll
+                )
+                outs.append(ys)
+                layer_finals.append(c_t)
+            xs = outs[0] if num_dirs == 1 else jnp.concatenate(outs, axis=-1)
+            finals.append(tuple(layer_finals))
+            if dropout > 0.0 and key is not None and layer < num_layers - 1:
+                key, sub = jax.random.split(key)
+                keep = jax.random.bernoulli(sub, 1.0 - dropout, xs.shape)
+                xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
+        return xs, tuple(finals)
+
+    return Stack(init, apply, initial_carry, cell, num_layers, bidirectional, dropout)
+
+
+_unroll = unroll

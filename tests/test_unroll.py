@@ -1,0 +1,201 @@
+"""unroll semantics: batching, vmap, time-major, unroll factor, lengths, reverse, carries;
+stacks against manual composition and the reference."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn import reference as ref
+from tests.helpers import (
+    VARIANT_IDS,
+    VARIANTS,
+    np_params,
+    random_carry,
+    random_params,
+    ref_to_tuple,
+    to_ref_carry,
+)
+
+I, H = 3, 4
+
+
+def _cell(variant, dtype=jnp.float64):
+    _, factory, kind, act = variant
+    cell = factory(H, param_dtype=dtype)
+    return cell, random_params(cell, jax.random.key(0), I), kind, act
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_vmap_of_one_sequence_equals_batched_call(variant):
+    cell, params, _, _ = _cell(variant)
+    xs = jax.random.normal(jax.random.key(1), (5, 7, I), jnp.float64)
+    lengths = jnp.array([7, 0, 3, 1, 5])
+    batched = jrnn.unroll(cell, params, xs, lengths=lengths, reverse=True)
+    single = jax.vmap(lambda x, n: jrnn.unroll(cell, params, x, lengths=n, reverse=True))(
+        xs, lengths
+    )
+    chex.assert_trees_all_close(batched, single, atol=1e-12)
+
+
+def test_several_batch_axes_time_major_and_unroll_factor():
+    cell, params, _, _ = _cell(VARIANTS[2])
+    xs = jax.random.normal(jax.random.key(1), (2, 3, 9, I), jnp.float64)
+    lengths = jnp.array([[9, 4, 0], [1, 9, 6]])
+    ys, carry = jrnn.unroll(cell, params, xs, lengths=lengths)
+    assert ys.shape == (2, 3, 9, H) and carry.h.shape == (2, 3, H)
+    flat, flat_carry = jrnn.unroll(cell, params, xs.reshape(6, 9, I), lengths=lengths.reshape(6))
+    chex.assert_trees_all_close(ys.reshape(6, 9, H), flat, atol=1e-12)
+    ys_tm, carry_tm = jrnn.unroll(
+        cell, params, jnp.moveaxis(xs, 2, 0), lengths=lengths, time_major=True
+    )
+    chex.assert_trees_all_close(jnp.moveaxis(ys_tm, 0, 2), ys, atol=1e-12)
+    chex.assert_trees_all_close(carry_tm, carry, atol=1e-12)
+    for u in (2, 3, 9):
+        chex.assert_trees_all_close(
+            jrnn.unroll(cell, params, xs, lengths=lengths, unroll=u), (ys, carry), atol=1e-12
+        )
+    single, _ = jrnn.unroll(cell, params, xs[0, 0])  # no batch axis at all
+    chex.assert_trees_all_close(single, ys[0, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_and_reverse_match_reference(variant, reverse):
+    cell, params, kind, act = _cell(variant)
+    xs = jax.random.normal(jax.random.key(2), (4, 6, I), jnp.float64)
+    xs = xs.at[1, 2:].set(jnp.nan)  # padding content must never leak
+    lengths = jnp.array([6, 2, 0, 5])
+    carry = random_carry(cell, params, jax.random.key(3), (4,))
+    ys, carry_t = jrnn.unroll(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse)
+    xs_np = np.where(np.isnan(np.asarray(xs)), 0.0, np.asarray(xs))
+    ys_ref, carry_ref = ref.forward(
+        kind,
+        np_params(params),
+        xs_np,
+        to_ref_carry(kind, carry),
+        lengths=np.asarray(lengths),
+        reverse=reverse,
+        activation=act,
+    )
+    chex.assert_trees_all_close(ys, ys_ref, atol=1e-10)
+    chex.assert_trees_all_close(tuple(carry_t), ref_to_tuple(kind, carry_ref), atol=1e-10)
+    chex.assert_trees_all_equal(
+        jax.tree.map(lambda c: c[2], carry_t), jax.tree.map(lambda c: c[2], carry)
+    )  # length 0: carry returned unchanged
+    assert not np.any(np.asarray(ys[2]))  # and all outputs zero
+
+
+def test_reverse_outputs_align_with_inputs_and_full_lengths_equal_no_lengths():
+    cell, params, _, _ = _cell(VARIANTS[4])
+    xs = jax.random.normal(jax.random.key(4), (3, 5, I), jnp.float64)
+    full = jnp.full((3,), 5)
+    for reverse in (False, True):
+        chex.assert_trees_all_close(
+            jrnn.unroll(cell, params, xs, reverse=reverse),
+            jrnn.unroll(cell, params, xs, lengths=full, reverse=reverse),
+            atol=1e-12,
+        )
+    # reverse == forward over the time-flipped input, flipped back
+    ys_rev, c_rev = jrnn.unroll(cell, params, xs, reverse=True)
+    ys_flip, c_flip = jrnn.unroll(cell, params, xs[:, ::-1])
+    chex.assert_trees_all_close((ys_rev, c_rev), (ys_flip[:, ::-1], c_flip), atol=1e-12)
+
+
+def test_return_carries_gives_every_state_including_lstm_cell():
+    cell, params, kind, _ = _cell(VARIANTS[3])
+    xs = jax.random.normal(jax.random.key(5), (2, 5, I), jnp.float64)
+    lengths = jnp.array([5, 3])
+    ys, carry_t, carries = jrnn.unroll(cell, params, xs, lengths=lengths, return_carries=True)
+    assert carries.c.shape == (2, 5, H)
+    chex.assert_trees_all_close(carries.h[0], ys[0], atol=1e-12)
+    chex.assert_trees_all_close(carries.c[:, -1], carry_t.c, atol=1e-12)  # padded steps hold
+    for t in range(5):  # carries[t] is the state after the prefix of length t+1
+        _, c = jrnn.unroll(cell, params, xs[:, : t + 1], lengths=jnp.minimum(lengths, t + 1))
+        chex.assert_trees_all_close(jax.tree.map(lambda a, t=t: a[:, t], carries), c, atol=1e-12)
+
+
+def test_jitted_unroll_traces_once():
+    cell = jrnn.gru(H)
+    params = cell.init(jax.random.key(0), I)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(p, x, n):
+        return jrnn.unroll(cell, p, x, lengths=n)
+
+    x = jnp.ones((2, 5, I), jnp.float32)
+    run(params, x, jnp.array([5, 2]))
+    run(params, x + 1, jnp.array([1, 3]))
+
+
+# --------------------------------------------------------------------------------------
+# stacks
+
+
+@pytest.mark.parametrize("variant", [VARIANTS[2], VARIANTS[5]], ids=["lstm", "gru_reset_after"])
+def test_bidirectional_stack_equals_manual_composition_and_reference(variant):
+    _, factory, kind, act = variant
+    cell = factory(H, param_dtype=jnp.float64)
+    net = jrnn.stack(cell, num_layers=2, bidirectional=True)
+    params = net.init(jax.random.key(0), I)
+    assert params[1][0]["w_ih"].shape[0] == 2 * H
+    xs = jax.random.normal(jax.random.key(1), (3, 6, I), jnp.float64)
+    lengths = jnp.array([6, 1, 4])
+    ys, carries = net.apply(params, xs, lengths=lengths)
+    assert ys.shape == (3, 6, 2 * H)
+
+    inp, manual = xs, []
+    for layer in params:
+        f, cf = jrnn.unroll(cell, layer[0], inp, lengths=lengths)
+        b, cb = jrnn.unroll(cell, layer[1], inp, lengths=lengths, reverse=True)
+        inp = jnp.concatenate([f, b], -1)
+        manual.append((cf, cb))
+    chex.assert_trees_all_close(ys, inp, atol=1e-12)
+    chex.assert_trees_all_close(carries, tuple(manual), atol=1e-12)
+
+    layer_params = tuple(tuple(np_params(p) for p in layer) for layer in params)
+    ys_ref, carries_ref = ref.stack_forward(
+        kind,
+        layer_params,
+        np.asarray(xs),
+        lengths=np.asarray(lengths),
+        bidirectional=True,
+        activation=act,
+    )
+    chex.assert_trees_all_close(ys, ys_ref, atol=1e-10)
+    for layer in range(2):
+        for d in range(2):
+            chex.assert_trees_all_close(
+                tuple(carries[layer][d]), ref_to_tuple(kind, carries_ref[layer][d]), atol=1e-10
+            )
+
+
+def test_stack_initial_carries_and_dropout():
+    net = jrnn.stack(jrnn.lstm(H), num_layers=3, dropout=0.5)
+    params = net.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, I), jnp.float32)
+    c0 = net.initial_carry(params, (2,))
+    c0 = jax.tree.map(lambda a: a + 0.3, c0)
+    ys_eval, _ = net.apply(params, xs, carries=c0)
+    chex.assert_trees_all_equal(ys_eval, net.apply(params, xs, carries=c0)[0])
+    ys_a, _ = net.apply(params, xs, carries=c0, key=jax.random.key(2))
+    ys_b, _ = net.apply(params, xs, carries=c0, key=jax.random.key(3))
+    assert not np.allclose(ys_a, ys_eval) and not np.allclose(ys_a, ys_b)
+    # dropout=0 with a key is the evaluation path
+    net0 = jrnn.stack(jrnn.lstm(H), num_layers=3)
+    chex.assert_trees_all_equal(
+        net0.apply(params, xs, carries=c0, key=jax.random.key(2)), net0.apply(params, xs, c0)
+    )
+    # the last layer's output is never dropped: dropout on layer 1 only, manual check
+    net2 = jrnn.stack(jrnn.lstm(H), num_layers=2, dropout=0.5)
+    p2 = net2.init(jax.random.key(4), I)
+    key = jax.random.key(5)
+    ys2, _ = net2.apply(p2, xs, key=key)
+    _, sub = jax.random.split(key)
+    h1, _ = jrnn.unroll(net2.cell, p2[0][0], xs)
+    keep = jax.random.bernoulli(sub, 0.5, h1.shape)
+    h2, _ = jrnn.unroll(net2.cell, p2[1][0], jnp.where(keep, h1 / 0.5, 0.0))
+    chex.assert_trees_all_close(ys2, h2, atol=1e-6)
