@@ -4,10 +4,11 @@ A recurrent cell is data plus pure functions (like ``optax.GradientTransformatio
 a factory such as :func:`jrnn.lstm` closes over hyper-parameters and returns a
 :class:`Cell` whose fields are pure functions of an explicit parameter pytree.
 
-``step`` is split in two so that sequences can be run fast: ``project`` maps inputs of
-any leading shape to the input part of every gate's pre-activation (``x @ w_ih + b``,
-one large matmul for all time steps at once), and ``recur`` does the rest of one step
-(the recurrent matmul and the element-wise gate math).  ``step = recur ∘ project``.
+``step`` is split so that sequences run fast and differentiate fast.  With the
+pre-activations ``xa = x @ w_ih + b`` (``project``, one large matmul for all time steps at
+once) and ``ha = h_{t-1} @ recurrent_kernel(params)`` (the only matmul in the loop), a step
+is ``gates(params, carry, xa, ha)``: element-wise gate math only.  ``unroll`` builds both the
+scan body and a hand-structured backward pass from these three pieces, for any cell.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ class Cell(NamedTuple):
       initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
       step: ``step(params, carry, x_t) -> (carry, y_t)`` with ``x_t: [..., input_size]`` and
         ``y_t: [..., output_size]``; with ``params`` bound it is the function ``lax.scan`` wants.
-      project: ``project(params, xs) -> pre``: the input part of every pre-activation for
-        inputs of any leading shape ``[..., input_size]``; a tuple of arrays ``[..., H]``, one
-        per gate, so the scan body never slices a fused array.  Assumes compute-dtype inputs.
-      recur: ``recur(params, carry, pre_t) -> (carry, y_t)``: the rest of one step.
+      project: ``project(params, xs) -> xa``: the input part of every gate's pre-activation,
+        ``xs @ w_ih + b`` for inputs of any leading shape (``[..., kH]``).
+      recurrent_kernel: ``recurrent_kernel(params) -> w [H, k'H]``: the weight that multiplies
+        ``carry.h`` in every step, ``ha_t = h_{t-1} @ w``.
+      gates: ``gates(params, carry, xa_t, ha_t) -> (carry, y_t)``: the element-wise rest of
+        a step; it may read only the parameters named in ``gate_params``.
+      gate_params: names of the parameters ``gates`` reads (e.g. ``("w_peep",)``).
       hidden_size: ``H``.
       output_size: size of ``y_t`` (``H`` unless the cell projects its output).
       dtype: compute dtype, or ``None`` to compute in the parameters' dtype.
@@ -64,13 +68,20 @@ class Cell(NamedTuple):
     init: Callable[[PRNGKey, int], Params]
     initial_carry: Callable[..., Carry]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
-    project: Callable[[Params, Array], Any]
-    recur: Callable[[Params, Carry, Any], tuple[Carry, Array]]
+    project: Callable[[Params, Array], Array]
+    recurrent_kernel: Callable[[Params], Array]
+    gates: Callable[[Params, Carry, Array, Array], tuple[Carry, Array]]
+    gate_params: tuple[str, ...]
     hidden_size: int
     output_size: int
     dtype: DType | None
     param_dtype: DType
     name: str
+
+
+def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry, Array]:
+    """One step given the projected input ``xa_t`` (compute-dtype params and carry)."""
+    return cell.gates(params, carry, xa_t, carry.h @ cell.recurrent_kernel(params))
 
 
 # --------------------------------------------------------------------------------------

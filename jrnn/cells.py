@@ -32,6 +32,7 @@ from jrnn.base import (
     check_float_input,
     compute_dtype,
     input_size_of,
+    recur,
 )
 
 Initializer = Callable[..., Array]
@@ -81,13 +82,14 @@ def _make_cell(
     hidden_size: int,
     output_size: int,
     make_params: Callable[[PRNGKey, int], Params],
-    project: Callable[[Params, Array], Any],
-    recur: Callable[[Params, Any, Any], tuple[Any, Array]],
+    gates: Callable[[Params, Any, Array, Array], tuple[Any, Array]],
+    recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
+    gate_params: tuple[str, ...] = (),
     zero_carry: Callable[[tuple[int, ...], DType], Any],
     dtype: DType | None,
     param_dtype: DType,
 ) -> Cell:
-    """Builds a :class:`Cell` from a cell's own ``project``/``recur`` and adds the checks."""
+    """Builds a :class:`Cell` from a cell's element-wise ``gates`` and adds the checks."""
     where = name.split("(")[0]
 
     def init(key: PRNGKey, input_size: int) -> Params:
@@ -103,14 +105,16 @@ def _make_cell(
         dt = compute_dtype(cell, params)
         params = cast_tree(params, dt)
         carry = cast_tree(carry, dt)
-        return recur(params, carry, project(params, x_t.astype(dt)))
+        return recur(cell, params, carry, _project(params, x_t.astype(dt)))
 
     cell = Cell(
         init=init,
         initial_carry=initial_carry,
         step=step,
-        project=project,
-        recur=recur,
+        project=_project,
+        recurrent_kernel=recurrent_kernel,
+        gates=gates,
+        gate_params=gate_params,
         hidden_size=hidden_size,
         output_size=output_size,
         dtype=dtype,
@@ -120,9 +124,9 @@ def _make_cell(
     return cell
 
 
-def _project_gates(params: Params, xs: Array, gates: int) -> tuple[Array, ...]:
-    """Input part of each gate's pre-activation, ``x @ w_ih + b``, as ``gates`` arrays."""
-    return tuple(jnp.split(xs @ params["w_ih"] + params["b"], gates, axis=-1))
+def _project(params: Params, xs: Array) -> Array:
+    """Input part of every gate's pre-activation, ``xs @ w_ih + b``: ``[..., kH]``."""
+    return xs @ params["w_ih"] + params["b"]
 
 
 # --------------------------------------------------------------------------------------
@@ -176,11 +180,8 @@ def simple_rnn(
             "b": bias_init(k3, (h,), param_dtype),
         }
 
-    def project(params, xs):
-        return xs @ params["w_ih"] + params["b"]
-
-    def recur(params, carry, a_in):
-        h_t = act(a_in + carry.h @ params["w_hh"])
+    def gates(params, carry, xa, ha):
+        h_t = act(xa + ha)
         return RNNState(h_t), h_t
 
     return _make_cell(
@@ -188,8 +189,7 @@ def simple_rnn(
         hidden_size=h,
         output_size=h,
         make_params=make_params,
-        project=project,
-        recur=recur,
+        gates=gates,
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
@@ -255,14 +255,9 @@ def lstm(
             params["w_peep"] = peephole_init(k3, (3, h), param_dtype)
         return params
 
-    def project(params, xs):
-        return _project_gates(params, xs, 4)
-
-    def recur(params, carry, pre):
-        h_tm1, c_tm1 = carry
-        xi, xf, xg, xo = pre
-        ri, rf, rg, ro = jnp.split(h_tm1 @ params["w_hh"], 4, axis=-1)
-        a_i, a_f, a_g, a_o = xi + ri, xf + rf, xg + rg, xo + ro
+    def gates(params, carry, xa, ha):
+        c_tm1 = carry.c
+        a_i, a_f, a_g, a_o = jnp.split(xa + ha, 4, axis=-1)
         if peephole:
             p_i, p_f, p_o = params["w_peep"]
             a_i = a_i + p_i * c_tm1
@@ -282,8 +277,8 @@ def lstm(
         hidden_size=h,
         output_size=h,
         make_params=make_params,
-        project=project,
-        recur=recur,
+        gates=gates,
+        gate_params=("w_peep",) if peephole else (),
         zero_carry=lambda bs, dt: LSTMState(jnp.zeros(bs + (h,), dt), jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
@@ -346,23 +341,24 @@ def gru(
             params["b_hn"] = bias_init(k4, (h,), param_dtype)
         return params
 
-    def project(params, xs):
-        return _project_gates(params, xs, 3)
+    # reset-after: every recurrent product is h_{t-1} @ w_hh; reset-before: the candidate's
+    # product (r * h_{t-1}) @ w_hn depends on r, so it stays inside the element-wise part.
+    def recurrent_kernel(params):
+        return params["w_hh"] if reset_after else params["w_hh"][:, : 2 * h]
 
-    def recur(params, carry, pre):
+    def gates(params, carry, xa, ha):
         h_tm1 = carry.h
-        xr, xz, xn = pre
-        w_hh = params["w_hh"]
+        xr, xz, xn = jnp.split(xa, 3, axis=-1)
         if reset_after:
-            rr, rz, rn = jnp.split(h_tm1 @ w_hh, 3, axis=-1)
-            r_t = jax.nn.sigmoid(xr + rr)
-            z_t = jax.nn.sigmoid(xz + rz)
-            n_t = jnp.tanh(xn + r_t * (rn + params["b_hn"]))
+            hr, hz, hn = jnp.split(ha, 3, axis=-1)
         else:
-            rr, rz = jnp.split(h_tm1 @ w_hh[:, : 2 * h], 2, axis=-1)
-            r_t = jax.nn.sigmoid(xr + rr)
-            z_t = jax.nn.sigmoid(xz + rz)
-            n_t = jnp.tanh(xn + (r_t * h_tm1) @ w_hh[:, 2 * h :])
+            hr, hz = jnp.split(ha, 2, axis=-1)
+        r_t = jax.nn.sigmoid(xr + hr)
+        z_t = jax.nn.sigmoid(xz + hz)
+        if reset_after:
+            n_t = jnp.tanh(xn + r_t * (hn + params["b_hn"]))
+        else:
+            n_t = jnp.tanh(xn + (r_t * h_tm1) @ params["w_hh"][:, 2 * h :])
         h_t = (1 - z_t) * h_tm1 + z_t * n_t
         return RNNState(h_t), h_t
 
@@ -371,8 +367,9 @@ def gru(
         hidden_size=h,
         output_size=h,
         make_params=make_params,
-        project=project,
-        recur=recur,
+        gates=gates,
+        recurrent_kernel=recurrent_kernel,
+        gate_params=("b_hn",) if reset_after else ("w_hh",),
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,

@@ -6,6 +6,7 @@ Backpropagation through time is ``jax.grad`` of these functions.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -57,6 +58,7 @@ def unroll(
     unroll: int = 1,
     return_carries: bool = False,
     hoist: bool | None = None,
+    vjp: str | None = None,
 ) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -84,6 +86,14 @@ def unroll(
         default (``None``) hoists on accelerators and projects inside the step on CPU, where
         measurement (``benchmarks/quick_lstm.py``) found the hoisted ``[T*B, I] x [I, kH]``
         product slower than the in-step one for training at every benchmark size.
+      vjp: how ``jax.grad`` differentiates the scan.  ``"hoisted"`` is a custom VJP built
+        from the cell's pieces: the reverse scan holds only the element-wise gate backward
+        and one ``[B, k'H] x [k'H, H]`` product per step, and the weight and input gradients
+        are computed after it as single large matmuls over all time steps.  ``"autodiff"``
+        differentiates the scan as written (and supports forward-mode ``jax.jvp``/``jacfwd``,
+        which custom VJPs do not).  The default (``None``) is ``"autodiff"`` on CPU, where the
+        hoisted form's extra residual traffic measured slower, and ``"hoisted"`` elsewhere.
+        ``return_carries=True`` always uses ``"autodiff"``.
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -109,43 +119,28 @@ def unroll(
 
     if hoist is None:
         hoist = jax.default_backend() != "cpu"
-    if hoist:
-        recur = cell.recur
-    else:
-
-        def recur(p, c, x_t):
-            return cell.recur(p, c, cell.project(p, x_t))
-
-    def prepare(xs):
-        return cell.project(params, xs) if hoist else xs
-
-    if lengths is None:
-        pre = prepare(xs)
-
-        def body(c, pre_t):
-            c, y_t = recur(params, c, pre_t)
-            return c, ((y_t, c) if return_carries else y_t)
-
-        carry, out = jax.lax.scan(body, carry, pre, reverse=reverse, unroll=unroll)
-    else:
+    if vjp is None:
+        vjp = "autodiff" if jax.default_backend() == "cpu" else "hoisted"
+    if vjp not in ("hoisted", "autodiff"):
+        raise ValueError(f"{where}: `vjp` must be 'hoisted' or 'autodiff', got {vjp!r}")
+    mask, flipped = None, False
+    if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps, where)
         if reverse:  # run forward over the sequences flipped within their lengths
             xs = flip_within_lengths(xs, lengths)
-        pre = prepare(xs)
+            reverse, flipped = False, True
         steps = jnp.arange(num_steps, dtype=lengths.dtype)
         mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
 
-        def body(c, inputs):
-            pre_t, m_t = inputs
-            new_c, y_t = recur(params, c, pre_t)
-            m = m_t[..., None]
-            c = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_c, c)
-            y_t = jnp.where(m, y_t, jnp.zeros_like(y_t))
-            return c, ((y_t, c) if return_carries else y_t)
-
-        carry, out = jax.lax.scan(body, carry, (pre, mask), unroll=unroll)
-        if reverse:
-            out = jax.tree.map(lambda a: flip_within_lengths(a, lengths), out)
+    opts = _ScanOptions(cell, hoist, reverse, unroll)
+    if return_carries:
+        carry, out = _forward(opts, params, xs, carry, mask, emit="carries")
+    elif vjp == "autodiff":
+        carry, out = _forward(opts, params, xs, carry, mask, emit="y")
+    else:
+        out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask)
+    if flipped:
+        out = jax.tree.map(lambda a: flip_within_lengths(a, lengths), out)
 
     if not time_major:
         out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2), out)
@@ -153,6 +148,108 @@ def unroll(
         ys, carries = out
         return ys, carry, carries
     return out, carry
+
+
+# --------------------------------------------------------------------------------------
+# the scan and its hand-structured backward pass
+
+
+class _ScanOptions(NamedTuple):
+    cell: Cell
+    hoist: bool
+    reverse: bool
+    unroll: int
+
+
+def _gate_step(cell: Cell, params, carry, xa_t, ha_t, m_t):
+    """``cell.gates`` plus masking: padded steps keep the carry and output zeros."""
+    new_carry, y_t = cell.gates(params, carry, xa_t, ha_t)
+    if m_t is None:
+        return new_carry, y_t
+    m = m_t[..., None]
+    new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, carry)
+    return new_carry, jnp.where(m, y_t, jnp.zeros_like(y_t))
+
+
+def _forward(opts: _ScanOptions, params, xs, carry, mask, emit: str):
+    """The forward scan over time-major ``xs`` ``[T, *batch, I]``.
+
+    ``emit``: ``"y"`` -> ys; ``"carries"`` -> (ys, carry after each step);
+    ``"residuals"`` -> (ys, (carry before each step, xa, ha)) for the backward pass.
+    """
+    cell = opts.cell
+    w_rec = cell.recurrent_kernel(params)
+    inputs = cell.project(params, xs) if opts.hoist else xs
+
+    def body(c, inp):
+        x_t, m_t = inp
+        xa_t = x_t if opts.hoist else cell.project(params, x_t)
+        ha_t = c.h @ w_rec
+        new_c, y_t = _gate_step(cell, params, c, xa_t, ha_t, m_t)
+        if emit == "y":
+            return new_c, y_t
+        if emit == "carries":
+            return new_c, (y_t, new_c)
+        return new_c, (y_t, (c, xa_t, ha_t))
+
+    return jax.lax.scan(body, carry, (inputs, mask), reverse=opts.reverse, unroll=opts.unroll)
+
+
+def _flat2(a: Array) -> Array:
+    return a.reshape(-1, a.shape[-1])
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan_hoisted_vjp(opts: _ScanOptions, params, xs, carry, mask):
+    carry, ys = _forward(opts, params, xs, carry, mask, emit="y")
+    return ys, carry
+
+
+def _scan_fwd(opts, params, xs, carry, mask):
+    carry, (ys, residuals) = _forward(opts, params, xs, carry, mask, emit="residuals")
+    return (ys, carry), (params, xs, mask, residuals)
+
+
+def _scan_bwd(opts, res, cotangents):
+    """BPTT from the cell's pieces.  Per step: the VJP of the element-wise ``gates`` and
+    ``dh_{t-1} += dha_t @ w_rec.T``.  After the reverse scan: ``dw_rec = Σ_t h_{t-1}^T dha_t``
+    and the projection's VJP (``dw_ih = Σ_t x_t^T dxa_t``, ``db``, ``dxs``) as one matmul
+    each over all time steps."""
+    cell = opts.cell
+    params, xs, mask, (c_prev, xa, ha) = res
+    dys, dcarry_T = cotangents
+    w_rec_t = cell.recurrent_kernel(params).T
+    gate_params = {k: params[k] for k in cell.gate_params}
+
+    def body(acc, inp):
+        dc, dgp = acc
+        c_tm1, xa_t, ha_t, dy_t, m_t = inp
+        step = lambda g, c, a, h: _gate_step(cell, {**params, **g}, c, a, h, m_t)
+        _, step_vjp = jax.vjp(step, gate_params, c_tm1, xa_t, ha_t)
+        dg, dc_tm1, dxa_t, dha_t = step_vjp((dc, dy_t))
+        dc_tm1 = dc_tm1._replace(h=dc_tm1.h + dha_t @ w_rec_t)
+        return (dc_tm1, jax.tree.map(jnp.add, dgp, dg)), (dxa_t, dha_t)
+
+    zeros_gp = jax.tree.map(jnp.zeros_like, gate_params)
+    (dcarry0, dgp), (dxa, dha) = jax.lax.scan(
+        body,
+        (dcarry_T, zeros_gp),
+        (c_prev, xa, ha, dys, mask),
+        reverse=not opts.reverse,
+        unroll=opts.unroll,
+    )
+    dw_rec = _flat2(c_prev.h).T @ _flat2(dha)
+    _, rec_vjp = jax.vjp(cell.recurrent_kernel, params)
+    _, proj_vjp = jax.vjp(cell.project, params, xs)
+    _, gp_vjp = jax.vjp(lambda p: {k: p[k] for k in cell.gate_params}, params)
+    (dp_rec,) = rec_vjp(dw_rec)
+    dp_proj, dxs = proj_vjp(dxa)
+    (dp_gates,) = gp_vjp(dgp)
+    dparams = jax.tree.map(lambda a, b, c: a + b + c, dp_rec, dp_proj, dp_gates)
+    return dparams, dxs, dcarry0, None
+
+
+_scan_hoisted_vjp.defvjp(_scan_fwd, _scan_bwd)
 
 
 # --------------------------------------------------------------------------------------

@@ -91,11 +91,12 @@ def _loss_and_cotangents(cell, params, xs, carry, seed=7, **kw):
     [(None, False), (None, True), ((6, 0, 3), False), ((6, 0, 3), True)],
     ids=["full", "reverse", "lengths", "lengths_reverse"],
 )
-def test_bptt_matches_hand_derived_reference(variant, lengths, reverse):
+@pytest.mark.parametrize("vjp", ["hoisted", "autodiff"])
+def test_bptt_matches_hand_derived_reference(variant, lengths, reverse, vjp):
     _, factory, kind, act = variant
     cell, params, xs, carry = _setup(factory, jnp.float64, seed=1)
     lengths = None if lengths is None else jnp.asarray(lengths)
-    kw = dict(lengths=lengths, reverse=reverse)
+    kw = dict(lengths=lengths, reverse=reverse, vjp=vjp, hoist=vjp == "hoisted")
     loss, g_ys, g_carry = _loss_and_cotangents(cell, params, xs, carry, **kw)
     d_params, d_xs, d_carry = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, xs, carry)
     dcarry_t = g_carry if kind == "lstm" else g_carry[0]
@@ -116,10 +117,11 @@ def test_bptt_matches_hand_derived_reference(variant, lengths, reverse):
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
-def test_check_grads_float64(variant):
+@pytest.mark.parametrize("vjp", ["hoisted", "autodiff"])
+def test_check_grads_float64(variant, vjp):
     _, factory, kind, _ = variant
     cell, params, xs, carry = _setup(factory, jnp.float64, seed=2, batch=2, steps=4)
-    loss, _, _ = _loss_and_cotangents(cell, params, xs, carry, lengths=jnp.asarray([4, 2]))
+    loss, _, _ = _loss_and_cotangents(cell, params, xs, carry, lengths=jnp.asarray([4, 2]), vjp=vjp)
     check_grads(loss, (params, xs, carry), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
 

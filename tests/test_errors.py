@@ -90,3 +90,9 @@ def test_stack_params_and_carries_structure():
         net.apply(params, xs, carries=net.initial_carry(params, (2,))[0])
     with pytest.raises(ValueError, match=r"`xs`.*input_size=3"):
         net.apply(params, jnp.zeros((2, 5, 4)))
+
+
+def test_unknown_vjp_mode(lstm):
+    cell, p = lstm
+    with pytest.raises(ValueError, match="`vjp` must be 'hoisted' or 'autodiff', got 'magic'"):
+        jrnn.unroll(cell, p, jnp.zeros((2, 5, I)), vjp="magic")
