@@ -70,10 +70,12 @@ def _check_size(name: str, value: Any, where: str) -> int:
     return value
 
 
-def _block_orthogonal(init: Initializer, key: PRNGKey, h: int, blocks: int, dtype: DType) -> Array:
-    """``[h, blocks*h]``: one independently initialised ``[h, h]`` block per gate."""
+def _block_orthogonal(
+    init: Initializer, key: PRNGKey, rows: int, h: int, blocks: int, dtype: DType
+) -> Array:
+    """``[rows, blocks*h]``: one independently initialised ``[rows, h]`` block per gate."""
     keys = jax.random.split(key, blocks)
-    return jnp.concatenate([init(k, (h, h), dtype) for k in keys], axis=1)
+    return jnp.concatenate([init(k, (rows, h), dtype) for k in keys], axis=1)
 
 
 def _make_cell(
@@ -205,11 +207,13 @@ def lstm(
     peephole: bool = False,
     forget_bias: float = 1.0,
     *,
+    proj_size: int | None = None,
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     peephole_init: Initializer = jax.nn.initializers.zeros,
+    proj_init: Initializer = jax.nn.initializers.lecun_normal(),
 ) -> Cell:
     r"""Long short-term memory, optionally with Graves' peephole connections.
 
@@ -226,33 +230,45 @@ def lstm(
     The peephole weights ``p = w_peep [3, H]`` (rows ``i, f, o``; diagonal, as in Graves)
     exist only with ``peephole=True``; in the seed's sums ``b_h`` is ``h_{t-1}``.
 
+    With ``proj_size=P`` (PyTorch's LSTM with projections, Sak et al. 2014) the output is
+    projected, ``h_t = (o_t * tanh(c_t)) @ w_proj`` with ``w_proj [H, P]``; ``h`` (and the
+    recurrent input) is ``[..., P]`` so ``w_hh`` is ``[P, 4H]``, while ``c`` stays ``[..., H]``.
+
     Args:
       hidden_size: ``H``.
       peephole: add Graves' peepholes (input and forget gates see ``c_{t-1}``, the output
         gate sees ``c_t``).
       forget_bias: initial value of the forget-gate block of ``b`` (stored in the params).
       dtype, param_dtype: compute and storage dtypes.
-      kernel_init, recurrent_init, peephole_init: initialisers for ``w_ih [I, 4H]``, each
-        ``[H, H]`` block of ``w_hh`` and ``w_peep [3, H]``.
+      proj_size: ``P`` for a projected output (``None``: no projection).
+      kernel_init, recurrent_init, peephole_init, proj_init: initialisers for
+        ``w_ih [I, 4H]``, each ``[h, H]`` block of ``w_hh``, ``w_peep [3, H]`` and
+        ``w_proj [H, P]``.
 
     Returns:
       A :class:`Cell` with params ``{"w_ih": [I, 4H], "w_hh": [H, 4H], "b": [4H]}`` (plus
-      ``"w_peep": [3, H]``) and carry :class:`LSTMState` ``(h, c)``.
+      ``"w_peep": [3, H]``; with a projection ``w_hh`` is ``[P, 4H]`` plus
+      ``"w_proj": [H, P]``) and carry :class:`LSTMState` ``(h, c)``.
     """
     where = "lstm"
     hidden_size = _check_size("hidden_size", hidden_size, where)
+    if proj_size is not None:
+        _check_size("proj_size", proj_size, where)
     h = hidden_size
+    p_out = h if proj_size is None else proj_size
 
     def make_params(key, input_size):
-        k1, k2, k3 = jax.random.split(key, 3)
+        k1, k2, k3, k4 = jax.random.split(key, 4)
         b = jnp.zeros((4 * h,), param_dtype).at[h : 2 * h].set(forget_bias)
         params = {
             "w_ih": kernel_init(k1, (input_size, 4 * h), param_dtype),
-            "w_hh": _block_orthogonal(recurrent_init, k2, h, 4, param_dtype),
+            "w_hh": _block_orthogonal(recurrent_init, k2, p_out, h, 4, param_dtype),
             "b": b,
         }
         if peephole:
             params["w_peep"] = peephole_init(k3, (3, h), param_dtype)
+        if proj_size is not None:
+            params["w_proj"] = proj_init(k4, (h, proj_size), param_dtype)
         return params
 
     def gates(params, carry, xa, ha):
@@ -270,16 +286,21 @@ def lstm(
             a_o = a_o + p_o * c_t
         o_t = jax.nn.sigmoid(a_o)
         h_t = o_t * jnp.tanh(c_t)
+        if proj_size is not None:
+            h_t = h_t @ params["w_proj"]
         return LSTMState(h_t, c_t), h_t
 
+    proj = "" if proj_size is None else f", proj_size={proj_size}"
     return _make_cell(
-        name=f"lstm({h}, peephole={peephole}, forget_bias={forget_bias})",
+        name=f"lstm({h}, peephole={peephole}, forget_bias={forget_bias}{proj})",
         hidden_size=h,
-        output_size=h,
+        output_size=p_out,
         make_params=make_params,
         gates=gates,
-        gate_params=("w_peep",) if peephole else (),
-        zero_carry=lambda bs, dt: LSTMState(jnp.zeros(bs + (h,), dt), jnp.zeros(bs + (h,), dt)),
+        gate_params=(("w_peep",) if peephole else ()) + (("w_proj",) if proj_size else ()),
+        zero_carry=lambda bs, dt: LSTMState(
+            jnp.zeros(bs + (p_out,), dt), jnp.zeros(bs + (h,), dt)
+        ),
         dtype=dtype,
         param_dtype=param_dtype,
     )
@@ -334,7 +355,7 @@ def gru(
         k1, k2, k3, k4 = jax.random.split(key, 4)
         params = {
             "w_ih": kernel_init(k1, (input_size, 3 * h), param_dtype),
-            "w_hh": _block_orthogonal(recurrent_init, k2, h, 3, param_dtype),
+            "w_hh": _block_orthogonal(recurrent_init, k2, h, h, 3, param_dtype),
             "b": bias_init(k3, (3 * h,), param_dtype),
         }
         if reset_after:

@@ -170,3 +170,27 @@ def test_string_and_callable_activations_agree():
     xs = jax.random.normal(jax.random.key(1), (T, I), jnp.float32)
     chex.assert_trees_all_equal(jrnn.unroll(a, p, xs), jrnn.unroll(b, p, xs))
     assert b.name == "simple_rnn(5, activation=relu)"
+
+
+def test_lstm_projection_shapes_and_vjp_modes_agree():
+    cell = jrnn.lstm(6, peephole=True, proj_size=3, param_dtype=jnp.float64)
+    p = random_params(cell, jax.random.key(0), I)
+    assert p["w_hh"].shape == (3, 24) and p["w_proj"].shape == (6, 3)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, I), jnp.float64)
+    ys, carry = jrnn.unroll(cell, p, xs)
+    assert ys.shape == (2, 5, 3) and carry.h.shape == (2, 3) and carry.c.shape == (2, 6)
+    # h_t is the projection of o_t * tanh(c_t): check one step by hand
+    c0 = cell.initial_carry(p, (2,))
+    a = xs[:, 0] @ p["w_ih"] + p["b"]
+    a_i, a_f, a_g, a_o = jnp.split(a, 4, -1)
+    c1 = jax.nn.sigmoid(a_f) * c0.c + jax.nn.sigmoid(a_i) * jnp.tanh(a_g)
+    h1 = jax.nn.sigmoid(a_o + p["w_peep"][2] * c1) * jnp.tanh(c1) @ p["w_proj"]
+    chex.assert_trees_all_close(ys[:, 0], h1, atol=1e-12)
+
+    def loss(p, vjp):
+        ys, c = jrnn.unroll(cell, p, xs, lengths=jnp.array([5, 2]), vjp=vjp)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(c.c**2)
+
+    chex.assert_trees_all_close(
+        jax.grad(loss)(p, "hoisted"), jax.grad(loss)(p, "autodiff"), atol=1e-12
+    )
