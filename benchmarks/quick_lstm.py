@@ -63,7 +63,9 @@ def make_steps(batch: int, steps: int, inputs: int, hidden: int):
     flax_params = flax_rnn.init(kp, xs)
     return {
         "jrnn": build(lambda p, x: jrnn.unroll(cell, p, x)[0], jr_params),
-        "jrnn_hoisted": build(lambda p, x: jrnn.unroll(cell, p, x, hoist=True)[0], jr_params),
+        "jrnn_autodiff": build(lambda p, x: jrnn.unroll(cell, p, x, vjp="autodiff")[0], jr_params),
+        "jrnn_hoist_input": build(lambda p, x: jrnn.unroll(cell, p, x, hoist=True)[0], jr_params),
+        "jrnn_remat_step": build(lambda p, x: jrnn.unroll(cell, p, x, remat="step")[0], jr_params),
         "flax_optimized_lstm": build(flax_rnn.apply, flax_params),
     }
 

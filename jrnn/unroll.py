@@ -6,6 +6,7 @@ Backpropagation through time is ``jax.grad`` of these functions.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -59,6 +60,7 @@ def unroll(
     return_carries: bool = False,
     hoist: bool | None = None,
     vjp: str | None = None,
+    remat: str = "none",
 ) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -94,6 +96,11 @@ def unroll(
         which custom VJPs do not).  The default (``None``) is ``"autodiff"`` on CPU, where the
         hoisted form's extra residual traffic measured slower, and ``"hoisted"`` elsewhere.
         ``return_carries=True`` always uses ``"autodiff"``.
+      remat: memory budget of BPTT.  ``"none"`` keeps every step's residuals; ``"step"``
+        checkpoints each step (keeps only the carries, recomputes the gates);
+        ``"sqrt"`` checkpoints chunks of about √T steps (keeps about √T carries plus one
+        chunk's residuals).  Both recompute the forward pass during the backward pass and
+        imply ``hoist=False, vjp="autodiff"``.
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -132,7 +139,11 @@ def unroll(
         steps = jnp.arange(num_steps, dtype=lengths.dtype)
         mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
 
-    opts = _ScanOptions(cell, hoist, reverse, unroll)
+    if remat not in ("none", "step", "sqrt"):
+        raise ValueError(f"{where}: `remat` must be 'none', 'step' or 'sqrt', got {remat!r}")
+    if remat != "none":  # recompute inside the scan: project in-step, differentiate the scan
+        hoist, vjp = False, "autodiff"
+    opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
     if return_carries:
         carry, out = _forward(opts, params, xs, carry, mask, emit="carries")
     elif vjp == "autodiff":
@@ -159,6 +170,7 @@ class _ScanOptions(NamedTuple):
     hoist: bool
     reverse: bool
     unroll: int
+    remat: str = "none"
 
 
 def _gate_step(cell: Cell, params, carry, xa_t, ha_t, m_t):
@@ -192,7 +204,43 @@ def _forward(opts: _ScanOptions, params, xs, carry, mask, emit: str):
             return new_c, (y_t, new_c)
         return new_c, (y_t, (c, xa_t, ha_t))
 
-    return jax.lax.scan(body, carry, (inputs, mask), reverse=opts.reverse, unroll=opts.unroll)
+    if opts.remat == "none":
+        return jax.lax.scan(body, carry, (inputs, mask), reverse=opts.reverse, unroll=opts.unroll)
+    if opts.remat == "step":
+        return jax.lax.scan(
+            jax.checkpoint(body), carry, (inputs, mask), reverse=opts.reverse, unroll=opts.unroll
+        )
+    return _sqrt_remat_scan(body, carry, inputs, mask, opts)
+
+
+def _sqrt_remat_scan(body, carry, xs, mask, opts: _ScanOptions):
+    """Nested √T checkpointing: an outer scan over ``n ≈ √T`` chunks of ``k ≈ √T`` steps
+    whose inner scan is ``jax.checkpoint``-ed, so the backward pass keeps only the ``n``
+    chunk-boundary carries plus one chunk's residuals at a time.  A ragged last chunk is
+    padded with masked steps (they leave the carry unchanged)."""
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    if opts.reverse:
+        xs = jnp.flip(xs, 0)
+        mask = None if mask is None else jnp.flip(mask, 0)
+    k = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1
+    n = -(-num_steps // k)
+    pad = n * k - num_steps
+    if pad:
+        if mask is None:
+            mask = jnp.ones((num_steps,) + batch_shape, bool)
+        xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+        mask = jnp.concatenate([mask, jnp.zeros((pad,) + batch_shape, bool)])
+    chunk = lambda a: a.reshape((n, k) + a.shape[1:])
+
+    @jax.checkpoint
+    def inner(c, chunk_inputs):
+        return jax.lax.scan(body, c, chunk_inputs, unroll=opts.unroll)
+
+    carry, out = jax.lax.scan(inner, carry, jax.tree.map(chunk, (xs, mask)))
+    out = jax.tree.map(lambda a: a.reshape((n * k,) + a.shape[2:])[:num_steps], out)
+    if opts.reverse:
+        out = jax.tree.map(lambda a: jnp.flip(a, 0), out)
+    return carry, out
 
 
 def _flat2(a: Array) -> Array:

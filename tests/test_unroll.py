@@ -199,3 +199,39 @@ def test_stack_initial_carries_and_dropout():
     keep = jax.random.bernoulli(sub, 0.5, h1.shape)
     h2, _ = jrnn.unroll(net2.cell, p2[1][0], jnp.where(keep, h1 / 0.5, 0.0))
     chex.assert_trees_all_close(ys2, h2, atol=1e-6)
+
+
+@pytest.mark.parametrize("remat", ["step", "sqrt"])
+@pytest.mark.parametrize("num_steps", [1, 9])
+def test_remat_gives_the_same_values_and_gradients(remat, num_steps):
+    cell, params, _, _ = _cell(VARIANTS[3])
+    xs = jax.random.normal(jax.random.key(6), (2, num_steps, I), jnp.float64)
+    for kw in (dict(), dict(reverse=True), dict(lengths=jnp.array([num_steps, 1]), reverse=True)):
+
+        def loss(p, x, remat, kw=kw):
+            ys, c = jrnn.unroll(cell, p, x, remat=remat, **kw)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(c.c**2)
+
+        want = jax.value_and_grad(loss, (0, 1))(params, xs, "none")
+        got = jax.value_and_grad(loss, (0, 1))(params, xs, remat)
+        chex.assert_trees_all_close(got, want, atol=1e-12)
+
+
+def test_sqrt_remat_bounds_temporary_memory():
+    cell = jrnn.gru(32)
+    params = cell.init(jax.random.key(0), 8)
+    xs = jnp.ones((4, 1024, 8))
+
+    def temp_bytes(remat):
+        loss = lambda p: jnp.sum(jrnn.unroll(cell, p, xs, remat=remat)[1].h ** 2)
+        compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    none, sqrt = temp_bytes("none"), temp_bytes("sqrt")
+    assert sqrt * 10 < none, (sqrt, none)
+
+
+def test_unknown_remat():
+    cell, params, _, _ = _cell(VARIANTS[0])
+    with pytest.raises(ValueError, match="`remat` must be 'none', 'step' or 'sqrt', got 'all'"):
+        jrnn.unroll(cell, params, jnp.ones((2, 3, I)), remat="all")
