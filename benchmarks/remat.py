@@ -5,7 +5,10 @@
         [--rounds 3] [--out DIR]
 
 Temporary memory is XLA's ``memory_analysis().temp_size_in_bytes`` of the compiled
-gradient; time is the median over interleaved rounds in one process.  Writes
+gradient; time is the median over interleaved rounds in one process.  Two losses: on the
+final state only (many-to-one; BPTT's own residuals are all the memory there is) and summed
+over every output (the ``[T, B, H]`` outputs and their cotangent then need memory in every
+mode).  Writes
 ``remat.json`` and ``remat.md`` to ``--out`` (default ``bench_out/``).
 """
 
@@ -39,45 +42,57 @@ def main(argv: list[str] | None = None) -> dict:
     params = cell.init(jax.random.key(0), args.input)
     xs = jax.random.normal(jax.random.key(1), (args.batch, args.time, args.input))
 
-    def make(mode):
+    losses = {
+        "final": lambda ys, carry: jnp.sum(carry.h**2),
+        "all": lambda ys, carry: jnp.sum(ys**2),
+    }
+
+    def make(mode, loss_name):
         def loss(p):
-            ys, _ = jrnn.unroll(cell, p, xs, remat=mode)
-            return jnp.sum(ys**2)
+            return losses[loss_name](*jrnn.unroll(cell, p, xs, remat=mode))
 
         return jax.jit(jax.grad(loss))
 
+    keys = [(loss_name, mode) for loss_name in losses for mode in MODES]
     fns, temp = {}, {}
-    for mode in MODES:
-        compiled = make(mode).lower(params).compile()
-        temp[mode] = compiled.memory_analysis().temp_size_in_bytes
-        fns[mode] = compiled
+    for key in keys:
+        compiled = make(key[1], key[0]).lower(params).compile()
+        temp[key] = compiled.memory_analysis().temp_size_in_bytes
+        fns[key] = compiled
         jax.block_until_ready(compiled(params))
-    times = {m: [] for m in MODES}
+    times = {key: [] for key in keys}
     for _ in range(args.rounds):
-        for mode in MODES:
+        for key in keys:
             t0 = time.perf_counter()
-            jax.block_until_ready(fns[mode](params))
-            times[mode].append(time.perf_counter() - t0)
-    med = {m: statistics.median(t) for m, t in times.items()}
+            jax.block_until_ready(fns[key](params))
+            times[key].append(time.perf_counter() - t0)
+    med = {key: statistics.median(t) for key, t in times.items()}
     result = {
         "config": vars(args),
         "device": jax.devices()[0].device_kind,
-        "temp_bytes": temp,
-        "seconds": med,
-        "memory_ratio_vs_none": {m: temp[m] / temp["none"] for m in MODES},
-        "time_ratio_vs_none": {m: med[m] / med["none"] for m in MODES},
+        "rows": [
+            {
+                "loss": loss_name,
+                "remat": mode,
+                "temp_bytes": temp[(loss_name, mode)],
+                "seconds": med[(loss_name, mode)],
+                "memory_vs_none": temp[(loss_name, mode)] / temp[(loss_name, "none")],
+                "time_vs_none": med[(loss_name, mode)] / med[(loss_name, "none")],
+            }
+            for loss_name, mode in keys
+        ],
     }
     lines = [
         f"GRU H={args.hidden}, B={args.batch}, T={args.time}, I={args.input} "
         f"({result['device']})",
         "",
-        "| remat | temp memory | vs none | time | vs none |",
-        "|---|---|---|---|---|",
+        "| loss | remat | temp memory | vs none | time | vs none |",
+        "|---|---|---|---|---|---|",
     ]
-    for m in MODES:
+    for r in result["rows"]:
         lines.append(
-            f"| {m} | {temp[m] / 2**20:.1f} MiB | {temp[m] / temp['none']:.3f} | "
-            f"{med[m]:.3f} s | {med[m] / med['none']:.2f}x |"
+            f"| {r['loss']} | {r['remat']} | {r['temp_bytes'] / 2**20:.1f} MiB | "
+            f"{r['memory_vs_none']:.3f} | {r['seconds']:.3f} s | {r['time_vs_none']:.2f}x |"
         )
     table = "\n".join(lines)
     print(table)

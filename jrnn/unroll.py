@@ -313,7 +313,8 @@ class Stack(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, carries=None, lengths=None, key=None, time_major=False,
-        unroll=1) -> (ys, carries_T)``; ``ys: [*batch, T, D * output_size]`` (``D = 2`` when
+        unroll=1, hoist=None, vjp=None, remat="none") -> (ys, carries_T)`` (the last four
+        as in :func:`unroll`); ``ys: [*batch, T, D * output_size]`` (``D = 2`` when
         bidirectional, directions concatenated ``[forward, backward]`` on the feature axis).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
       cell, num_layers, bidirectional, dropout: the configuration.
@@ -382,6 +383,9 @@ def stack(
         key: PRNGKey | None = None,
         time_major: bool = False,
         unroll: int = 1,
+        hoist: bool | None = None,
+        vjp: str | None = None,
+        remat: str = "none",
     ):
         _check_params(params)
         if carries is not None and (
@@ -397,7 +401,17 @@ def stack(
             for d, p in enumerate(layer_params):
                 c0 = None if carries is None else carries[layer][d]
                 ys, c_t = _unroll(
-                    cell, p, xs, c0, lengths, reverse=d == 1, time_major=time_major, unroll=unroll
+                    cell,
+                    p,
+                    xs,
+                    c0,
+                    lengths,
+                    reverse=d == 1,
+                    time_major=time_major,
+                    unroll=unroll,
+                    hoist=hoist,
+                    vjp=vjp,
+                    remat=remat,
                 )
                 outs.append(ys)
                 layer_finals.append(c_t)
