@@ -7,6 +7,7 @@ A cell is an ``init`` + ``step`` pair over a parameter pytree; sequences are unr
 from jrnn.base import Cell, LSTMState, RNNState
 from jrnn.cells import gru, lstm, simple_rnn
 from jrnn.unroll import Stack, flip_within_lengths, stack, unroll
+from jrnn.unroll import default_strategy as unroll_defaults
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,5 @@ __all__ = [
     "simple_rnn",
     "stack",
     "unroll",
+    "unroll_defaults",
 ]

@@ -17,13 +17,15 @@ Conventions (shared with the JAX side)
   ========  ==========================================================================
   ``rnn``   ``w_ih [I,H]``, ``w_hh [H,H]``, ``b [H]``
   ``lstm``  ``w_ih [I,4H]``, ``w_hh [H,4H]``, ``b [4H]`` (gates i, f, g, o);
-            optional ``w_peep [3,H]`` (rows i, f, o) makes it the Graves peephole LSTM
+            optional ``w_peep [3,H]`` (rows i, f, o) makes it the Graves peephole LSTM;
+            optional ``w_proj [H,P]`` projects the output (PyTorch's ``proj_size``):
+            ``h_t = (o_t * tanh(c_t)) @ w_proj`` is ``[B,P]`` and ``w_hh`` is ``[P,4H]``
   ``gru``   ``w_ih [I,3H]``, ``w_hh [H,3H]``, ``b [3H]`` (gates r, z, n);
             optional ``b_hn [H]`` makes it the reset-after (cuDNN / PyTorch) GRU
   ========  ==========================================================================
 
 * Carries: ``h [B,H]`` for ``rnn`` and ``gru``; the tuple ``(h [B,H], c [B,H])`` for
-  ``lstm``.  Every cell outputs ``y_t = h_t``.
+  ``lstm`` (``(h [B,P], c [B,H])`` with ``w_proj``).  Every cell outputs ``y_t = h_t``.
 * ``lengths`` (int ``[B]``): sequence ``b`` is ``xs[b, :L_b]``.  Steps ``t >= L_b`` are
   padding: they give ``y = 0`` and leave the carry untouched.  ``reverse=True`` reads
   each sequence from ``L_b - 1`` back to ``0`` and writes ``ys[b, t]`` at the input
@@ -49,7 +51,7 @@ KINDS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("tanh", "relu")
 
 _REQUIRED_KEYS = ("w_ih", "w_hh", "b")
-_OPTIONAL_KEYS = {"rnn": (), "lstm": ("w_peep",), "gru": ("b_hn",)}
+_OPTIONAL_KEYS = {"rnn": (), "lstm": ("w_peep", "w_proj"), "gru": ("b_hn",)}
 _NUM_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -108,7 +110,8 @@ def _as_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
     """Copy ``params`` to a dict of float64 arrays and check keys and shapes.
 
     Shapes (``G`` = number of gates: 1 rnn, 4 lstm, 3 gru):
-    ``w_ih [I, G*H]``, ``w_hh [H, G*H]``, ``b [G*H]``, ``w_peep [3, H]``, ``b_hn [H]``.
+    ``w_ih [I, G*H]``, ``w_hh [H, G*H]``, ``b [G*H]``, ``w_peep [3, H]``, ``b_hn [H]``;
+    with a projection ``w_proj [H, P]`` (lstm) ``w_hh`` is ``[P, G*H]``.
     """
     allowed = _REQUIRED_KEYS + _OPTIONAL_KEYS[kind]
     missing = [k for k in _REQUIRED_KEYS if k not in params]
@@ -119,9 +122,20 @@ def _as_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
             f"(allowed keys: {allowed})"
         )
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    hidden = p["w_hh"].shape[0]
-    width = _NUM_GATES[kind] * hidden
-    expected = {"w_hh": (hidden, width), "b": (width,), "w_peep": (3, hidden), "b_hn": (hidden,)}
+    hidden = p["w_hh"].shape[0]  # size of h: H, or P with a projection
+    cell = hidden  # size of the gates (and of the lstm's c): H
+    if "w_proj" in p:
+        if p["w_proj"].ndim != 2:
+            raise ValueError(f"params['w_proj']: expected shape (H, P), got {p['w_proj'].shape}")
+        cell, hidden = p["w_proj"].shape
+    width = _NUM_GATES[kind] * cell
+    expected = {
+        "w_hh": (hidden, width),
+        "b": (width,),
+        "w_peep": (3, cell),
+        "b_hn": (cell,),
+        "w_proj": (cell, hidden),
+    }
     for key, shape in expected.items():
         if key in p and p[key].shape != shape:
             raise ValueError(f"params[{key!r}]: expected shape {shape}, got {p[key].shape}")
@@ -131,34 +145,49 @@ def _as_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
 
 
 def _hidden_size(params: Mapping[str, ArrayLike]) -> int:
-    """``H``, read from ``w_hh [H, G*H]``."""
+    """Size of ``h`` (and of ``y``), read from ``w_hh [H, G*H]``: ``H``, or ``P`` for an
+    lstm with ``w_proj [H, P]`` (then ``w_hh`` is ``[P, 4H]``)."""
     return int(np.shape(params["w_hh"])[0])
 
 
-def _zero_carry(kind: str, batch: int, hidden: int) -> Carry:
-    """Zero carry: ``h [B,H]`` for rnn/gru, ``(h [B,H], c [B,H])`` for lstm."""
+def _cell_size(params: Mapping[str, ArrayLike]) -> int:
+    """``H``, the size of the gates and of the lstm's ``c``: ``w_proj [H, P]`` gives it
+    when present, else ``w_hh [H, G*H]``."""
+    if "w_proj" in params:
+        return int(np.shape(params["w_proj"])[0])
+    return _hidden_size(params)
+
+
+def _zero_carry(kind: str, batch: int, hidden: int, cell: int | None = None) -> Carry:
+    """Zero carry: ``h [B,H]`` for rnn/gru, ``(h [B,H], c [B,C])`` for lstm
+    (``C = cell``, default ``H``; with a projection ``H`` is ``P``)."""
     if kind == "lstm":
-        return (np.zeros((batch, hidden)), np.zeros((batch, hidden)))
+        cell = hidden if cell is None else cell
+        return (np.zeros((batch, hidden)), np.zeros((batch, cell)))
     return np.zeros((batch, hidden))
 
 
-def _as_carry(kind: str, carry: Any, batch: int, hidden: int, name: str = "carry") -> Carry:
+def _as_carry(
+    kind: str, carry: Any, batch: int, hidden: int, name: str = "carry", cell: int | None = None
+) -> Carry:
     """Convert ``carry`` to float64 (``None`` means zeros) and check it is ``[B, H]``.
 
-    For lstm the carry is any pair ``(h, c)`` (e.g. a NamedTuple); it is returned as a
-    plain tuple.
+    For lstm the carry is any pair ``(h [B,H], c [B,C])`` (e.g. a NamedTuple; ``C = cell``,
+    default ``H``); it is returned as a plain tuple.
     """
     if carry is None:
-        return _zero_carry(kind, batch, hidden)
+        return _zero_carry(kind, batch, hidden, cell)
     if kind == "lstm":
         if len(carry) != 2:
             raise ValueError(f"{name}: an lstm carry is a pair (h, c), got {len(carry)} items")
         parts = tuple(np.asarray(part, np.float64) for part in carry)
+        sizes = (hidden, hidden if cell is None else cell)
     else:
         parts = (np.asarray(carry, np.float64),)
-    for part in parts:
-        if part.shape != (batch, hidden):
-            raise ValueError(f"{name}: expected shape {(batch, hidden)}, got {part.shape}")
+        sizes = (hidden,)
+    for part, size in zip(parts, sizes, strict=True):
+        if part.shape != (batch, size):
+            raise ValueError(f"{name}: expected shape {(batch, size)}, got {part.shape}")
     return parts if kind == "lstm" else parts[0]
 
 
@@ -272,11 +301,13 @@ def _rnn_step_backward(
 def _lstm_step(
     p: Params, carry: tuple[Array, Array], x_t: Array
 ) -> tuple[tuple[Array, Array], dict]:
-    """LSTM step (Graves peephole form when ``w_peep`` is present).
+    """LSTM step (Graves peephole form when ``w_peep`` is present, projected output when
+    ``w_proj`` is present).
 
-    Shapes ``x_t [B,I]``, ``h_tm1, c_tm1 [B,H]``.  With ``z = x_t @ w_ih + h_tm1 @ w_hh + b``
-    split into column blocks ``z_i, z_f, z_g, z_o`` and peepholes ``p_i, p_f, p_o``
-    (rows of ``w_peep``; zero when absent)::
+    Shapes ``x_t [B,I]``, ``h_tm1, c_tm1 [B,H]`` (with ``w_proj [H,P]``: ``h_tm1 [B,P]``).
+    With ``z = x_t @ w_ih + h_tm1 @ w_hh + b`` split into column blocks
+    ``z_i, z_f, z_g, z_o`` and peepholes ``p_i, p_f, p_o`` (rows of ``w_peep``; zero when
+    absent)::
 
         i_t = σ(z_i + p_i * c_tm1)
         f_t = σ(z_f + p_f * c_tm1)
@@ -284,9 +315,10 @@ def _lstm_step(
         c_t = f_t * c_tm1 + i_t * g_t
         o_t = σ(z_o + p_o * c_t)          # the output gate sees the new cell state
         h_t = o_t * tanh(c_t)
+        h_t = (o_t * tanh(c_t)) @ w_proj  # instead, with a projection (PyTorch proj_size)
     """
     h_tm1, c_tm1 = carry
-    H = h_tm1.shape[-1]
+    H = c_tm1.shape[-1]
     peep = p.get("w_peep", np.zeros((3, H)))
     z = x_t @ p["w_ih"] + h_tm1 @ p["w_hh"] + p["b"]
     z_i, z_f, z_g, z_o = (z[:, k * H : (k + 1) * H] for k in range(4))
@@ -297,7 +329,11 @@ def _lstm_step(
     o_t = sigmoid(z_o + peep[2] * c_t)
     tanh_c_t = np.tanh(c_t)
     h_t = o_t * tanh_c_t
+    m_t = h_t  # the unprojected output
+    if "w_proj" in p:
+        h_t = m_t @ p["w_proj"]
     cache = dict(
+        m_t=m_t,
         x_t=x_t,
         h_tm1=h_tm1,
         c_tm1=c_tm1,
@@ -315,9 +351,14 @@ def _lstm_step(
 def _lstm_step_backward(
     p: Params, cache: dict, dcarry: tuple[Array, Array]
 ) -> tuple[Params, Array, tuple[Array, Array]]:
-    """Backward of ``_lstm_step`` given ``dcarry = (dL/dh_t, dL/dc_t)``, each ``[B,H]``.
+    """Backward of ``_lstm_step`` given ``dcarry = (dL/dh_t, dL/dc_t)``, each ``[B,H]``
+    (``dL/dh_t`` is ``[B,P]`` with a projection).
 
-    With ``a_k`` the full gate pre-activations (``z_k`` plus peephole term)::
+    With a projection ``h_t = m_t @ w_proj`` (``m_t = o_t * tanh(c_t)``) first::
+
+        dw_proj = m_tᵀ dh_t,   dh_t <- dh_t w_projᵀ                       # now dL/dm_t [B,H]
+
+    then, with ``a_k`` the full gate pre-activations (``z_k`` plus peephole term)::
 
         da_o   = dh_t * tanh(c_t) * o_t (1 - o_t)
         dc     = dc_t + dh_t * o_t * (1 - tanh(c_t)²) + da_o * p_o     # total dL/dc_t
@@ -333,6 +374,10 @@ def _lstm_step_backward(
     Returns ``(dparams, dx_t [B,I], (dh_tm1, dc_tm1))``.
     """
     dh_t, dc_t = dcarry
+    dw_proj = None
+    if "w_proj" in p:
+        dw_proj = cache["m_t"].T @ dh_t
+        dh_t = dh_t @ p["w_proj"].T
     i_t, f_t, g_t, o_t = cache["i_t"], cache["f_t"], cache["g_t"], cache["o_t"]
     c_tm1, c_t, tanh_c_t, peep = cache["c_tm1"], cache["c_t"], cache["tanh_c_t"], cache["peep"]
 
@@ -353,6 +398,8 @@ def _lstm_step_backward(
         dparams["w_peep"] = np.stack(
             [(da_i * c_tm1).sum(axis=0), (da_f * c_tm1).sum(axis=0), (da_o * c_t).sum(axis=0)]
         )
+    if dw_proj is not None:
+        dparams["w_proj"] = dw_proj
     dx_t = dz @ p["w_ih"].T
     dh_tm1 = dz @ p["w_hh"].T
     return dparams, dx_t, (dh_tm1, dc_tm1)
@@ -481,14 +528,15 @@ def cell_step(
     Args:
       kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
       params: the cell's parameter dict (see the module docstring).
-      carry: ``h [B,H]`` (rnn, gru) or ``(h [B,H], c [B,H])`` (lstm).
+      carry: ``h [B,H]`` (rnn, gru) or ``(h [B,H], c [B,H])`` (lstm; ``h [B,P]`` with
+        ``w_proj [H,P]``).
       x_t: ``[B, I]``.
       activation: ``"tanh"`` or ``"relu"``; used by ``rnn`` only.
 
     Equations:
       rnn:  ``h_t = act(x_t @ w_ih + h_tm1 @ w_hh + b)``
       lstm: ``c_t = f*c_tm1 + i*g``, ``h_t = o*tanh(c_t)`` (peepholes: i, f see ``c_tm1``,
-            o sees ``c_t``)
+            o sees ``c_t``; with ``w_proj``: ``h_t = (o*tanh(c_t)) @ w_proj``)
       gru:  ``h_t = (1 - z)*h_tm1 + z*n`` (reset-before, or reset-after with ``b_hn``)
 
     Returns:
@@ -499,7 +547,7 @@ def cell_step(
     x_t = np.asarray(x_t, np.float64)
     if x_t.ndim != 2 or x_t.shape[1] != p["w_ih"].shape[0]:
         raise ValueError(f"x_t: expected shape (B, {p['w_ih'].shape[0]}), got {x_t.shape}")
-    carry = _as_carry(kind, carry, x_t.shape[0], _hidden_size(p))
+    carry = _as_carry(kind, carry, x_t.shape[0], _hidden_size(p), cell=_cell_size(p))
     carry_t, y_t, _ = _cell_forward(kind, p, carry, x_t, activation)
     return carry_t, y_t
 
@@ -560,7 +608,7 @@ def _prepare(
     B, T, I = xs.shape
     if I != p["w_ih"].shape[0]:
         raise ValueError(f"xs: expected {p['w_ih'].shape[0]} features, got shape {xs.shape}")
-    carry0 = _as_carry(kind, carry0, B, _hidden_size(p), name="carry0")
+    carry0 = _as_carry(kind, carry0, B, _hidden_size(p), name="carry0", cell=_cell_size(p))
     return p, xs, carry0, _check_lengths(lengths, B, T)
 
 
@@ -634,11 +682,11 @@ def backward(
     dys = _as_sequence_batch(dys, name="dys")
     if dys.shape != (B, T, H):
         raise ValueError(f"dys: expected shape {(B, T, H)}, got {dys.shape}")
-    dcarry = _as_carry(kind, dcarry_T, B, H, name="dcarry_T")
+    dcarry = _as_carry(kind, dcarry_T, B, H, name="dcarry_T", cell=_cell_size(p))
 
     _, _, caches, pos, valid = _unroll(kind, p, xs, carry0, lengths, reverse, activation)
     rows = np.arange(B)
-    zero = _zero_carry(kind, B, H)
+    zero = _zero_carry(kind, B, H, _cell_size(p))
     dparams = {k: np.zeros_like(v) for k, v in p.items()}
     dxs = np.zeros_like(xs)
     for s in reversed(range(T)):

@@ -1,0 +1,509 @@
+"""Exact import and export of PyTorch's recurrent layers and cells.
+
+``from_torch(module)`` turns ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (any ``num_layers``,
+``bidirectional``, ``batch_first``, ``bias``, and the LSTM's ``proj_size``) into a
+``jrnn.stack`` and its params, and ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` into a
+cell and its params; ``to_torch`` is the inverse.  The mapping is exact (no fitting): per
+layer and direction, with PyTorch's ``W [kH, in]`` and jrnn's ``x @ w`` convention,
+
+============  ===========================================================================
+jrnn          PyTorch
+============  ===========================================================================
+``w_ih``      ``weight_ih_l{k}{_reverse}.T`` (gate blocks in the same order)
+``w_hh``      ``weight_hh_l{k}{_reverse}.T``
+``b``         ``bias_ih + bias_hh`` (folded), except the GRU's ``n`` block: ``bias_in``
+``b_hn``      the GRU's ``bias_hn`` (the ``n`` block of ``bias_hh``)
+``w_proj``    ``weight_hr_l{k}{_reverse}.T`` (LSTM with ``proj_size``)
+GRU ``z``     negated: PyTorch's ``z`` is jrnn's ``1 - z`` and ``σ(-a) = 1 - σ(a)``, so the
+              ``z`` blocks of ``w_ih``, ``w_hh`` and ``b`` are minus PyTorch's
+============  ===========================================================================
+
+Gate orders agree (LSTM ``i, f, g, o``; GRU ``r, z, n``); a PyTorch GRU is always the
+reset-after form, ``jrnn.gru(H, reset_after=True)``; ``nonlinearity="relu"`` is
+``jrnn.simple_rnn(H, "relu")``.  Export writes the folded bias to ``bias_ih`` and zeros to
+``bias_hh`` (the GRU's ``bias_hn`` goes to the ``n`` block of ``bias_hh``), so
+``from_torch(to_torch(net, params))`` returns ``params`` bit for bit, and
+``to_torch(*from_torch(m))`` computes what ``m`` computes (its ``bias_ih``/``bias_hh`` split
+may differ; only their sum matters).
+
+``bias=False`` modules import with all-zero ``b`` (and ``b_hn``); ``to_torch(...,
+bias=False)`` exports to a bias-free module and raises unless those are all zero.
+
+PyTorch is imported inside the functions, so ``import jrnn.interop`` works without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn.base import Cell, LSTMState, Params, RNNState
+from jrnn.cells import gru, lstm, simple_rnn
+from jrnn.interop._common import (
+    CellInfo,
+    cell_info,
+    check_cell_params,
+    check_stack_params,
+    float_dtype,
+)
+from jrnn.unroll import Stack, stack
+
+__all__ = ["carry_from_torch", "carry_to_torch", "from_torch", "grads_from_torch", "to_torch"]
+
+_TORCH_NAMES = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _require_torch(where: str):
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"{where} needs PyTorch, which is not installed; install it with "
+            f"`pip install 'jrnn[torch]'` (torch==2.13.0)"
+        ) from e
+    return torch
+
+
+# --------------------------------------------------------------------------------------
+# tensors <-> arrays
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    """A detached CPU copy of ``tensor`` as a NumPy array of the same dtype."""
+    torch = _require_torch("jrnn.interop.from_torch")
+    t = tensor.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.to(torch.float32).numpy().astype(jnp.bfloat16)
+    return np.array(t.numpy(), copy=True)
+
+
+def _to_tensor(array: Any, dtype: Any) -> Any:
+    """``array`` as a CPU tensor of torch dtype ``dtype`` (bfloat16 via float32, exactly)."""
+    torch = _require_torch("jrnn.interop.to_torch")
+    a = np.asarray(array)
+    if a.dtype == jnp.bfloat16:
+        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(a, copy=True)).to(dtype)
+
+
+def _torch_dtype(dtype: np.dtype, where: str) -> Any:
+    torch = _require_torch(where)
+    table = {
+        np.dtype(np.float16): torch.float16,
+        np.dtype(jnp.bfloat16): torch.bfloat16,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float64): torch.float64,
+    }
+    if np.dtype(dtype) not in table:
+        raise ValueError(f"{where}: parameters of dtype {dtype} have no torch counterpart")
+    return table[np.dtype(dtype)]
+
+
+# --------------------------------------------------------------------------------------
+# one layer and direction: the layout mapping (NumPy, exact)
+
+
+def _blocks(a: np.ndarray, k: int, axis: int) -> list[np.ndarray]:
+    return np.split(a, k, axis=axis)
+
+
+def _layer_from_torch(
+    kind: str,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias_ih: np.ndarray | None,
+    bias_hh: np.ndarray | None,
+    weight_hr: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """PyTorch tensors of one layer/direction (as arrays) -> jrnn params.
+
+    Shapes: ``weight_ih [kH, I]``, ``weight_hh [kH, H or P]``, ``bias_* [kH]`` (``None``
+    for ``bias=False``), ``weight_hr [P, H]``.  Returns ``w_ih [I, kH]``, ``w_hh [., kH]``,
+    ``b [kH]`` (plus ``b_hn [H]`` for the GRU, ``w_proj [H, P]`` with ``weight_hr``).
+    """
+    width = weight_ih.shape[0]
+    if bias_ih is None:
+        bias_ih = np.zeros((width,), weight_ih.dtype)
+    if bias_hh is None:
+        bias_hh = np.zeros((width,), weight_ih.dtype)
+    w_ih, w_hh = weight_ih.T, weight_hh.T
+    if kind == "gru":
+        # PyTorch's z is jrnn's 1 - z: negate the z blocks (exact).
+        (ir, iz, in_), (hr, hz, hn) = _blocks(w_ih, 3, 1), _blocks(w_hh, 3, 1)
+        (bir, biz, bin_), (bhr, bhz, bhn) = _blocks(bias_ih, 3, 0), _blocks(bias_hh, 3, 0)
+        return {
+            "w_ih": np.concatenate([ir, -iz, in_], axis=1),
+            "w_hh": np.concatenate([hr, -hz, hn], axis=1),
+            "b": np.concatenate([bir + bhr, -(biz + bhz), bin_]),
+            "b_hn": np.array(bhn, copy=True),
+        }
+    params = {
+        "w_ih": np.array(w_ih, copy=True),
+        "w_hh": np.array(w_hh, copy=True),
+        "b": bias_ih + bias_hh,
+    }
+    if weight_hr is not None:
+        params["w_proj"] = np.array(weight_hr.T, copy=True)
+    return params
+
+
+def _layer_to_torch(kind: str, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """jrnn params of one layer/direction -> PyTorch tensors (as arrays), the inverse of
+    :func:`_layer_from_torch`: the folded bias goes to ``bias_ih``, ``bias_hh`` is zero
+    except the GRU's ``n`` block, which holds ``b_hn``."""
+    w_ih, w_hh, b = (np.asarray(params[k]) for k in ("w_ih", "w_hh", "b"))
+    if kind == "gru":
+        (ir, iz, in_), (hr, hz, hn) = _blocks(w_ih, 3, 1), _blocks(w_hh, 3, 1)
+        br, bz, bn = _blocks(b, 3, 0)
+        zeros = np.zeros_like(br)
+        return {
+            "weight_ih": np.concatenate([ir, -iz, in_], axis=1).T,
+            "weight_hh": np.concatenate([hr, -hz, hn], axis=1).T,
+            "bias_ih": np.concatenate([br, -bz, bn]),
+            "bias_hh": np.concatenate([zeros, zeros, np.asarray(params["b_hn"])]),
+        }
+    out = {"weight_ih": w_ih.T, "weight_hh": w_hh.T, "bias_ih": b, "bias_hh": np.zeros_like(b)}
+    if "w_proj" in params:
+        out["weight_hr"] = np.asarray(params["w_proj"]).T
+    return out
+
+
+def _to_jax(params: dict[str, np.ndarray]) -> Params:
+    return {k: jnp.asarray(v) for k, v in params.items()}
+
+
+# --------------------------------------------------------------------------------------
+# import
+
+
+def _make_cell(kind: str, hidden: int, param_dtype: Any, activation: str = "tanh", proj=None):
+    if kind == "simple_rnn":
+        return simple_rnn(hidden, activation, param_dtype=param_dtype)
+    if kind == "lstm":
+        # PyTorch stores no forget bias; forget_bias only affects a fresh cell.init.
+        return lstm(hidden, forget_bias=0.0, proj_size=proj, param_dtype=param_dtype)
+    return gru(hidden, reset_after=True, param_dtype=param_dtype)
+
+
+def from_torch(module: Any) -> tuple[Stack, Any] | tuple[Cell, Params]:
+    """Imports a PyTorch recurrent layer or cell, exactly.
+
+    Args:
+      module: ``torch.nn.RNN`` (``nonlinearity`` tanh or relu), ``torch.nn.LSTM``
+        (``proj_size`` included), ``torch.nn.GRU`` (any ``num_layers``, ``bidirectional``,
+        ``batch_first``, ``bias``, ``dropout``), or ``torch.nn.RNNCell`` / ``LSTMCell`` /
+        ``GRUCell``.
+
+    Returns:
+      ``(net, params)`` with ``net = jrnn.stack(cell, num_layers, bidirectional, dropout)``
+      and ``params[layer][direction]`` for the layers, or ``(cell, params)`` for the cells.
+      Parameters keep the module's dtype.  ``batch_first`` is not part of the net:
+      ``net.apply`` takes ``[batch, time, features]`` (``time_major=True`` for PyTorch's
+      default ``[time, batch, features]``).
+
+    Raises:
+      TypeError: for any other module (e.g. a ``torch.nn.Transformer``).
+      ImportError: when PyTorch is not installed.
+    """
+    where = "from_torch"
+    torch = _require_torch(where)
+    nn = torch.nn
+    if isinstance(module, nn.RNNBase):
+        return _stack_from_torch(module, where)
+    if isinstance(module, nn.RNNCell | nn.LSTMCell | nn.GRUCell):
+        return _cell_from_torch(module, where)
+    raise TypeError(
+        f"{where}: unsupported module {type(module).__module__}.{type(module).__name__}; "
+        f"expected torch.nn.RNN, LSTM, GRU, RNNCell, LSTMCell or GRUCell"
+    )
+
+
+def _kind_of_mode(mode: str, where: str) -> tuple[str, str]:
+    table = {
+        "RNN_TANH": ("simple_rnn", "tanh"),
+        "RNN_RELU": ("simple_rnn", "relu"),
+        "LSTM": ("lstm", "tanh"),
+        "GRU": ("gru", "tanh"),
+    }
+    if mode not in table:
+        raise TypeError(f"{where}: unsupported recurrent mode {mode!r}; expected {sorted(table)}")
+    return table[mode]
+
+
+def _stack_from_torch(module: Any, where: str) -> tuple[Stack, Any]:
+    kind, activation = _kind_of_mode(module.mode, where)
+    proj = int(getattr(module, "proj_size", 0) or 0) or None
+    num_dirs = 2 if module.bidirectional else 1
+    layers = []
+    for layer in range(module.num_layers):
+        dirs = []
+        for d in range(num_dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
+            get = lambda name, sfx=sfx: _to_numpy(getattr(module, name + sfx))
+            dirs.append(
+                _layer_from_torch(
+                    kind,
+                    get("weight_ih"),
+                    get("weight_hh"),
+                    get("bias_ih") if module.bias else None,
+                    get("bias_hh") if module.bias else None,
+                    get("weight_hr") if proj else None,
+                )
+            )
+        layers.append(tuple(_to_jax(p) for p in dirs))
+    param_dtype = layers[0][0]["w_ih"].dtype
+    cell = _make_cell(kind, module.hidden_size, param_dtype, activation, proj)
+    net = stack(cell, module.num_layers, bool(module.bidirectional), float(module.dropout))
+    return net, tuple(layers)
+
+
+def _cell_from_torch(module: Any, where: str) -> tuple[Cell, Params]:
+    torch = _require_torch(where)
+    nn = torch.nn
+    if isinstance(module, nn.LSTMCell):
+        kind, activation = "lstm", "tanh"
+    elif isinstance(module, nn.GRUCell):
+        kind, activation = "gru", "tanh"
+    else:
+        kind, activation = "simple_rnn", module.nonlinearity
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"{where}: unsupported RNNCell nonlinearity {activation!r}")
+    bias = module.bias
+    params = _layer_from_torch(
+        kind,
+        _to_numpy(module.weight_ih),
+        _to_numpy(module.weight_hh),
+        _to_numpy(module.bias_ih) if bias else None,
+        _to_numpy(module.bias_hh) if bias else None,
+    )
+    params = _to_jax(params)
+    cell = _make_cell(kind, module.hidden_size, params["w_ih"].dtype, activation)
+    return cell, params
+
+
+# --------------------------------------------------------------------------------------
+# export
+
+
+def _check_exportable(info: CellInfo, cell: Cell, where: str) -> None:
+    if info.kind == "simple_rnn" and info.activation not in ("tanh", "relu"):
+        raise ValueError(
+            f"{where}: torch.nn.RNN supports only the tanh and relu nonlinearities; "
+            f"{cell.name} uses {info.activation!r}"
+        )
+    if info.peephole:
+        raise ValueError(f"{where}: PyTorch has no peephole LSTM; {cell.name} has peepholes")
+    if info.kind == "gru" and not info.reset_after:
+        raise ValueError(
+            f"{where}: PyTorch's GRU is the reset-after form; {cell.name} is reset-before "
+            f"(the seed's form), which no PyTorch GRU computes. Use jrnn.gru(H, reset_after=True)"
+        )
+
+
+def _export_dtype(cell: Cell, params: Any, where: str) -> Any:
+    """The torch dtype for ``params``; a cell that computes in another dtype than it stores
+    (``dtype=``) has no exact PyTorch counterpart."""
+    dtype = float_dtype(params, where)
+    if cell.dtype is not None and np.dtype(cell.dtype) != dtype:
+        raise ValueError(
+            f"{where}: {cell.name} computes in {np.dtype(cell.dtype)} but its params are "
+            f"{dtype}; a PyTorch module computes in its parameters' dtype. Build the cell "
+            f"with dtype=None (or cast the params) to export it exactly"
+        )
+    return _torch_dtype(dtype, where)
+
+
+def _check_no_bias(params: Mapping[str, Any], where: str, name: str) -> None:
+    for key in ("b", "b_hn"):
+        if key in params and np.any(np.asarray(params[key]) != 0):
+            raise ValueError(
+                f"{where}: bias=False, but `{name}['{key}']` is not all zero; export with "
+                f"bias=True (the default) to keep it"
+            )
+
+
+def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: bool = True):
+    """Exports a jrnn stack or cell and its params to the PyTorch module that computes the same.
+
+    Args:
+      net: a :func:`jrnn.stack` of a ``simple_rnn`` (tanh or relu), an ``lstm`` (no
+        peepholes; ``proj_size`` allowed) or a ``gru(reset_after=True)`` -> ``torch.nn.RNN``
+        / ``LSTM`` / ``GRU`` with the same ``num_layers``, ``bidirectional`` and ``dropout``;
+        or one such cell -> ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` (a cell with
+        ``proj_size`` has no PyTorch cell counterpart: export a stack of it instead).
+      params: its params (``params[layer][direction]`` for a stack).
+      bias: ``False`` exports a module with ``bias=False`` and requires every ``b`` (and
+        ``b_hn``) to be exactly zero; ``True`` (default) always works.
+      batch_first: the exported layer's ``batch_first`` (default ``True``, jrnn's
+        batch-major layout); ignored for cells.
+
+    Returns:
+      A CPU ``torch.nn.Module`` in the params' dtype, in training mode as PyTorch builds it.
+
+    Raises:
+      ValueError: the cell has no PyTorch counterpart (peepholes, reset-before GRU, another
+        activation, a projected cell, a compute ``dtype`` other than the params'),
+        ``params`` do not match ``net``, or ``bias=False`` with a non-zero bias.
+      TypeError: ``net`` is neither a Stack nor a Cell.
+    """
+    where = "to_torch"
+    torch = _require_torch(where)
+    nn = torch.nn
+    if isinstance(net, Stack):
+        info = cell_info(net.cell, where)
+        _check_exportable(info, net.cell, where)
+        input_size = check_stack_params(net, params, where)
+        tdtype = _export_dtype(net.cell, params, where)
+        if not bias:
+            for layer, layer_params in enumerate(params):
+                for d, p in enumerate(layer_params):
+                    _check_no_bias(p, where, f"params[{layer}][{d}]")
+        kwargs = dict(
+            num_layers=net.num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=float(net.dropout),
+            bidirectional=net.bidirectional,
+            dtype=tdtype,
+        )
+        if info.kind == "simple_rnn":
+            module = nn.RNN(input_size, info.hidden_size, nonlinearity=info.activation, **kwargs)
+        elif info.kind == "lstm":
+            module = nn.LSTM(input_size, info.hidden_size, proj_size=info.proj_size or 0, **kwargs)
+        else:
+            module = nn.GRU(input_size, info.hidden_size, **kwargs)
+        with torch.no_grad():
+            for layer, layer_params in enumerate(params):
+                for d, p in enumerate(layer_params):
+                    sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
+                    _copy_into(module, _layer_to_torch(info.kind, p), sfx, bias, tdtype)
+        return module
+    if isinstance(net, Cell):
+        cell = net
+        info = cell_info(cell, where)
+        _check_exportable(info, cell, where)
+        if info.proj_size is not None:
+            raise ValueError(
+                f"{where}: {cell.name} has a projection (proj_size={info.proj_size}) but "
+                f"torch.nn.LSTMCell has none; export jrnn.stack(cell) to torch.nn.LSTM(proj_size=)"
+            )
+        input_size = check_cell_params(cell, params, where)
+        tdtype = _export_dtype(cell, params, where)
+        if not bias:
+            _check_no_bias(params, where, "params")
+        if info.kind == "simple_rnn":
+            module = nn.RNNCell(
+                input_size, info.hidden_size, bias=bias, nonlinearity=info.activation, dtype=tdtype
+            )
+        elif info.kind == "lstm":
+            module = nn.LSTMCell(input_size, info.hidden_size, bias=bias, dtype=tdtype)
+        else:
+            module = nn.GRUCell(input_size, info.hidden_size, bias=bias, dtype=tdtype)
+        with torch.no_grad():
+            _copy_into(module, _layer_to_torch(info.kind, params), "", bias, tdtype)
+        return module
+    raise TypeError(f"{where}: expected a jrnn.Stack or jrnn.Cell, got {type(net).__name__}")
+
+
+def _copy_into(module: Any, tensors: dict[str, np.ndarray], sfx: str, bias: bool, dtype) -> None:
+    for name, array in tensors.items():
+        if name.startswith("bias") and not bias:
+            continue
+        target = getattr(module, name + sfx)
+        target.copy_(_to_tensor(array, dtype))
+
+
+# --------------------------------------------------------------------------------------
+# carries
+
+
+def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
+    """PyTorch's recurrent state -> jrnn carries for ``net``.
+
+    Args:
+      net: the stack or cell from :func:`from_torch`.
+      hx: for a layer ``h [L*D, *batch, H_out]`` or, for the LSTM, ``(h, c)`` with
+        ``c [L*D, *batch, H]`` (index ``layer * D + direction``, as PyTorch's ``h_n``);
+        for a cell ``h [*batch, H]`` or ``(h, c)``.
+
+    Returns:
+      Carries ``[layer][direction]`` of :class:`jrnn.LSTMState` / :class:`jrnn.RNNState`
+      (or one carry for a cell), in the tensors' dtype.
+    """
+    where = "carry_from_torch"
+    _require_torch(where)
+    cell = net.cell if isinstance(net, Stack) else net
+    is_lstm = cell_info(cell, where).kind == "lstm"
+    if is_lstm:
+        if not isinstance(hx, tuple | list) or len(hx) != 2:
+            raise ValueError(f"{where}: an LSTM state is a pair (h, c), got {type(hx).__name__}")
+        h, c = (jnp.asarray(_to_numpy(t)) for t in hx)
+    else:
+        h, c = jnp.asarray(_to_numpy(hx)), None
+    make = (lambda i: LSTMState(h[i], c[i])) if is_lstm else (lambda i: RNNState(h[i]))
+    if not isinstance(net, Stack):
+        return LSTMState(h, c) if is_lstm else RNNState(h)
+    num_dirs = 2 if net.bidirectional else 1
+    if h.shape[0] != net.num_layers * num_dirs:
+        raise ValueError(
+            f"{where}: `hx` must have num_layers * directions = {net.num_layers * num_dirs} "
+            f"entries on its first axis, got shape {list(h.shape)}"
+        )
+    return tuple(
+        tuple(make(layer * num_dirs + d) for d in range(num_dirs))
+        for layer in range(net.num_layers)
+    )
+
+
+def carry_to_torch(net: Stack | Cell, carries: Any) -> Any:
+    """jrnn carries -> PyTorch's state (the inverse of :func:`carry_from_torch`).
+
+    Returns ``h`` or ``(h, c)`` as CPU tensors, stacked ``[L*D, *batch, .]`` for a stack.
+    """
+    where = "carry_to_torch"
+    _require_torch(where)
+    if isinstance(net, Stack):
+        flat = [c for layer in carries for c in layer]
+        leaves = [jnp.stack(parts) for parts in zip(*flat, strict=True)]
+    else:
+        leaves = list(carries)
+    out = [_to_tensor(a, _torch_dtype(np.asarray(a).dtype, where)) for a in leaves]
+    return tuple(out) if len(out) == 2 else out[0]
+
+
+def grads_from_torch(module: Any) -> Any:
+    """The gradients in ``module``'s ``.grad`` fields, mapped to jrnn's layout.
+
+    The parameter map is linear, so the gradient of a jrnn parameter is the same map of
+    PyTorch's gradients, with one difference: a folded bias ``b = bias_ih + bias_hh`` has
+    the gradient of either (they are equal), not their sum.  Returns a pytree shaped like
+    ``from_torch(module)[1]``; missing gradients count as zero (so do those of the
+    all-zero ``b``/``b_hn`` of a ``bias=False`` module, which PyTorch does not have).
+    """
+    where = "grads_from_torch"
+    torch = _require_torch(where)
+    with torch.no_grad():
+        clone = _zero_bias_hh_folded_clone(module, torch)
+    return from_torch(clone)[1]
+
+
+def _zero_bias_hh_folded_clone(module: Any, torch: Any) -> Any:
+    """A deep copy of ``module`` whose parameters are ``module``'s gradients, with the
+    folded part of every ``bias_hh`` zeroed (so folding yields ``grad(bias_ih)``)."""
+    clone = copy.deepcopy(module)
+    gru_like = isinstance(module, torch.nn.GRU | torch.nn.GRUCell)
+    originals = dict(module.named_parameters())
+    for name, p in clone.named_parameters():
+        g = originals[name].grad
+        p.copy_(torch.zeros_like(p) if g is None else g)
+        if name.startswith("bias_hh"):
+            if gru_like:
+                h = p.shape[0] // 3
+                p[: 2 * h] = 0
+            else:
+                p.zero_()
+    return clone

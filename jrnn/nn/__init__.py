@@ -1,0 +1,10 @@
+"""Flax modules over jrnn cells and stacks: :mod:`jrnn.nn.linen` and :mod:`jrnn.nn.nnx`.
+
+Both hold the parameters that the cell's own ``init`` makes and call ``jrnn.unroll`` /
+``Stack.apply``, so they compute exactly what the pure functions compute.
+"""
+
+from jrnn.nn import linen, nnx
+from jrnn.nn.linen import stack_params_from_dict, stack_params_to_dict
+
+__all__ = ["linen", "nnx", "stack_params_from_dict", "stack_params_to_dict"]
