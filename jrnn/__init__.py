@@ -6,6 +6,15 @@ A cell is an ``init`` + ``step`` pair over a parameter pytree; sequences are unr
 
 from jrnn.base import Cell, LSTMState, RNNState
 from jrnn.cells import gru, lstm, simple_rnn
+from jrnn.models import Model, sequence_model
+from jrnn.train import (
+    TrainState,
+    evaluate,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    tbptt_value_and_grad,
+)
 from jrnn.unroll import Stack, flip_within_lengths, stack, unroll
 from jrnn.unroll import default_strategy as unroll_defaults
 
@@ -14,13 +23,21 @@ __version__ = "0.1.0"
 __all__ = [
     "Cell",
     "LSTMState",
+    "Model",
     "RNNState",
     "Stack",
+    "TrainState",
+    "evaluate",
     "flip_within_lengths",
     "gru",
+    "init_train_state",
     "lstm",
+    "make_eval_step",
+    "make_train_step",
+    "sequence_model",
     "simple_rnn",
     "stack",
+    "tbptt_value_and_grad",
     "unroll",
     "unroll_defaults",
 ]

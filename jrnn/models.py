@@ -1,0 +1,234 @@
+"""Models: recurrent networks with inputs and outputs, as pure functions over a param dict.
+
+:func:`sequence_model` is the seed's Elman network end to end, with any cell or stack as the
+recurrence::
+
+    a(t) = b + W h(t-1) + U x(t)        (the rnn: a Cell or a Stack)
+    h(t) = tanh(a(t))
+    o(t) = c + V h(t)                   (the readout, here ``o_t = h_t @ w_ho + b_o``)
+    ŷ(t) = softmax(o(t))                (applied by the loss / the sampler)
+
+It reads either float features ``[batch, time, input_size]`` or integer tokens
+``[batch, time]`` (through an embedding table, or one-hot vectors as in the seed), and
+reads out either at every step (a language model or a tagger: ``[batch, time, output]``) or
+once, at the last valid step of each sequence (many-to-one, e.g. the adding problem:
+``[batch, output]``).  Carries go in and out, so truncated BPTT and sampling can continue a
+sequence across calls.
+
+A :class:`Model` is a ``NamedTuple`` of pure functions, like a :class:`jrnn.Cell`; later
+architectures (encoder-decoder, attention) fit the same ``init``/``apply`` shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.base import Cell
+from jrnn.unroll import Stack, unroll
+
+__all__ = ["Model", "sequence_model"]
+
+Array = jax.Array
+Params = Any
+Carry = Any
+
+
+class Model(NamedTuple):
+    """A model as pure functions over an explicit parameter dict.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      apply: ``apply(params, xs, carry=None, lengths=None, key=None) -> (outputs, carry)``;
+        ``key`` switches on dropout (training only).
+      initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
+      rnn: the :class:`jrnn.Cell` or :class:`jrnn.Stack` inside.
+      input_size: feature size of float inputs (``None`` for token inputs).
+      vocab_size: number of token ids of integer inputs (``None`` for float inputs).
+      output_size: size of the readout ``o``.
+      readout: ``"all"`` (every step) or ``"last"`` (the last valid step).
+      name: a short description.
+    """
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[..., tuple[Array, Carry]]
+    initial_carry: Callable[..., Carry]
+    rnn: Cell | Stack
+    input_size: int | None
+    vocab_size: int | None
+    output_size: int
+    readout: str
+    name: str
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"sequence_model: `{name}` must be a positive int, got {value!r}")
+    return value
+
+
+def sequence_model(
+    rnn: Cell | Stack,
+    output_size: int,
+    *,
+    input_size: int | None = None,
+    vocab_size: int | None = None,
+    embed_size: int | None = None,
+    readout: Literal["all", "last"] = "all",
+    dropout: float = 0.0,
+    param_dtype: Any = jnp.float32,
+) -> Model:
+    """The seed's RNN with a linear readout ``o = c + V h`` on top of any cell or stack.
+
+    Exactly one of ``input_size`` (float inputs ``[..., T, input_size]``) and ``vocab_size``
+    (integer tokens ``[..., T]``) is given.  Tokens are embedded by a table
+    ``embed [vocab_size, embed_size]``, or, with ``embed_size=None``, fed as one-hot vectors
+    (the seed's ``U x(t)`` with a one-hot ``x(t)``; the same function as a table, at the cost
+    of a ``[..., T, vocab_size]`` input).
+
+    Parameters (``{"embed"?, "rnn", "w_ho", "b_o"}``): ``w_ho [H_out, output_size]`` is the
+    seed's ``V`` (transposed, row-vector convention) and ``b_o [output_size]`` its ``c``;
+    ``H_out`` is the rnn's output size (``2 H`` for a bidirectional stack).  ``w_ho`` starts
+    ``lecun_normal``, ``b_o`` and ``embed`` as documented in :func:`init`.
+
+    Args:
+      rnn: a :class:`jrnn.Cell` (one layer) or a :class:`jrnn.Stack`.
+      output_size: size of ``o`` (the vocabulary for a language model, 1 for regression).
+      input_size: feature size of float inputs.
+      vocab_size: number of token ids of integer inputs.
+      embed_size: embedding width for token inputs (``None``: one-hot).
+      readout: ``"all"``: ``o`` at every step, ``[..., T, output_size]``, zero-state
+        padding steps give ``o = c``; ``"last"``: ``o`` at each sequence's last valid step
+        (``lengths - 1``, or ``T - 1``), ``[..., output_size]``.  For a bidirectional stack,
+        ``"last"`` reads the forward direction at the last valid step and the backward
+        direction at step 0 (where it has read the whole sequence).
+      dropout: drop rate applied to the rnn's output before the readout, only when
+        ``apply`` gets a ``key`` (training).  A stack's own ``dropout`` acts between its
+        layers.
+      param_dtype: storage dtype of ``embed``, ``w_ho`` and ``b_o``.
+
+    Returns:
+      A :class:`Model`.  ``apply(params, xs, carry=None, lengths=None, key=None)`` returns
+      ``(o, carry_T)``; ``carry_T`` is the rnn's final carry (a Cell's carry, or a Stack's
+      nested tuple), ready to be passed back as ``carry`` to continue the sequences.
+    """
+    output_size = _positive("output_size", output_size)
+    if (input_size is None) == (vocab_size is None):
+        raise ValueError("sequence_model: give exactly one of `input_size` and `vocab_size`")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"sequence_model: `dropout` must lie in [0, 1), got {dropout!r}")
+    if readout not in ("all", "last"):
+        raise ValueError(f"sequence_model: `readout` must be 'all' or 'last', got {readout!r}")
+    if vocab_size is not None:
+        vocab_size = _positive("vocab_size", vocab_size)
+        if embed_size is not None:
+            embed_size = _positive("embed_size", embed_size)
+        rnn_input = vocab_size if embed_size is None else embed_size
+    else:
+        input_size = _positive("input_size", input_size)
+        if embed_size is not None:
+            raise ValueError("sequence_model: `embed_size` needs token inputs (`vocab_size`)")
+        rnn_input = input_size
+
+    is_stack = isinstance(rnn, Stack)
+    cell = rnn.cell if is_stack else rnn
+    bidirectional = is_stack and rnn.bidirectional
+    rnn_output = cell.output_size * (2 if bidirectional else 1)
+
+    def init(key: jax.Array) -> Params:
+        """``embed ~ N(0, 1)`` (unit-scale inputs), ``w_ho`` lecun_normal, ``b_o = 0``."""
+        k_embed, k_rnn, k_out = jax.random.split(key, 3)
+        params: dict[str, Any] = {"rnn": rnn.init(k_rnn, rnn_input)}
+        if vocab_size is not None and embed_size is not None:
+            params["embed"] = jax.random.normal(k_embed, (vocab_size, embed_size), param_dtype)
+        params["w_ho"] = jax.nn.initializers.lecun_normal()(
+            k_out, (rnn_output, output_size), param_dtype
+        )
+        params["b_o"] = jnp.zeros((output_size,), param_dtype)
+        return params
+
+    def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Carry:
+        """Zero carry of the rnn for ``batch_shape``."""
+        return rnn.initial_carry(params["rnn"], tuple(batch_shape))
+
+    def _inputs(params: Params, xs: Array) -> Array:
+        xs = jnp.asarray(xs)
+        if vocab_size is None:
+            if xs.ndim < 2 or xs.shape[-1] != input_size:
+                raise ValueError(
+                    f"{name}.apply: `xs` must have shape [..., T, {input_size}], got "
+                    f"{list(xs.shape)}"
+                )
+            return xs
+        if not jnp.issubdtype(xs.dtype, jnp.integer):
+            raise TypeError(f"{name}.apply: token `xs` must be integers, got dtype {xs.dtype}")
+        if xs.ndim < 1:
+            raise ValueError(f"{name}.apply: token `xs` must have shape [..., T], got []")
+        if embed_size is None:
+            return jax.nn.one_hot(xs, vocab_size, dtype=param_dtype)
+        return jnp.take(params["embed"], xs, axis=0)
+
+    def apply(
+        params: Params,
+        xs: Array,
+        carry: Carry | None = None,
+        lengths: Array | None = None,
+        key: jax.Array | None = None,
+    ) -> tuple[Array, Carry]:
+        """``xs [..., T, input_size]`` or tokens ``[..., T]`` -> ``(o, carry_T)`` with
+        ``o [..., T, output_size]`` (readout ``"all"``) or ``[..., output_size]``
+        (``"last"``)."""
+        inputs = _inputs(params, xs)
+        rnn_key = out_key = None
+        if key is not None:
+            rnn_key, out_key = jax.random.split(key)
+        if is_stack:
+            hs, carry = rnn.apply(params["rnn"], inputs, carry, lengths=lengths, key=rnn_key)
+        else:
+            hs, carry = unroll(rnn, params["rnn"], inputs, carry=carry, lengths=lengths)
+        if readout == "last":
+            hs = _last(hs, lengths)
+        if dropout > 0.0 and out_key is not None:
+            keep = jax.random.bernoulli(out_key, 1.0 - dropout, hs.shape)
+            hs = jnp.where(keep, hs / (1.0 - dropout), jnp.zeros_like(hs))
+        dt = hs.dtype
+        o = hs @ params["w_ho"].astype(dt) + params["b_o"].astype(dt)
+        return o, carry
+
+    def _last(hs: Array, lengths: Array | None) -> Array:
+        num_steps = hs.shape[-2]
+        if lengths is None:
+            last = jnp.full(hs.shape[:-2], num_steps - 1, jnp.int32)
+        else:
+            last = jnp.maximum(jnp.asarray(lengths).astype(jnp.int32) - 1, 0)
+        idx = last[..., None, None]
+        h_fwd = jnp.take_along_axis(hs, idx, axis=-2)[..., 0, :]
+        if not bidirectional:
+            return h_fwd
+        h_bwd = hs[..., 0, :]
+        half = cell.output_size
+        return jnp.concatenate([h_fwd[..., :half], h_bwd[..., half:]], axis=-1)
+
+    kind = f"vocab={vocab_size}" if vocab_size is not None else f"input={input_size}"
+    if vocab_size is not None:
+        kind += ", one-hot" if embed_size is None else f", embed={embed_size}"
+    rnn_name = (
+        f"stack({cell.name}, layers={rnn.num_layers}, bidirectional={rnn.bidirectional})"
+        if is_stack
+        else cell.name
+    )
+    name = f"sequence_model({rnn_name}, {kind}, output={output_size}, readout={readout})"
+    return Model(
+        init=init,
+        apply=apply,
+        initial_carry=initial_carry,
+        rnn=rnn,
+        input_size=input_size,
+        vocab_size=vocab_size,
+        output_size=output_size,
+        readout=readout,
+        name=name,
+    )

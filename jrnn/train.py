@@ -1,0 +1,247 @@
+"""Training: a train state, one jitted buffer-donating train step, evaluation, truncated BPTT.
+
+* :class:`TrainState` ``(step, params, opt_state, key)`` is the whole state of a run (with
+  the recurrent carry, for truncated BPTT over streams, kept beside it).
+* :func:`make_train_step` builds one jitted step: loss and gradients, global-norm gradient
+  clipping (on by default: the seed's remedy for exploding gradients), the optimizer update,
+  and a finiteness check; the state is donated so parameters are updated in place.
+* :func:`make_eval_step` / :func:`evaluate` compute exact means of per-token metrics.
+* Truncated BPTT carries the recurrent state across consecutive windows of a long stream
+  and cuts the gradient between them with ``jax.lax.stop_gradient``: either one update per
+  window (:func:`make_train_step` with ``has_carry=True``) or the summed gradient of a whole
+  sequence cut into windows (:func:`tbptt_value_and_grad`).  With one window covering the
+  whole sequence the gradient is exactly full BPTT's.
+
+Everything is a pure function of the explicit PRNG key in the state: a run is fully
+determined by its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = [
+    "TrainState",
+    "evaluate",
+    "init_train_state",
+    "make_eval_step",
+    "make_train_step",
+    "tbptt_value_and_grad",
+]
+
+Array = jax.Array
+Params = Any
+Carry = Any
+Metrics = dict[str, Array]
+
+# optax >= 0.2.5 has optax.tree.norm; optax.global_norm (older) is deprecated there.
+_global_norm = optax.tree.norm if hasattr(optax, "tree") else optax.global_norm
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from one step to the next.
+
+    Attributes:
+      step: int32 scalar, the number of updates done so far.
+      params: the model parameters.
+      opt_state: the optimizer's state.
+      key: the PRNG key (``jax.random.key``) the next step splits for its randomness.
+    """
+
+    step: Array
+    params: Params
+    opt_state: optax.OptState
+    key: Array
+
+
+def init_train_state(
+    params: Params, optimizer: optax.GradientTransformation, key: jax.Array
+) -> TrainState:
+    """The state before the first step: ``step = 0`` and ``optimizer.init(params)``."""
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), key)
+
+
+def _tree_all_finite(tree: Any) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_train_step(
+    loss_fn: Callable[..., tuple[Array, Any]],
+    optimizer: optax.GradientTransformation,
+    *,
+    clip_norm: float | None = 1.0,
+    has_carry: bool = False,
+    skip_nonfinite: bool = False,
+    donate: bool = True,
+) -> Callable[..., Any]:
+    """Builds the jitted training step.
+
+    The step splits ``state.key`` (one half is the next state's key, the other goes to
+    ``loss_fn`` for dropout), takes gradients, clips them to global norm ``clip_norm``
+    (``optax.clip_by_global_norm``; ``None`` or ``0`` switches clipping off), applies
+    ``optimizer`` and increments ``step``.
+
+    Args:
+      loss_fn: without a carry, ``loss_fn(params, batch, key) -> (loss, metrics)``; with
+        ``has_carry=True``, ``loss_fn(params, carry, batch, key) -> (loss, (carry, metrics))``
+        where ``carry`` is the recurrent state at the start of the window and the returned
+        one its state at the end.  ``loss`` is a scalar, ``metrics`` a dict of scalars.
+      optimizer: any ``optax.GradientTransformation`` (the state's ``opt_state`` must come
+        from its ``init``).
+      clip_norm: maximum global gradient norm, or ``None``/``0`` for no clipping.
+      has_carry: truncated BPTT over streams: the step takes and returns the carry, with
+        the gradient cut at the window boundary (``stop_gradient``).
+      skip_nonfinite: when the loss, the gradient norm or the updated parameters are not
+        finite, keep the old ``params`` and ``opt_state`` (the step counter and key still
+        advance).  Without it the non-finite state is returned and the caller decides.
+      donate: donate the state's buffers to the step (update in place).
+
+    Returns:
+      ``step(state, batch) -> (state, metrics)`` or, with ``has_carry``,
+      ``step(state, carry, batch) -> (state, carry, metrics)``.  ``metrics`` holds the
+      ``loss_fn``'s metrics plus ``loss``, ``grad_norm`` (before clipping) and ``finite``
+      (bool: loss, gradient norm and new parameters are all finite).
+    """
+    if clip_norm is not None and clip_norm < 0:
+        raise ValueError(f"make_train_step: `clip_norm` must be >= 0 or None, got {clip_norm}")
+    clipper = optax.clip_by_global_norm(clip_norm) if clip_norm else None
+
+    def update(state: TrainState, grads: Params, loss: Array, metrics: Metrics):
+        grad_norm = _global_norm(grads)
+        if clipper is not None:
+            grads, _ = clipper.update(grads, clipper.init(state.params))
+        # Third-party optimizers are not all written for strict dtype promotion (optax's
+        # Adam raises a Python float to an int32 count): run them under standard rules.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _tree_all_finite(params)
+        if skip_nonfinite:
+            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+            params = keep(params, state.params)
+            opt_state = keep(opt_state, state.opt_state)
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite)
+        return params, opt_state, metrics
+
+    if has_carry:
+
+        def step(state: TrainState, carry: Carry, batch: Any):
+            key, sub = jax.random.split(state.key)
+            carry = jax.lax.stop_gradient(carry)
+            (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, carry, batch, sub
+            )
+            params, opt_state, metrics = update(state, grads, loss, metrics)
+            new_state = TrainState(state.step + 1, params, opt_state, key)
+            return new_state, jax.lax.stop_gradient(carry), metrics
+
+        return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+    def step(state: TrainState, batch: Any):
+        key, sub = jax.random.split(state.key)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, sub)
+        params, opt_state, metrics = update(state, grads, loss, metrics)
+        return TrainState(state.step + 1, params, opt_state, key), metrics
+
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def tbptt_value_and_grad(
+    window_loss: Callable[[Params, Carry, Any], tuple[Array, Carry]],
+    params: Params,
+    carry: Carry,
+    windows: Any,
+) -> tuple[Array, Params, Carry]:
+    """Truncated BPTT over consecutive windows of one long sequence.
+
+    ``windows`` holds ``K`` consecutive windows stacked on a leading axis (e.g. inputs
+    ``[K, batch, k, features]``).  The windows are run in order with ``lax.scan``; the carry
+    flows from each window into the next, but the gradient does not (``stop_gradient`` at
+    every boundary), so each window backpropagates through its own ``k`` steps only.  The
+    result is the sum over windows of the per-window losses and gradients.  With ``K = 1``
+    (one window covering the whole sequence) this is exactly full BPTT.
+
+    Args:
+      window_loss: ``window_loss(params, carry, window) -> (loss, carry_out)``.
+      params: the parameters to differentiate.
+      carry: the state before the first window.
+      windows: a pytree whose leaves have a leading window axis ``[K, ...]``.
+
+    Returns:
+      ``(loss_sum, grads, carry_out)``: the summed loss, its truncated gradient (the
+      structure of ``params``) and the carry after the last window.
+    """
+    grad_fn = jax.value_and_grad(window_loss, has_aux=True)
+
+    def window(c, w):
+        (loss, c), grads = grad_fn(params, jax.lax.stop_gradient(c), w)
+        return loss, grads, c
+
+    # The first window outside the scan: with K = 1 this is literally full BPTT.
+    loss_sum, grads, carry = window(carry, jax.tree.map(lambda x: x[0], windows))
+
+    def body(acc, w):
+        loss_sum, grads_sum, c = acc
+        loss, grads, c = window(c, w)
+        return (loss_sum + loss, jax.tree.map(jnp.add, grads_sum, grads), c), None
+
+    rest = jax.tree.map(lambda x: x[1:], windows)
+    if jax.tree.leaves(rest)[0].shape[0]:
+        (loss_sum, grads, carry), _ = jax.lax.scan(body, (loss_sum, grads, carry), rest)
+    return loss_sum, grads, jax.lax.stop_gradient(carry)
+
+
+def make_eval_step(metric_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Jits an evaluation function (one compilation for every batch of one shape).
+
+    Args:
+      metric_fn: ``metric_fn(params, batch) -> sums`` or, carrying the recurrent state from
+        one batch to the next, ``metric_fn(params, carry, batch) -> (carry, sums)``; ``sums``
+        maps each metric name to a pair ``(total, count)`` of scalars (e.g. the summed loss
+        over valid tokens and their number), so :func:`evaluate` forms exact means over
+        many batches.
+
+    Returns:
+      The jitted function (no donation: ``params`` stay valid).
+    """
+    return jax.jit(metric_fn)
+
+
+def evaluate(
+    eval_step: Callable[..., Any],
+    params: Params,
+    batches: Iterable[Any],
+    carry: Carry | None = None,
+) -> dict[str, float]:
+    """Exact means of an eval step's metrics over ``batches``.
+
+    Totals and counts are summed on the host in float64 (order fixed: deterministic).
+
+    Args:
+      eval_step: from :func:`make_eval_step`.
+      params: the parameters.
+      batches: an iterable of batches (all of one shape, so one compilation).
+      carry: with a carrying eval step, the initial carry (e.g. zeros); ``None`` otherwise.
+
+    Returns:
+      ``{name: total / count}`` (``nan`` for a metric with count 0).
+    """
+    totals: dict[str, list[float]] = {}
+    for batch in batches:
+        if carry is None:
+            sums = eval_step(params, batch)
+        else:
+            carry, sums = eval_step(params, carry, batch)
+        sums = jax.device_get(sums)
+        for name, (total, count) in sums.items():
+            acc = totals.setdefault(name, [0.0, 0.0])
+            acc[0] += float(np.float64(total))
+            acc[1] += float(np.float64(count))
+    return {name: (t / c if c > 0 else float("nan")) for name, (t, c) in sorted(totals.items())}

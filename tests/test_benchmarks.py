@@ -1,0 +1,90 @@
+"""Smoke test of the benchmark suite's code path (``python -m benchmarks.run``) on a tiny
+config: jrnn + Flax (+ PyTorch when importable), both modes, the GRU (one Flax cell).  It
+checks that the JSON and the markdown are written with sane fields; no timing assertions.
+
+The suite runs in a subprocess: it must see JAX's defaults (float32, standard dtype
+promotion), not this test session's x64 / strict-promotion configuration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
+    have_torch = importlib.util.find_spec("torch") is not None
+    impls = "jrnn,flax" + (",torch" if have_torch else "")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--configs=tiny",
+        "--cells=gru",
+        "--modes=train,forward",
+        f"--impls={impls}",
+        "--rounds=2",
+        "--target-time=0.002",
+        "--quiet-wait=0",
+        "--max-redos=0",
+        f"--out={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    result = json.loads((tmp_path / "results.json").read_text())
+    machine = result["machine"]
+    assert machine["usable_cores"] >= 1 and machine["versions"]["jax"]
+    assert machine["jax_backend"] == "cpu"
+
+    (group,) = result["groups"]
+    assert group["config"] == {
+        "name": "tiny",
+        "batch": 4,
+        "steps": 8,
+        "inputs": 8,
+        "hidden": 16,
+        "long": False,
+    }
+    rows = {(r["impl"], r["mode"]): r for r in group["results"]}
+    names = {impl for impl, _ in rows}
+    assert {"jrnn", "flax.linen RNN(GRUCell)"} <= names
+    if have_torch:
+        assert any(n.startswith("torch nn.GRU") for n in names), names
+    for mode in ("train", "forward"):
+        assert ("jrnn", mode) in rows
+
+    tokens = 4 * 8
+    for r in group["results"]:
+        assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
+        assert math.isclose(r["tokens_per_s"], tokens / r["median_s"], rel_tol=1e-9)
+        assert r["gflops"] > 0 and r["fraction_of_matmul_limit"] > 0
+        assert r["first_call_s"] > 0
+        if r["framework"] == "jax":
+            assert r["compile_s"] > 0
+            mem = r["xla_memory"]
+            assert mem["peak_bytes"] == mem["temp_bytes"] + mem["output_bytes"] > 0
+    # analytic FLOPs: forward 2·B·T·(I+H)·G·H with G = 3 GRU gates, training 3x
+    fwd = rows[("jrnn", "forward")]["flops"]
+    assert fwd == 2 * 4 * 8 * (8 + 16) * 3 * 16
+    assert rows[("jrnn", "train")]["flops"] == 3 * fwd
+    limit = group["matmul_limit"]
+    assert limit["recurrent_gflops"] > 0 and limit["input_gflops"] > 0
+    for mode in ("train", "forward"):
+        ratio = group["ratios"][mode]
+        assert ratio["fastest_jax_peer"] == "flax.linen RNN(GRUCell)"
+        assert ratio["over_fastest_peer"] > 0 and ratio["over_fastest_jax_peer"] > 0
+
+    md = (tmp_path / "results.md").read_text()
+    assert "### GRU training step" in md and "### GRU forward (inference)" in md
+    assert "| jrnn |" in md and "tiny tok/s" in md and "jrnn / fastest peer" in md
