@@ -6,7 +6,18 @@ A cell is an ``init`` + ``step`` pair over a parameter pytree; sequences are unr
 
 from jrnn.base import Cell, LSTMState, RNNState
 from jrnn.cells import gru, lstm, simple_rnn
-from jrnn.models import Model, sequence_model
+from jrnn.decode import Beams, Decoded, beam_search, greedy_decode, sample_decode
+from jrnn.models import (
+    EncoderDecoder,
+    FeedbackModel,
+    Model,
+    output_recurrent,
+    seq2seq,
+    seq2vec,
+    sequence_model,
+    tagger,
+    vec2seq,
+)
 from jrnn.train import (
     TrainState,
     evaluate,
@@ -21,23 +32,35 @@ from jrnn.unroll import default_strategy as unroll_defaults
 __version__ = "0.1.0"
 
 __all__ = [
+    "Beams",
     "Cell",
+    "Decoded",
+    "EncoderDecoder",
+    "FeedbackModel",
     "LSTMState",
     "Model",
     "RNNState",
     "Stack",
     "TrainState",
+    "beam_search",
     "evaluate",
     "flip_within_lengths",
+    "greedy_decode",
     "gru",
     "init_train_state",
     "lstm",
     "make_eval_step",
     "make_train_step",
+    "output_recurrent",
+    "sample_decode",
+    "seq2seq",
+    "seq2vec",
     "sequence_model",
     "simple_rnn",
     "stack",
+    "tagger",
     "tbptt_value_and_grad",
     "unroll",
     "unroll_defaults",
+    "vec2seq",
 ]

@@ -1,4 +1,5 @@
-"""The ``jrnn`` command: ``jrnn train``, ``jrnn sample DIR``, ``jrnn eval DIR``.
+"""The ``jrnn`` command: ``jrnn train``, ``jrnn sample DIR``, ``jrnn eval DIR``,
+``jrnn decode DIR``.
 
 ``jrnn train`` with no arguments trains a character-level LSTM language model on the running
 Python's standard-library source and writes a run folder::
@@ -9,6 +10,11 @@ Python's standard-library source and writes a run folder::
     DIR/checkpoints/      orbax checkpoints (atomic, the last 3 kept)
     DIR/loss.png          training and validation curves
     DIR/sample.txt        text generated at the end (charlm)
+
+``jrnn train --task {reverse,sort,copy,count,classify,future,runsum} --model
+{attention,seq2seq,vec2seq,seq2vec,tagger,bitagger,outrec,outrec-hidden}`` trains the seed's
+architectures on generated variable-length data (``val_accuracy`` per token and ``val_exact``
+per sequence in metrics.jsonl); ``jrnn decode DIR --beam K`` shows held-out examples decoded.
 
 Bad input (missing or empty corpus, impossible sizes, an existing run folder without
 --resume/--force, --resume with another configuration, ...) prints one line and exits with
@@ -58,10 +64,28 @@ FIXED_KEYS = (
     "eval_batch_size",
     "copy_len",
     "num_symbols",
+    "arch",
+    "min_len",
+    "score",
+    "pool",
+    "condition",
+    "sample_prob",
 )
 # Keys that only say when to log, evaluate and save: free to change on resume.
 FREE_KEYS = ("checkpoint_every", "eval_every", "log_every", "sample_length")
 CONFIG_KEYS = FIXED_KEYS + FREE_KEYS
+# Keys added after the first release: a run folder written without them gets these values
+# (what those runs computed); "arch" falls back to the task's default model.
+LATER_KEYS: dict[str, Any] = {
+    "arch": None,
+    "min_len": 1,
+    "score": "general",
+    "pool": "last",
+    "condition": "both",
+    "sample_prob": 0.0,
+}
+# Config keys whose flag is not "--" + key with "-" for "_".
+FLAG_NAMES = {"arch": "--model"}
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "corpus": None,
@@ -78,9 +102,29 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "copy_len": 10,
     "num_symbols": 8,
     "sample_length": 400,
+    "min_len": 1,
+    "score": "general",
+    "pool": "last",
+    "condition": "both",
+    "sample_prob": 0.0,
+}
+_SEQ_DEFAULTS: dict[str, Any] = {
+    "hidden": 128,
+    "embed": 32,
+    "steps": 1500,
+    "batch_size": 64,
+    "seq_len": 20,
+    "min_len": 5,
+    "num_symbols": 20,
+    "lr": 5e-3,
+    "checkpoint_every": 500,
+    "eval_every": 250,
+    "eval_batches": 4,
+    "eval_batch_size": 256,
 }
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "charlm": {
+        "arch": "lm",
         "hidden": 256,
         "embed": 64,
         "steps": 1000,
@@ -93,6 +137,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_batch_size": 128,
     },
     "adding": {
+        "arch": "seq2vec",
         "hidden": 64,
         "embed": 0,
         "steps": 1000,
@@ -105,6 +150,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_batch_size": 256,
     },
     "copy": {
+        "arch": "tagger",
         "hidden": 64,
         "embed": 0,
         "steps": 1000,
@@ -116,6 +162,21 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_batches": 4,
         "eval_batch_size": 256,
     },
+}
+TASK_DEFAULTS.update(
+    {
+        "reverse": {**_SEQ_DEFAULTS, "arch": "attention"},
+        "sort": {**_SEQ_DEFAULTS, "arch": "attention"},
+        "count": {**_SEQ_DEFAULTS, "arch": "vec2seq"},
+        "classify": {**_SEQ_DEFAULTS, "arch": "seq2vec", "num_symbols": 4, "hidden": 64},
+        "future": {**_SEQ_DEFAULTS, "arch": "bitagger", "hidden": 64, "steps": 1000},
+        "runsum": {**_SEQ_DEFAULTS, "arch": "outrec", "num_symbols": 5, "steps": 1000},
+    }
+)
+# Defaults of a (task, model) pair that differ from the task's.
+ARCH_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("copy", "seq2seq"): dict(_SEQ_DEFAULTS),
+    ("copy", "attention"): dict(_SEQ_DEFAULTS),
 }
 RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "checkpoints", "loss.png", "sample.txt")
 TIMING_KEYS = ("tokens_per_s", "time")
@@ -168,17 +229,18 @@ _nonneg_int = _int_type(0, "a non-negative integer")
 _positive_float = _float_type(lambda v: v > 0, "a positive number")
 _nonneg_float = _float_type(lambda v: v >= 0, "a non-negative number")
 _rate = _float_type(lambda v: 0 <= v < 1, "in [0, 1)")
+_unit = _float_type(lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``jrnn`` argument parser (subcommands ``train``, ``sample``, ``eval``)."""
-    from jrnn.tasks import CELLS, DTYPES, TASKS
+    """The ``jrnn`` argument parser (subcommands ``train``, ``sample``, ``eval``, ``decode``)."""
+    from jrnn.tasks import CELLS, CONDITIONS, DTYPES, MODELS, POOLS, SCORES, TASKS
 
     parser = _Parser(
         prog="jrnn",
         description="Train, sample and evaluate recurrent networks written in pure JAX.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,decode}")
 
     t = sub.add_parser(
         "train",
@@ -187,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume the run's saved value.",
     )
     g = t.add_argument_group("task and data")
-    g.add_argument("--task", choices=TASKS, help="charlm (default), adding or copy")
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        help="charlm (default), adding, copy, reverse, sort, count, classify, future, runsum",
+    )
     g.add_argument(
         "--corpus", metavar="PATH", help="text file or folder for charlm (default: Python stdlib)"
     )
@@ -198,9 +264,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--copy-len", type=_positive_int, metavar="N", help="copy task: symbols to recall (10)"
     )
     g.add_argument(
-        "--num-symbols", type=_positive_int, metavar="N", help="copy task: alphabet size (8)"
+        "--num-symbols",
+        type=_positive_int,
+        metavar="N",
+        help="alphabet size (copy 8, reverse/sort/count 20, runsum 5, classify 4)",
+    )
+    g.add_argument(
+        "--min-len",
+        type=_positive_int,
+        metavar="N",
+        help="variable-length tasks: shortest sequence (5); the longest is --seq-len (20)",
     )
     g = t.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        dest="arch",
+        choices=MODELS,
+        help="architecture (each task's first: lm, seq2vec, tagger, attention, vec2seq, ...)",
+    )
+    g.add_argument(
+        "--score", choices=SCORES, help="--model attention: Luong general/dot or additive"
+    )
+    g.add_argument("--pool", choices=POOLS, help="--model seq2vec: final state or pooled (last)")
+    g.add_argument(
+        "--condition",
+        choices=CONDITIONS,
+        help="--model vec2seq: the vector as initial state, input, or both (both)",
+    )
+    g.add_argument(
+        "--sample-prob",
+        type=_unit,
+        metavar="X",
+        help="scheduled sampling: feed the model's own prediction with probability X (0)",
+    )
     g.add_argument("--cell", choices=CELLS, help="recurrent cell (lstm)")
     g.add_argument(
         "--hidden", type=_positive_int, metavar="N", help="hidden size (charlm 256, tasks 64)"
@@ -217,7 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=_positive_int, metavar="N", help="training steps (charlm 1000)")
     g.add_argument("--batch-size", type=_positive_int, metavar="N", help="sequences per step (64)")
     g.add_argument(
-        "--seq-len", type=_positive_int, metavar="N", help="window / sequence length (charlm 128)"
+        "--seq-len",
+        type=_positive_int,
+        metavar="N",
+        help="window / sequence length (charlm 128); variable-length tasks: the longest, T (20)",
     )
     g.add_argument(
         "--lr", type=_positive_float, metavar="X", help="peak Adam learning rate (charlm 3e-3)"
@@ -275,6 +374,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dir", metavar="DIR", help="run folder")
     e.add_argument("--full", action="store_true", help="evaluate the whole held-out set (charlm)")
     e.set_defaults(func=_cmd_eval)
+
+    d = sub.add_parser("decode", help="show held-out examples decoded by a run's latest checkpoint")
+    d.add_argument("dir", metavar="DIR", help="run folder")
+    d.add_argument(
+        "--beam", type=_positive_int, metavar="K", default=1, help="beam width, 1 = greedy (1)"
+    )
+    d.add_argument("--num", type=_positive_int, metavar="N", default=8, help="examples (8)")
+    d.add_argument(
+        "--temperature",
+        type=_nonneg_float,
+        metavar="X",
+        default=0.0,
+        help="sample at this temperature instead (0 = greedy/beam)",
+    )
+    d.add_argument(
+        "--length-penalty",
+        type=_nonneg_float,
+        metavar="A",
+        default=0.6,
+        help="beam ranking: score / length**A (0.6)",
+    )
+    d.add_argument("--seed", type=int, default=0, metavar="N", help="sampling seed (0)")
+    d.add_argument(
+        "--plot", metavar="PNG", help="attention models: save the first example's weights"
+    )
+    d.set_defaults(func=_cmd_decode)
     return parser
 
 
@@ -319,8 +444,46 @@ def _normalise(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _defaults(task: str) -> dict[str, Any]:
-    return {**COMMON_DEFAULTS, **TASK_DEFAULTS[task]}
+def _defaults(task: str, arch: str | None = None) -> dict[str, Any]:
+    base = {**COMMON_DEFAULTS, **TASK_DEFAULTS[task]}
+    if arch is not None:
+        base.update(ARCH_DEFAULTS.get((task, arch), {}), arch=arch)
+    return base
+
+
+def _flag(key: str) -> str:
+    return FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+
+
+def _with_later_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config completed with the keys added after it was written."""
+    if not isinstance(saved, dict):
+        raise ValueError("not a JSON object")
+    saved = dict(saved)
+    for key, value in LATER_KEYS.items():
+        saved.setdefault(key, value)
+    if saved.get("arch") is None and saved.get("task") in TASK_DEFAULTS:
+        saved["arch"] = TASK_DEFAULTS[saved["task"]]["arch"]
+    return saved
+
+
+def _check_task_config(config: dict[str, Any]) -> None:
+    """Checks of a new run's task/model combination and sizes (UsageError)."""
+    from jrnn.tasks import check_task_model
+
+    try:
+        check_task_model(config["task"], config["arch"])
+    except ValueError as e:
+        raise UsageError(f"--model {config['arch']}: {e}") from None
+    if config["task"] in ("charlm", "adding"):
+        return
+    if config["task"] == "copy" and config["arch"] in ("tagger", "bitagger"):
+        return
+    if config["min_len"] > config["seq_len"]:
+        raise UsageError(
+            f"--min-len {config['min_len']} is beyond the maximum length T = --seq-len "
+            f"{config['seq_len']}"
+        )
 
 
 def _has_run(out: Path) -> bool:
@@ -347,13 +510,13 @@ def _resolve_train_config(args: argparse.Namespace) -> tuple[dict[str, Any], Pat
         if not path.is_file():
             raise UsageError(f"--resume: no run to resume in {out} (no config.json)")
         try:
-            saved = _read_json(path)
+            saved = _with_later_keys(_read_json(path))
             saved = {k: saved[k] for k in CONFIG_KEYS}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UsageError(f"--resume: cannot read {path}: {e}") from None
         for key, value in explicit.items():
             if key in FIXED_KEYS and value != saved[key]:
-                flag = "--" + key.replace("_", "-")
+                flag = _flag(key)
                 raise UsageError(
                     f"--resume with a different configuration: {flag} {value} but the run in "
                     f"{out} has {key}={saved[key]!r} (start a new run with another --out)"
@@ -365,7 +528,8 @@ def _resolve_train_config(args: argparse.Namespace) -> tuple[dict[str, Any], Pat
             f"{out} already holds a run; pass --resume to continue it or --force to replace it"
         )
     task = explicit.get("task", "charlm")
-    config = {**_defaults(task), "task": task, **explicit}
+    config = {**_defaults(task, explicit.get("arch")), "task": task, **explicit}
+    _check_task_config(config)
     if config["task"] != "charlm" and config["tbptt"]:
         raise UsageError("--tbptt applies to --task charlm only")
     if config["task"] == "adding" and config["seq_len"] < 2:
@@ -464,7 +628,7 @@ def _plot(out: Path, task: str) -> None:
         ax.plot(*zip(*val, strict=True), "o-", label="validation", lw=1.5)
     ax.set_xlabel("step")
     ylabel = {"charlm": "loss (nats/char)", "adding": "MSE", "copy": "loss (nats/step)"}
-    ax.set_ylabel(ylabel.get(task, "loss"))
+    ax.set_ylabel(ylabel.get(task, "loss (nats/token)"))
     ax.set_title(f"jrnn {task}: {out.name}")
     ax.grid(alpha=0.3)
     if train or val:
@@ -486,6 +650,9 @@ def _eval_row(step: int, task: str, means: dict[str, float]) -> dict[str, Any]:
     else:
         row["val_loss"] = means["loss"]
         row["val_accuracy"] = means["accuracy"]
+        for name in ("exact", "accuracy_tf", "exact_tf"):
+            if name in means:
+                row[f"val_{name}"] = means[name]
     return row
 
 
@@ -733,6 +900,8 @@ def _train(config, out: Path, resume: bool, force: bool, corpus, progress: bool)
     if task.baseline is not None:
         what, value = task.baseline
         print(f"baseline ({what}): {value:.4f}")
+    if task.show is not None:
+        print("\n".join(task.show(state.params, 4)))
     if task_name == "charlm" and config["sample_length"] > 0:
         text = _generate(task, state.params, "\n", config["sample_length"], 0.8, config["seed"])
         (out / "sample.txt").write_text(text, encoding="utf-8")
@@ -763,7 +932,7 @@ def _open_run(directory: str, need_corpus: bool):
     if not path.is_file():
         raise UsageError(f"{out} is not a run folder (no config.json)")
     try:
-        config = _read_json(path)
+        config = _with_later_keys(_read_json(path))
         missing = [k for k in CONFIG_KEYS if k not in config]
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read {path}: {e}") from None
@@ -850,3 +1019,72 @@ def _eval_chars(config: dict[str, Any], corpus) -> int:
         corpus.val, config["eval_batch_size"], config["seq_len"], config["eval_batches"] or None
     )
     return int(sum(int(b.lengths.sum()) for b in batches))
+
+
+# --------------------------------------------------------------------------------------
+# decode
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    config, task, params, step, _ = _open_run(args.dir, need_corpus=False)
+    from jrnn.models import EncoderDecoder
+
+    if task.show is None:
+        raise UsageError(
+            f"decode needs a run of a sequence task; {args.dir} is a {config['task']} run "
+            "(use jrnn sample / jrnn eval)"
+        )
+    generator = isinstance(task.model, EncoderDecoder)
+    if not generator and (args.beam > 1 or args.temperature > 0):
+        what = "--beam" if args.beam > 1 else "--temperature"
+        raise UsageError(
+            f"{what} needs an encoder-decoder run (--model seq2seq, attention or vec2seq); "
+            f"{args.dir} is a {config['arch']} run"
+        )
+    if args.plot and (not generator or task.model.attention is None):
+        raise UsageError(f"--plot needs an attention run; {args.dir} is a {config['arch']} run")
+    lines = task.show(
+        params,
+        args.num,
+        beam_size=args.beam,
+        temperature=args.temperature,
+        seed=args.seed,
+        length_penalty=args.length_penalty,
+    )
+    print(f"step {step} of {args.dir}")
+    print("\n".join(lines))
+    if args.plot:
+        _plot_attention(task, params, Path(args.plot))
+        print(f"attention weights: {args.plot}")
+    return 0
+
+
+def _plot_attention(task, params, path: Path) -> None:
+    """Heat map of the greedy decoder's attention weights on the first held-out example."""
+    import jax
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jrnn import seqtasks
+    from jrnn.decode import greedy_decode
+
+    batch = jax.tree.map(lambda a: a[:1], next(iter(task.eval_batches())))
+    out = greedy_decode(
+        task.model, params, batch.src, batch.src_lengths, max_len=batch.tgt_out.shape[1]
+    )
+    n_src, n_out = int(batch.src_lengths[0]), int(out.lengths[0])
+    weights = np.asarray(out.attention[0, :n_out, :n_src])
+    src = seqtasks.format_tokens(batch.src[0], n_src).split()
+    dec = seqtasks.format_tokens(out.tokens[0], n_out).split()
+    fig, ax = plt.subplots(figsize=(0.35 * n_src + 1.5, 0.35 * n_out + 1.2))
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(n_src), src)
+    ax.set_yticks(range(n_out), dec)
+    ax.set_xlabel("source")
+    ax.set_ylabel("decoded")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -11,8 +11,21 @@ writes to ``config.json``):
   deterministic subset), the state carried from window to window, in nats (``val_loss``)
   and bits per character (``val_bpc``).
 * ``adding`` -- the adding problem (many-to-one regression); ``val_mse``, baseline 1/6.
-* ``copy`` -- the copy-memory task (per-step classification); ``val_loss`` and
-  ``val_accuracy`` on the ``copy_len`` recalled symbols.
+* ``copy`` -- with ``arch`` ``tagger``/``bitagger``: the copy-memory task (per-step
+  classification); ``val_loss``, ``val_accuracy`` and ``val_exact`` on the ``copy_len``
+  recalled symbols.  With ``seq2seq``/``attention``: copy a variable-length sequence.
+
+Variable-length tasks (:mod:`jrnn.seqtasks`; lengths ``min_len..seq_len``, ``num_symbols``
+symbols; ``val_loss`` per target token, ``val_accuracy`` per token and ``val_exact`` per
+whole sequence, from greedy decoding for the encoder-decoders):
+
+* ``reverse``, ``sort`` (and ``copy``) -- sequence to sequence (``seq2seq``, ``attention``);
+* ``count`` -- vector to sequence (``vec2seq``);
+* ``classify`` -- sequence to vector, the majority symbol (``seq2vec``);
+* ``future`` -- tag each symbol with the next one (``bitagger``, ``tagger``);
+* ``runsum`` -- tag with the running sum mod ``V`` (``outrec``, ``outrec-hidden``: teacher
+  forcing networks, also measured free-running (``val_accuracy``) and teacher-forced
+  (``val_accuracy_tf``); ``tagger``).
 
 The batch for step ``s`` is a pure function of ``(data, s)`` (the seed enters through a key in
 ``data``), so a run resumes exactly from a step count.
@@ -29,14 +42,62 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import data as jdata
+from jrnn import seqtasks
+from jrnn.base import Cell
 from jrnn.cells import gru, lstm, simple_rnn
+from jrnn.decode import beam_search, greedy_decode, sample_decode
 from jrnn.losses import sequence_softmax_cross_entropy
-from jrnn.models import Model, sequence_model
+from jrnn.models import (
+    EncoderDecoder,
+    Model,
+    output_recurrent,
+    seq2seq,
+    sequence_model,
+    vec2seq,
+)
 from jrnn.unroll import stack
 
-__all__ = ["CELLS", "DTYPES", "TASKS", "Task", "make_model", "make_task", "seed_keys"]
+__all__ = [
+    "CELLS",
+    "DTYPES",
+    "MODELS",
+    "TASKS",
+    "TASK_MODELS",
+    "Task",
+    "check_task_model",
+    "make_cell",
+    "make_model",
+    "make_task",
+    "seed_keys",
+]
 
-TASKS = ("charlm", "adding", "copy")
+TASKS = ("charlm", "adding", "copy", "reverse", "sort", "count", "classify", "future", "runsum")
+MODELS = (
+    "lm",
+    "seq2vec",
+    "tagger",
+    "bitagger",
+    "outrec",
+    "outrec-hidden",
+    "vec2seq",
+    "seq2seq",
+    "attention",
+)
+TASK_MODELS: dict[str, tuple[str, ...]] = {
+    "charlm": ("lm",),
+    "adding": ("seq2vec",),
+    "copy": ("tagger", "bitagger", "seq2seq", "attention"),
+    "reverse": ("attention", "seq2seq"),
+    "sort": ("attention", "seq2seq"),
+    "count": ("vec2seq",),
+    "classify": ("seq2vec",),
+    "future": ("bitagger", "tagger"),
+    "runsum": ("outrec", "outrec-hidden", "tagger"),
+}
+"""The models each task accepts; the first is its default."""
+SCORES = ("general", "dot", "additive")
+POOLS = ("last", "mean", "max")
+CONDITIONS = ("both", "init", "input")
 CELLS = ("rnn", "lstm", "lstm-peephole", "gru", "gru-reset-after")
 DTYPES = ("float32", "bfloat16", "float64")
 _LN2 = math.log(2.0)
@@ -64,6 +125,8 @@ class Task(NamedTuple):
       metric: the headline training metric's name in ``metrics`` (``bpc``, ``mse``, ``acc``).
       vocab: the :class:`jrnn.data.CharVocab` (charlm) or ``None``.
       baseline: a reference value of the headline validation metric, with its meaning.
+      show: ``show(params, num, beam_size=1, temperature=0.0, seed=0, length_penalty=0.6)
+        -> list of lines`` showing held-out examples decoded (``None`` for charlm/adding).
     """
 
     name: str
@@ -80,6 +143,7 @@ class Task(NamedTuple):
     metric: str
     vocab: jdata.CharVocab | None
     baseline: tuple[str, float] | None
+    show: Callable[..., list[str]] | None = None
 
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -99,20 +163,10 @@ def _dtypes(name: str) -> tuple[Any, Any]:
     raise ValueError(f"unknown dtype {name!r}; expected one of {DTYPES}")
 
 
-def make_model(
-    config: dict[str, Any],
-    *,
-    output_size: int,
-    input_size: int | None = None,
-    vocab_size: int | None = None,
-    readout: str = "all",
-) -> Model:
-    """The model of a config: ``cell``, ``hidden``, ``layers``, ``dropout``, ``embed``, ``dtype``.
-
-    ``embed = 0`` feeds tokens one-hot.
-    """
+def make_cell(config: dict[str, Any], hidden: int | None = None) -> Cell:
+    """The cell of a config (``cell``, ``hidden``, ``dtype``)."""
     dtype, param_dtype = _dtypes(config["dtype"])
-    name, hidden = config["cell"], config["hidden"]
+    name, hidden = config["cell"], hidden or config["hidden"]
     kw = {"dtype": dtype, "param_dtype": param_dtype}
     if name == "rnn":
         cell = simple_rnn(hidden, **kw)
@@ -126,7 +180,27 @@ def make_model(
         cell = gru(hidden, reset_after=True, **kw)
     else:
         raise ValueError(f"unknown cell {name!r}; expected one of {CELLS}")
-    rnn = stack(cell, num_layers=config["layers"], dropout=config["dropout"])
+    return cell
+
+
+def make_model(
+    config: dict[str, Any],
+    *,
+    output_size: int,
+    input_size: int | None = None,
+    vocab_size: int | None = None,
+    readout: str = "all",
+    bidirectional: bool = False,
+) -> Model:
+    """The model of a config: ``cell``, ``hidden``, ``layers``, ``dropout``, ``embed``, ``dtype``.
+
+    ``embed = 0`` feeds tokens one-hot.
+    """
+    _, param_dtype = _dtypes(config["dtype"])
+    cell = make_cell(config)
+    rnn = stack(
+        cell, num_layers=config["layers"], bidirectional=bidirectional, dropout=config["dropout"]
+    )
     embed = config.get("embed", 0) if vocab_size is not None else None
     return sequence_model(
         rnn,
@@ -151,15 +225,42 @@ def make_task(config: dict[str, Any], corpus: jdata.Corpus | None = None) -> Tas
       A :class:`Task`.
     """
     task = config["task"]
+    arch = check_task_model(task, config.get("arch"))
     if task == "charlm":
         if corpus is None:
             raise ValueError("make_task: the charlm task needs a corpus")
         return _charlm(config, corpus)
     if task == "adding":
         return _adding(config)
-    if task == "copy":
+    if task == "copy" and arch in ("tagger", "bitagger"):
         return _copy(config)
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if task in ("copy", "reverse", "sort", "count"):
+        return _generation(config)
+    if task == "classify":
+        return _classify(config)
+    if task in ("future", "runsum"):
+        return _tagging(config)
+    raise AssertionError(task)  # pragma: no cover
+
+
+def check_task_model(task: str, arch: str | None) -> str:
+    """The model name for ``task`` (its default when ``arch`` is None).
+
+    Raises:
+      ValueError: an unknown task or model name, or a model the task does not accept.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    allowed = TASK_MODELS[task]
+    if arch is None:
+        return allowed[0]
+    if arch not in MODELS:
+        raise ValueError(f"unknown model {arch!r}; expected one of {MODELS}")
+    if arch not in allowed:
+        raise ValueError(
+            f"task {task!r} does not take model {arch!r}; it takes {', '.join(allowed)}"
+        )
+    return arch
 
 
 # --------------------------------------------------------------------------------------
@@ -243,7 +344,8 @@ def _synthetic_eval(config, make_batch):
 
 
 def _adding(config: dict[str, Any]) -> Task:
-    model = make_model(config, output_size=1, input_size=2, readout="last")
+    pool = config.get("pool", "last")
+    model = make_model(config, output_size=1, input_size=2, readout=pool)
     batch_size, seq_len = config["batch_size"], config["seq_len"]
     _, data_key, _ = seed_keys(config["seed"])
     data = {"key": data_key}
@@ -287,7 +389,10 @@ def _adding(config: dict[str, Any]) -> Task:
 def _copy(config: dict[str, Any]) -> Task:
     num_symbols, copy_len = config["num_symbols"], config["copy_len"]
     vocab_size = num_symbols + 2
-    model = make_model(config, output_size=vocab_size, vocab_size=vocab_size)
+    bidirectional = config.get("arch") == "bitagger"
+    model = make_model(
+        config, output_size=vocab_size, vocab_size=vocab_size, bidirectional=bidirectional
+    )
     batch_size, seq_len = config["batch_size"], config["seq_len"]
     _, data_key, _ = seed_keys(config["seed"])
     data = {"key": data_key}
@@ -301,13 +406,13 @@ def _copy(config: dict[str, Any]) -> Task:
     def recall(logits, targets):
         guess = jnp.argmax(logits[:, -copy_len:], axis=-1).astype(targets.dtype)
         hits = guess == targets[:, -copy_len:]
-        return jnp.sum(hits.astype(jnp.float32)), hits.size
+        return jnp.sum(hits.astype(jnp.float32)), hits.size, jnp.all(hits, axis=1)
 
     def loss_fn(params, batch, key):
         inputs, targets = batch
         logits, _ = model.apply(params, inputs, key=key)
         loss = sequence_softmax_cross_entropy(logits, targets)
-        hits, n = recall(logits, targets)
+        hits, n, _ = recall(logits, targets)
         return loss, {"acc": hits / n}
 
     def eval_fn(params, batch):
@@ -315,10 +420,11 @@ def _copy(config: dict[str, Any]) -> Task:
         logits, _ = model.apply(params, inputs)
         per_seq = sequence_softmax_cross_entropy(logits, targets, reduction="sum")
         total = jnp.sum(per_seq)
-        hits, n = recall(logits, targets)
+        hits, n, exact = recall(logits, targets)
         return {
             "loss": (total, jnp.asarray(targets.size, total.dtype)),
             "accuracy": (hits, jnp.asarray(n, hits.dtype)),
+            "exact": (jnp.sum(exact.astype(jnp.float32)), jnp.float32(exact.shape[0])),
         }
 
     return Task(
@@ -339,4 +445,369 @@ def _copy(config: dict[str, Any]) -> Task:
             "memoryless, nats/step",
             jdata.copy_memory_baseline(seq_len, num_symbols, copy_len),
         ),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# variable-length tasks (jrnn.seqtasks): generation, tagging, classification
+
+_GENERATORS: dict[str, Callable[..., Any]] = {
+    "copy": seqtasks.copy_task,
+    "reverse": seqtasks.reverse_task,
+    "sort": seqtasks.sort_task,
+    "count": seqtasks.count_task,
+    "future": seqtasks.next_symbol_task,
+    "runsum": seqtasks.running_sum_task,
+    "classify": seqtasks.majority_task,
+}
+
+
+def _seq_setup(config: dict[str, Any]):
+    """``(arch, V, min_len, T, vocab, embed, param_dtype, make, data, batch_fn)``."""
+    task = config["task"]
+    arch = check_task_model(task, config.get("arch"))
+    num_symbols, max_len = config["num_symbols"], config["seq_len"]
+    min_len = config.get("min_len") or 1
+    if min_len > max_len:
+        raise ValueError(f"min_len={min_len} is beyond the maximum length T=seq_len={max_len}")
+    vocab = seqtasks.vocab_size(num_symbols)
+    embed = config.get("embed") or None
+    _, param_dtype = _dtypes(config["dtype"])
+    gen = _GENERATORS[task]
+    batch_size = config["batch_size"]
+    _, data_key, _ = seed_keys(config["seed"])
+
+    def make(key, b):
+        return gen(key, b, min_len, max_len, num_symbols)
+
+    def batch_fn(data, step):
+        return make(jax.random.fold_in(data["key"], step), batch_size)
+
+    return (
+        arch,
+        num_symbols,
+        min_len,
+        max_len,
+        vocab,
+        embed,
+        param_dtype,
+        make,
+        {"key": data_key},
+        batch_fn,
+    )
+
+
+def _masked_hits(pred: jax.Array, target: jax.Array, lengths: jax.Array):
+    """``(hits, valid, exact)``: per-position hits and validity ``[B, T]``, per-row exact."""
+    valid = jnp.arange(target.shape[1], dtype=jnp.int32)[None, :] < lengths[:, None]
+    hits = (pred == target) & valid
+    exact = jnp.all(hits | ~valid, axis=1)
+    return hits, valid, exact
+
+
+def _f32_sum(x: jax.Array) -> jax.Array:
+    return jnp.sum(x.astype(jnp.float32))
+
+
+def _ratio(hits: jax.Array, valid: jax.Array) -> jax.Array:
+    return _f32_sum(hits) / jnp.maximum(_f32_sum(valid), jnp.float32(1))
+
+
+def _mark(ok: bool) -> str:
+    return "ok " if ok else "ERR"
+
+
+def _generation(config: dict[str, Any]) -> Task:
+    """copy / reverse / sort (``seq2seq``, ``attention``) and count (``vec2seq``)."""
+    arch, num_symbols, _, max_len, vocab, embed, param_dtype, make, data, batch_fn = _seq_setup(
+        config
+    )
+    if arch == "vec2seq":
+        model: EncoderDecoder = vec2seq(
+            make_cell(config),
+            num_symbols + max_len,
+            vocab,
+            embed_size=embed,
+            condition=config.get("condition") or "both",
+            param_dtype=param_dtype,
+        )
+    else:
+        encoder = stack(
+            make_cell(config),
+            num_layers=config["layers"],
+            bidirectional=True,
+            dropout=config["dropout"],
+        )
+        model = seq2seq(
+            encoder,
+            make_cell(config),
+            vocab,
+            vocab,
+            embed_size=embed,
+            attention=(config.get("score") or "general") if arch == "attention" else None,
+            param_dtype=param_dtype,
+        )
+    is_vec = arch == "vec2seq"
+    sample_prob = float(config.get("sample_prob") or 0.0)
+    decode_len = max_len + 1
+
+    def source(batch):
+        return (batch.vec, None) if is_vec else (batch.src, batch.src_lengths)
+
+    def loss_fn(params, batch, key):
+        src, src_lengths = source(batch)
+        logits, _ = model.apply(
+            params, src, batch.tgt_in, src_lengths, key=key, sample_prob=sample_prob
+        )
+        loss = sequence_softmax_cross_entropy(logits, batch.tgt_out, batch.tgt_lengths)
+        pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        hits, valid, _ = _masked_hits(pred, batch.tgt_out, batch.tgt_lengths)
+        return loss, {"acc": _ratio(hits, valid)}
+
+    def eval_fn(params, batch):
+        src, src_lengths = source(batch)
+        logits, _ = model.apply(params, src, batch.tgt_in, src_lengths)
+        total = jnp.sum(
+            sequence_softmax_cross_entropy(
+                logits, batch.tgt_out, batch.tgt_lengths, reduction="sum"
+            )
+        )
+        tf_pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        tf_hits, valid, tf_exact = _masked_hits(tf_pred, batch.tgt_out, batch.tgt_lengths)
+        decoded = greedy_decode(model, params, src, src_lengths, max_len=decode_len)
+        hits, _, exact = _masked_hits(decoded.tokens, batch.tgt_out, batch.tgt_lengths)
+        n_tok, n_seq = _f32_sum(valid), jnp.float32(exact.shape[0])
+        return {
+            "loss": (total, n_tok.astype(total.dtype)),
+            "accuracy": (_f32_sum(hits), n_tok),
+            "exact": (_f32_sum(exact), n_seq),
+            "accuracy_tf": (_f32_sum(tf_hits), n_tok),
+        }
+
+    eval_batches = _synthetic_eval(config, make)
+
+    def show(params, num, beam_size=1, temperature=0.0, seed=0, length_penalty=0.6):
+        batch = jax.tree.map(lambda a: a[:num], next(iter(eval_batches())))
+        src, src_lengths = source(batch)
+        if temperature > 0:
+            out = sample_decode(
+                model,
+                params,
+                src,
+                src_lengths,
+                key=jax.random.key(seed),
+                max_len=decode_len,
+                temperature=temperature,
+            )
+            tokens, how = out.tokens, f"sampled at temperature {temperature}"
+        elif beam_size > 1:
+            beams = beam_search(
+                model,
+                params,
+                src,
+                src_lengths,
+                beam_size=beam_size,
+                max_len=decode_len,
+                length_penalty=length_penalty,
+            )
+            tokens, how = beams.tokens[:, 0], f"beam search, width {beam_size}"
+        else:
+            tokens, how = (
+                greedy_decode(model, params, src, src_lengths, max_len=decode_len)[0],
+                "greedy",
+            )
+        tokens, want = np.asarray(tokens), np.asarray(batch.tgt_out)
+        lines = [f"{config['task']} ({arch}), {how}:"]
+        for i in range(tokens.shape[0]):
+            if is_vec:
+                vec = np.asarray(batch.vec[i])
+                first = int(np.argmax(vec[:num_symbols]))
+                n = int(np.argmax(vec[num_symbols:])) + 1
+                shown = f"start={seqtasks.format_tokens([first + seqtasks.FIRST_SYMBOL])} n={n}"
+            else:
+                shown = seqtasks.format_tokens(batch.src[i], int(batch.src_lengths[i]))
+            got = seqtasks.format_tokens(tokens[i])
+            target = seqtasks.format_tokens(want[i])
+            lines.append(f"  {_mark(got == target)} {shown}  ->  {got}")
+            if got != target:
+                lines.append(f"      want {target}")
+        return lines
+
+    return Task(
+        name=config["task"],
+        model=model,
+        data=data,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        has_carry=False,
+        initial_carry=lambda params: None,
+        eval_fn=eval_fn,
+        eval_batches=eval_batches,
+        eval_carry=lambda params: None,
+        tokens_per_step=config["batch_size"] * (2 * max_len + 1),
+        metric="acc",
+        vocab=None,
+        baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
+        show=show,
+    )
+
+
+def _tagging(config: dict[str, Any]) -> Task:
+    """future (``bitagger``, ``tagger``) and runsum (``outrec``, ``outrec-hidden``,
+    ``tagger``): one output per input step."""
+    arch, num_symbols, _, max_len, vocab, embed, param_dtype, make, data, batch_fn = _seq_setup(
+        config
+    )
+    feedback = arch in ("outrec", "outrec-hidden")
+    sample_prob = float(config.get("sample_prob") or 0.0)
+    if feedback:
+        model: Any = output_recurrent(
+            vocab,
+            config["hidden"],
+            vocab_size=vocab,
+            embed_size=embed,
+            cell=make_cell(config) if arch == "outrec-hidden" else None,
+            start=seqtasks.BOS,
+            param_dtype=param_dtype,
+        )
+    else:
+        model = make_model(
+            config, output_size=vocab, vocab_size=vocab, bidirectional=arch == "bitagger"
+        )
+
+    def logits_of(params, batch, key=None, mode="teacher"):
+        if feedback:
+            if mode == "free":
+                return model.apply(params, batch.inputs, feedback="free")
+            sp = sample_prob if key is not None else 0.0
+            return model.apply(params, batch.inputs, batch.tags, sample_prob=sp, key=key)
+        return model.apply(params, batch.inputs, lengths=batch.lengths, key=key)[0]
+
+    def loss_fn(params, batch, key):
+        logits = logits_of(params, batch, key)
+        loss = sequence_softmax_cross_entropy(logits, batch.tags, batch.lengths)
+        pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        hits, valid, _ = _masked_hits(pred, batch.tags, batch.lengths)
+        return loss, {"acc": _ratio(hits, valid)}
+
+    def eval_fn(params, batch):
+        logits = logits_of(params, batch)
+        total = jnp.sum(
+            sequence_softmax_cross_entropy(logits, batch.tags, batch.lengths, reduction="sum")
+        )
+        pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        hits, valid, exact = _masked_hits(pred, batch.tags, batch.lengths)
+        n_tok, n_seq = _f32_sum(valid), jnp.float32(exact.shape[0])
+        sums = {"loss": (total, n_tok.astype(total.dtype))}
+        if feedback:  # headline: free running; also teacher forced
+            free = jnp.argmax(logits_of(params, batch, mode="free"), -1).astype(jnp.int32)
+            f_hits, _, f_exact = _masked_hits(free, batch.tags, batch.lengths)
+            sums["accuracy"] = (_f32_sum(f_hits), n_tok)
+            sums["exact"] = (_f32_sum(f_exact), n_seq)
+            sums["accuracy_tf"] = (_f32_sum(hits), n_tok)
+            sums["exact_tf"] = (_f32_sum(exact), n_seq)
+        else:
+            sums["accuracy"] = (_f32_sum(hits), n_tok)
+            sums["exact"] = (_f32_sum(exact), n_seq)
+        return sums
+
+    eval_batches = _synthetic_eval(config, make)
+
+    def show(params, num, beam_size=1, temperature=0.0, seed=0, length_penalty=0.6):
+        batch = jax.tree.map(lambda a: a[:num], next(iter(eval_batches())))
+        mode = "free" if feedback else "teacher"
+        pred = np.asarray(jnp.argmax(logits_of(params, batch, mode=mode), -1))
+        how = "free running (own outputs fed back)" if feedback else "argmax per step"
+        lines = [f"{config['task']} ({arch}), {how}:"]
+        for i in range(pred.shape[0]):
+            n = int(batch.lengths[i])
+            got = seqtasks.format_tokens(pred[i], n)
+            target = seqtasks.format_tokens(batch.tags[i], n)
+            lines.append(
+                f"  {_mark(got == target)} {seqtasks.format_tokens(batch.inputs[i], n)}  ->  {got}"
+            )
+            if got != target:
+                lines.append(f"      want {target}")
+        return lines
+
+    return Task(
+        name=config["task"],
+        model=model,
+        data=data,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        has_carry=False,
+        initial_carry=lambda params: None,
+        eval_fn=eval_fn,
+        eval_batches=eval_batches,
+        eval_carry=lambda params: None,
+        tokens_per_step=config["batch_size"] * max_len,
+        metric="acc",
+        vocab=None,
+        baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
+        show=show,
+    )
+
+
+def _classify(config: dict[str, Any]) -> Task:
+    """classify (``seq2vec``): the majority symbol of a variable-length sequence."""
+    _, num_symbols, _, max_len, vocab, _, _, make, data, batch_fn = _seq_setup(config)
+    model = make_model(
+        config, output_size=num_symbols, vocab_size=vocab, readout=config.get("pool") or "last"
+    )
+
+    def logits_of(params, batch, key=None):
+        return model.apply(params, batch.inputs, lengths=batch.lengths, key=key)[0]
+
+    def per_example(logits, labels):
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+
+    def loss_fn(params, batch, key):
+        logits = logits_of(params, batch, key)
+        loss = jnp.mean(per_example(logits, batch.labels))
+        hits = jnp.argmax(logits, -1).astype(jnp.int32) == batch.labels
+        return loss, {"acc": jnp.mean(hits.astype(jnp.float32))}
+
+    def eval_fn(params, batch):
+        logits = logits_of(params, batch)
+        hits = _f32_sum(jnp.argmax(logits, -1).astype(jnp.int32) == batch.labels)
+        n = jnp.float32(batch.labels.shape[0])
+        return {
+            "loss": (jnp.sum(per_example(logits, batch.labels)), n),
+            "accuracy": (hits, n),
+            "exact": (hits, n),
+        }
+
+    eval_batches = _synthetic_eval(config, make)
+
+    def show(params, num, beam_size=1, temperature=0.0, seed=0, length_penalty=0.6):
+        batch = jax.tree.map(lambda a: a[:num], next(iter(eval_batches())))
+        pred = np.asarray(jnp.argmax(logits_of(params, batch), -1))
+        lines = [f"classify (seq2vec, pool={config.get('pool') or 'last'}):"]
+        for i in range(pred.shape[0]):
+            n = int(batch.lengths[i])
+            got = seqtasks.format_tokens([int(pred[i]) + seqtasks.FIRST_SYMBOL])
+            want = seqtasks.format_tokens([int(batch.labels[i]) + seqtasks.FIRST_SYMBOL])
+            ok = got == want
+            line = f"  {_mark(ok)} {seqtasks.format_tokens(batch.inputs[i], n)}  ->  {got}"
+            lines.append(line + ("" if ok else f"   (want {want})"))
+        return lines
+
+    return Task(
+        name="classify",
+        model=model,
+        data=data,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        has_carry=False,
+        initial_carry=lambda params: None,
+        eval_fn=eval_fn,
+        eval_batches=eval_batches,
+        eval_carry=lambda params: None,
+        tokens_per_step=config["batch_size"] * max_len,
+        metric="acc",
+        vocab=None,
+        baseline=("uniform guessing, accuracy", 1.0 / num_symbols),
+        show=show,
     )

@@ -1,0 +1,104 @@
+"""Tests of jrnn.attention: the three scores against NumPy, masking, and the attentional
+decoder's use of the source mask."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn.attention import attention, masked_softmax
+from jrnn.models import seq2seq
+
+
+def _np_softmax(e, mask):
+    e = np.where(mask, e, -np.inf)
+    e = np.exp(e - e.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+def test_scores_weights_and_context_match_numpy(kind):
+    q_size = e_size = 6
+    att = attention(kind, param_dtype=jnp.float64)
+    params = att.init(jax.random.key(0), q_size, e_size)
+    k1, k2 = jax.random.split(jax.random.key(1))
+    values = jax.random.normal(k1, (3, 5, e_size), jnp.float64)
+    query = jax.random.normal(k2, (3, q_size), jnp.float64)
+    mask = jnp.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], bool)
+    memory = att.prepare(params, values, mask)
+    context, weights = att.apply(params, query, memory)
+
+    v, q, m = np.asarray(values), np.asarray(query), np.asarray(mask)
+    p = jax.tree.map(np.asarray, params)
+    if kind == "additive":  # Bahdanau: e = v . tanh(q W_q + k W_k + b)
+        e = np.tanh((q @ p["w_q"])[:, None, :] + v @ p["w_k"] + p["b"]) @ p["v"]
+    elif kind == "dot":  # Luong dot: e = q . k
+        e = np.einsum("bq,bsq->bs", q, v)
+    else:  # Luong general: e = q W_a k
+        e = np.einsum("bq,qe,bse->bs", q, p["w_a"], v)
+    w = _np_softmax(e, m)
+    np.testing.assert_allclose(att.scores(params, query, memory), e, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weights, w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(context, np.einsum("bs,bse->be", w, v), rtol=1e-12, atol=1e-12)
+    assert np.all(np.asarray(weights)[~m] == 0.0)
+
+
+def test_masked_softmax_ignores_padding_even_nan_and_handles_empty_rows():
+    scores = jnp.array([[1.0, 2.0, jnp.nan], [0.5, jnp.inf, 3.0], [1.0, 1.0, 1.0]], jnp.float32)
+    mask = jnp.array([[1, 1, 0], [1, 0, 1], [0, 0, 0]], bool)
+    w = masked_softmax(scores, mask)
+    np.testing.assert_allclose(w.sum(-1), [1.0, 1.0, 0.0], rtol=1e-6)
+    assert np.all(np.asarray(w)[~np.asarray(mask)] == 0.0)
+    assert np.all(np.isfinite(w))
+    grad = jax.grad(lambda s: jnp.sum(masked_softmax(s, mask) * jnp.arange(3, dtype=jnp.float32)))(
+        scores
+    )
+    assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~np.asarray(mask)] == 0.0)
+
+
+def _attention_model(kind, hidden=8):
+    enc = jrnn.stack(jrnn.gru(hidden // 2, param_dtype=jnp.float64), bidirectional=True)
+    dec = jrnn.gru(hidden, param_dtype=jnp.float64)
+    return seq2seq(enc, dec, 9, 10, embed_size=4, attention=kind, param_dtype=jnp.float64)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+def test_decoder_attends_only_to_valid_source_steps(kind):
+    model = _attention_model(kind)
+    params = model.init(jax.random.key(0))
+    src = jnp.array([[3, 4, 5, 6, 7], [8, 7, 6, 0, 0]], jnp.int32)
+    lengths = jnp.array([5, 3], jnp.int32)
+    tgt_in = jnp.array([[1, 3, 4, 5], [1, 6, 0, 0]], jnp.int32)
+    logits, weights = model.apply(params, src, tgt_in, lengths)
+    assert weights.shape == (2, 4, 5)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-12)
+    assert np.all(np.asarray(weights[1, :, 3:]) == 0.0)
+    # padded source steps are invisible: other padding tokens, or a longer padded source,
+    # give exactly the same outputs
+    src2 = src.at[1, 3:].set(5)
+    logits2, _ = model.apply(params, src2, tgt_in, lengths)
+    np.testing.assert_allclose(logits2, logits, rtol=1e-12, atol=1e-12)
+    wider = jnp.concatenate([src, jnp.full((2, 3), 4, jnp.int32)], axis=1)
+    logits3, w3 = model.apply(params, wider, tgt_in, lengths)
+    np.testing.assert_allclose(logits3, logits, rtol=1e-10, atol=1e-12)
+    assert np.all(np.asarray(w3[:, :, 5:]) == 0.0)
+
+
+def test_bad_scores_and_size_mismatches():
+    with pytest.raises(ValueError, match="unknown score"):
+        attention("multiplicative")
+    with pytest.raises(ValueError, match="query_size == value_size"):
+        attention("dot").init(jax.random.key(0), 4, 6)
+    with pytest.raises(ValueError, match="additive score only"):
+        attention("general", size=8)
+    att = attention("general")
+    params = att.init(jax.random.key(0), 4, 6)
+    with pytest.raises(ValueError, match=r"\[..., S, 6\]"):
+        att.prepare(params, jnp.zeros((2, 3, 5), jnp.float32))
+    with pytest.raises(ValueError, match="mask"):
+        att.prepare(params, jnp.zeros((2, 3, 6), jnp.float32), jnp.ones((2, 4), bool))
+    # the aliases name the papers
+    assert attention("bahdanau").kind == "additive" and attention("luong").kind == "general"

@@ -1,0 +1,195 @@
+"""The ``jrnn`` command on the variable-length tasks: ``--task``/``--model`` choices,
+val_accuracy/val_exact rows, ``jrnn decode DIR --beam K``, exact resume, old run folders,
+and bad input (one line, exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from jrnn.cli import TIMING_KEYS, main
+
+TINY = {
+    "--hidden": 16,
+    "--embed": 8,
+    "--batch-size": 16,
+    "--seq-len": 6,
+    "--min-len": 2,
+    "--num-symbols": 5,
+    "--eval-every": 10,
+    "--checkpoint-every": 10,
+    "--eval-batches": 1,
+    "--eval-batch-size": 32,
+    "--log-every": 5,
+}
+
+
+def _argv(task: str, model: str, out: Path, steps: int = 20, **extra: object) -> list[str]:
+    args = {"--task": task, "--model": model, "--out": out, "--steps": steps, **TINY, **extra}
+    argv = ["train", "--no-progress"]
+    for k, v in args.items():
+        argv += [k] if v is True else [k, str(v)]
+    return argv
+
+
+def _rows(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def _evals(out: Path) -> list[dict]:
+    return [r for r in _rows(out) if "val_loss" in r]
+
+
+@pytest.fixture(scope="module")
+def attention_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "rev"
+    assert main(_argv("reverse", "attention", out, steps=20, **{"--score": "additive"})) == 0
+    return out
+
+
+def test_attention_run_metrics_and_decode(attention_run, tmp_path, capsys):
+    out = attention_run
+    evals = _evals(out)
+    assert [r["step"] for r in evals] == [10, 20]
+    for r in evals:
+        assert {"val_accuracy", "val_exact", "val_accuracy_tf"} <= set(r)
+        assert 0 <= r["val_exact"] <= 1 and 0 <= r["val_accuracy"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == "attention" and config["score"] == "additive"
+    assert "attention=additive" in config["model"]
+
+    capsys.readouterr()
+    plot = tmp_path / "attn.png"
+    assert main(["decode", str(out), "--beam", "3", "--num", "3", "--plot", str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert "beam search, width 3" in text and "->" in text and "step 20" in text
+    assert plot.stat().st_size > 1000
+    assert main(["decode", str(out), "--temperature", "0.5", "--num", "2"]) == 0
+    assert "sampled at temperature 0.5" in capsys.readouterr().out
+    assert main(["eval", str(out)]) == 0
+    assert f"val_exact={evals[-1]['val_exact']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "extra", "keys"),
+    [
+        ("copy", "seq2seq", {"--sample-prob": 0.25}, {"val_exact", "val_accuracy_tf"}),
+        ("count", "vec2seq", {"--condition": "init"}, {"val_exact"}),
+        ("classify", "seq2vec", {"--pool": "mean"}, {"val_exact"}),
+        ("future", "bitagger", {}, {"val_exact"}),
+        ("runsum", "outrec", {}, {"val_accuracy_tf", "val_exact_tf"}),
+        ("runsum", "outrec-hidden", {"--sample-prob": 0.5}, {"val_accuracy_tf"}),
+    ],
+)
+def test_every_task_and_model_trains(task, model, extra, keys, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_argv(task, model, out, steps=10, **extra)) == 0
+    printed = capsys.readouterr().out
+    assert "->" in printed  # decoded / tagged examples
+    (last,) = _evals(out)
+    assert keys | {"val_loss", "val_accuracy"} <= set(last)
+    assert main(["decode", str(out), "--num", "2"]) == 0
+
+
+def test_interrupted_attention_run_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """Scheduled sampling draws from the step's key: a resumed run still repeats the
+    uninterrupted one exactly (SIGINT at step 13, checkpoint every 5)."""
+    import jrnn.train
+
+    extra = {"--sample-prob": 0.3, "--checkpoint-every": 5}
+    ref = tmp_path / "ref"
+    assert main(_argv("reverse", "attention", ref, steps=20, **extra)) == 0
+    real = jrnn.train.make_train_step
+
+    def interrupting(*args, **kwargs):
+        step = real(*args, **kwargs)
+        calls = []
+
+        def wrapped(*a):
+            calls.append(1)
+            if len(calls) == 13:
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(*a)
+
+        return wrapped
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(jrnn.train, "make_train_step", interrupting)
+    assert main(_argv("reverse", "attention", out, steps=20, **extra)) == 130
+    monkeypatch.setattr(jrnn.train, "make_train_step", real)
+    assert main(_argv("reverse", "attention", out, steps=20, **extra, **{"--resume": True})) == 0
+    assert _rows(out) == _rows(ref)
+
+
+def test_run_folders_without_the_new_keys_still_open(tmp_path, capsys):
+    """Runs written before --model existed (no arch/min_len/... in config.json)."""
+    out = tmp_path / "old"
+    argv = ["train", "--no-progress", "--task", "copy", "--out", str(out), "--hidden", "8"]
+    argv += ["--seq-len", "4", "--copy-len", "2", "--steps", "10", "--eval-batches", "1"]
+    argv += ["--eval-batch-size", "8", "--batch-size", "8", "--checkpoint-every", "5"]
+    assert main(argv) == 0
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("arch", "min_len", "score", "pool", "condition", "sample_prob"):
+        del config[key]
+    path.write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert "val_accuracy=" in capsys.readouterr().out
+    assert main([*argv[:-2], "--checkpoint-every", "5", "--resume", "--steps", "10"]) == 0
+
+
+def _bad_cases(done: Path, tmp: Path) -> list[tuple[list[str], str]]:
+    new = str(tmp / "new")
+    base = ["train", "--out", new]
+    return [
+        ([*base, "--task", "classify", "--model", "attention"], "does not take model 'attention'"),
+        ([*base, "--task", "reverse", "--model", "bitagger"], "it takes attention, seq2seq"),
+        ([*base, "--task", "reverse", "--model", "transformer"], "invalid choice: 'transformer'"),
+        ([*base, "--task", "reverse", "--min-len", "30"], "--min-len 30 is beyond"),
+        ([*base, "--task", "reverse", "--score", "cosine"], "invalid choice: 'cosine'"),
+        ([*base, "--task", "reverse", "--sample-prob", "1.5"], "--sample-prob: must be in [0, 1]"),
+        ([*base, "--task", "reverse", "--num-symbols", "0"], "--num-symbols"),
+        ([*base, "--model", "seq2seq"], "task 'charlm' does not take model 'seq2seq'"),
+        (["train", "--out", str(done), "--resume", "--model", "seq2seq"], "--model seq2seq but"),
+        (["decode", str(done), "--beam", "0"], "--beam: must be a positive integer, got 0"),
+        (["decode", str(done), "--beam", "two"], "must be an integer"),
+        (["decode", new], "not a run folder"),
+    ]
+
+
+def test_bad_input_is_one_line_and_exit_code_2(attention_run, tmp_path, capsys):
+    for argv, message in _bad_cases(attention_run, tmp_path):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        captured = capsys.readouterr()
+        assert info.value.code == 2, (argv, captured.err)
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1, (argv, captured.err)
+        assert message in lines[0] and "error:" in lines[0], (argv, lines[0])
+        assert not (tmp_path / "new").exists(), argv
+
+
+def test_decode_refuses_runs_it_cannot_decode(tmp_path, capsys):
+    add = tmp_path / "add"
+    argv = ["train", "--no-progress", "--task", "adding", "--out", str(add), "--hidden", "4"]
+    argv += ["--seq-len", "4", "--steps", "2", "--eval-batches", "1", "--eval-batch-size", "4"]
+    assert main(argv) == 0
+    tag = tmp_path / "tag"
+    assert main(_argv("future", "tagger", tag, steps=2)) == 0
+    for args, message in (
+        ([str(add)], "decode needs a run of a sequence task"),
+        ([str(tag), "--beam", "2"], "--beam needs an encoder-decoder run"),
+        ([str(tag), "--plot", str(tmp_path / "x.png")], "--plot needs an attention run"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main(["decode", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and message in err[0], err

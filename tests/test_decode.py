@@ -1,0 +1,185 @@
+"""Tests of jrnn.decode: greedy, beam search (width 1 is greedy; a wide beam is exhaustive
+search, checked by brute force), sampling, jit-compatibility and bad arguments."""
+
+from __future__ import annotations
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn.decode import (
+    beam_search,
+    greedy_decode,
+    length_normalize,
+    sample_decode,
+    sequence_scores,
+)
+from jrnn.models import seq2seq, vec2seq
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+def _model(attention="general", tgt_vocab=9, hidden=8):
+    enc = jrnn.stack(jrnn.lstm(hidden // 2), bidirectional=True)
+    return seq2seq(enc, jrnn.gru(hidden), 7, tgt_vocab, embed_size=4, attention=attention)
+
+
+def _src():
+    src = jnp.array([[3, 4, 5, 6, 3], [4, 5, 6, 0, 0], [6, 0, 0, 0, 0]], jnp.int32)
+    return src, jnp.array([5, 3, 1], jnp.int32)
+
+
+def _sharpen(params, scale=4.0):
+    """Larger output weights: peaked distributions, so decoding paths differ."""
+    return dict(params, w_o=params["w_o"] * scale)
+
+
+@pytest.mark.parametrize("attention", [None, "additive"])
+def test_beam_width_one_is_greedy(attention):
+    model = _model(attention)
+    params = _sharpen(model.init(jax.random.key(0)))
+    src, lengths = _src()
+    greedy = greedy_decode(model, params, src, lengths, max_len=7)
+    beams = beam_search(model, params, src, lengths, beam_size=1, max_len=7)
+    np.testing.assert_array_equal(beams.tokens[:, 0], greedy.tokens)
+    np.testing.assert_array_equal(beams.lengths[:, 0], greedy.lengths)
+    np.testing.assert_array_equal(beams.scores[:, 0], greedy.scores)
+    # the decoded sequences are well formed and scored as sequence_scores scores them
+    toks = np.asarray(greedy.tokens)
+    for row, n in zip(toks, np.asarray(greedy.lengths), strict=True):
+        assert np.all(row[n:] == PAD) and not np.any(row[: n - 1] == EOS)
+        assert not np.any(np.isin(row[:n], [PAD, BOS]))
+    want = sequence_scores(model, params, src, greedy.tokens, greedy.lengths, lengths)
+    np.testing.assert_allclose(greedy.scores, want, rtol=1e-5, atol=1e-5)
+    if attention is not None:
+        assert greedy.attention.shape == (3, 7, 5)
+        assert np.all(np.asarray(greedy.attention)[1, :, 3:] == 0.0)
+
+
+def _all_hypotheses(symbols, max_len):
+    """Every complete output: symbols then EOS (at most max_len tokens), or max_len
+    symbols with no EOS (cut at the maximum length)."""
+    out = []
+    for n in range(max_len):
+        out += [(*seq, EOS) for seq in itertools.product(symbols, repeat=n)]
+    out += list(itertools.product(symbols, repeat=max_len))
+    return out
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_a_wide_beam_finds_the_best_sequence_by_brute_force(length_penalty):
+    tgt_vocab, max_len = 5, 4  # PAD, BOS, EOS and two symbols
+    model = _model("general", tgt_vocab=tgt_vocab, hidden=6)
+    params = _sharpen(model.init(jax.random.key(3)), 2.0)
+    params["b_o"] = params["b_o"].at[EOS].set(-1.0)  # EOS neither certain nor negligible
+    src, lengths = _src()
+    hyps = _all_hypotheses([3, 4], max_len)
+    assert len(hyps) == 1 + 2 + 4 + 8 + 16
+    tgt = np.full((len(hyps), max_len + 1), PAD, np.int32)
+    n_tok = np.array([len(h) for h in hyps], np.int32)
+    for i, h in enumerate(hyps):
+        tgt[i, : len(h)] = h
+    best = []
+    for b in range(src.shape[0]):
+        rep = lambda a, b=b: jnp.repeat(a[b : b + 1], len(hyps), axis=0)
+        scores = sequence_scores(model, params, rep(src), tgt, n_tok, rep(lengths))
+        norm = np.asarray(length_normalize(scores, jnp.asarray(n_tok), length_penalty))
+        best.append((hyps[int(np.argmax(norm))], float(norm.max()), float(np.sort(norm)[-2])))
+    beams = beam_search(
+        model, params, src, lengths, beam_size=32, max_len=max_len, length_penalty=length_penalty
+    )
+    for b, (hyp, score, runner_up) in enumerate(best):
+        assert score - runner_up > 1e-4  # a unique optimum
+        n = int(beams.lengths[b, 0])
+        assert tuple(np.asarray(beams.tokens[b, 0, :n]).tolist()) == hyp
+        np.testing.assert_allclose(beams.normalized[b, 0], score, rtol=1e-5, atol=1e-5)
+    # beams are sorted best first, and their scores are the sequences' log-probabilities
+    assert np.all(np.diff(np.asarray(beams.normalized), axis=1) <= 1e-6)
+    got = sequence_scores(model, params, src, beams.tokens[:, 0], beams.lengths[:, 0], lengths)
+    np.testing.assert_allclose(beams.scores[:, 0], got, rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_is_traced_loops_and_jits_once():
+    model = _model()
+    params = model.init(jax.random.key(0))
+    src, lengths = _src()
+    jaxpr = str(
+        jax.make_jaxpr(lambda p, s, l: beam_search(model, p, s, l, beam_size=3, max_len=6).tokens)(
+            params, src, lengths
+        )
+    )
+    assert "while" in jaxpr
+    jaxpr = str(
+        jax.make_jaxpr(lambda p, s, l: greedy_decode(model, p, s, l, max_len=6).tokens)(
+            params, src, lengths
+        )
+    )
+    assert "scan" in jaxpr
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def both(p, s, l):
+        g = greedy_decode(model, p, s, l, max_len=6)
+        b = beam_search(model, p, s, l, beam_size=2, max_len=6)
+        return g.tokens, b.tokens
+
+    for seed in range(2):
+        params = model.init(jax.random.key(seed))
+        g_tokens, b_tokens = both(params, src, lengths)
+        assert g_tokens.shape == (3, 6) and b_tokens.shape == (3, 2, 6)
+
+
+def test_sampling_is_keyed_and_greedy_at_zero_temperature():
+    model = _model(None)
+    params = model.init(jax.random.key(0))
+    src, lengths = _src()
+    greedy = greedy_decode(model, params, src, lengths, max_len=6)
+    cold = sample_decode(
+        model, params, src, lengths, key=jax.random.key(1), max_len=6, temperature=0.0
+    )
+    np.testing.assert_array_equal(cold.tokens, greedy.tokens)
+    a = sample_decode(model, params, src, lengths, key=jax.random.key(1), max_len=6)
+    b = sample_decode(model, params, src, lengths, key=jax.random.key(1), max_len=6)
+    c = sample_decode(model, params, src, lengths, key=jax.random.key(2), max_len=6)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert not np.array_equal(a.tokens, c.tokens)
+    assert not np.any(np.isin(np.asarray(a.tokens), [BOS]))
+    want = sequence_scores(model, params, src, a.tokens, a.lengths, lengths)
+    np.testing.assert_allclose(a.scores, want, rtol=1e-5, atol=1e-5)
+
+
+def test_vec2seq_decodes_with_the_same_functions():
+    model = vec2seq(jrnn.lstm(8), 5, 9, condition="both")
+    params = model.init(jax.random.key(0))
+    vec = jax.random.normal(jax.random.key(1), (2, 5), jnp.float32)
+    g = greedy_decode(model, params, vec, max_len=5)
+    b = beam_search(model, params, vec, beam_size=1, max_len=5)
+    np.testing.assert_array_equal(g.tokens, b.tokens[:, 0])
+    assert g.attention is None
+
+
+def test_bad_arguments():
+    model = _model()
+    params = model.init(jax.random.key(0))
+    src, lengths = _src()
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, params, src, lengths, beam_size=0, max_len=4)
+    with pytest.raises(ValueError, match="max_len"):
+        greedy_decode(model, params, src, lengths, max_len=0)
+    with pytest.raises(ValueError, match="length_penalty"):
+        beam_search(model, params, src, lengths, beam_size=2, max_len=4, length_penalty=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_decode(
+            model, params, src, lengths, key=jax.random.key(0), max_len=4, temperature=-1.0
+        )
+    with pytest.raises(ValueError, match="vocabulary-size mismatch"):
+        greedy_decode(model, params, src.at[0, 0].set(7), lengths, max_len=4)
+    with pytest.raises(ValueError, match=r"src_lengths.*T=5"):
+        greedy_decode(model, params, src, lengths.at[0].set(6), max_len=4)
+    with pytest.raises(TypeError, match="EncoderDecoder"):
+        greedy_decode(jrnn.lstm(4), params, src, lengths, max_len=4)
