@@ -134,15 +134,15 @@ class Task(NamedTuple):
     data: Any
     batch_fn: Callable[[Any, jax.Array], Any]
     loss_fn: Callable[..., Any]
-    has_carry: bool
-    initial_carry: Callable[[Any], Any]
     eval_fn: Callable[..., Any]
     eval_batches: Callable[[], Iterable[Any]]
-    eval_carry: Callable[[Any], Any]
     tokens_per_step: int
     metric: str
-    vocab: jdata.CharVocab | None
     baseline: tuple[str, float] | None
+    has_carry: bool = False
+    initial_carry: Callable[[Any], Any] = lambda params: None
+    eval_carry: Callable[[Any], Any] = lambda params: None
+    vocab: jdata.CharVocab | None = None
     show: Callable[..., list[str]] | None = None
 
 
@@ -374,14 +374,10 @@ def _adding(config: dict[str, Any]) -> Task:
         data=data,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        has_carry=False,
-        initial_carry=lambda params: None,
         eval_fn=eval_fn,
         eval_batches=eval_batches,
-        eval_carry=lambda params: None,
         tokens_per_step=batch_size * seq_len,
         metric="mse",
-        vocab=None,
         baseline=("predicting 1.0, MSE", jdata.ADDING_PROBLEM_BASELINE_MSE),
     )
 
@@ -433,14 +429,10 @@ def _copy(config: dict[str, Any]) -> Task:
         data=data,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        has_carry=False,
-        initial_carry=lambda params: None,
         eval_fn=eval_fn,
         eval_batches=_synthetic_eval(config, make),
-        eval_carry=lambda params: None,
         tokens_per_step=batch_size * (seq_len + 2 * copy_len),
         metric="acc",
-        vocab=None,
         baseline=(
             "memoryless, nats/step",
             jdata.copy_memory_baseline(seq_len, num_symbols, copy_len),
@@ -639,14 +631,10 @@ def _generation(config: dict[str, Any]) -> Task:
         data=data,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        has_carry=False,
-        initial_carry=lambda params: None,
         eval_fn=eval_fn,
         eval_batches=eval_batches,
-        eval_carry=lambda params: None,
         tokens_per_step=config["batch_size"] * (2 * max_len + 1),
         metric="acc",
-        vocab=None,
         baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
         show=show,
     )
@@ -736,14 +724,10 @@ def _tagging(config: dict[str, Any]) -> Task:
         data=data,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        has_carry=False,
-        initial_carry=lambda params: None,
         eval_fn=eval_fn,
         eval_batches=eval_batches,
-        eval_carry=lambda params: None,
         tokens_per_step=config["batch_size"] * max_len,
         metric="acc",
-        vocab=None,
         baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
         show=show,
     )
@@ -800,14 +784,10 @@ def _classify(config: dict[str, Any]) -> Task:
         data=data,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        has_carry=False,
-        initial_carry=lambda params: None,
         eval_fn=eval_fn,
         eval_batches=eval_batches,
-        eval_carry=lambda params: None,
         tokens_per_step=config["batch_size"] * max_len,
         metric="acc",
-        vocab=None,
         baseline=("uniform guessing, accuracy", 1.0 / num_symbols),
         show=show,
     )
