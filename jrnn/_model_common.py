@@ -8,10 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Cell
+from jrnn.base import Array, Cell
 from jrnn.unroll import Stack
-
-Array = jax.Array
 
 
 def _check_int(name: str, value: Any, where: str, minimum: int = 1) -> int:

@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn.base import Array, Params
+
 __all__ = ["SCORES", "Attention", "AttentionMemory", "attention", "masked_softmax"]
 
-Array = jax.Array
-Params = Any
 
 SCORES = ("additive", "dot", "general")
 _ALIASES = {"bahdanau": "additive", "concat": "additive", "luong": "general"}

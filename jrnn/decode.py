@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn.base import Array, Params
 from jrnn.models import EncoderDecoder
 
 __all__ = [
@@ -42,9 +43,6 @@ __all__ = [
     "sample_decode",
     "sequence_scores",
 ]
-
-Array = jax.Array
-Params = Any
 
 
 class Decoded(NamedTuple):

@@ -20,12 +20,8 @@ from jrnn._model_common import (
     _check_tokens,
     _dense_init,
 )
-from jrnn.base import Cell
+from jrnn.base import Array, Carry, Cell, Params
 from jrnn.unroll import Stack
-
-Array = jax.Array
-Params = Any
-Carry = Any
 
 
 class EncoderDecoder(NamedTuple):

@@ -17,11 +17,7 @@ from jrnn._model_common import (
     _check_tokens,
     _dense_init,
 )
-from jrnn.base import Cell
-
-Array = jax.Array
-Params = Any
-Carry = Any
+from jrnn.base import Array, Carry, Cell, Params
 
 
 class FeedbackModel(NamedTuple):

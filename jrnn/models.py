@@ -43,7 +43,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Cell
+from jrnn.base import Array, Carry, Cell, Params
 from jrnn.encdec import EncoderDecoder, seq2seq, vec2seq
 from jrnn.feedback import FeedbackModel, output_recurrent
 from jrnn.unroll import Stack, unroll
@@ -63,10 +63,6 @@ __all__ = [
 
 
 READOUTS = ("all", "last", "mean", "max")
-
-Array = jax.Array
-Params = Any
-Carry = Any
 
 
 class Model(NamedTuple):

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jrnn.base import Array, Carry, Params
+
 __all__ = [
     "TrainState",
     "evaluate",
@@ -35,9 +37,6 @@ __all__ = [
     "tbptt_value_and_grad",
 ]
 
-Array = jax.Array
-Params = Any
-Carry = Any
 Metrics = dict[str, Array]
 
 # optax >= 0.2.5 has optax.tree.norm; optax.global_norm (older) is deprecated there.
