@@ -12,12 +12,6 @@ from jrnn.base import Array, Cell
 from jrnn.unroll import Stack
 
 
-def _check_int(name: str, value: Any, where: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: `{name}` must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int) -> Array:
     """Integer tokens of rank ``rank``; values in ``[0, vocab_size)`` when concrete."""
     tokens = jnp.asarray(tokens)

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Params
+from jrnn.base import Array, Params, check_int
 
 __all__ = ["SCORES", "Attention", "AttentionMemory", "attention", "masked_softmax"]
 
@@ -103,12 +103,6 @@ def masked_softmax(scores: Array, mask: Array | None) -> Array:
     return e / jnp.where(total > 0, total, jnp.ones((), scores.dtype))
 
 
-def _check_size(name: str, value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{where}: `{name}` must be a positive int, got {value!r}")
-    return value
-
-
 def attention(
     kind: str = "general",
     size: int | None = None,
@@ -140,14 +134,14 @@ def attention(
             f"(or the aliases {sorted(_ALIASES)})"
         )
     if size is not None:
-        size = _check_size("size", size, where)
+        size = check_int("size", size, where)
         if kind != "additive":
             raise ValueError(f"{where}: `size` applies to the additive score only, not {kind!r}")
     kernel = jax.nn.initializers.lecun_normal()
 
     def init(key: jax.Array, query_size: int, value_size: int) -> Params:
-        _check_size("query_size", query_size, f"{where}.init")
-        _check_size("value_size", value_size, f"{where}.init")
+        check_int("query_size", query_size, f"{where}.init")
+        check_int("value_size", value_size, f"{where}.init")
         if kind == "dot":
             if query_size != value_size:
                 raise ValueError(

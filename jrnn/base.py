@@ -116,6 +116,14 @@ def _shape_str(shape: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def check_int(name: str, value: Any, where: str, minimum: int = 1) -> int:
+    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{where}: `{name}` must be {what}, got {value!r}")
+    return value
+
+
 def check_float_input(name: str, x: Any, where: str) -> Array:
     """Returns ``x`` as an array; raises ``TypeError`` unless it has a floating dtype."""
     x = jnp.asarray(x)

@@ -30,6 +30,7 @@ from jrnn.base import (
     cast_tree,
     check_features,
     check_float_input,
+    check_int,
     compute_dtype,
     input_size_of,
     recur,
@@ -64,12 +65,6 @@ def _activation(activation: str | Callable[[Array], Array]) -> tuple[Callable, s
     return activation, getattr(activation, "__name__", "custom")
 
 
-def _check_size(name: str, value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{where}: `{name}` must be a positive int, got {value!r}")
-    return value
-
-
 def _block_orthogonal(
     init: Initializer, key: PRNGKey, rows: int, h: int, blocks: int, dtype: DType
 ) -> Array:
@@ -95,7 +90,7 @@ def _make_cell(
     where = name.split("(")[0]
 
     def init(key: PRNGKey, input_size: int) -> Params:
-        _check_size("input_size", input_size, f"{where}.init")
+        check_int("input_size", input_size, f"{where}.init")
         return make_params(key, input_size)
 
     def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Any:
@@ -170,7 +165,7 @@ def simple_rnn(
       :class:`RNNState` ``(h,)``.
     """
     where = "simple_rnn"
-    hidden_size = _check_size("hidden_size", hidden_size, where)
+    hidden_size = check_int("hidden_size", hidden_size, where)
     act, act_name = _activation(activation)
     h = hidden_size
 
@@ -251,9 +246,9 @@ def lstm(
       ``"w_proj": [H, P]``) and carry :class:`LSTMState` ``(h, c)``.
     """
     where = "lstm"
-    hidden_size = _check_size("hidden_size", hidden_size, where)
+    hidden_size = check_int("hidden_size", hidden_size, where)
     if proj_size is not None:
-        _check_size("proj_size", proj_size, where)
+        check_int("proj_size", proj_size, where)
     h = hidden_size
     p_out = h if proj_size is None else proj_size
 
@@ -298,9 +293,7 @@ def lstm(
         make_params=make_params,
         gates=gates,
         gate_params=(("w_peep",) if peephole else ()) + (("w_proj",) if proj_size else ()),
-        zero_carry=lambda bs, dt: LSTMState(
-            jnp.zeros(bs + (p_out,), dt), jnp.zeros(bs + (h,), dt)
-        ),
+        zero_carry=lambda bs, dt: LSTMState(jnp.zeros(bs + (p_out,), dt), jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
     )
@@ -348,7 +341,7 @@ def gru(
       ``"b_hn": [H]`` when ``reset_after``) and carry :class:`RNNState` ``(h,)``.
     """
     where = "gru"
-    hidden_size = _check_size("hidden_size", hidden_size, where)
+    hidden_size = check_int("hidden_size", hidden_size, where)
     h = hidden_size
 
     def make_params(key, input_size):

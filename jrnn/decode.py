@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Params
+from jrnn.base import Array, Params, check_int
 from jrnn.models import EncoderDecoder
 
 __all__ = [
@@ -84,12 +84,6 @@ def _check_model(model: Any, where: str) -> None:
             f"{where}: `model` must be a jrnn.models.EncoderDecoder (seq2seq or vec2seq), got "
             f"{type(model).__name__}"
         )
-
-
-def _check_int(name: str, value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: `{name}` must be an int >= 1, got {value!r}")
-    return value
 
 
 def _check_source(
@@ -163,7 +157,7 @@ def greedy_decode(
     """
     where = "greedy_decode"
     _check_model(model, where)
-    max_len = _check_int("max_len", max_len, where)
+    max_len = check_int("max_len", max_len, where)
     src, src_lengths = _check_source(model, src, src_lengths, where)
     return _autoregress(model, params, src, src_lengths, max_len, None, 0.0)
 
@@ -193,7 +187,7 @@ def sample_decode(
     """
     where = "sample_decode"
     _check_model(model, where)
-    max_len = _check_int("max_len", max_len, where)
+    max_len = check_int("max_len", max_len, where)
     if isinstance(temperature, (int, float)) and temperature < 0:
         raise ValueError(f"{where}: `temperature` must be >= 0, got {temperature}")
     src, src_lengths = _check_source(model, src, src_lengths, where)
@@ -275,8 +269,8 @@ def beam_search(
     """
     where = "beam_search"
     _check_model(model, where)
-    beam_size = _check_int("beam_size", beam_size, where)
-    max_len = _check_int("max_len", max_len, where)
+    beam_size = check_int("beam_size", beam_size, where)
+    max_len = check_int("max_len", max_len, where)
     if isinstance(length_penalty, (int, float)) and length_penalty < 0:
         raise ValueError(f"{where}: `length_penalty` must be >= 0, got {length_penalty}")
     src, src_lengths = _check_source(model, src, src_lengths, where)

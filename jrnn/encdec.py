@@ -15,12 +15,11 @@ import jax.numpy as jnp
 
 from jrnn._model_common import (
     _as_stack,
-    _check_int,
     _check_seq_lengths,
     _check_tokens,
     _dense_init,
 )
-from jrnn.base import Array, Carry, Cell, Params
+from jrnn.base import Array, Carry, Cell, Params, check_int
 from jrnn.unroll import Stack
 
 
@@ -201,10 +200,10 @@ def seq2seq(
         ids.  At call time: token ids outside the vocabularies, lengths beyond ``T``.
     """
     where = "seq2seq"
-    src_vocab = _check_int("src_vocab", src_vocab, where)
-    tgt_vocab = _check_int("tgt_vocab", tgt_vocab, where, minimum=4)
+    src_vocab = check_int("src_vocab", src_vocab, where)
+    tgt_vocab = check_int("tgt_vocab", tgt_vocab, where, minimum=4)
     if embed_size is not None:
-        embed_size = _check_int("embed_size", embed_size, where)
+        embed_size = check_int("embed_size", embed_size, where)
     _check_specials(tgt_vocab, pad, bos, eos, where)
     if bridge not in ("linear", "copy", "zeros"):
         raise ValueError(f"{where}: `bridge` must be 'linear', 'copy' or 'zeros', got {bridge!r}")
@@ -397,10 +396,10 @@ def vec2seq(
       ``encode(params, v)``; decode it with :mod:`jrnn.decode`.
     """
     where = "vec2seq"
-    input_size = _check_int("input_size", input_size, where)
-    tgt_vocab = _check_int("tgt_vocab", tgt_vocab, where, minimum=4)
+    input_size = check_int("input_size", input_size, where)
+    tgt_vocab = check_int("tgt_vocab", tgt_vocab, where, minimum=4)
     if embed_size is not None:
-        embed_size = _check_int("embed_size", embed_size, where)
+        embed_size = check_int("embed_size", embed_size, where)
     _check_specials(tgt_vocab, pad, bos, eos, where)
     if condition not in ("init", "input", "both"):
         raise ValueError(

@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._model_common import (
-    _check_int,
     _check_tokens,
     _dense_init,
 )
-from jrnn.base import Array, Carry, Cell, Params
+from jrnn.base import Array, Carry, Cell, Params, check_int
 
 
 class FeedbackModel(NamedTuple):
@@ -96,8 +95,8 @@ def output_recurrent(
       for (b).  Causal: padding after a sequence's end does not change its valid outputs.
     """
     where = "output_recurrent"
-    num_classes = _check_int("num_classes", num_classes, where)
-    hidden_size = _check_int("hidden_size", hidden_size, where)
+    num_classes = check_int("num_classes", num_classes, where)
+    hidden_size = check_int("hidden_size", hidden_size, where)
     if (input_size is None) == (vocab_size is None):
         raise ValueError(f"{where}: give exactly one of `input_size` and `vocab_size`")
     if not 0 <= start < num_classes:
@@ -105,12 +104,12 @@ def output_recurrent(
             f"{where}: `start` must lie in [0, num_classes={num_classes}), got {start}"
         )
     if vocab_size is not None:
-        vocab_size = _check_int("vocab_size", vocab_size, where)
+        vocab_size = check_int("vocab_size", vocab_size, where)
         if embed_size is not None:
-            embed_size = _check_int("embed_size", embed_size, where)
+            embed_size = check_int("embed_size", embed_size, where)
         x_size = embed_size or vocab_size
     else:
-        input_size = _check_int("input_size", input_size, where)
+        input_size = check_int("input_size", input_size, where)
         if embed_size is not None:
             raise ValueError(f"{where}: `embed_size` needs token inputs (`vocab_size`)")
         x_size = input_size

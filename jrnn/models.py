@@ -43,7 +43,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Carry, Cell, Params
+from jrnn.base import Array, Carry, Cell, Params, check_int
 from jrnn.encdec import EncoderDecoder, seq2seq, vec2seq
 from jrnn.feedback import FeedbackModel, output_recurrent
 from jrnn.unroll import Stack, unroll
@@ -93,12 +93,6 @@ class Model(NamedTuple):
     name: str
 
 
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"sequence_model: `{name}` must be a positive int, got {value!r}")
-    return value
-
-
 def sequence_model(
     rnn: Cell | Stack,
     output_size: int,
@@ -146,7 +140,7 @@ def sequence_model(
       ``(o, carry_T)``; ``carry_T`` is the rnn's final carry (a Cell's carry, or a Stack's
       nested tuple), ready to be passed back as ``carry`` to continue the sequences.
     """
-    output_size = _positive("output_size", output_size)
+    output_size = check_int("output_size", output_size, "sequence_model")
     if (input_size is None) == (vocab_size is None):
         raise ValueError("sequence_model: give exactly one of `input_size` and `vocab_size`")
     if not 0.0 <= dropout < 1.0:
@@ -154,12 +148,12 @@ def sequence_model(
     if readout not in READOUTS:
         raise ValueError(f"sequence_model: `readout` must be one of {READOUTS}, got {readout!r}")
     if vocab_size is not None:
-        vocab_size = _positive("vocab_size", vocab_size)
+        vocab_size = check_int("vocab_size", vocab_size, "sequence_model")
         if embed_size is not None:
-            embed_size = _positive("embed_size", embed_size)
+            embed_size = check_int("embed_size", embed_size, "sequence_model")
         rnn_input = vocab_size if embed_size is None else embed_size
     else:
-        input_size = _positive("input_size", input_size)
+        input_size = check_int("input_size", input_size, "sequence_model")
         if embed_size is not None:
             raise ValueError("sequence_model: `embed_size` needs token inputs (`vocab_size`)")
         rnn_input = input_size

@@ -24,6 +24,7 @@ from jrnn.base import (
     check_carry,
     check_features,
     check_float_input,
+    check_int,
     check_lengths,
     compute_dtype,
     input_size_of,
@@ -359,8 +360,7 @@ def stack(
     Returns:
       A :class:`Stack`.
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"stack: `num_layers` must be a positive int, got {num_layers!r}")
+    check_int("num_layers", num_layers, "stack")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"stack: `dropout` must lie in [0, 1), got {dropout!r}")
     num_dirs = 2 if bidirectional else 1
