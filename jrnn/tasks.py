@@ -505,8 +505,10 @@ def _ratio(hits: jax.Array, valid: jax.Array) -> jax.Array:
     return _f32_sum(hits) / jnp.maximum(_f32_sum(valid), jnp.float32(1))
 
 
-def _mark(ok: bool) -> str:
-    return "ok " if ok else "ERR"
+def _example(shown: str, got: str, target: str) -> list[str]:
+    """One decoded example: ``ok``/``ERR``, input -> output, and the target when wrong."""
+    line = f"  {'ok ' if got == target else 'ERR'} {shown}  ->  {got}"
+    return [line] if got == target else [line, f"      want {target}"]
 
 
 def _generation(config: dict[str, Any]) -> Task:
@@ -620,9 +622,7 @@ def _generation(config: dict[str, Any]) -> Task:
                 shown = seqtasks.format_tokens(batch.src[i], int(batch.src_lengths[i]))
             got = seqtasks.format_tokens(tokens[i])
             target = seqtasks.format_tokens(want[i])
-            lines.append(f"  {_mark(got == target)} {shown}  ->  {got}")
-            if got != target:
-                lines.append(f"      want {target}")
+            lines += _example(shown, got, target)
         return lines
 
     return Task(
@@ -711,11 +711,7 @@ def _tagging(config: dict[str, Any]) -> Task:
             n = int(batch.lengths[i])
             got = seqtasks.format_tokens(pred[i], n)
             target = seqtasks.format_tokens(batch.tags[i], n)
-            lines.append(
-                f"  {_mark(got == target)} {seqtasks.format_tokens(batch.inputs[i], n)}  ->  {got}"
-            )
-            if got != target:
-                lines.append(f"      want {target}")
+            lines += _example(seqtasks.format_tokens(batch.inputs[i], n), got, target)
         return lines
 
     return Task(
@@ -773,9 +769,7 @@ def _classify(config: dict[str, Any]) -> Task:
             n = int(batch.lengths[i])
             got = seqtasks.format_tokens([int(pred[i]) + seqtasks.FIRST_SYMBOL])
             want = seqtasks.format_tokens([int(batch.labels[i]) + seqtasks.FIRST_SYMBOL])
-            ok = got == want
-            line = f"  {_mark(ok)} {seqtasks.format_tokens(batch.inputs[i], n)}  ->  {got}"
-            lines.append(line + ("" if ok else f"   (want {want})"))
+            lines += _example(seqtasks.format_tokens(batch.inputs[i], n), got, want)
         return lines
 
     return Task(
