@@ -58,3 +58,27 @@ def np_params(params):
 
 def f64(x):
     return jnp.asarray(x, jnp.float64)
+
+
+def interrupt_train_step_at(monkeypatch, step_number: int) -> None:
+    """Makes the CLI's train step send this process SIGINT (Ctrl-C) at call ``step_number``."""
+    import os
+    import signal
+
+    import jrnn.train
+
+    real = jrnn.train.make_train_step
+
+    def interrupting(*args, **kwargs):
+        step = real(*args, **kwargs)
+        calls = []
+
+        def wrapped(*a):
+            calls.append(1)
+            if len(calls) == step_number:
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(*a)
+
+        return wrapped
+
+    monkeypatch.setattr(jrnn.train, "make_train_step", interrupting)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jrnn.cli import TIMING_KEYS, _open_run, main
+from tests.helpers import interrupt_train_step_at
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "def class return self value index list dict for while if else import from".split()
@@ -168,32 +169,16 @@ def test_kill_and_ctrl_c_then_resume_match_an_uninterrupted_run(corpus, tmp_path
 def test_tbptt_interrupted_run_resumes_exactly(corpus, tmp_path, monkeypatch, capsys):
     """Truncated BPTT keeps the recurrent carry in the checkpoint: an interrupted stream run
     resumes to exactly the uninterrupted one (SIGINT sent to this process at step 13)."""
-    import jrnn.train
-
     extra = {"--tbptt": True, "--checkpoint-every": 5, "--eval-every": 10, "--layers": 2}
     ref = tmp_path / "ref"
     assert main(_small(corpus, ref, steps=20, **extra)) == 0
 
-    real = jrnn.train.make_train_step
-
-    def interrupting(*args, **kwargs):
-        step = real(*args, **kwargs)
-        calls = []
-
-        def wrapped(*a):
-            calls.append(1)
-            if len(calls) == 13:
-                os.kill(os.getpid(), signal.SIGINT)
-            return step(*a)
-
-        return wrapped
-
     out = tmp_path / "run"
-    monkeypatch.setattr(jrnn.train, "make_train_step", interrupting)
+    interrupt_train_step_at(monkeypatch, 13)
     assert main(_small(corpus, out, steps=20, **extra)) == 130
     assert "interrupted at step 13" in capsys.readouterr().err
     assert _steps(out) == [5, 10, 13]
-    monkeypatch.setattr(jrnn.train, "make_train_step", real)
+    monkeypatch.undo()
     assert main(_small(corpus, out, steps=20, **extra, **{"--resume": True})) == 0
     assert _rows(out) == _rows(ref)
     assert (out / "sample.txt").read_text() == (ref / "sample.txt").read_text()

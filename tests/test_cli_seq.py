@@ -5,13 +5,12 @@ and bad input (one line, exit code 2)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 
 from jrnn.cli import TIMING_KEYS, main
+from tests.helpers import interrupt_train_step_at
 
 TINY = {
     "--hidden": 16,
@@ -99,29 +98,13 @@ def test_every_task_and_model_trains(task, model, extra, keys, tmp_path, capsys)
 def test_interrupted_attention_run_resumes_exactly(tmp_path, monkeypatch, capsys):
     """Scheduled sampling draws from the step's key: a resumed run still repeats the
     uninterrupted one exactly (SIGINT at step 13, checkpoint every 5)."""
-    import jrnn.train
-
     extra = {"--sample-prob": 0.3, "--checkpoint-every": 5}
     ref = tmp_path / "ref"
     assert main(_argv("reverse", "attention", ref, steps=20, **extra)) == 0
-    real = jrnn.train.make_train_step
-
-    def interrupting(*args, **kwargs):
-        step = real(*args, **kwargs)
-        calls = []
-
-        def wrapped(*a):
-            calls.append(1)
-            if len(calls) == 13:
-                os.kill(os.getpid(), signal.SIGINT)
-            return step(*a)
-
-        return wrapped
-
     out = tmp_path / "run"
-    monkeypatch.setattr(jrnn.train, "make_train_step", interrupting)
+    interrupt_train_step_at(monkeypatch, 13)
     assert main(_argv("reverse", "attention", out, steps=20, **extra)) == 130
-    monkeypatch.setattr(jrnn.train, "make_train_step", real)
+    monkeypatch.undo()
     assert main(_argv("reverse", "attention", out, steps=20, **extra, **{"--resume": True})) == 0
     assert _rows(out) == _rows(ref)
 
