@@ -1,53 +1,89 @@
-"""Checks and small helpers shared by the model factories (:mod:`jrnn.models`,
-:mod:`jrnn.feedback`, :mod:`jrnn.encdec`)."""
+"""The models' one contract and the checks shared by the model factories
+(:mod:`jrnn.models`, :mod:`jrnn.feedback`, :mod:`jrnn.encdec`).
+
+Every model's ``apply(params, inputs, ..., *, key=None)`` returns ``(outputs, aux)`` with
+``aux`` a :class:`ModelAux`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jrnn.base import Array, Cell
+from jrnn.base import Array, Carry, Cell, DType
 from jrnn.unroll import Stack
 
 
-def _check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int) -> Array:
-    """Integer tokens of rank ``rank``; values in ``[0, vocab_size)`` when concrete."""
+class ModelAux(NamedTuple):
+    """What a model's ``apply`` returns beside its outputs: ``(outputs, aux)``.
+
+    Attributes:
+      carry: the recurrence's final carry: a cell's carry (e.g. ``LSTMState(h, c)`` with
+        ``[batch, hidden]`` leaves) or a stack's ``carries[layer][direction]``; for an
+        encoder-decoder the decoder's final state; ``None`` where the model has no carry
+        (the output-recurrence network without a cell).  Pass it back as ``carry=`` to
+        continue a sequence (:func:`jrnn.sequence_model`).
+      attention: attention weights ``[batch, target_time, source_time]`` of an attentional
+        :func:`jrnn.seq2seq`, else ``None``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> model = jrnn.sequence_model(jrnn.gru(8), 5, vocab_size=5, embed_size=4)
+      >>> params = model.init(jax.random.key(0))
+      >>> logits, aux = model.apply(params, jnp.zeros((2, 3), jnp.int32))
+      >>> logits.shape, aux.carry.h.shape, aux.attention
+      ((2, 3, 5), (2, 8), None)
+    """
+
+    carry: Carry = None
+    attention: Array | None = None
+
+
+def embed_tokens(table: Array | None, ids: Array, vocab_size: int, dtype: DType) -> Array:
+    """Token ids ``[...]`` -> vectors ``[..., E]`` (a table ``[V, E]``) or one-hot ``[..., V]``.
+
+    Ids outside ``[0, vocab_size)`` (possible only under ``jit``, where values are not
+    checked) give the zero vector, in both forms: never NaN, never another token's row.
+    """
+    if table is None:
+        return jax.nn.one_hot(ids, vocab_size, dtype=dtype)
+    valid = (ids >= 0) & (ids < vocab_size)
+    rows = jnp.take(table, jnp.clip(ids, 0, vocab_size - 1), axis=0).astype(dtype)
+    return jnp.where(valid[..., None], rows, jnp.zeros((), dtype))
+
+
+def compute_dtype(dtype: DType | None, default: DType) -> Any:
+    """The dtype a model computes in: ``dtype`` if given, else its parameters' ``default``."""
+    return jnp.dtype(default if dtype is None else dtype)
+
+
+def _check_tokens(
+    name: str, tokens: Any, vocab_size: int, where: str, rank: int | None
+) -> Array:
+    """Integer tokens of rank ``rank`` (``None``: any rank >= 1, ``[..., time]``); values in
+    ``[0, vocab_size)`` when concrete.
+
+    Under ``jit`` (a traced array) values cannot be checked: out-of-range ids then embed to
+    the zero vector (:func:`embed_tokens`).
+    """
     tokens = jnp.asarray(tokens)
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"{where}: `{name}` must be integer token ids, got dtype {tokens.dtype}")
-    if tokens.ndim != rank:
-        layout = "[batch, time]" if rank == 2 else "[batch]"
+    if tokens.ndim != rank if rank is not None else tokens.ndim < 1:
+        layout = {None: "[..., time]", 2: "[batch, time]"}.get(rank, "[batch]")
         raise ValueError(f"{where}: `{name}` must have shape {layout}, got {list(tokens.shape)}")
     if not isinstance(tokens, jax.core.Tracer) and tokens.size:
-        lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+        values = np.asarray(tokens)  # numpy: no tracer even inside a jit over closed-over ids
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(
                 f"{where}: `{name}` holds token ids in [{lo}, {hi}] but the vocabulary has "
                 f"{vocab_size} ids ([0, {vocab_size - 1}]): a vocabulary-size mismatch"
             )
     return tokens.astype(jnp.int32)
-
-
-def _check_seq_lengths(lengths: Any, batch: int, num_steps: int, where: str, name: str) -> Array:
-    """int ``[batch]`` lengths in ``[0, T]`` (checked when concrete)."""
-    if lengths is None:
-        return jnp.full((batch,), num_steps, jnp.int32)
-    concrete = not isinstance(lengths, jax.core.Tracer)
-    lengths = jnp.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"{where}: `{name}` must be integers, got dtype {lengths.dtype}")
-    if lengths.shape != (batch,):
-        raise ValueError(f"{where}: `{name}` must have shape [{batch}], got {list(lengths.shape)}")
-    if concrete and lengths.size:
-        lo, hi = int(jnp.min(lengths)), int(jnp.max(lengths))
-        if lo < 0 or hi > num_steps:
-            raise ValueError(
-                f"{where}: `{name}` must lie in [0, T={num_steps}] (T the padded length), got "
-                f"values in [{lo}, {hi}]"
-            )
-    return lengths.astype(jnp.int32)
 
 
 def _dense_init(key: jax.Array, rows: int, cols: int, dtype: Any) -> Array:

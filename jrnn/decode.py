@@ -358,7 +358,7 @@ def sequence_scores(
     batch, steps = tgt_out.shape
     tgt_in = jnp.concatenate([jnp.full((batch, 1), model.bos, jnp.int32), tgt_out[:, :-1]], 1)
     tgt_in = jnp.where(tgt_in == model.eos, model.pad, tgt_in)  # after eos: never read
-    logits, _ = model.apply(params, src, tgt_in, src_lengths)
+    logits, _ = model.apply(params, src, tgt_in, src_lengths=src_lengths)
     logp = _log_probs(model, logits)
     picked = jnp.take_along_axis(logp, tgt_out[..., None], axis=-1)[..., 0]
     tgt_lengths = jnp.asarray(tgt_lengths).astype(jnp.int32)

@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._model_common import (
+    ModelAux,
     _as_stack,
-    _check_seq_lengths,
     _check_tokens,
     _dense_init,
+    compute_dtype,
+    embed_tokens,
 )
-from jrnn.base import Array, Carry, Cell, Params, check_int
+from jrnn.base import Array, Carry, Cell, DType, Params, check_int, check_lengths
 from jrnn.unroll import Stack
 
 
@@ -31,10 +33,12 @@ class EncoderDecoder(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params``.
-      apply: ``apply(params, src, tgt_in, src_lengths=None, *, key=None, sample_prob=0.0)
-        -> (logits [B, T', V], weights [B, T', S] or None)``: the decoder run with teacher
+      apply: ``apply(params, src, tgt_in, *, src_lengths=None, key=None, sample_prob=0.0)
+        -> (logits [B, T', V], ModelAux(carry, attention))``: the decoder run with teacher
         forcing (``tgt_in = [BOS, y_1, ..., y_{n}]``, padded); ``key`` enables dropout and,
-        with ``sample_prob > 0``, scheduled sampling; ``weights`` are the attention weights.
+        with ``sample_prob > 0``, scheduled sampling; ``aux.attention`` holds the attention
+        weights ``[B, T', S]`` (``None`` without attention), ``aux.carry`` the decoder's
+        final carry.
       encode: ``encode(params, src, src_lengths=None, key=None) -> memory`` (a pytree with
         leading batch axis ``B``).
       start: ``start(params, memory) -> state``: the decoder's state before the first token.
@@ -49,7 +53,7 @@ class EncoderDecoder(NamedTuple):
     """
 
     init: Callable[[jax.Array], Params]
-    apply: Callable[..., tuple[Array, Array | None]]
+    apply: Callable[..., tuple[Array, ModelAux]]
     encode: Callable[..., Any]
     start: Callable[..., Any]
     step: Callable[..., tuple[Any, Array, Array | None]]
@@ -86,8 +90,11 @@ def _teacher_forced(
     tgt_in: Array,
     sample_prob: Any,
     key: jax.Array | None,
-) -> tuple[Array, Array | None]:
-    """Runs ``step`` over ``tgt_in [B, T']`` with ``lax.scan``; scheduled sampling optional."""
+) -> tuple[Array, Array | None, Any]:
+    """Runs ``step`` over ``tgt_in [B, T']`` with ``lax.scan``; scheduled sampling optional.
+
+    Returns ``(logits [B, T', V], weights [B, T', S] | None, final state)``.
+    """
     scheduled = not (isinstance(sample_prob, (int, float)) and sample_prob == 0)
     tokens = jnp.moveaxis(tgt_in, 1, 0)  # [T', B]
     if not scheduled:
@@ -96,7 +103,7 @@ def _teacher_forced(
             s, logits, w = step(params, memory, s, tok)
             return s, (logits, w)
 
-        _, (logits, weights) = jax.lax.scan(body, state, tokens)
+        final, (logits, weights) = jax.lax.scan(body, state, tokens)
     else:
         if key is None:
             raise ValueError("scheduled sampling (`sample_prob` > 0) needs a `key`")
@@ -110,10 +117,10 @@ def _teacher_forced(
             pred = jax.lax.stop_gradient(jnp.argmax(logits, axis=-1).astype(jnp.int32))
             return (s, pred), (logits, w)
 
-        _, (logits, weights) = jax.lax.scan(body, (state, tokens[0]), (tokens, own))
+        (final, _), (logits, weights) = jax.lax.scan(body, (state, tokens[0]), (tokens, own))
     logits = jnp.moveaxis(logits, 0, 1)
     weights = None if weights is None else jnp.moveaxis(weights, 0, 1)
-    return logits, weights
+    return logits, weights, final
 
 
 def _bridge_init(key: jax.Array, in_size: int, template: Carry, dtype: Any) -> list[dict]:
@@ -153,7 +160,8 @@ def seq2seq(
     pad: int = 0,
     bos: int = 1,
     eos: int = 2,
-    param_dtype: Any = jnp.float32,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
 ) -> EncoderDecoder:
     """Sequence-to-sequence mapping: encoder -> context -> decoder (different lengths).
 
@@ -189,10 +197,24 @@ def seq2seq(
       context_input: without attention, feed the context ``C`` at every step.
       bridge: how the encoder's final state initialises the decoder (see above).
       pad, bos, eos: special target ids (distinct, in ``[0, tgt_vocab)``).
+      dtype: compute dtype of the embeddings (``None``: ``param_dtype``); the encoder and
+        decoder compute in their cells' ``dtype``.
       param_dtype: storage dtype of embeddings, bridge, attention and readout.
 
     Returns:
-      An :class:`EncoderDecoder`.
+      An :class:`EncoderDecoder`: ``apply(params, src, tgt_in, *, src_lengths=None,
+      key=None, sample_prob=0.0) -> (logits, ModelAux(carry, attention))``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> model = jrnn.seq2seq(jrnn.gru(16), jrnn.gru(16), src_vocab=7, tgt_vocab=9,
+      ...                      attention="general")
+      >>> params = model.init(jax.random.key(0))
+      >>> src = jnp.full((2, 5), 3, jnp.int32)                       # [batch, source time]
+      >>> tgt_in = jnp.array([[1, 4, 5], [1, 6, 0]], jnp.int32)      # [batch, target time]
+      >>> logits, aux = model.apply(params, src, tgt_in, src_lengths=jnp.array([5, 3]))
+      >>> logits.shape, aux.attention.shape       # [B, T', V], [B, T', S]
+      ((2, 3, 9), (2, 3, 5))
 
     Raises:
       ValueError: bad sizes; encoder/decoder size mismatches (``bridge="copy"`` with
@@ -200,6 +222,7 @@ def seq2seq(
         ids.  At call time: token ids outside the vocabularies, lengths beyond ``T``.
     """
     where = "seq2seq"
+    compute = compute_dtype(dtype, param_dtype)
     src_vocab = check_int("src_vocab", src_vocab, where)
     tgt_vocab = check_int("tgt_vocab", tgt_vocab, where, minimum=4)
     if embed_size is not None:
@@ -268,9 +291,7 @@ def seq2seq(
         return params
 
     def _embed(table_name: str, vocab: int, tokens: Array, params: Params) -> Array:
-        if embed_size is None:
-            return jax.nn.one_hot(tokens, vocab, dtype=param_dtype)
-        return jnp.take(params[table_name], tokens, axis=0)
+        return embed_tokens(params.get(table_name), tokens, vocab, compute)
 
     def encode(
         params: Params, src: Array, src_lengths: Array | None = None, key: jax.Array | None = None
@@ -278,7 +299,11 @@ def seq2seq(
         """``src [B, S]`` -> memory ``{"summary", "context", "attn"?}``."""
         src = _check_tokens("src", src, src_vocab, f"{where}.encode", rank=2)
         batch, num_src = src.shape
-        lengths = _check_seq_lengths(src_lengths, batch, num_src, f"{where}.encode", "src_lengths")
+        lengths = (
+            jnp.full((batch,), num_src, jnp.int32)
+            if src_lengths is None
+            else check_lengths(src_lengths, (batch,), num_src, f"{where}.encode `src_lengths`")
+        )
         xs = _embed("src_embed", src_vocab, src, params)
         ys, finals = enc.apply(params["encoder"], xs, lengths=lengths, key=key)
         last = finals[-1]  # the last layer's carries, one per direction
@@ -333,12 +358,12 @@ def seq2seq(
         params: Params,
         src: Array,
         tgt_in: Array,
-        src_lengths: Array | None = None,
         *,
+        src_lengths: Array | None = None,
         key: jax.Array | None = None,
         sample_prob: Any = 0.0,
-    ):
-        """``src [B, S]``, ``tgt_in [B, T']`` -> ``(logits [B, T', V], weights | None)``."""
+    ) -> tuple[Array, ModelAux]:
+        """``src [B, S]``, ``tgt_in [B, T']`` -> ``(logits [B, T', V], ModelAux)``."""
         tgt_in = _check_tokens("tgt_in", tgt_in, tgt_vocab, f"{where}.apply", rank=2)
         if tgt_in.shape[0] != jnp.shape(src)[0]:
             raise ValueError(
@@ -350,7 +375,10 @@ def seq2seq(
             k_enc, k_dec = jax.random.split(key)
         memory = encode(params, src, src_lengths, key=k_enc)
         state = start(params, memory)
-        return _teacher_forced(step, params, memory, state, tgt_in, sample_prob, k_dec)
+        logits, weights, (carry, _) = _teacher_forced(
+            step, params, memory, state, tgt_in, sample_prob, k_dec
+        )
+        return logits, ModelAux(carry=carry, attention=weights)
 
     enc_name = f"{enc.cell.name} x{enc.num_layers}{' bidirectional' if enc.bidirectional else ''}"
     att = f", attention={attn.kind}" if attn is not None else ""
@@ -372,7 +400,8 @@ def vec2seq(
     pad: int = 0,
     bos: int = 1,
     eos: int = 2,
-    param_dtype: Any = jnp.float32,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
 ) -> EncoderDecoder:
     """Single input, multiple output (the seed's vector -> sequence slide).
 
@@ -389,13 +418,24 @@ def vec2seq(
       embed_size: token embedding width (``None``: one-hot).
       condition: ``"init"``, ``"input"`` or ``"both"``.
       pad, bos, eos: special ids.
+      dtype: compute dtype (``None``: ``param_dtype``).
       param_dtype: storage dtype.
 
     Returns:
-      An :class:`EncoderDecoder` whose "source" is the vector: ``apply(params, v, tgt_in)``,
-      ``encode(params, v)``; decode it with :mod:`jrnn.decode`.
+      An :class:`EncoderDecoder` whose "source" is the vector: ``apply(params, v, tgt_in)
+      -> (logits, ModelAux(carry))``, ``encode(params, v)``; decode it with
+      :mod:`jrnn.decode`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> gen = jrnn.vec2seq(jrnn.lstm(8), input_size=3, tgt_vocab=6)
+      >>> params = gen.init(jax.random.key(0))
+      >>> logits, aux = gen.apply(params, jnp.ones((2, 3)), jnp.ones((2, 4), jnp.int32))
+      >>> logits.shape, aux.carry.h.shape
+      ((2, 4, 6), (2, 8))
     """
     where = "vec2seq"
+    compute = compute_dtype(dtype, param_dtype)
     input_size = check_int("input_size", input_size, where)
     tgt_vocab = check_int("tgt_vocab", tgt_vocab, where, minimum=4)
     if embed_size is not None:
@@ -438,7 +478,7 @@ def vec2seq(
             )
         if src_lengths is not None:
             raise ValueError(f"{where}.encode: a vector input has no `src_lengths`")
-        return {"vec": vec.astype(param_dtype)}
+        return {"vec": vec.astype(compute)}
 
     def start(params: Params, memory: dict[str, Any]) -> Carry:
         vec = memory["vec"]
@@ -448,10 +488,7 @@ def vec2seq(
 
     def step(params: Params, memory: dict[str, Any], carry: Carry, token: Array):
         vec = memory["vec"]
-        if embed_size is None:
-            x = jax.nn.one_hot(token, tgt_vocab, dtype=vec.dtype)
-        else:
-            x = jnp.take(params["tgt_embed"], token, axis=0).astype(vec.dtype)
+        x = embed_tokens(params.get("tgt_embed"), token, tgt_vocab, vec.dtype)
         if as_input:
             x = jnp.concatenate([x, vec], -1)
         carry, h = decoder.step(params["decoder"], carry, x)
@@ -462,11 +499,12 @@ def vec2seq(
         params: Params,
         vec: Array,
         tgt_in: Array,
-        src_lengths: Array | None = None,
         *,
+        src_lengths: Array | None = None,
         key: jax.Array | None = None,
         sample_prob: Any = 0.0,
-    ):
+    ) -> tuple[Array, ModelAux]:
+        """``vec [B, input_size]``, ``tgt_in [B, T']`` -> ``(logits [B, T', V], ModelAux)``."""
         tgt_in = _check_tokens("tgt_in", tgt_in, tgt_vocab, f"{where}.apply", rank=2)
         memory = encode(params, vec, src_lengths)
         if tgt_in.shape[0] != memory["vec"].shape[0]:
@@ -474,9 +512,10 @@ def vec2seq(
                 f"{where}.apply: `vec` and `tgt_in` must have the same batch size, got "
                 f"{memory['vec'].shape[0]} and {tgt_in.shape[0]}"
             )
-        return _teacher_forced(
+        logits, _, carry = _teacher_forced(
             step, params, memory, start(params, memory), tgt_in, sample_prob, key
         )
+        return logits, ModelAux(carry=carry)
 
     name = f"vec2seq({decoder.name}, input={input_size}, vocab={tgt_vocab}, condition={condition})"
     return EncoderDecoder(

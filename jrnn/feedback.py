@@ -13,10 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._model_common import (
+    ModelAux,
     _check_tokens,
     _dense_init,
+    compute_dtype,
+    embed_tokens,
 )
-from jrnn.base import Array, Carry, Cell, Params, check_int
+from jrnn.base import Array, Carry, Cell, DType, Params, check_int
 
 
 class FeedbackModel(NamedTuple):
@@ -24,8 +27,9 @@ class FeedbackModel(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params``.
-      apply: ``apply(params, xs, targets=None, *, feedback="teacher", sample_prob=0.0,
-        key=None) -> logits [B, T, num_classes]``.  ``feedback="teacher"`` feeds the true
+      apply: ``apply(params, inputs, targets=None, *, feedback="teacher", sample_prob=0.0,
+        key=None) -> (logits [B, T, num_classes], ModelAux(carry=final carry))``.
+        ``feedback="teacher"`` feeds the true
         previous output ``y(t-1) = targets[:, t-1]`` (teacher forcing, training);
         ``"free"`` feeds the model's own previous prediction ``argmax o(t-1)`` (free
         running, test time; ``targets`` not needed).  With ``feedback="teacher"`` and
@@ -41,7 +45,7 @@ class FeedbackModel(NamedTuple):
     """
 
     init: Callable[[jax.Array], Params]
-    apply: Callable[..., Array]
+    apply: Callable[..., tuple[Array, ModelAux]]
     step: Callable[..., tuple[Carry, Array]]
     initial_carry: Callable[..., Carry]
     num_classes: int
@@ -61,7 +65,8 @@ def output_recurrent(
     embed_size: int | None = None,
     cell: Cell | None = None,
     start: int = 0,
-    param_dtype: Any = jnp.float32,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
 ) -> FeedbackModel:
     """Teacher forcing networks: the recurrence goes through the previous *output*.
 
@@ -87,12 +92,25 @@ def output_recurrent(
       embed_size: embedding width of token inputs (``None``: one-hot).
       cell: ``None`` for (a); a :class:`jrnn.Cell` for (b).
       start: the class fed as ``y(0)`` (e.g. a BOS id), in ``[0, C)``.
+      dtype: compute dtype (``None``: ``param_dtype``).
       param_dtype: storage dtype.
 
     Returns:
       A :class:`FeedbackModel`.  Params: ``{"embed"?, "w_xh" [I, H], "w_yh" [C, H],
       "b" [H], "w_ho" [H, C], "b_o" [C]}`` for (a); ``{"embed"?, "cell", "w_ho", "b_o"}``
       for (b).  Causal: padding after a sequence's end does not change its valid outputs.
+      ``apply`` returns ``(logits, ModelAux(carry=...))``: the cell's final carry for (b),
+      ``None`` for (a).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> net = jrnn.output_recurrent(num_classes=4, hidden_size=8, vocab_size=6)
+      >>> params = net.init(jax.random.key(0))
+      >>> xs = jnp.zeros((2, 5), jnp.int32)                    # [batch, time] tokens
+      >>> logits, _ = net.apply(params, xs, jnp.ones((2, 5), jnp.int32))   # teacher forcing
+      >>> free, _ = net.apply(params, xs, feedback="free")                  # free running
+      >>> logits.shape, free.shape
+      ((2, 5, 4), (2, 5, 4))
     """
     where = "output_recurrent"
     num_classes = check_int("num_classes", num_classes, where)
@@ -113,6 +131,7 @@ def output_recurrent(
         if embed_size is not None:
             raise ValueError(f"{where}: `embed_size` needs token inputs (`vocab_size`)")
         x_size = input_size
+    compute = compute_dtype(dtype, param_dtype)
     if cell is not None and cell.output_size != hidden_size:
         raise ValueError(
             f"{where}: `hidden_size` ({hidden_size}) must equal the cell's output size "
@@ -145,20 +164,20 @@ def output_recurrent(
         if vocab_size is None:
             if xs.ndim != 3 or xs.shape[-1] != input_size:
                 raise ValueError(
-                    f"{where}.apply: `xs` must have shape [B, T, {input_size}], got "
+                    f"{where}.apply: `inputs` must have shape [B, T, {input_size}], got "
                     f"{list(xs.shape)}"
                 )
-            return xs.astype(param_dtype)
-        xs = _check_tokens("xs", xs, vocab_size, f"{where}.apply", rank=2)
-        if embed_size is None:
-            return jax.nn.one_hot(xs, vocab_size, dtype=param_dtype)
-        return jnp.take(params["embed"], xs, axis=0)
+            return xs.astype(compute)
+        xs = _check_tokens("inputs", xs, vocab_size, f"{where}.apply", rank=2)
+        return embed_tokens(params.get("embed"), xs, vocab_size, compute)
 
     def step(params: Params, carry: Carry, x_t: Array, y_prev: Array) -> tuple[Carry, Array]:
         """``x_t [B, x_size]`` (embedded), ``y_prev`` int ``[B]`` -> ``(carry, o_t [B, C])``."""
         if cell is None:
             h_t = jnp.tanh(
-                x_t @ params["w_xh"] + jnp.take(params["w_yh"], y_prev, axis=0) + params["b"]
+                x_t @ params["w_xh"]
+                + embed_tokens(params["w_yh"], y_prev, num_classes, x_t.dtype)
+                + params["b"]
             )
         else:
             y_in = jax.nn.one_hot(y_prev, num_classes, dtype=x_t.dtype)
@@ -168,19 +187,19 @@ def output_recurrent(
 
     def apply(
         params: Params,
-        xs: Array,
+        inputs: Array,
         targets: Array | None = None,
         *,
         feedback: Literal["teacher", "free"] = "teacher",
         sample_prob: float | Array = 0.0,
         key: jax.Array | None = None,
-    ) -> Array:
-        """``xs [B, T]`` tokens or ``[B, T, I]`` -> logits ``[B, T, C]``."""
+    ) -> tuple[Array, ModelAux]:
+        """``inputs [B, T]`` tokens or ``[B, T, I]`` -> ``(logits [B, T, C], ModelAux)``."""
         if feedback not in ("teacher", "free"):
             raise ValueError(
                 f"{where}.apply: `feedback` must be 'teacher' or 'free', got {feedback!r}"
             )
-        inputs = _inputs(params, xs)
+        inputs = _inputs(params, inputs)
         batch, num_steps = inputs.shape[0], inputs.shape[1]
         scheduled = not (isinstance(sample_prob, (int, float)) and sample_prob == 0)
         if feedback == "teacher":
@@ -210,8 +229,9 @@ def output_recurrent(
 
         if own is None and cell is None:
             # pure teacher forcing of network (a): every step is independent (parallel)
-            h = jnp.tanh(inputs @ p["w_xh"] + jnp.take(p["w_yh"], true_prev, axis=0) + p["b"])
-            return h @ p["w_ho"] + p["b_o"]
+            y_in = embed_tokens(p["w_yh"], true_prev, num_classes, inputs.dtype)
+            h = jnp.tanh(inputs @ p["w_xh"] + y_in + p["b"])
+            return h @ p["w_ho"] + p["b_o"], ModelAux()
 
         def body(state, inp):
             carry, pred = state
@@ -222,8 +242,8 @@ def output_recurrent(
 
         tm = lambda a: None if a is None else jnp.moveaxis(a, 1, 0)
         init = (initial_carry(p, (batch,)), jnp.full((batch,), start, jnp.int32))
-        _, logits = jax.lax.scan(body, init, (tm(inputs), tm(true_prev), tm(own)))
-        return jnp.moveaxis(logits, 0, 1)
+        (carry, _), logits = jax.lax.scan(body, init, (tm(inputs), tm(true_prev), tm(own)))
+        return jnp.moveaxis(logits, 0, 1), ModelAux(carry=carry)
 
     kind = "a: output recurrence" if cell is None else f"b: {cell.name} + output feedback"
     name = f"output_recurrent({kind}, hidden={hidden_size}, classes={num_classes})"

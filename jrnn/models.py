@@ -43,7 +43,8 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Carry, Cell, Params, check_int
+from jrnn._model_common import ModelAux, _check_tokens, compute_dtype, embed_tokens
+from jrnn.base import Array, Carry, Cell, DType, Params, check_int
 from jrnn.encdec import EncoderDecoder, seq2seq, vec2seq
 from jrnn.feedback import FeedbackModel, output_recurrent
 from jrnn.unroll import Stack, unroll
@@ -53,6 +54,7 @@ __all__ = [
     "EncoderDecoder",
     "FeedbackModel",
     "Model",
+    "ModelAux",
     "output_recurrent",
     "seq2seq",
     "seq2vec",
@@ -70,8 +72,8 @@ class Model(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params``.
-      apply: ``apply(params, xs, carry=None, lengths=None, key=None) -> (outputs, carry)``;
-        ``key`` switches on dropout (training only).
+      apply: ``apply(params, inputs, *, carry=None, lengths=None, key=None) ->
+        (outputs, ModelAux(carry=carry_T))``; ``key`` switches on dropout (training only).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
       rnn: the :class:`jrnn.Cell` or :class:`jrnn.Stack` inside.
       input_size: feature size of float inputs (``None`` for token inputs).
@@ -83,7 +85,7 @@ class Model(NamedTuple):
     """
 
     init: Callable[[jax.Array], Params]
-    apply: Callable[..., tuple[Array, Carry]]
+    apply: Callable[..., tuple[Array, ModelAux]]
     initial_carry: Callable[..., Carry]
     rnn: Cell | Stack
     input_size: int | None
@@ -102,7 +104,8 @@ def sequence_model(
     embed_size: int | None = None,
     readout: Literal["all", "last", "mean", "max"] = "all",
     dropout: float = 0.0,
-    param_dtype: Any = jnp.float32,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
 ) -> Model:
     """The seed's RNN with a linear readout ``o = c + V h`` on top of any cell or stack.
 
@@ -133,12 +136,26 @@ def sequence_model(
       dropout: drop rate applied to the rnn's output before the readout, only when
         ``apply`` gets a ``key`` (training).  A stack's own ``dropout`` acts between its
         layers.
+      dtype: compute dtype of the embedding and the readout (``None``: ``param_dtype``);
+        the rnn computes in its own cell's ``dtype``.
       param_dtype: storage dtype of ``embed``, ``w_ho`` and ``b_o``.
 
     Returns:
-      A :class:`Model`.  ``apply(params, xs, carry=None, lengths=None, key=None)`` returns
-      ``(o, carry_T)``; ``carry_T`` is the rnn's final carry (a Cell's carry, or a Stack's
-      nested tuple), ready to be passed back as ``carry`` to continue the sequences.
+      A :class:`Model`.  ``apply(params, inputs, *, carry=None, lengths=None, key=None)``
+      returns ``(o, ModelAux(carry=carry_T))``; ``carry_T`` is the rnn's final carry (a
+      Cell's carry, or a Stack's nested tuple), ready to be passed back as ``carry`` to
+      continue the sequences.  Token ids are checked against ``vocab_size`` when concrete;
+      under ``jit`` an out-of-range id embeds to the zero vector.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> model = jrnn.sequence_model(jrnn.lstm(16), 10, vocab_size=10, embed_size=8)
+      >>> params = model.init(jax.random.key(0))
+      >>> tokens = jnp.zeros((4, 12), jnp.int32)              # [batch, time]
+      >>> logits, aux = model.apply(params, tokens)
+      >>> logits.shape                                          # [batch, time, output]
+      (4, 12, 10)
+      >>> more, _ = model.apply(params, tokens, carry=aux.carry)  # continue the sequences
     """
     output_size = check_int("output_size", output_size, "sequence_model")
     if (input_size is None) == (vocab_size is None):
@@ -158,6 +175,7 @@ def sequence_model(
             raise ValueError("sequence_model: `embed_size` needs token inputs (`vocab_size`)")
         rnn_input = input_size
 
+    compute = compute_dtype(dtype, param_dtype)
     is_stack = isinstance(rnn, Stack)
     cell = rnn.cell if is_stack else rnn
     bidirectional = is_stack and rnn.bidirectional
@@ -184,29 +202,24 @@ def sequence_model(
         if vocab_size is None:
             if xs.ndim < 2 or xs.shape[-1] != input_size:
                 raise ValueError(
-                    f"{name}.apply: `xs` must have shape [..., T, {input_size}], got "
+                    f"{name}.apply: `inputs` must have shape [..., T, {input_size}], got "
                     f"{list(xs.shape)}"
                 )
             return xs
-        if not jnp.issubdtype(xs.dtype, jnp.integer):
-            raise TypeError(f"{name}.apply: token `xs` must be integers, got dtype {xs.dtype}")
-        if xs.ndim < 1:
-            raise ValueError(f"{name}.apply: token `xs` must have shape [..., T], got []")
-        if embed_size is None:
-            return jax.nn.one_hot(xs, vocab_size, dtype=param_dtype)
-        return jnp.take(params["embed"], xs, axis=0)
+        xs = _check_tokens("inputs", xs, vocab_size, f"{name}.apply", rank=None)
+        return embed_tokens(params.get("embed"), xs, vocab_size, compute)
 
     def apply(
         params: Params,
-        xs: Array,
+        inputs: Array,
+        *,
         carry: Carry | None = None,
         lengths: Array | None = None,
         key: jax.Array | None = None,
-    ) -> tuple[Array, Carry]:
-        """``xs [..., T, input_size]`` or tokens ``[..., T]`` -> ``(o, carry_T)`` with
-        ``o [..., T, output_size]`` (readout ``"all"``) or ``[..., output_size]``
-        (``"last"``)."""
-        inputs = _inputs(params, xs)
+    ) -> tuple[Array, ModelAux]:
+        """``inputs [..., T, input_size]`` or tokens ``[..., T]`` -> ``(o, ModelAux(carry_T))``
+        with ``o [..., T, output_size]`` (readout ``"all"``) or ``[..., output_size]``."""
+        inputs = _inputs(params, inputs)
         rnn_key = out_key = None
         if key is not None:
             rnn_key, out_key = jax.random.split(key)
@@ -221,16 +234,17 @@ def sequence_model(
         if dropout > 0.0 and out_key is not None:
             keep = jax.random.bernoulli(out_key, 1.0 - dropout, hs.shape)
             hs = jnp.where(keep, hs / (1.0 - dropout), jnp.zeros_like(hs))
-        dt = hs.dtype
-        o = hs @ params["w_ho"].astype(dt) + params["b_o"].astype(dt)
-        return o, carry
+        dt = compute if dtype is not None else hs.dtype
+        o = hs.astype(dt) @ params["w_ho"].astype(dt) + params["b_o"].astype(dt)
+        return o, ModelAux(carry=carry)
 
     def _last(hs: Array, lengths: Array | None) -> Array:
         num_steps = hs.shape[-2]
         if lengths is None:
             last = jnp.full(hs.shape[:-2], num_steps - 1, jnp.int32)
         else:
-            last = jnp.maximum(jnp.asarray(lengths).astype(jnp.int32) - 1, 0)
+            # clipped: traced lengths beyond T read the last step (unroll clamps the same way)
+            last = jnp.clip(jnp.asarray(lengths).astype(jnp.int32) - 1, 0, num_steps - 1)
         idx = last[..., None, None]
         h_fwd = jnp.take_along_axis(hs, idx, axis=-2)[..., 0, :]
         if not bidirectional:
@@ -243,7 +257,7 @@ def sequence_model(
         num_steps = hs.shape[-2]
         if lengths is None:
             lengths = jnp.full(hs.shape[:-2], num_steps, jnp.int32)
-        lengths = jnp.asarray(lengths).astype(jnp.int32)
+        lengths = jnp.clip(jnp.asarray(lengths).astype(jnp.int32), 0, num_steps)
         valid = (jnp.arange(num_steps, dtype=jnp.int32) < lengths[..., None])[..., None]
         if readout == "mean":
             total = jnp.sum(jnp.where(valid, hs, jnp.zeros((), hs.dtype)), axis=-2)
@@ -293,7 +307,8 @@ def seq2vec(
     embed_size: int | None = None,
     pool: Literal["last", "mean", "max"] = "last",
     dropout: float = 0.0,
-    param_dtype: Any = jnp.float32,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
 ) -> Model:
     """Multiple input, single output (the seed's sequence -> vector slide).
 
@@ -307,11 +322,11 @@ def seq2vec(
       num_outputs: classes (logits) or regression targets.
       vocab_size, input_size, embed_size: token or float inputs, as in :func:`sequence_model`.
       pool: ``"last"``, ``"mean"`` or ``"max"``.
-      dropout, param_dtype: as in :func:`sequence_model`.
+      dropout, dtype, param_dtype: as in :func:`sequence_model`.
 
     Returns:
-      A :class:`Model` whose ``apply(params, xs [B, T] or [B, T, I], lengths=...)`` returns
-      ``(o [B, num_outputs], carry_T)``.
+      A :class:`Model` whose ``apply(params, inputs [B, T] or [B, T, I], lengths=...)``
+      returns ``(o [B, num_outputs], ModelAux(carry=carry_T))``.
     """
     if pool not in ("last", "mean", "max"):
         raise ValueError(f"seq2vec: `pool` must be 'last', 'mean' or 'max', got {pool!r}")
@@ -323,6 +338,7 @@ def seq2vec(
         embed_size=embed_size,
         readout=pool,
         dropout=dropout,
+        dtype=dtype,
         param_dtype=param_dtype,
     )
 
@@ -337,7 +353,8 @@ def tagger(
     bidirectional: bool = False,
     num_layers: int = 1,
     dropout: float = 0.0,
-    param_dtype: Any = jnp.float32,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
 ) -> Model:
     """A same-length sequence tagger: one output per input step.
 
@@ -353,10 +370,11 @@ def tagger(
       bidirectional: add a backward direction to every layer.
       num_layers: stacked layers.
       dropout: between layers and before the readout (training only).
-      param_dtype: storage dtype of the embedding and the readout.
+      dtype, param_dtype: as in :func:`sequence_model`.
 
     Returns:
-      A :class:`Model`: ``apply(params, xs, lengths=...) -> (o [B, T, num_tags], carries)``.
+      A :class:`Model`: ``apply(params, inputs, lengths=...) -> (o [B, T, num_tags], aux)``
+      with ``aux.carry`` the stack's final carries.
     """
     from jrnn.unroll import stack
 
@@ -369,5 +387,6 @@ def tagger(
         embed_size=embed_size,
         readout="all",
         dropout=dropout,
+        dtype=dtype,
         param_dtype=param_dtype,
     )

@@ -54,7 +54,8 @@ def sample(
 
 @partial(jax.jit, static_argnums=(0, 4))
 def _sample(model, params, key, prompt, length, temperature):
-    logits, carry = model.apply(params, prompt)
+    logits, aux = model.apply(params, prompt)
+    carry = aux.carry
     last = logits[..., -1, :]
     temperature = jnp.asarray(temperature, jnp.float32)
 
@@ -68,7 +69,8 @@ def _sample(model, params, key, prompt, length, temperature):
     def body(state, k):
         carry, logits_t = state
         token = draw(k, logits_t)
-        out, carry = model.apply(params, token[..., None], carry)
+        out, aux = model.apply(params, token[..., None], carry=carry)
+        carry = aux.carry
         return (carry, out[..., 0, :]), token
 
     keys = jax.random.split(key, length)

@@ -282,7 +282,7 @@ def _charlm(config: dict[str, Any], corpus: jdata.Corpus) -> Task:
         return jdata.random_windows(data["ids"], key, batch_size, seq_len)
 
     def window_loss(params, carry, windows, key):
-        logits, carry = model.apply(params, windows[:, :-1], carry, key=key)
+        logits, (carry, _) = model.apply(params, windows[:, :-1], carry=carry, key=key)
         loss = sequence_softmax_cross_entropy(logits, windows[:, 1:])
         return loss, (carry, {"bpc": loss / _LN2})
 
@@ -304,7 +304,9 @@ def _charlm(config: dict[str, Any], corpus: jdata.Corpus) -> Task:
 
     def eval_fn(params, carry, batch):
         windows, lengths = batch
-        logits, new_carry = model.apply(params, windows[:, :-1], carry, lengths=lengths)
+        logits, (new_carry, _) = model.apply(
+            params, windows[:, :-1], carry=carry, lengths=lengths
+        )
         total = sequence_softmax_cross_entropy(
             logits, windows[:, 1:], lengths, reduction="sum"
         ).sum()
@@ -551,7 +553,7 @@ def _generation(config: dict[str, Any]) -> Task:
     def loss_fn(params, batch, key):
         src, src_lengths = source(batch)
         logits, _ = model.apply(
-            params, src, batch.tgt_in, src_lengths, key=key, sample_prob=sample_prob
+            params, src, batch.tgt_in, src_lengths=src_lengths, key=key, sample_prob=sample_prob
         )
         loss = sequence_softmax_cross_entropy(logits, batch.tgt_out, batch.tgt_lengths)
         pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -560,7 +562,7 @@ def _generation(config: dict[str, Any]) -> Task:
 
     def eval_fn(params, batch):
         src, src_lengths = source(batch)
-        logits, _ = model.apply(params, src, batch.tgt_in, src_lengths)
+        logits, _ = model.apply(params, src, batch.tgt_in, src_lengths=src_lengths)
         total = jnp.sum(
             sequence_softmax_cross_entropy(
                 logits, batch.tgt_out, batch.tgt_lengths, reduction="sum"
@@ -666,9 +668,9 @@ def _tagging(config: dict[str, Any]) -> Task:
     def logits_of(params, batch, key=None, mode="teacher"):
         if feedback:
             if mode == "free":
-                return model.apply(params, batch.inputs, feedback="free")
+                return model.apply(params, batch.inputs, feedback="free")[0]
             sp = sample_prob if key is not None else 0.0
-            return model.apply(params, batch.inputs, batch.tags, sample_prob=sp, key=key)
+            return model.apply(params, batch.inputs, batch.tags, sample_prob=sp, key=key)[0]
         return model.apply(params, batch.inputs, lengths=batch.lengths, key=key)[0]
 
     def loss_fn(params, batch, key):

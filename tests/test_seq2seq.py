@@ -161,12 +161,13 @@ def test_output_recurrence_network_follows_its_equations(hidden_recurrence):
             prev = np.asarray(ys[:, t]) if feed == "teacher" else np.argmax(o, -1)
         return np.stack(out, 1)
 
-    np.testing.assert_allclose(model.apply(params, xs, ys), manual("teacher"), rtol=1e-10)
-    np.testing.assert_allclose(model.apply(params, xs, feedback="free"), manual("free"), rtol=1e-10)
+    np.testing.assert_allclose(model.apply(params, xs, ys)[0], manual("teacher"), rtol=1e-10)
+    free, _ = model.apply(params, xs, feedback="free")
+    np.testing.assert_allclose(free, manual("free"), rtol=1e-10)
     # scheduled sampling interpolates: p = 0 is teacher forcing, p = 1 free running
     k = jax.random.key(3)
     np.testing.assert_allclose(
-        model.apply(params, xs, ys, sample_prob=1.0, key=k), manual("free"), rtol=1e-10
+        model.apply(params, xs, ys, sample_prob=1.0, key=k)[0], manual("free"), rtol=1e-10
     )
     with pytest.raises(ValueError, match="needs a `key`"):
         model.apply(params, xs, ys, sample_prob=0.5)
@@ -184,18 +185,18 @@ def test_teacher_forcing_is_the_decoder_step_fed_the_targets():
         src = jnp.array([[3, 4, 5, 0], [6, 7, 3, 4]], jnp.int32)
         lengths = jnp.array([3, 4], jnp.int32)
         tgt_in = jnp.array([[1, 5, 4, 3], [1, 3, 0, 0]], jnp.int32)
-        logits, _ = model.apply(params, src, tgt_in, lengths)
+        logits, _ = model.apply(params, src, tgt_in, src_lengths=lengths)
         memory = model.encode(params, src, lengths)
         state = model.start(params, memory)
         for t in range(4):
             state, lt, _ = model.step(params, memory, state, tgt_in[:, t])
             np.testing.assert_allclose(logits[:, t], lt, rtol=1e-12, atol=1e-12)
         # causal: changing a later target input leaves earlier outputs alone
-        later, _ = model.apply(params, src, tgt_in.at[:, 2].set(7), lengths)
+        later, _ = model.apply(params, src, tgt_in.at[:, 2].set(7), src_lengths=lengths)
         np.testing.assert_allclose(later[:, :2], logits[:, :2], rtol=1e-12)
         assert not np.allclose(later[:, 2:], logits[:, 2:])
         # the source mask: padding content is invisible (also without attention)
-        other, _ = model.apply(params, src.at[0, 3].set(7), tgt_in, lengths)
+        other, _ = model.apply(params, src.at[0, 3].set(7), tgt_in, src_lengths=lengths)
         np.testing.assert_allclose(other, logits, rtol=1e-12, atol=1e-12)
 
 
@@ -232,7 +233,7 @@ def test_attention_model_learns_to_reverse_short_sequences():
     make = lambda s: seqtasks.reverse_task(jax.random.key(s), 64, 2, 7, num_symbols=5)
 
     def loss_fn(params, b, key):
-        logits, _ = model.apply(params, b.src, b.tgt_in, b.src_lengths)
+        logits, _ = model.apply(params, b.src, b.tgt_in, src_lengths=b.src_lengths)
         return sequence_softmax_cross_entropy(logits, b.tgt_out, b.tgt_lengths), {}
 
     params = _train(loss_fn, model.init(jax.random.key(0)), make, 300, lr=1e-2)
@@ -272,7 +273,7 @@ def test_bad_sizes_and_inputs():
     with pytest.raises(ValueError, match="vocabulary-size mismatch"):
         model.apply(params, src, tgt.at[0, 1].set(9))
     with pytest.raises(ValueError, match=r"\[0, T=3\]"):
-        model.apply(params, src, tgt, jnp.array([4], jnp.int32))
+        model.apply(params, src, tgt, src_lengths=jnp.array([4], jnp.int32))
     with pytest.raises(ValueError, match="same batch size"):
         model.apply(params, src, jnp.ones((2, 2), jnp.int32))
     with pytest.raises(TypeError, match="integer"):

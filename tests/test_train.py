@@ -146,7 +146,7 @@ def test_nonfinite_steps_are_flagged_or_skipped():
 
 def _window_loss(model):
     def window_loss(params, carry, window):
-        logits, carry = model.apply(params, window[:, :-1], carry)
+        logits, (carry, _) = model.apply(params, window[:, :-1], carry=carry)
         return sequence_softmax_cross_entropy(logits, window[:, 1:], reduction="sum").sum(), carry
 
     return window_loss
@@ -194,7 +194,7 @@ def test_windows_cut_the_gradient_but_carry_the_state():
     np.testing.assert_allclose(float(loss), want_loss, rtol=1e-12)
     chex.assert_trees_all_close(grads, want, rtol=1e-10, atol=1e-12)
     # the carry really flowed: the final state equals reading the whole stream at once
-    _, c_full = model.apply(params, stream[:, :-1])
+    _, (c_full, _) = model.apply(params, stream[:, :-1])
     chex.assert_trees_all_close(carry, c_full, rtol=1e-10, atol=1e-12)
     # ...and the truncated gradient differs from full BPTT's
     full = jax.grad(lambda p: wl(p, carry0, stream)[0])(params)
@@ -206,7 +206,7 @@ def test_stream_train_step_carries_the_state_across_steps():
     opt = optax.adam(1e-2)
 
     def loss_fn(params, carry, windows, key):
-        logits, carry = model.apply(params, windows[:, :-1], carry, key=key)
+        logits, (carry, _) = model.apply(params, windows[:, :-1], carry=carry, key=key)
         loss = sequence_softmax_cross_entropy(logits, windows[:, 1:])
         return loss, (carry, {})
 
@@ -216,7 +216,7 @@ def test_stream_train_step_carries_the_state_across_steps():
     for s in range(3):
         params_before = state.params
         window = jdata.stream_windows(IDS, 4, 10, s)
-        _, want_carry = model.apply(params_before, window[:, :-1], carry)
+        _, (want_carry, _) = model.apply(params_before, window[:, :-1], carry=carry)
         want_carry = jax.tree.map(np.asarray, want_carry)
         state, carry, m = step(state, carry, window)
         chex.assert_trees_all_close(carry, want_carry, rtol=1e-5, atol=1e-6)
@@ -309,11 +309,11 @@ def test_sampling_is_keyed_and_greedy_at_zero_temperature():
     np.testing.assert_array_equal(a, b)
     g = sample(model, params, jax.random.key(2), prompt, 6, 0.0)
     # greedy decoding, step by step
-    logits, carry = model.apply(params, prompt)
+    logits, (carry, _) = model.apply(params, prompt)
     tok = int(jnp.argmax(logits[-1]))
     want = [tok]
     for _ in range(5):
-        logits, carry = model.apply(params, jnp.asarray([tok], jnp.int32), carry)
+        logits, (carry, _) = model.apply(params, jnp.asarray([tok], jnp.int32), carry=carry)
         tok = int(jnp.argmax(logits[-1]))
         want.append(tok)
     assert g.tolist() == want
