@@ -27,12 +27,15 @@ from jrnn.base import (
     Params,
     PRNGKey,
     RNNState,
+    carry_layout,
     cast_tree,
+    check_carry,
     check_features,
     check_float_input,
     check_int,
+    check_params,
     compute_dtype,
-    input_size_of,
+    describe,
     recur,
 )
 
@@ -73,12 +76,22 @@ def _block_orthogonal(
     return jnp.concatenate([init(k, (rows, h), dtype) for k in keys], axis=1)
 
 
+def _init_dtype(param_dtype: DType) -> jnp.dtype:
+    """The dtype initialisers run in: ``param_dtype``, or float32 for half precision (the
+    orthogonal initialiser's QR has no float16/bfloat16 kernel on CPU); cast afterwards."""
+    dt = jnp.dtype(param_dtype)
+    if jnp.issubdtype(dt, jnp.floating) and dt.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dt
+
+
 def _make_cell(
     *,
-    name: str,
+    kind: str,
+    config: dict[str, Any],
     hidden_size: int,
     output_size: int,
-    make_params: Callable[[PRNGKey, int], Params],
+    make_params: Callable[[PRNGKey, int, DType], Params],
     gates: Callable[[Params, Any, Array, Array], tuple[Any, Array]],
     recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
     gate_params: tuple[str, ...] = (),
@@ -86,19 +99,33 @@ def _make_cell(
     dtype: DType | None,
     param_dtype: DType,
 ) -> Cell:
-    """Builds a :class:`Cell` from a cell's element-wise ``gates`` and adds the checks."""
-    where = name.split("(")[0]
+    """Builds a :class:`Cell` from a cell's element-wise ``gates`` and adds the checks.
+
+    ``make_params(key, input_size, dtype)`` makes the parameters in ``dtype``; ``init``
+    casts them to ``param_dtype``.
+    """
+    config = {**config, "dtype": dtype, "param_dtype": param_dtype}
+    name = describe(kind, config)
 
     def init(key: PRNGKey, input_size: int) -> Params:
-        check_int("input_size", input_size, f"{where}.init")
-        return make_params(key, input_size)
+        check_int("input_size", input_size, f"{kind}.init")
+        return cast_tree(make_params(key, input_size, _init_dtype(param_dtype)), param_dtype)
 
     def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Any:
         return zero_carry(tuple(batch_shape), compute_dtype(cell, params))
 
     def step(params: Params, carry: Any, x_t: Array) -> tuple[Any, Array]:
-        x_t = check_float_input("x_t", x_t, f"{where}.step")
-        check_features("x_t", x_t, input_size_of(params), f"{where}.step", "[..., input_size]")
+        where = f"{kind}.step"
+        input_size = check_params(cell, params, where)
+        x_t = check_float_input("x_t", x_t, where)
+        layout = "[*batch, input_size] (or [input_size] for one unbatched input)"
+        if x_t.ndim == 0:
+            raise ValueError(f"{where}: `x_t` must have shape {layout}, got a scalar, shape []")
+        check_features("x_t", x_t, input_size, where, layout)
+        batch_shape = x_t.shape[:-1]
+        carry = check_carry(
+            carry, carry_layout(cell, input_size, batch_shape), where, "carry", name, batch_shape
+        )
         dt = compute_dtype(cell, params)
         params = cast_tree(params, dt)
         carry = cast_tree(carry, dt)
@@ -117,6 +144,7 @@ def _make_cell(
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
+        config=tuple(config.items()),
     )
     return cell
 
@@ -169,12 +197,12 @@ def simple_rnn(
     act, act_name = _activation(activation)
     h = hidden_size
 
-    def make_params(key, input_size):
+    def make_params(key, input_size, dt):
         k1, k2, k3 = jax.random.split(key, 3)
         return {
-            "w_ih": kernel_init(k1, (input_size, h), param_dtype),
-            "w_hh": recurrent_init(k2, (h, h), param_dtype),
-            "b": bias_init(k3, (h,), param_dtype),
+            "w_ih": kernel_init(k1, (input_size, h), dt),
+            "w_hh": recurrent_init(k2, (h, h), dt),
+            "b": bias_init(k3, (h,), dt),
         }
 
     def gates(params, carry, xa, ha):
@@ -182,7 +210,8 @@ def simple_rnn(
         return RNNState(h_t), h_t
 
     return _make_cell(
-        name=f"simple_rnn({h}, activation={act_name})",
+        kind="simple_rnn",
+        config={"hidden_size": h, "activation": act_name},
         hidden_size=h,
         output_size=h,
         make_params=make_params,
@@ -252,18 +281,18 @@ def lstm(
     h = hidden_size
     p_out = h if proj_size is None else proj_size
 
-    def make_params(key, input_size):
+    def make_params(key, input_size, dt):
         k1, k2, k3, k4 = jax.random.split(key, 4)
-        b = jnp.zeros((4 * h,), param_dtype).at[h : 2 * h].set(forget_bias)
+        b = jnp.zeros((4 * h,), dt).at[h : 2 * h].set(forget_bias)
         params = {
-            "w_ih": kernel_init(k1, (input_size, 4 * h), param_dtype),
-            "w_hh": _block_orthogonal(recurrent_init, k2, p_out, h, 4, param_dtype),
+            "w_ih": kernel_init(k1, (input_size, 4 * h), dt),
+            "w_hh": _block_orthogonal(recurrent_init, k2, p_out, h, 4, dt),
             "b": b,
         }
         if peephole:
-            params["w_peep"] = peephole_init(k3, (3, h), param_dtype)
+            params["w_peep"] = peephole_init(k3, (3, h), dt)
         if proj_size is not None:
-            params["w_proj"] = proj_init(k4, (h, proj_size), param_dtype)
+            params["w_proj"] = proj_init(k4, (h, proj_size), dt)
         return params
 
     def gates(params, carry, xa, ha):
@@ -285,9 +314,14 @@ def lstm(
             h_t = h_t @ params["w_proj"]
         return LSTMState(h_t, c_t), h_t
 
-    proj = "" if proj_size is None else f", proj_size={proj_size}"
     return _make_cell(
-        name=f"lstm({h}, peephole={peephole}, forget_bias={forget_bias}{proj})",
+        kind="lstm",
+        config={
+            "hidden_size": h,
+            "peephole": peephole,
+            "forget_bias": forget_bias,
+            "proj_size": proj_size,
+        },
         hidden_size=h,
         output_size=p_out,
         make_params=make_params,
@@ -344,15 +378,15 @@ def gru(
     hidden_size = check_int("hidden_size", hidden_size, where)
     h = hidden_size
 
-    def make_params(key, input_size):
+    def make_params(key, input_size, dt):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         params = {
-            "w_ih": kernel_init(k1, (input_size, 3 * h), param_dtype),
-            "w_hh": _block_orthogonal(recurrent_init, k2, h, h, 3, param_dtype),
-            "b": bias_init(k3, (3 * h,), param_dtype),
+            "w_ih": kernel_init(k1, (input_size, 3 * h), dt),
+            "w_hh": _block_orthogonal(recurrent_init, k2, h, h, 3, dt),
+            "b": bias_init(k3, (3 * h,), dt),
         }
         if reset_after:
-            params["b_hn"] = bias_init(k4, (h,), param_dtype)
+            params["b_hn"] = bias_init(k4, (h,), dt)
         return params
 
     # reset-after: every recurrent product is h_{t-1} @ w_hh; reset-before: the candidate's
@@ -377,7 +411,8 @@ def gru(
         return RNNState(h_t), h_t
 
     return _make_cell(
-        name=f"gru({h}, reset_after={reset_after})",
+        kind="gru",
+        config={"hidden_size": h, "reset_after": reset_after},
         hidden_size=h,
         output_size=h,
         make_params=make_params,
