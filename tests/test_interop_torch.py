@@ -132,7 +132,9 @@ def test_layer_matches_torch(case, dtype):
 
     def loss(p, xs, carries):
         if time_major:
-            ys, finals = net.apply(p, xs.swapaxes(0, 1), carries=carries, lengths=LENGTHS, time_major=True)
+            ys, finals = net.apply(
+                p, xs.swapaxes(0, 1), carries=carries, lengths=LENGTHS, time_major=True
+            )
             ys = ys.swapaxes(0, 1)
         else:
             ys, finals = net.apply(p, xs, carries=carries, lengths=LENGTHS)
