@@ -396,8 +396,9 @@ def check_params(cell: Cell, params: Params, where: str, name: str = "params") -
             f"{where}: `{name}` is missing key {missing[0]!r} for {cell.name}"
             f"{_hint(cell, params)}"
         )
-    for key, spec in layout.items():
-        leaf = params[key]
+    order = sorted(layout, key=lambda k: (k != "w_hh", k != "w_ih", k != "b", k))
+    for key in order:  # the most telling mismatch first
+        spec, leaf = layout[key], params[key]
         dt = _dtype_of(leaf)
         if not jnp.issubdtype(dt, jnp.floating):
             raise TypeError(
@@ -408,7 +409,7 @@ def check_params(cell: Cell, params: Params, where: str, name: str = "params") -
             raise ValueError(
                 f"{where}: `{name}['{key}']` must have shape {_shape_str(spec.shape)} "
                 f"({_explain(cell, key, spec.shape, input_size)}), got {_shape_str(shape)}"
-                f"{_hint(cell, params) if key in ('w_hh', 'b') else ''}"
+                f"{_hint(cell, params) if key in ('w_hh', 'w_ih', 'b') else ''}"
             )
     return input_size
 

@@ -512,7 +512,10 @@ def stack(
         if (
             not isinstance(tree, tuple | list)
             or len(tree) != num_layers
-            or any(not isinstance(p, tuple | list) or len(p) != num_dirs for p in tree)
+            or any(
+                not isinstance(p, tuple | list) or hasattr(p, "_fields") or len(p) != num_dirs
+                for p in tree
+            )
         ):
             got = (
                 f"{type(tree).__name__} of length {len(tree)}"
