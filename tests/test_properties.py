@@ -155,7 +155,11 @@ GARBAGE = st.sampled_from([np.nan, np.inf, -np.inf, 1e30, -1e30, 1e300, 0.0])
 
 
 @SETTINGS
-@given(cases(), st.lists(GARBAGE, min_size=B * T * I, max_size=B * T * I), st.booleans())
+@given(
+    cases(kinds=("lstm", "gru_reset_after")),
+    st.lists(GARBAGE, min_size=B * T * I, max_size=B * T * I),
+    st.booleans(),
+)
 def test_garbage_in_padding_changes_neither_outputs_nor_gradients(case, garbage, reverse):
     kind, xs, lengths = case
     pad = np.arange(T)[None, :, None] >= lengths[:, None, None]
