@@ -131,12 +131,27 @@ def describe(kind: str, config: Mapping[str, Any] | tuple[tuple[str, Any], ...])
 
 
 def kind_of(cell: Cell) -> str:
-    """The factory's name of ``cell``: ``"simple_rnn"``, ``"lstm"``, ``"gru"``, ...."""
+    """The factory's name of ``cell``: ``"simple_rnn"``, ``"lstm"``, ``"gru"``, ....
+
+    Examples:
+      >>> import jrnn
+      >>> kind_of(jrnn.lstm(4, proj_size=2))
+      'lstm'
+    """
     return cell.name.split("(")[0]
 
 
 def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry, Array]:
-    """One step given the projected input ``xa_t`` (compute-dtype params and carry)."""
+    """One step given the projected input ``xa_t`` (compute-dtype params and carry).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.gru(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> x, c = jnp.ones((2, 3)), cell.initial_carry(p, (2,))
+      >>> bool(jnp.allclose(recur(cell, p, c, cell.project(p, x))[1], cell.step(p, c, x)[1]))
+      True
+    """
     return cell.gates(params, carry, xa_t, carry.h @ cell.recurrent_kernel(params))
 
 
@@ -145,7 +160,14 @@ def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry,
 
 
 def compute_dtype(cell: Cell, params: Params) -> jnp.dtype:
-    """The dtype a cell computes in: ``cell.dtype`` if set, else the dtype of ``params``."""
+    """The dtype a cell computes in: ``cell.dtype`` if set, else the dtype of ``params``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> p = jrnn.lstm(4).init(jax.random.key(0), 3)
+      >>> compute_dtype(jrnn.lstm(4, dtype=jnp.bfloat16), p), compute_dtype(jrnn.lstm(4), p)
+      (dtype(bfloat16), dtype('float32'))
+    """
     if cell.dtype is not None:
         return jnp.dtype(cell.dtype)
     leaves = jax.tree.leaves(params)
@@ -155,7 +177,14 @@ def compute_dtype(cell: Cell, params: Params) -> jnp.dtype:
 
 
 def cast_tree(tree: Any, dtype: DType) -> Any:
-    """Casts every floating-point leaf of ``tree`` to ``dtype`` (a no-op where it already is)."""
+    """Casts every floating-point leaf of ``tree`` to ``dtype`` (a no-op where it already is).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> out = cast_tree({"w": jnp.ones(2), "n": jnp.arange(2)}, jnp.float16)
+      >>> out["w"].dtype, out["n"].dtype == jnp.arange(2).dtype
+      (dtype('float16'), True)
+    """
 
     def cast(x):
         x = jnp.asarray(x)
@@ -178,7 +207,16 @@ def _dtype_of(x: Any) -> np.dtype:
 
 
 def check_int(name: str, value: Any, where: str, minimum: int = 1) -> int:
-    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else ``ValueError``."""
+    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else ``ValueError``.
+
+    Examples:
+      >>> check_int("num_layers", 2, "stack")
+      2
+      >>> check_int("num_layers", 0, "stack")
+      Traceback (most recent call last):
+      ...
+      ValueError: stack: `num_layers` must be a positive int, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{where}: `{name}` must be {what}, got {value!r}")
@@ -206,7 +244,14 @@ def check_bool(name: str, value: Any, where: str) -> bool:
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...], where: str) -> Any:
-    """Returns ``value`` if it is one of ``choices``, else ``ValueError`` listing them."""
+    """Returns ``value`` if it is one of ``choices``, else ``ValueError`` listing them.
+
+    Examples:
+      >>> check_choice("remat", "all", ("none", "step", "sqrt"), "unroll")
+      Traceback (most recent call last):
+      ...
+      ValueError: unroll: `remat` must be 'none', 'step' or 'sqrt', got 'all'
+    """
     if not isinstance(value, str) or value not in choices:
         listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
         raise ValueError(f"{where}: `{name}` must be {listed}, got {value!r}")
@@ -214,7 +259,15 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], where: str) ->
 
 
 def check_float_input(name: str, x: Any, where: str) -> Array:
-    """Returns ``x`` as an array; raises ``TypeError`` unless it has a floating dtype."""
+    """Returns ``x`` as an array; raises ``TypeError`` unless it has a floating dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> check_float_input("xs", jnp.zeros(2, jnp.int32), "unroll")
+      Traceback (most recent call last):
+      ...
+      TypeError: unroll: `xs` must be a floating-point array, got dtype int32; cast it, e.g. xs.astype(jnp.float32)
+    """  # noqa: E501
     if isinstance(x, Mapping | tuple | list) and not isinstance(x, np.ndarray):
         try:
             x = jnp.asarray(x)
@@ -232,7 +285,13 @@ def check_float_input(name: str, x: Any, where: str) -> Array:
 
 
 def input_size_of(params: Params) -> int | None:
-    """The input size recorded in ``params['w_ih']`` (``None`` for cells without one)."""
+    """The input size recorded in ``params['w_ih']`` (``None`` for cells without one).
+
+    Examples:
+      >>> import jax, jrnn
+      >>> input_size_of(jrnn.gru(4).init(jax.random.key(0), 3))
+      3
+    """
     if isinstance(params, Mapping) and "w_ih" in params:
         shape = np.shape(params["w_ih"])
         return int(shape[0]) if shape else None
@@ -240,7 +299,15 @@ def input_size_of(params: Params) -> int | None:
 
 
 def check_features(name: str, x: Array, expected: int | None, where: str, layout: str) -> None:
-    """Raises ``ValueError`` unless the last axis of ``x`` has size ``expected``."""
+    """Raises ``ValueError`` unless the last axis of ``x`` has size ``expected``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> check_features("x_t", jnp.zeros((2, 5)), 3, "lstm.step", "[*batch, input_size]")
+      Traceback (most recent call last):
+      ...
+      ValueError: lstm.step: `x_t` must have shape [*batch, input_size] with input_size=3 (from params['w_ih']), got shape [2, 5]
+    """  # noqa: E501
     if expected is not None and (x.ndim == 0 or x.shape[-1] != expected):
         raise ValueError(
             f"{where}: `{name}` must have shape {layout} with input_size={expected} "
@@ -503,7 +570,13 @@ def _carry_layout(initial_carry: Callable, init: Callable, input_size: int, batc
 
 
 def carry_layout(cell: Cell, input_size: int, batch_shape: tuple[int, ...]) -> Carry:
-    """The ``jax.ShapeDtypeStruct`` tree of ``cell``'s carry for ``batch_shape`` (cached)."""
+    """The ``jax.ShapeDtypeStruct`` tree of ``cell``'s carry for ``batch_shape`` (cached).
+
+    Examples:
+      >>> import jrnn
+      >>> carry_layout(jrnn.lstm(4, proj_size=2), 3, (5,)).c.shape
+      (5, 4)
+    """
     batch_shape = tuple(int(d) for d in batch_shape)
     try:
         return _carry_layout(cell.initial_carry, cell.init, input_size, batch_shape)
