@@ -148,7 +148,7 @@ def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry,
       >>> import jax, jax.numpy as jnp, jrnn
       >>> cell = jrnn.gru(4)
       >>> p = cell.init(jax.random.key(0), 3)
-      >>> x, c = jnp.ones((2, 3)), cell.initial_carry(p, (2,))
+      >>> x, c = jnp.ones((2, 3), p["w_ih"].dtype), cell.initial_carry(p, (2,))
       >>> bool(jnp.allclose(recur(cell, p, c, cell.project(p, x))[1], cell.step(p, c, x)[1]))
       True
     """
@@ -268,7 +268,14 @@ def check_float_input(name: str, x: Any, where: str) -> Array:
       ...
       TypeError: unroll: `xs` must be a floating-point array, got dtype int32; cast it, e.g. xs.astype(jnp.float32)
     """  # noqa: E501
-    if isinstance(x, Mapping | tuple | list) and not isinstance(x, np.ndarray):
+    if isinstance(x, jax.Array):  # the common case: no conversion
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(
+                f"{where}: `{name}` must be a floating-point array, got dtype {x.dtype}; "
+                f"cast it, e.g. {name}.astype(jnp.float32)"
+            )
+        return x
+    if isinstance(x, Mapping | tuple | list):
         try:
             x = jnp.asarray(x)
         except (TypeError, ValueError) as e:
@@ -548,18 +555,19 @@ def check_carry(
             f"{where}: `{name}` must have the structure {t_def}{of}, "
             f"got {jax.tree.structure(carry)}"
         ) from e
-    names = _leaf_names(template, name)
     out = []
-    for leaf_name, leaf, t in zip(names, leaves, t_leaves, strict=True):
-        leaf = check_float_input(leaf_name, leaf, where)
-        if leaf.shape != t.shape:
+    for i, (leaf, t) in enumerate(zip(leaves, t_leaves, strict=True)):
+        dt = _dtype_of(leaf)
+        if not (jnp.issubdtype(dt, jnp.floating) and np.shape(leaf) == t.shape):
+            leaf_name = _leaf_names(template, name)[i]  # only on the way to an error
+            leaf = check_float_input(leaf_name, leaf, where)
             bs = f"batch_shape={tuple(batch_shape)}, " if batch_shape is not None else ""
             raise ValueError(
                 f"{where}: `{leaf_name}` must have shape {_shape_str(t.shape)} "
                 f"([*batch, features]: {bs}features={t.shape[-1] if t.shape else None}), "
                 f"got {_shape_str(leaf.shape)}"
             )
-        out.append(leaf)
+        out.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
     return jax.tree.unflatten(t_def, out)
 
 
