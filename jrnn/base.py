@@ -9,12 +9,21 @@ pre-activations ``xa = x @ w_ih + b`` (``project``, one large matmul for all tim
 once) and ``ha = h_{t-1} @ recurrent_kernel(params)`` (the only matmul in the loop), a step
 is ``gates(params, carry, xa, ha)``: element-wise gate math only.  ``unroll`` builds both the
 scan body and a hand-structured backward pass from these three pieces, for any cell.
+
+Validation.  Every entry point (``cell.step``, :func:`jrnn.unroll`, ``stack.apply``, and the
+models) checks its arguments with the functions below: :func:`check_params`,
+:func:`check_carry`, :func:`check_lengths`, :func:`check_bool`.  They read only shapes and
+dtypes, so they run once at trace time (and vanish from a jitted computation); a bad
+argument raises a ``ValueError``/``TypeError`` that names the function, the argument, the
+expected and the actual value.  Values are checked only where they are concrete: traced
+``lengths`` are clamped to ``[0, T]`` (see :func:`check_lengths`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +34,11 @@ Params = Any  # a pytree of arrays, usually a dict
 Carry = Any  # a pytree of arrays, e.g. LSTMState(h, c)
 PRNGKey = jax.Array
 DType = Any
+
+VJPMode = Literal["hoisted", "autodiff"]
+"""How ``jax.grad`` differentiates :func:`jrnn.unroll`'s scan."""
+RematMode = Literal["none", "step", "sqrt"]
+"""The memory budget of backpropagation through time in :func:`jrnn.unroll`."""
 
 
 class RNNState(NamedTuple):
@@ -49,8 +63,10 @@ class Cell(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
-      step: ``step(params, carry, x_t) -> (carry, y_t)`` with ``x_t: [..., input_size]`` and
-        ``y_t: [..., output_size]``; with ``params`` bound it is the function ``lax.scan`` wants.
+      step: ``step(params, carry, x_t) -> (carry, y_t)`` with ``x_t: [*batch, input_size]``
+        (``[input_size]`` for one unbatched input) and ``y_t: [*batch, output_size]``; with
+        ``params`` bound it is the function ``lax.scan`` wants.  It checks its arguments
+        (:func:`check_params`, :func:`check_carry`) at trace time.
       project: ``project(params, xs) -> xa``: the input part of every gate's pre-activation,
         ``xs @ w_ih + b`` for inputs of any leading shape (``[..., kH]``).
       recurrent_kernel: ``recurrent_kernel(params) -> w [H, k'H]``: the weight that multiplies
@@ -62,7 +78,17 @@ class Cell(NamedTuple):
       output_size: size of ``y_t`` (``H`` unless the cell projects its output).
       dtype: compute dtype, or ``None`` to compute in the parameters' dtype.
       param_dtype: storage dtype of the parameters made by ``init``.
-      name: a short description, e.g. ``"lstm(256, peephole=True)"``.
+      name: the cell and its hyper-parameters, e.g. ``"lstm(hidden_size=256, peephole=False,
+        forget_bias=1.0, proj_size=None, dtype=None, param_dtype=float32)"``; also its
+        ``repr``.
+      config: the hyper-parameters as ``(name, value)`` pairs (``dict(cell.config)``).
+
+    Examples:
+      >>> import jrnn
+      >>> jrnn.gru(8, reset_after=True)
+      gru(hidden_size=8, reset_after=True, dtype=None, param_dtype=float32)
+      >>> dict(jrnn.lstm(4).config)["peephole"]
+      False
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -77,10 +103,55 @@ class Cell(NamedTuple):
     dtype: DType | None
     param_dtype: DType
     name: str
+    config: tuple[tuple[str, Any], ...] = ()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def describe(kind: str, config: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> str:
+    """``kind(key=value, ...)`` with dtypes and functions written by name.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> describe("lstm", {"hidden_size": 4, "param_dtype": jnp.float32})
+      'lstm(hidden_size=4, param_dtype=float32)'
+    """
+
+    def fmt(v: Any) -> str:
+        if v is None or isinstance(v, bool | int | float | str):
+            return str(v)
+        try:
+            return jnp.dtype(v).name
+        except TypeError:
+            return getattr(v, "__name__", repr(v))
+
+    items = config.items() if isinstance(config, Mapping) else config
+    return f"{kind}(" + ", ".join(f"{k}={fmt(v)}" for k, v in items) + ")"
+
+
+def kind_of(cell: Cell) -> str:
+    """The factory's name of ``cell``: ``"simple_rnn"``, ``"lstm"``, ``"gru"``, ....
+
+    Examples:
+      >>> import jrnn
+      >>> kind_of(jrnn.lstm(4, proj_size=2))
+      'lstm'
+    """
+    return cell.name.split("(")[0]
 
 
 def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry, Array]:
-    """One step given the projected input ``xa_t`` (compute-dtype params and carry)."""
+    """One step given the projected input ``xa_t`` (compute-dtype params and carry).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.gru(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> x, c = jnp.ones((2, 3), p["w_ih"].dtype), cell.initial_carry(p, (2,))
+      >>> bool(jnp.allclose(recur(cell, p, c, cell.project(p, x))[1], cell.step(p, c, x)[1]))
+      True
+    """
     return cell.gates(params, carry, xa_t, carry.h @ cell.recurrent_kernel(params))
 
 
@@ -89,7 +160,14 @@ def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry,
 
 
 def compute_dtype(cell: Cell, params: Params) -> jnp.dtype:
-    """The dtype a cell computes in: ``cell.dtype`` if set, else the dtype of ``params``."""
+    """The dtype a cell computes in: ``cell.dtype`` if set, else the dtype of ``params``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> p = jrnn.lstm(4).init(jax.random.key(0), 3)
+      >>> compute_dtype(jrnn.lstm(4, dtype=jnp.bfloat16), p), compute_dtype(jrnn.lstm(4), p)
+      (dtype(bfloat16), dtype('float32'))
+    """
     if cell.dtype is not None:
         return jnp.dtype(cell.dtype)
     leaves = jax.tree.leaves(params)
@@ -99,7 +177,14 @@ def compute_dtype(cell: Cell, params: Params) -> jnp.dtype:
 
 
 def cast_tree(tree: Any, dtype: DType) -> Any:
-    """Casts every floating-point leaf of ``tree`` to ``dtype`` (a no-op where it already is)."""
+    """Casts every floating-point leaf of ``tree`` to ``dtype`` (a no-op where it already is).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> out = cast_tree({"w": jnp.ones(2), "n": jnp.arange(2)}, jnp.float16)
+      >>> out["w"].dtype, out["n"].dtype == jnp.arange(2).dtype
+      (dtype('float16'), True)
+    """
 
     def cast(x):
         x = jnp.asarray(x)
@@ -116,16 +201,87 @@ def _shape_str(shape: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _dtype_of(x: Any) -> np.dtype:
+    dt = getattr(x, "dtype", None)
+    return np.dtype(dt) if dt is not None else np.asarray(x).dtype
+
+
 def check_int(name: str, value: Any, where: str, minimum: int = 1) -> int:
-    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else ``ValueError``."""
+    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else ``ValueError``.
+
+    Examples:
+      >>> check_int("num_layers", 2, "stack")
+      2
+      >>> check_int("num_layers", 0, "stack")
+      Traceback (most recent call last):
+      ...
+      ValueError: stack: `num_layers` must be a positive int, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{where}: `{name}` must be {what}, got {value!r}")
     return value
 
 
+def check_bool(name: str, value: Any, where: str) -> bool:
+    """Returns ``value`` as a Python bool; ``TypeError`` for a traced array or a non-bool.
+
+    Flags such as ``reverse`` choose the program that is traced, so they must be known at
+    trace time (pass them as static arguments of ``jax.jit``).
+
+    Examples:
+      >>> check_bool("reverse", True, "unroll")
+      True
+    """
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{where}: `{name}` must be a Python bool, got a traced array; it selects the "
+            f"computation, so pass it as a static argument (jax.jit(..., static_argnames=))"
+        )
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{where}: `{name}` must be a Python bool, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], where: str) -> Any:
+    """Returns ``value`` if it is one of ``choices``, else ``ValueError`` listing them.
+
+    Examples:
+      >>> check_choice("remat", "all", ("none", "step", "sqrt"), "unroll")
+      Traceback (most recent call last):
+      ...
+      ValueError: unroll: `remat` must be 'none', 'step' or 'sqrt', got 'all'
+    """
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+        raise ValueError(f"{where}: `{name}` must be {listed}, got {value!r}")
+    return value
+
+
 def check_float_input(name: str, x: Any, where: str) -> Array:
-    """Returns ``x`` as an array; raises ``TypeError`` unless it has a floating dtype."""
+    """Returns ``x`` as an array; raises ``TypeError`` unless it has a floating dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> check_float_input("xs", jnp.zeros(2, jnp.int32), "unroll")
+      Traceback (most recent call last):
+      ...
+      TypeError: unroll: `xs` must be a floating-point array, got dtype int32; cast it, e.g. xs.astype(jnp.float32)
+    """  # noqa: E501
+    if isinstance(x, jax.Array):  # the common case: no conversion
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(
+                f"{where}: `{name}` must be a floating-point array, got dtype {x.dtype}; "
+                f"cast it, e.g. {name}.astype(jnp.float32)"
+            )
+        return x
+    if isinstance(x, Mapping | tuple | list):
+        try:
+            x = jnp.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"{where}: `{name}` must be a floating-point array, got {type(x).__name__}"
+            ) from e
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
@@ -136,58 +292,371 @@ def check_float_input(name: str, x: Any, where: str) -> Array:
 
 
 def input_size_of(params: Params) -> int | None:
-    """The input size recorded in ``params['w_ih']`` (``None`` for cells without one)."""
-    if isinstance(params, dict) and "w_ih" in params:
-        return int(np.shape(params["w_ih"])[0])
+    """The input size recorded in ``params['w_ih']`` (``None`` for cells without one).
+
+    Examples:
+      >>> import jax, jrnn
+      >>> input_size_of(jrnn.gru(4).init(jax.random.key(0), 3))
+      3
+    """
+    if isinstance(params, Mapping) and "w_ih" in params:
+        shape = np.shape(params["w_ih"])
+        return int(shape[0]) if shape else None
     return None
 
 
 def check_features(name: str, x: Array, expected: int | None, where: str, layout: str) -> None:
-    """Raises ``ValueError`` unless the last axis of ``x`` has size ``expected``."""
-    if expected is not None and x.shape[-1] != expected:
+    """Raises ``ValueError`` unless the last axis of ``x`` has size ``expected``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> check_features("x_t", jnp.zeros((2, 5)), 3, "lstm.step", "[*batch, input_size]")
+      Traceback (most recent call last):
+      ...
+      ValueError: lstm.step: `x_t` must have shape [*batch, input_size] with input_size=3 (from params['w_ih']), got shape [2, 5]
+    """  # noqa: E501
+    if expected is not None and (x.ndim == 0 or x.shape[-1] != expected):
         raise ValueError(
             f"{where}: `{name}` must have shape {layout} with input_size={expected} "
             f"(from params['w_ih']), got shape {_shape_str(x.shape)}"
         )
 
 
-def check_carry(carry: Carry, template: Carry, where: str, name: str = "carry") -> Carry:
-    """Checks ``carry`` against the structure and shapes of ``template`` (from
-    ``initial_carry``) and casts it to the template's dtypes."""
+# ---- parameters ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _init_layout(init: Callable, input_size: int) -> Any:
+    return jax.eval_shape(lambda key: init(key, input_size), jax.random.key(0))
+
+
+def param_layout(cell: Cell, input_size: int) -> Any:
+    """The ``jax.ShapeDtypeStruct`` tree of ``cell.init(key, input_size)``.
+
+    Computed by ``jax.eval_shape`` (nothing is allocated) and remembered per ``(init,
+    input_size)``, so the layout every check compares against is exactly what ``init``
+    makes and cannot drift from it.
+
+    Examples:
+      >>> import jrnn
+      >>> {k: v.shape for k, v in param_layout(jrnn.gru(4), 3).items()}
+      {'b': (12,), 'w_hh': (4, 12), 'w_ih': (3, 12)}
+    """
+    try:
+        return _init_layout(cell.init, input_size)
+    except TypeError:  # an unhashable init: compute without the cache
+        return _init_layout.__wrapped__(cell.init, input_size)
+
+
+def guess_cell(params: Any) -> tuple[str, dict[str, Any]] | None:
+    """Which jrnn cell made ``params`` (a dict with ``w_hh``), from its keys and shapes.
+
+    Returns ``(kind, config)``, e.g. ``("gru", {"hidden_size": 4, "reset_after": True})``,
+    or ``None`` when the params look like none of the built-in cells.
+
+    Examples:
+      >>> import jax, jrnn
+      >>> guess_cell(jrnn.lstm(4, peephole=True).init(jax.random.key(0), 3))
+      ('lstm', {'hidden_size': 4, 'peephole': True, 'proj_size': None})
+    """
+    if not isinstance(params, Mapping) or "w_hh" not in params:
+        return None
+    shape = np.shape(params["w_hh"])
+    if len(shape) != 2 or shape[0] == 0:
+        return None
+    rows, cols = (int(d) for d in shape)
+    keys = set(params)
+    if "b_hn" in keys:
+        return "gru", {"hidden_size": cols // 3, "reset_after": True}
+    if keys & {"w_peep", "w_proj"} or cols == 4 * rows:
+        proj = int(np.shape(params["w_proj"])[-1]) if "w_proj" in keys else None
+        return "lstm", {"hidden_size": cols // 4, "peephole": "w_peep" in keys, "proj_size": proj}
+    if cols == 3 * rows:
+        return "gru", {"hidden_size": rows, "reset_after": False}
+    if cols == rows:
+        return "simple_rnn", {"hidden_size": rows}
+    return None
+
+
+def _hint(cell: Cell, params: Any) -> str:
+    """`` — did you mean lstm(peephole=True)?`` or `` — these look like the parameters of
+    gru(...)``, or ``""``."""
+    guess = guess_cell(params)
+    if guess is None:
+        return ""
+    kind, config = guess
+    if kind == kind_of(cell):
+        own = dict(cell.config)
+        diff = {k: v for k, v in config.items() if k in own and own[k] != v}
+        diff.pop("hidden_size", None)
+        return f" — did you mean {describe(kind, diff)}?" if diff else ""
+    return f" — these look like the parameters of {describe(kind, config)}"
+
+
+def _explain(cell: Cell, key: str, shape: tuple[int, ...], input_size: int | None) -> str:
+    parts = []
+    if key == "w_ih" and input_size is not None:
+        parts.append(f"input_size={input_size} from params['w_ih']")
+    parts.append(f"hidden_size={cell.hidden_size}")
+    if cell.output_size != cell.hidden_size:
+        parts.append(f"output_size={cell.output_size}")
+    if shape and shape[-1] % cell.hidden_size == 0 and shape[-1] // cell.hidden_size > 1:
+        parts.append(f"{shape[-1] // cell.hidden_size} gates")
+    return ", ".join(parts)
+
+
+def check_params(cell: Cell, params: Params, where: str, name: str = "params") -> int | None:
+    """Checks ``params`` against the layout ``cell.init`` makes; returns the input size.
+
+    The input size is read from ``params['w_ih']`` and the expected keys, shapes and
+    floating dtypes come from :func:`param_layout`.  Shapes only: nothing is computed, so
+    it is cheap and works on tracers.
+
+    Raises:
+      ValueError: a missing or unknown key (with a hint naming the configuration or the
+        cell the params look like), or a wrong shape.
+      TypeError: ``params`` is not a dict, or a leaf is not a floating-point array.
+
+    Examples:
+      >>> import jax, jrnn
+      >>> cell = jrnn.lstm(4)
+      >>> check_params(cell, cell.init(jax.random.key(0), 3), "demo")
+      3
+      >>> check_params(cell, jrnn.lstm(4, peephole=True).init(jax.random.key(0), 3), "demo")
+      Traceback (most recent call last):
+      ...
+      ValueError: demo: unknown key 'w_peep' in `params` for lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, dtype=None, param_dtype=float32) — did you mean lstm(peephole=True)?
+    """  # noqa: E501
+    base = param_layout(cell, 1)
+    if not isinstance(base, Mapping):  # a custom cell with non-dict params: structure only
+        want, got = jax.tree.structure(base), jax.tree.structure(params)
+        if want != got:
+            raise ValueError(f"{where}: `{name}` must have the structure {want}, got {got}")
+        return None
+    if not isinstance(params, Mapping):
+        extra = ""
+        if isinstance(params, tuple | list):
+            extra = " (nested tuples are a jrnn.stack's params: run them with stack.apply)"
+        raise TypeError(
+            f"{where}: `{name}` must be a dict of arrays as {cell.name}.init makes (keys "
+            f"{sorted(base)}), got {type(params).__name__}{extra}"
+        )
+    input_size = None
+    layout = base
+    if "w_ih" in base:
+        if "w_ih" not in params:
+            raise ValueError(
+                f"{where}: `{name}` is missing key 'w_ih' for {cell.name} (got keys "
+                f"{sorted(params)}){_hint(cell, params)}"
+            )
+        w_shape = np.shape(params["w_ih"])
+        kh = base["w_ih"].shape[-1]
+        if len(w_shape) != 2 or w_shape[0] < 1:
+            raise ValueError(
+                f"{where}: `{name}['w_ih']` must have shape [input_size, {kh}] "
+                f"({_explain(cell, 'w_ih', (1, kh), None)}), got {_shape_str(w_shape)}"
+            )
+        input_size = int(w_shape[0])
+        layout = param_layout(cell, input_size)
+    unknown = sorted(set(params) - set(layout))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r} in `{name}` for {cell.name}"
+            f"{_hint(cell, params)}"
+        )
+    missing = sorted(set(layout) - set(params))
+    if missing:
+        raise ValueError(
+            f"{where}: `{name}` is missing key {missing[0]!r} for {cell.name}"
+            f"{_hint(cell, params)}"
+        )
+    order = sorted(layout, key=lambda k: (k != "w_hh", k != "w_ih", k != "b", k))
+    for key in order:  # the most telling mismatch first
+        spec, leaf = layout[key], params[key]
+        dt = _dtype_of(leaf)
+        if not jnp.issubdtype(dt, jnp.floating):
+            raise TypeError(
+                f"{where}: `{name}['{key}']` must be a floating-point array, got dtype {dt}"
+            )
+        shape = tuple(np.shape(leaf))
+        if shape != tuple(spec.shape):
+            raise ValueError(
+                f"{where}: `{name}['{key}']` must have shape {_shape_str(spec.shape)} "
+                f"({_explain(cell, key, spec.shape, input_size)}), got {_shape_str(shape)}"
+                f"{_hint(cell, params) if key in ('w_hh', 'w_ih', 'b') else ''}"
+            )
+    return input_size
+
+
+# ---- carries ------------------------------------------------------------------------
+
+
+def _leaf_names(tree: Any, name: str) -> list[str]:
+    """``carry.h``, ``carry.c`` for NamedTuples; ``carry[0]``... otherwise."""
+    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out = []
+    for path, _ in paths:
+        s = name
+        for p in path:
+            if isinstance(p, jax.tree_util.GetAttrKey):
+                s += f".{p.name}"
+            elif isinstance(p, jax.tree_util.SequenceKey):
+                s += f"[{p.idx}]"
+            elif isinstance(p, jax.tree_util.DictKey):
+                s += f"[{p.key!r}]"
+            else:
+                s += str(p)
+        out.append(s)
+    return out
+
+
+def _type_name(tree: Any) -> str:
+    t = type(tree)
+    if hasattr(t, "_fields"):
+        return f"{t.__name__}({', '.join(t._fields)})"
+    return t.__name__
+
+
+def check_carry(
+    carry: Carry,
+    template: Carry,
+    where: str,
+    name: str = "carry",
+    owner: str | None = None,
+    batch_shape: tuple[int, ...] | None = None,
+) -> Carry:
+    """Checks ``carry`` against the structure and shapes of ``template`` and returns it
+    with array leaves.
+
+    ``template`` is a carry of the right shapes (e.g. ``cell.initial_carry(params,
+    batch_shape)``, or its ``jax.eval_shape``).  Shapes must match exactly: a carry with a
+    different batch shape is an error, never broadcast.  Dtypes are not cast here.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.lstm(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> template = cell.initial_carry(p, (2,))
+      >>> check_carry(jrnn.RNNState(jnp.zeros((2, 4))), template, "demo", owner=cell.name)
+      Traceback (most recent call last):
+      ...
+      TypeError: demo: `carry` must be an LSTMState(h, c) (the carry of lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, dtype=None, param_dtype=float32)), got RNNState(h)
+    """  # noqa: E501
     t_leaves, t_def = jax.tree.flatten(template)
+    of = f" (the carry of {owner})" if owner else ""
+    if type(carry) is not type(template) and hasattr(type(template), "_fields"):
+        raise TypeError(
+            f"{where}: `{name}` must be an {_type_name(template)}{of}, got {_type_name(carry)}"
+        )
     try:
         leaves = t_def.flatten_up_to(carry)
     except (ValueError, TypeError) as e:
         raise ValueError(
-            f"{where}: `{name}` must have the structure {t_def}, got {jax.tree.structure(carry)}"
+            f"{where}: `{name}` must have the structure {t_def}{of}, "
+            f"got {jax.tree.structure(carry)}"
         ) from e
     out = []
     for i, (leaf, t) in enumerate(zip(leaves, t_leaves, strict=True)):
-        leaf = check_float_input(f"{name}[{i}]", leaf, where)
-        if leaf.shape != t.shape:
+        dt = _dtype_of(leaf)
+        if not (jnp.issubdtype(dt, jnp.floating) and np.shape(leaf) == t.shape):
+            leaf_name = _leaf_names(template, name)[i]  # only on the way to an error
+            leaf = check_float_input(leaf_name, leaf, where)
+            bs = f"batch_shape={tuple(batch_shape)}, " if batch_shape is not None else ""
             raise ValueError(
-                f"{where}: `{name}` leaf {i} must have shape {_shape_str(t.shape)} "
-                f"([*batch, features]), got {_shape_str(leaf.shape)}"
+                f"{where}: `{leaf_name}` must have shape {_shape_str(t.shape)} "
+                f"([*batch, features]: {bs}features={t.shape[-1] if t.shape else None}), "
+                f"got {_shape_str(leaf.shape)}"
             )
-        out.append(leaf.astype(t.dtype))
+        out.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
     return jax.tree.unflatten(t_def, out)
 
 
-def check_lengths(lengths: Any, batch_shape: tuple[int, ...], num_steps: int, where: str) -> Array:
-    """Checks ``lengths`` (int ``[*batch]``, ``0 <= lengths <= T`` when concrete)."""
-    concrete = None if isinstance(lengths, jax.core.Tracer) else np.asarray(lengths)
+@functools.lru_cache(maxsize=1024)
+def _carry_layout(initial_carry: Callable, init: Callable, input_size: int, batch_shape) -> Any:
+    params = _init_layout.__wrapped__(init, input_size)
+    return jax.eval_shape(lambda p: initial_carry(p, batch_shape), params)
+
+
+def carry_layout(cell: Cell, input_size: int, batch_shape: tuple[int, ...]) -> Carry:
+    """The ``jax.ShapeDtypeStruct`` tree of ``cell``'s carry for ``batch_shape`` (cached).
+
+    Examples:
+      >>> import jrnn
+      >>> carry_layout(jrnn.lstm(4, proj_size=2), 3, (5,)).c.shape
+      (5, 4)
+    """
+    batch_shape = tuple(int(d) for d in batch_shape)
+    try:
+        return _carry_layout(cell.initial_carry, cell.init, input_size, batch_shape)
+    except TypeError:
+        return _carry_layout.__wrapped__(cell.initial_carry, cell.init, input_size, batch_shape)
+
+
+# ---- lengths ------------------------------------------------------------------------
+
+
+def check_lengths(
+    lengths: Any,
+    batch_shape: tuple[int, ...],
+    num_steps: int,
+    where: str,
+    name: str = "lengths",
+    *,
+    debug: bool = False,
+) -> Array:
+    """Checks sequence lengths and returns them as int32 ``[*batch]`` in ``[0, T]``.
+
+    The one lengths validator of jrnn.  Shape and dtype are always checked.  Values are
+    checked where they are concrete: lengths outside ``[0, T]`` raise ``ValueError``.  Under
+    ``jax.jit`` (traced lengths) values cannot be checked, so they are **clamped** to
+    ``[0, T]``: a length above ``T`` means the whole padded sequence, a negative one an empty
+    sequence.  With ``debug=True`` traced lengths are instead checked by
+    ``jax.experimental.checkify``: wrap the jitted function,
+    ``err, out = checkify.checkify(jax.jit(f))(...)``, and ``err.throw()`` raises the same
+    message (without ``checkify.checkify`` JAX refuses to trace the check).
+
+    Args:
+      lengths: int ``[*batch]``.
+      batch_shape: the batch shape the lengths must have.
+      num_steps: ``T``, the padded length.
+      where: the calling function, for the message.
+      name: the argument's name, for the message.
+      debug: check traced values with ``checkify`` instead of clamping them.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> check_lengths(jnp.array([3, 0]), (2,), 5, "demo").tolist()
+      [3, 0]
+      >>> jax.jit(lambda n: check_lengths(n, (2,), 5, "demo"))(jnp.array([9, -1])).tolist()
+      [5, 0]
+      >>> check_lengths(jnp.array([9, -1]), (2,), 5, "demo")
+      Traceback (most recent call last):
+      ...
+      ValueError: demo: `lengths` must lie in [0, T=5], got values in [-1, 9]
+    """
+    traced = isinstance(lengths, jax.core.Tracer)
+    concrete = None if traced else np.asarray(lengths)
+    if concrete is not None and concrete.dtype == object:
+        raise TypeError(f"{where}: `{name}` must be an integer array, got {lengths!r}")
     lengths = jnp.asarray(lengths)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"{where}: `lengths` must be an integer array, got dtype {lengths.dtype}")
+        raise TypeError(f"{where}: `{name}` must be an integer array, got dtype {lengths.dtype}")
     if lengths.shape != tuple(batch_shape):
         raise ValueError(
-            f"{where}: `lengths` must have the batch shape {_shape_str(batch_shape)} of xs, "
+            f"{where}: `{name}` must have the batch shape {_shape_str(batch_shape)} of xs, "
             f"got shape {_shape_str(lengths.shape)}"
         )
-    if concrete is not None and concrete.size:
-        lo, hi = int(concrete.min()), int(concrete.max())
-        if lo < 0 or hi > num_steps:
-            raise ValueError(
-                f"{where}: `lengths` must lie in [0, T={num_steps}], got values in [{lo}, {hi}]"
-            )
-    return lengths.astype(jnp.int32)
+    message = f"{where}: `{name}` must lie in [0, T={num_steps}], got values in "
+    if concrete is not None:
+        if concrete.size:
+            lo, hi = int(concrete.min()), int(concrete.max())
+            if lo < 0 or hi > num_steps:
+                raise ValueError(message + f"[{lo}, {hi}]")
+        return lengths.astype(jnp.int32)
+    lengths = lengths.astype(jnp.int32)
+    if debug and lengths.size:
+        from jax.experimental import checkify
+
+        lo, hi = jnp.min(lengths), jnp.max(lengths)
+        checkify.check((lo >= 0) & (hi <= num_steps), message + "[{lo}, {hi}]", lo=lo, hi=hi)
+    return jnp.clip(lengths, 0, num_steps)

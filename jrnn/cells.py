@@ -3,7 +3,8 @@
 Every factory returns a :class:`jrnn.Cell` of pure functions.  Parameters use the row-vector
 convention ``x @ w`` with fused gates (``w_ih [I, kH]``, ``w_hh [H, kH]``, ``b [kH]``); the
 equations below are the lecture's ("Deep Learning: Theory and Practice", Recurrent Neural
-Networks) written in that convention, so the seed's ``U`` is ``w_ih.T`` and ``W`` is ``w_hh.T``.
+Networks) written in that convention, so the lecture's ``U`` is ``w_ih.T`` and ``W`` is
+``w_hh.T``.
 
 Initialisation (documented, overridable): input kernels ``lecun_normal`` (variance
 ``1/input_size``), recurrent kernels orthogonal per ``[H, H]`` gate block, biases zero except
@@ -27,12 +28,15 @@ from jrnn.base import (
     Params,
     PRNGKey,
     RNNState,
+    carry_layout,
     cast_tree,
+    check_carry,
     check_features,
     check_float_input,
     check_int,
+    check_params,
     compute_dtype,
-    input_size_of,
+    describe,
     recur,
 )
 
@@ -73,12 +77,22 @@ def _block_orthogonal(
     return jnp.concatenate([init(k, (rows, h), dtype) for k in keys], axis=1)
 
 
+def _init_dtype(param_dtype: DType) -> jnp.dtype:
+    """The dtype initialisers run in: ``param_dtype``, or float32 for half precision (the
+    orthogonal initialiser's QR has no float16/bfloat16 kernel on CPU); cast afterwards."""
+    dt = jnp.dtype(param_dtype)
+    if jnp.issubdtype(dt, jnp.floating) and dt.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dt
+
+
 def _make_cell(
     *,
-    name: str,
+    kind: str,
+    config: dict[str, Any],
     hidden_size: int,
     output_size: int,
-    make_params: Callable[[PRNGKey, int], Params],
+    make_params: Callable[[PRNGKey, int, DType], Params],
     gates: Callable[[Params, Any, Array, Array], tuple[Any, Array]],
     recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
     gate_params: tuple[str, ...] = (),
@@ -86,19 +100,33 @@ def _make_cell(
     dtype: DType | None,
     param_dtype: DType,
 ) -> Cell:
-    """Builds a :class:`Cell` from a cell's element-wise ``gates`` and adds the checks."""
-    where = name.split("(")[0]
+    """Builds a :class:`Cell` from a cell's element-wise ``gates`` and adds the checks.
+
+    ``make_params(key, input_size, dtype)`` makes the parameters in ``dtype``; ``init``
+    casts them to ``param_dtype``.
+    """
+    config = {**config, "dtype": dtype, "param_dtype": param_dtype}
+    name = describe(kind, config)
 
     def init(key: PRNGKey, input_size: int) -> Params:
-        check_int("input_size", input_size, f"{where}.init")
-        return make_params(key, input_size)
+        check_int("input_size", input_size, f"{kind}.init")
+        return cast_tree(make_params(key, input_size, _init_dtype(param_dtype)), param_dtype)
 
     def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Any:
         return zero_carry(tuple(batch_shape), compute_dtype(cell, params))
 
     def step(params: Params, carry: Any, x_t: Array) -> tuple[Any, Array]:
-        x_t = check_float_input("x_t", x_t, f"{where}.step")
-        check_features("x_t", x_t, input_size_of(params), f"{where}.step", "[..., input_size]")
+        where = f"{kind}.step"
+        input_size = check_params(cell, params, where)
+        x_t = check_float_input("x_t", x_t, where)
+        layout = "[*batch, input_size] (or [input_size] for one unbatched input)"
+        if x_t.ndim == 0:
+            raise ValueError(f"{where}: `x_t` must have shape {layout}, got a scalar, shape []")
+        check_features("x_t", x_t, input_size, where, layout)
+        batch_shape = x_t.shape[:-1]
+        carry = check_carry(
+            carry, carry_layout(cell, input_size, batch_shape), where, "carry", name, batch_shape
+        )
         dt = compute_dtype(cell, params)
         params = cast_tree(params, dt)
         carry = cast_tree(carry, dt)
@@ -117,6 +145,7 @@ def _make_cell(
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
+        config=tuple(config.items()),
     )
     return cell
 
@@ -140,9 +169,9 @@ def simple_rnn(
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
 ) -> Cell:
-    r"""The Elman recurrent network (the seed's "Recurrent Networks" slide).
+    r"""The Elman recurrence (the lecture's "Recurrent Networks" slide).
 
-    Seed (column vectors)::
+    The Elman recurrence in the lecture's notation (column vectors)::
 
         a(t) = b + W h(t-1) + U x(t)
         h(t) = tanh(a(t))
@@ -153,7 +182,7 @@ def simple_rnn(
 
     Args:
       hidden_size: ``H``.
-      activation: ``"tanh"`` (the seed's), ``"relu"``, ``"sigmoid"``, ``"gelu"``,
+      activation: ``"tanh"`` (the Elman recurrence's), ``"relu"``, ``"sigmoid"``, ``"gelu"``,
         ``"identity"`` or any element-wise callable (``jnp.tanh`` and ``jax.nn.relu`` work).
       dtype: compute dtype (``None``: the parameters' dtype).
       param_dtype: storage dtype of the parameters.
@@ -163,18 +192,26 @@ def simple_rnn(
     Returns:
       A :class:`Cell` with params ``{"w_ih": [I, H], "w_hh": [H, H], "b": [H]}`` and carry
       :class:`RNNState` ``(h,)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.simple_rnn(4, activation="relu")
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> carry, y = cell.step(params, cell.initial_carry(params, (2,)), jnp.ones((2, 3)))
+      >>> y.shape, bool(jnp.all(y >= 0))
+      ((2, 4), True)
     """
     where = "simple_rnn"
     hidden_size = check_int("hidden_size", hidden_size, where)
     act, act_name = _activation(activation)
     h = hidden_size
 
-    def make_params(key, input_size):
+    def make_params(key, input_size, dt):
         k1, k2, k3 = jax.random.split(key, 3)
         return {
-            "w_ih": kernel_init(k1, (input_size, h), param_dtype),
-            "w_hh": recurrent_init(k2, (h, h), param_dtype),
-            "b": bias_init(k3, (h,), param_dtype),
+            "w_ih": kernel_init(k1, (input_size, h), dt),
+            "w_hh": recurrent_init(k2, (h, h), dt),
+            "b": bias_init(k3, (h,), dt),
         }
 
     def gates(params, carry, xa, ha):
@@ -182,7 +219,8 @@ def simple_rnn(
         return RNNState(h_t), h_t
 
     return _make_cell(
-        name=f"simple_rnn({h}, activation={act_name})",
+        kind="simple_rnn",
+        config={"hidden_size": h, "activation": act_name},
         hidden_size=h,
         output_size=h,
         make_params=make_params,
@@ -215,15 +253,16 @@ def lstm(
     Gate order in the fused parameters: ``i, f, g, o`` (``i`` input, ``f`` forget, ``g`` cell
     candidate, ``o`` output); ``·_k = x_t @ w_ih[:, k] + h_{t-1} @ w_hh[:, k] + b[k]``::
 
-        i_t = σ(·_i + p_i * c_{t-1})     seed: b_ι = f(Σ w_iι x_i + Σ w_hι b_h + Σ w_cι s_c^{t-1})
-        f_t = σ(·_f + p_f * c_{t-1})     seed: b_φ = f(Σ w_iφ x_i + Σ w_hφ b_h + Σ w_cφ s_c^{t-1})
-        g_t = tanh(·_g)                  seed: g(a_c^t)
-        c_t = f_t * c_{t-1} + i_t * g_t  seed: s_c^t = b_φ^t s_c^{t-1} + b_ι^t g(a_c^t)
-        o_t = σ(·_o + p_o * c_t)         seed: b_ω = f(Σ w_iω x_i + Σ w_hω b_h + Σ w_cω s_c^t)
-        h_t = o_t * tanh(c_t)            seed: b_c^t = b_ω^t h(s_c^t)
+        i_t = σ(·_i + p_i * c_{t-1})     Graves: b_ι = f(Σ w_iι x_i + Σ w_hι b_h + Σ w_cι s_c^{t-1})
+        f_t = σ(·_f + p_f * c_{t-1})     Graves: b_φ = f(Σ w_iφ x_i + Σ w_hφ b_h + Σ w_cφ s_c^{t-1})
+        g_t = tanh(·_g)                  Graves: g(a_c^t)
+        c_t = f_t * c_{t-1} + i_t * g_t  Graves: s_c^t = b_φ^t s_c^{t-1} + b_ι^t g(a_c^t)
+        o_t = σ(·_o + p_o * c_t)         Graves: b_ω = f(Σ w_iω x_i + Σ w_hω b_h + Σ w_cω s_c^t)
+        h_t = o_t * tanh(c_t)            Graves: b_c^t = b_ω^t h(s_c^t)
 
     The peephole weights ``p = w_peep [3, H]`` (rows ``i, f, o``; diagonal, as in Graves)
-    exist only with ``peephole=True``; in the seed's sums ``b_h`` is ``h_{t-1}``.
+    exist only with ``peephole=True`` (Graves' peephole LSTM); in Graves' sums ``b_h`` is
+    ``h_{t-1}``.
 
     With ``proj_size=P`` (PyTorch's LSTM with projections, Sak et al. 2014) the output is
     projected, ``h_t = (o_t * tanh(c_t)) @ w_proj`` with ``w_proj [H, P]``; ``h`` (and the
@@ -244,6 +283,16 @@ def lstm(
       A :class:`Cell` with params ``{"w_ih": [I, 4H], "w_hh": [H, 4H], "b": [4H]}`` (plus
       ``"w_peep": [3, H]``; with a projection ``w_hh`` is ``[P, 4H]`` plus
       ``"w_proj": [H, P]``) and carry :class:`LSTMState` ``(h, c)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.lstm(4, peephole=True, proj_size=2)
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> sorted((k, v.shape) for k, v in params.items())
+      [('b', (16,)), ('w_hh', (2, 16)), ('w_ih', (3, 16)), ('w_peep', (3, 4)), ('w_proj', (4, 2))]
+      >>> carry, y = cell.step(params, cell.initial_carry(params), jnp.ones(3))  # unbatched
+      >>> y.shape, carry.h.shape, carry.c.shape
+      ((2,), (2,), (4,))
     """
     where = "lstm"
     hidden_size = check_int("hidden_size", hidden_size, where)
@@ -252,18 +301,18 @@ def lstm(
     h = hidden_size
     p_out = h if proj_size is None else proj_size
 
-    def make_params(key, input_size):
+    def make_params(key, input_size, dt):
         k1, k2, k3, k4 = jax.random.split(key, 4)
-        b = jnp.zeros((4 * h,), param_dtype).at[h : 2 * h].set(forget_bias)
+        b = jnp.zeros((4 * h,), dt).at[h : 2 * h].set(forget_bias)
         params = {
-            "w_ih": kernel_init(k1, (input_size, 4 * h), param_dtype),
-            "w_hh": _block_orthogonal(recurrent_init, k2, p_out, h, 4, param_dtype),
+            "w_ih": kernel_init(k1, (input_size, 4 * h), dt),
+            "w_hh": _block_orthogonal(recurrent_init, k2, p_out, h, 4, dt),
             "b": b,
         }
         if peephole:
-            params["w_peep"] = peephole_init(k3, (3, h), param_dtype)
+            params["w_peep"] = peephole_init(k3, (3, h), dt)
         if proj_size is not None:
-            params["w_proj"] = proj_init(k4, (h, proj_size), param_dtype)
+            params["w_proj"] = proj_init(k4, (h, proj_size), dt)
         return params
 
     def gates(params, carry, xa, ha):
@@ -285,9 +334,14 @@ def lstm(
             h_t = h_t @ params["w_proj"]
         return LSTMState(h_t, c_t), h_t
 
-    proj = "" if proj_size is None else f", proj_size={proj_size}"
     return _make_cell(
-        name=f"lstm({h}, peephole={peephole}, forget_bias={forget_bias}{proj})",
+        kind="lstm",
+        config={
+            "hidden_size": h,
+            "peephole": peephole,
+            "forget_bias": forget_bias,
+            "proj_size": proj_size,
+        },
         hidden_size=h,
         output_size=p_out,
         make_params=make_params,
@@ -313,25 +367,26 @@ def gru(
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
 ) -> Cell:
-    r"""Gated recurrent unit, in the seed's (Cho et al.) form or the cuDNN/PyTorch form.
+    r"""Gated recurrent unit, in Cho's GRU form or the cuDNN reset-after form (PyTorch's).
 
     Gate order in the fused parameters: ``r, z, n``::
 
-        r_t = σ(x_t @ w_ir + h_{t-1} @ w_hr + b_r)      seed: r_t = σ(W_r·[h_{t-1}, x_t])
-        z_t = σ(x_t @ w_iz + h_{t-1} @ w_hz + b_z)      seed: z_t = σ(W_z·[h_{t-1}, x_t])
-        reset_after=False (seed):
-        n_t = tanh(x_t @ w_in + (r_t * h_{t-1}) @ w_hn + b_n)  seed: h̃_t = tanh(W·[r_t*h_{t-1},x_t])
-        reset_after=True (cuDNN / PyTorch):
+        r_t = σ(x_t @ w_ir + h_{t-1} @ w_hr + b_r)      Cho: r_t = σ(W_r·[h_{t-1}, x_t])
+        z_t = σ(x_t @ w_iz + h_{t-1} @ w_hz + b_z)      Cho: z_t = σ(W_z·[h_{t-1}, x_t])
+        reset_after=False (Cho's GRU form):
+        n_t = tanh(x_t @ w_in + (r_t * h_{t-1}) @ w_hn + b_n)  Cho: h̃_t = tanh(W·[r_t*h_{t-1},x_t])
+        reset_after=True (the cuDNN reset-after form, PyTorch's):
         n_t = tanh(x_t @ w_in + b_n + r_t * (h_{t-1} @ w_hn + b_hn))
-        h_t = (1 - z_t) * h_{t-1} + z_t * n_t           seed: h_t = (1 - z_t)*h_{t-1} + z_t*h̃_t
+        h_t = (1 - z_t) * h_{t-1} + z_t * n_t           Cho: h_t = (1 - z_t)*h_{t-1} + z_t*h̃_t
 
-    ``z`` follows the seed in both forms: ``z -> 1`` takes the new candidate.  PyTorch's
-    update gate is ``1 - z``; :mod:`jrnn.interop` negates that gate's weights and biases.
+    ``z`` follows Cho's convention in both forms: ``z -> 1`` takes the new candidate.
+    PyTorch's update gate is ``1 - z``; :mod:`jrnn.interop` negates that gate's weights and
+    biases.
 
     Args:
       hidden_size: ``H``.
-      reset_after: ``False`` for the seed's form, ``True`` for the cuDNN/PyTorch form with the
-        separate recurrent bias ``b_hn [H]``.
+      reset_after: ``False`` for Cho's GRU form, ``True`` for the cuDNN reset-after form with
+        the separate recurrent bias ``b_hn [H]``.
       dtype, param_dtype: compute and storage dtypes.
       kernel_init, recurrent_init, bias_init: initialisers for ``w_ih [I, 3H]``, each
         ``[H, H]`` block of ``w_hh``, and ``b [3H]`` (and ``b_hn``).
@@ -339,20 +394,30 @@ def gru(
     Returns:
       A :class:`Cell` with params ``{"w_ih": [I, 3H], "w_hh": [H, 3H], "b": [3H]}`` (plus
       ``"b_hn": [H]`` when ``reset_after``) and carry :class:`RNNState` ``(h,)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.gru(4, reset_after=True, param_dtype=jnp.bfloat16)
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> params["b_hn"].shape, params["w_hh"].dtype
+      ((4,), dtype(bfloat16))
+      >>> carry, y = cell.step(params, cell.initial_carry(params, (2,)), jnp.ones((2, 3)))
+      >>> y.shape, y.dtype
+      ((2, 4), dtype(bfloat16))
     """
     where = "gru"
     hidden_size = check_int("hidden_size", hidden_size, where)
     h = hidden_size
 
-    def make_params(key, input_size):
+    def make_params(key, input_size, dt):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         params = {
-            "w_ih": kernel_init(k1, (input_size, 3 * h), param_dtype),
-            "w_hh": _block_orthogonal(recurrent_init, k2, h, h, 3, param_dtype),
-            "b": bias_init(k3, (3 * h,), param_dtype),
+            "w_ih": kernel_init(k1, (input_size, 3 * h), dt),
+            "w_hh": _block_orthogonal(recurrent_init, k2, h, h, 3, dt),
+            "b": bias_init(k3, (3 * h,), dt),
         }
         if reset_after:
-            params["b_hn"] = bias_init(k4, (h,), param_dtype)
+            params["b_hn"] = bias_init(k4, (h,), dt)
         return params
 
     # reset-after: every recurrent product is h_{t-1} @ w_hh; reset-before: the candidate's
@@ -377,7 +442,8 @@ def gru(
         return RNNState(h_t), h_t
 
     return _make_cell(
-        name=f"gru({h}, reset_after={reset_after})",
+        kind="gru",
+        config={"hidden_size": h, "reset_after": reset_after},
         hidden_size=h,
         output_size=h,
         make_params=make_params,

@@ -224,7 +224,9 @@ def sequence_model(
         if key is not None:
             rnn_key, out_key = jax.random.split(key)
         if is_stack:
-            hs, carry = rnn.apply(params["rnn"], inputs, carry, lengths=lengths, key=rnn_key)
+            hs, carry = rnn.apply(
+                params["rnn"], inputs, carries=carry, lengths=lengths, key=rnn_key
+            )
         else:
             hs, carry = unroll(rnn, params["rnn"], inputs, carry=carry, lengths=lengths)
         if readout == "last":

@@ -169,7 +169,60 @@ def test_string_and_callable_activations_agree():
     p = random_params(a, jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I), jnp.float32)
     chex.assert_trees_all_equal(jrnn.unroll(a, p, xs), jrnn.unroll(b, p, xs))
-    assert b.name == "simple_rnn(5, activation=relu)"
+    assert b.name == "simple_rnn(hidden_size=5, activation=relu, dtype=None, param_dtype=float32)"
+
+
+def test_repr_names_the_cell_and_its_hyper_parameters():
+    cell = jrnn.lstm(256)
+    assert repr(cell) == (
+        "lstm(hidden_size=256, peephole=False, forget_bias=1.0, proj_size=None, dtype=None, "
+        "param_dtype=float32)"
+    )
+    assert repr(jrnn.lstm(8, peephole=True, proj_size=3, dtype=jnp.bfloat16)) == (
+        "lstm(hidden_size=8, peephole=True, forget_bias=1.0, proj_size=3, dtype=bfloat16, "
+        "param_dtype=float32)"
+    )
+    assert repr(jrnn.gru(4, reset_after=True, param_dtype=jnp.float64)) == (
+        "gru(hidden_size=4, reset_after=True, dtype=None, param_dtype=float64)"
+    )
+    assert str(jrnn.simple_rnn(3, activation=jnp.tanh)) == (
+        "simple_rnn(hidden_size=3, activation=tanh, dtype=None, param_dtype=float32)"
+    )
+    assert dict(cell.config) == {
+        "hidden_size": 256,
+        "peephole": False,
+        "forget_bias": 1.0,
+        "proj_size": None,
+        "dtype": None,
+        "param_dtype": jnp.float32,
+    }
+    net = jrnn.stack(jrnn.gru(8), num_layers=2, bidirectional=True, dropout=0.1)
+    assert repr(net) == (
+        "stack(gru(hidden_size=8, reset_after=False, dtype=None, param_dtype=float32), "
+        "num_layers=2, bidirectional=True, dropout=0.1)"
+    )
+    assert "0x" not in repr(net) and "function" not in repr(cell)
+
+
+@pytest.mark.parametrize(
+    "variant", VARIANTS + [("lstm_proj", None, None, None)], ids=VARIANT_IDS + ["lstm_proj"]
+)
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16])
+def test_half_precision_param_dtype_initialises(variant, half):
+    _, factory, _, _ = variant
+    cell = (factory or (lambda h, **kw: jrnn.lstm(h, proj_size=2, **kw)))(8, param_dtype=half)
+    p = cell.init(jax.random.key(0), 3)
+    assert all(v.dtype == half for v in p.values())
+    assert all(np.all(np.isfinite(np.asarray(v, np.float32))) for v in p.values())
+    # still orthogonal gate blocks (to half precision) where the recurrent kernel is square
+    blk = np.asarray(p["w_hh"][:, :8], np.float64)
+    if blk.shape == (8, 8):
+        np.testing.assert_allclose(blk.T @ blk, np.eye(8), atol=3e-2)
+    f32 = cell._replace(param_dtype=jnp.float32)
+    ref32 = jax.tree.map(lambda a: a.astype(half), f32.init(jax.random.key(0), 3))
+    chex.assert_trees_all_equal(p, ref32)  # = the float32 initialisation, rounded
+    ys, _ = jrnn.unroll(cell, p, jnp.ones((2, 4, 3), half))
+    assert ys.dtype == half and np.all(np.isfinite(np.asarray(ys, np.float32)))
 
 
 def test_lstm_projection_shapes_and_vjp_modes_agree():

@@ -60,7 +60,7 @@ def test_cells_match_equinox(kind, use_bias, dtype):
     ys_ref, carry = equinox_sequence(carry0, xs)
     cell, params = from_equinox(module)
     assert params["w_ih"].dtype == dtype
-    ys, final = jax.jit(lambda p, x, c: jrnn.unroll(cell, p, x, c))(
+    ys, final = jax.jit(lambda p, x, c: jrnn.unroll(cell, p, x, carry=c))(
         params, xs, carry_from_equinox(module, carry0)
     )
     tol = 1e-12 if dtype == jnp.float64 else 1e-5

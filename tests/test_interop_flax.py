@@ -64,7 +64,7 @@ def compare(module, params, step, flax_carry0, xs, tol):
     with respect to the inputs and the initial carry."""
     cell, p = from_flax(module, params)
     flax_run = loss_and_outputs(lambda c, x: flax_sequence(step, c, x))
-    jrnn_run = loss_and_outputs(lambda c, x: jrnn.unroll(cell, p, x, c))
+    jrnn_run = loss_and_outputs(lambda c, x: jrnn.unroll(cell, p, x, carry=c))
     (dc_ref, dx_ref), (ys_ref, carry_ref) = flax_run(flax_carry0, xs)
     (dc, dx), (ys, carry) = jrnn_run(carry_from_flax(module, flax_carry0), xs)
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

@@ -132,10 +132,12 @@ def test_layer_matches_torch(case, dtype):
 
     def loss(p, xs, carries):
         if time_major:
-            ys, finals = net.apply(p, xs.swapaxes(0, 1), carries, LENGTHS, time_major=True)
+            ys, finals = net.apply(
+                p, xs.swapaxes(0, 1), carries=carries, lengths=LENGTHS, time_major=True
+            )
             ys = ys.swapaxes(0, 1)
         else:
-            ys, finals = net.apply(p, xs, carries, lengths=LENGTHS)
+            ys, finals = net.apply(p, xs, carries=carries, lengths=LENGTHS)
         st = stacked_state(finals)
         value = jnp.sum(ys * w_y) + sum(jnp.sum(s * w) for s, w in zip(st, w_state, strict=True))
         return value, (ys, st)

@@ -67,7 +67,7 @@ def test_linen_rnn_is_exactly_unroll_with_gradients():
         return jnp.sum(jnp.sin(ys)) + jnp.sum(carry.h), (ys, carry)
 
     def pure_loss(p, xs, carry0):
-        ys, carry = jrnn.unroll(cell, p, xs, carry0, lengths=LENGTHS, reverse=True)
+        ys, carry = jrnn.unroll(cell, p, xs, carry=carry0, lengths=LENGTHS, reverse=True)
         return jnp.sum(jnp.sin(ys)) + jnp.sum(carry.h), (ys, carry)
 
     grad = lambda f: jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))
@@ -187,7 +187,7 @@ def test_nnx_rnn_is_exactly_unroll():
     )
     carry0 = jrnn.LSTMState(jnp.ones((B, 3)), jnp.ones((B, H)))
     carry, ys = module(xs, carry0, lengths=LENGTHS, return_carry=True)
-    same((ys, carry), jrnn.unroll(cell, params, xs, carry0, lengths=LENGTHS, reverse=True))
+    same((ys, carry), jrnn.unroll(cell, params, xs, carry=carry0, lengths=LENGTHS, reverse=True))
     # parameters are nnx.Param leaves of the module
     state = nnx.to_pure_dict(nnx.state(module, nnx.Param))
     same(state["params"], params)

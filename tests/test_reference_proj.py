@@ -154,7 +154,7 @@ def test_unroll_matches_reference(peephole: bool = True):
     )
 
     def loss(p, x, c0, reverse):
-        ys, c = jrnn.unroll(cell, p, x, c0, lengths=lengths, reverse=reverse)
+        ys, c = jrnn.unroll(cell, p, x, carry=c0, lengths=lengths, reverse=reverse)
         value = jnp.sum(ys * dys) + jnp.sum(c.h * dcarry[0]) + jnp.sum(c.c * dcarry[1])
         return value, (ys, c)
 

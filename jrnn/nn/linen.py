@@ -101,7 +101,7 @@ def _run(
         return cell.apply(
             params,
             xs,
-            initial_carry,
+            carries=initial_carry,
             lengths=lengths,
             key=key,
             time_major=time_major,
@@ -111,7 +111,7 @@ def _run(
         cell,
         params,
         xs,
-        initial_carry,
+        carry=initial_carry,
         lengths=lengths,
         reverse=reverse,
         time_major=time_major,
