@@ -152,8 +152,13 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
     hidden = p["w_hh"].shape[0]
     num_gates = 4 if kind == "lstm" else 3
     for key, value in p.items():
-        if value.shape[-1] != (hidden if key == "b_hn" else num_gates * hidden):
-            raise ValueError(f"{where}: inconsistent parameter shapes; {key}: {value.shape}")
+        want = hidden if key == "b_hn" else num_gates * hidden
+        if value.shape[-1] != want:
+            raise ValueError(
+                f"{where}: `params` have inconsistent shapes: the fused jrnn parameter "
+                f"`{key}` must have last axis {want} (hidden size {hidden} from the recurrent "
+                f"kernels), got shape {list(value.shape)}"
+            )
     dtype = getattr(module, "dtype", None)
     param_dtype = p["w_ih"].dtype
     if kind == "lstm":
