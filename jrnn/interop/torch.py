@@ -206,8 +206,23 @@ def from_torch(module: Any) -> tuple[Stack, Any] | tuple[Cell, Params]:
       default ``[time, batch, features]``).
 
     Raises:
-      TypeError: for any other module (e.g. a ``torch.nn.Transformer``).
+      TypeError: for any other module (e.g. a ``torch.nn.Transformer``), a subclass with its
+        own ``forward``, or a module with forward hooks (either may compute something else).
+      ValueError: parameters on the meta device, or of shapes the module's sizes do not
+        give (the message names the parameter).
       ImportError: when PyTorch is not installed.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, torch
+      >>> _ = torch.manual_seed(0)
+      >>> module = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
+      >>> net, params = from_torch(module)
+      >>> net.num_layers, params[1][0]["w_ih"].shape       # [layer][direction], x @ w
+      (2, (4, 16))
+      >>> x = torch.randn(2, 5, 3)                          # [batch, time, features]
+      >>> ys, _ = net.apply(params, jnp.asarray(x.numpy()))
+      >>> bool(np.allclose(ys, module(x)[0].detach().numpy(), atol=1e-5))
+      True
     """
     where = "from_torch"
     torch = _require_torch(where)
@@ -419,6 +434,13 @@ def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: 
         activation, a projected cell, a compute ``dtype`` other than the params'),
         ``params`` do not match ``net``, or ``bias=False`` with a non-zero bias.
       TypeError: ``net`` is neither a Stack nor a Cell.
+
+    Examples:
+      >>> import jax, jrnn
+      >>> net = jrnn.stack(jrnn.gru(4, reset_after=True), num_layers=1)
+      >>> module = to_torch(net, net.init(jax.random.key(0), 3))
+      >>> type(module).__name__, module.hidden_size, module.batch_first
+      ('GRU', 4, True)
     """
     where = "to_torch"
     torch = _require_torch(where)
@@ -503,6 +525,19 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
     Returns:
       Carries ``[layer][direction]`` of :class:`jrnn.LSTMState` / :class:`jrnn.RNNState`
       (or one carry for a cell), in the tensors' dtype.
+
+    Raises:
+      ValueError: an LSTM state that is not a pair, or ``h`` / ``c`` / the layer axis of a
+        shape the net does not give (the message names ``hx``).
+
+    Examples:
+      >>> import torch
+      >>> module = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+      >>> net, _ = from_torch(module)
+      >>> h0, c0 = torch.zeros(4, 2, 4), torch.ones(4, 2, 4)  # [layers * directions, B, H]
+      >>> carries = carry_from_torch(net, (h0, c0))
+      >>> len(carries), len(carries[0]), carries[1][1].c.shape
+      (2, 2, (2, 4))
     """
     where = "carry_from_torch"
     _require_torch(where)
@@ -544,6 +579,13 @@ def carry_to_torch(net: Stack | Cell, carries: Any) -> Any:
     """jrnn carries -> PyTorch's state (the inverse of :func:`carry_from_torch`).
 
     Returns ``h`` or ``(h, c)`` as CPU tensors, stacked ``[L*D, *batch, .]`` for a stack.
+
+    Examples:
+      >>> import torch
+      >>> net, _ = from_torch(torch.nn.GRU(3, 4, num_layers=2))
+      >>> h = torch.randn(2, 5, 4)                               # [layers, B, H]
+      >>> bool(torch.equal(carry_to_torch(net, carry_from_torch(net, h)), h))
+      True
     """
     where = "carry_to_torch"
     _require_torch(where)
@@ -564,6 +606,14 @@ def grads_from_torch(module: Any) -> Any:
     the gradient of either (they are equal), not their sum.  Returns a pytree shaped like
     ``from_torch(module)[1]``; missing gradients count as zero (so do those of the
     all-zero ``b``/``b_hn`` of a ``bias=False`` module, which PyTorch does not have).
+
+    Examples:
+      >>> import torch
+      >>> module = torch.nn.RNN(3, 4, batch_first=True)
+      >>> module(torch.randn(2, 5, 3))[0].sum().backward()
+      >>> grads = grads_from_torch(module)[0][0]                 # [layer][direction]
+      >>> sorted(grads), grads["w_ih"].shape
+      (['b', 'w_hh', 'w_ih'], (3, 4))
     """
     where = "grads_from_torch"
     torch = _require_torch(where)
