@@ -197,7 +197,7 @@ def attention(
     kind = _ALIASES.get(kind, kind)
     if kind not in SCORES:
         raise ValueError(
-            f"{where}: unknown score {kind!r}; expected one of {SCORES} "
+            f"{where}: unknown score `kind`={kind!r}; expected one of {SCORES} "
             f"(or the aliases {sorted(_ALIASES)})"
         )
     if size is not None:
