@@ -214,7 +214,6 @@ def from_torch(module: Any) -> tuple[Stack, Any] | tuple[Cell, Params]:
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, torch
-      >>> _ = torch.manual_seed(0)
       >>> module = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
       >>> net, params = from_torch(module)
       >>> net.num_layers, params[1][0]["w_ih"].shape       # [layer][direction], x @ w
