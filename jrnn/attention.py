@@ -1,6 +1,6 @@
 """Attention over encoder states: Bahdanau (additive) and Luong (dot, general) scores.
 
-The seed's last slides ("Attention Models", "Encoder-Decoder Networks with Attention"): the
+The lecture's last slides ("Attention Models", "Encoder-Decoder Networks with Attention"): the
 decoder, at every output step, scores each encoder state against its own state (the
 *query*), turns the scores into weights with a softmax over the valid source steps, and
 reads the weighted sum of the encoder states (the *context*)::
@@ -23,6 +23,12 @@ decoder's scan, so each decoder step does one ``[S, A]`` product at most.
 
 Like a :class:`jrnn.Cell`, :func:`attention` returns a ``NamedTuple`` of pure functions over
 an explicit parameter dict.
+
+Padding is exact: :meth:`Attention.prepare` zeroes the encoder states at padded steps before
+anything reads them, and :func:`masked_softmax` replaces their scores before the
+exponential (the "double ``where``"), so padded steps get weight exactly 0 and contribute
+exactly 0 to the context and to every gradient, even when the padded states hold NaN or
+``inf``.  Shapes are checked at trace time and raise ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -48,8 +54,16 @@ class AttentionMemory(NamedTuple):
     Attributes:
       keys: ``[..., S, K]``: the encoder states as the score reads them (projected for the
         additive and general scores, the states themselves for the dot score).
-      values: ``[..., S, E]``: the encoder states averaged into the context.
+      values: ``[..., S, E]``: the encoder states averaged into the context, zero at padded
+        steps.
       mask: bool ``[..., S]``: ``True`` at valid (non-padded) source steps.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> att = attention("dot")
+      >>> memory = att.prepare({}, jnp.ones((2, 3, 4)), jnp.array([[1, 1, 0], [1, 0, 0]], bool))
+      >>> memory.keys.shape, memory.values.shape, memory.mask.shape
+      ((2, 3, 4), (2, 3, 4), (2, 3))
     """
 
     keys: Array
@@ -63,12 +77,24 @@ class Attention(NamedTuple):
     Attributes:
       init: ``init(key, query_size, value_size) -> params`` (``{}`` for the dot score).
       prepare: ``prepare(params, values [..., S, E], mask [..., S]) -> AttentionMemory``.
-      scores: ``scores(params, query [..., Q], memory) -> e [..., S]`` (unmasked).
+      scores: ``scores(params, query [..., Q], memory) -> e [..., S]`` (unmasked; at padded
+        steps they are the scores of the zeroed states, never read by ``apply``).
       apply: ``apply(params, query [..., Q], memory) -> (context [..., E], weights [..., S])``;
         the weights are zero at padded steps and sum to 1 over the valid ones (all zero when
         a row has no valid step).
       kind: ``"additive"``, ``"dot"`` or ``"general"``.
       size: ``A``, the width of the additive score's hidden layer (``None`` otherwise).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> att = attention("additive", size=5)
+      >>> params = att.init(jax.random.key(0), 3, 4)  # query size Q=3, encoder size E=4
+      >>> {k: v.shape for k, v in sorted(params.items())}
+      {'b': (5,), 'v': (5,), 'w_k': (4, 5), 'w_q': (3, 5)}
+      >>> memory = att.prepare(params, jnp.ones((2, 6, 4)))          # values [B=2, S=6, E=4]
+      >>> context, weights = att.apply(params, jnp.ones((2, 3)), memory)  # query [B, Q]
+      >>> context.shape, weights.shape
+      ((2, 4), (2, 6))
     """
 
     init: Callable[..., Params]
@@ -83,18 +109,43 @@ def masked_softmax(scores: Array, mask: Array | None) -> Array:
     """Softmax over the last axis restricted to ``mask``.
 
     Args:
-      scores: ``[..., S]``.
-      mask: bool ``[..., S]`` (broadcastable), ``True`` where a step may be attended, or
-        ``None`` for all steps.
+      scores: float ``[..., S]`` (e.g. ``[batch, S]``).
+      mask: bool ``[..., S]`` (broadcastable to ``scores``), ``True`` where a step may be
+        attended, or ``None`` for all steps.
 
     Returns:
       ``[..., S]`` weights: exactly 0 where ``mask`` is False (whatever the scores hold, NaN
-      included), summing to 1 over the valid steps, and all 0 for a row with no valid step
-      (never NaN, also in the gradient).
+      and ``inf`` included), summing to 1 over the valid steps, and all 0 for a row with no
+      valid step (never NaN, also in the gradient).
+
+    Raises:
+      TypeError: non-float ``scores`` or a non-bool ``mask``.
+      ValueError: ``scores`` of rank 0, or a ``mask`` that does not broadcast to ``scores``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> w = masked_softmax(jnp.array([[0.0, 0.0, jnp.nan]]), jnp.array([[True, True, False]]))
+      >>> w.tolist()
+      [[0.5, 0.5, 0.0]]
     """
+    where = "masked_softmax"
+    scores = jnp.asarray(scores)
+    if not jnp.issubdtype(scores.dtype, jnp.floating):
+        raise TypeError(f"{where}: `scores` must be floating point, got dtype {scores.dtype}")
+    if scores.ndim < 1:
+        raise ValueError(f"{where}: `scores` must have shape [..., S], got a scalar")
     if mask is None:
         return jax.nn.softmax(scores, axis=-1)
-    mask = jnp.broadcast_to(mask, scores.shape)
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"{where}: `mask` must be bool [..., S], got dtype {mask.dtype}")
+    try:
+        mask = jnp.broadcast_to(mask, scores.shape)
+    except ValueError:
+        raise ValueError(
+            f"{where}: `mask` must broadcast to the scores' shape {list(scores.shape)} "
+            f"([..., S]), got {list(mask.shape)}"
+        ) from None
     neg = jnp.asarray(jnp.finfo(scores.dtype).min, scores.dtype)
     safe = jnp.where(mask, scores, neg)
     top = jax.lax.stop_gradient(jnp.max(safe, axis=-1, keepdims=True))
@@ -124,13 +175,29 @@ def attention(
 
     Raises:
       ValueError: an unknown ``kind``; a bad ``size``; at ``init``, the dot score with
-        ``query_size != value_size``.
+        ``query_size != value_size``; in ``prepare`` / ``scores`` / ``apply``, shapes of
+        ``values [..., S, E]``, ``mask [..., S]`` or ``query [..., Q]`` that do not fit the
+        params or each other, or params of another score.
+      TypeError: non-float ``values`` or ``query``; a ``memory`` that is not an
+        :class:`AttentionMemory`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> att = attention("general")
+      >>> params = att.init(jax.random.key(0), 3, 4)   # w_a [Q=3, E=4]
+      >>> values = jnp.ones((2, 5, 4))                  # encoder states [batch, S, E]
+      >>> mask = jnp.arange(5) < jnp.array([[5], [2]])  # lengths 5 and 2
+      >>> context, weights = att.apply(params, jnp.ones((2, 3)), att.prepare(params, values, mask))
+      >>> context.shape, weights.shape
+      ((2, 4), (2, 5))
+      >>> weights[1].tolist()  # equal scores: uniform over the 2 valid steps
+      [0.5, 0.5, 0.0, 0.0, 0.0]
     """
     where = "attention"
     kind = _ALIASES.get(kind, kind)
     if kind not in SCORES:
         raise ValueError(
-            f"{where}: unknown score {kind!r}; expected one of {SCORES} "
+            f"{where}: unknown score `kind`={kind!r}; expected one of {SCORES} "
             f"(or the aliases {sorted(_ALIASES)})"
         )
     if size is not None:
@@ -170,6 +237,10 @@ def attention(
             raise ValueError(
                 f"{where}.prepare: `values` must have shape [..., S, E], got {list(values.shape)}"
             )
+        if not jnp.issubdtype(values.dtype, jnp.floating):
+            raise TypeError(
+                f"{where}.prepare: `values` must be floating point, got dtype {values.dtype}"
+            )
         if mask is None:
             mask = jnp.ones(values.shape[:-1], bool)
         mask = jnp.asarray(mask)
@@ -178,6 +249,10 @@ def attention(
                 f"{where}.prepare: `mask` must be bool {list(values.shape[:-1])} ([..., S]), got "
                 f"{mask.dtype} {list(mask.shape)}"
             )
+        _check_params(params, f"{where}.prepare")
+        # the first ``where`` of two: padded states (NaN, inf, anything) become exact zeros
+        # before the projection reads them, so no NaN reaches a score, context or gradient
+        values = jnp.where(mask[..., None], values, jnp.zeros((), values.dtype))
         p = _params_for(params, values.dtype)
         if kind == "dot":
             keys = values
@@ -196,16 +271,49 @@ def attention(
                 f"output size the params were made for), got {list(values.shape)}"
             )
 
+    def _check_params(params: Params, at: str) -> None:
+        need = {"dot": (), "general": ("w_a",), "additive": ("w_q", "w_k", "b", "v")}[kind]
+        if not hasattr(params, "keys") or any(k not in params for k in need):
+            got = sorted(params) if hasattr(params, "keys") else type(params).__name__
+            raise ValueError(
+                f"{at}: `params` must be the {kind} score's params with keys {list(need)} "
+                f"(from its init), got {got}"
+            )
+
     def scores(params: Params, query: Array, memory: AttentionMemory) -> Array:
+        at = f"{where}.scores"
+        if not isinstance(memory, AttentionMemory):
+            raise TypeError(
+                f"{at}: `memory` must be the AttentionMemory from prepare(params, values, mask), "
+                f"got {type(memory).__name__}"
+            )
+        _check_params(params, at)
         query = jnp.asarray(query)
+        if not jnp.issubdtype(query.dtype, jnp.floating):
+            raise TypeError(f"{at}: `query` must be floating point, got dtype {query.dtype}")
+        if query.ndim < 1:
+            raise ValueError(f"{at}: `query` must have shape [..., Q], got a scalar")
+        batch = memory.keys.shape[:-2]
+        if query.shape[:-1] != batch:
+            raise ValueError(
+                f"{at}: `query` must have shape [..., Q] with the memory's batch shape "
+                f"{list(batch)} (memory keys {list(memory.keys.shape)} = [..., S, K]), got "
+                f"{list(query.shape)}"
+            )
         p = _params_for(params, memory.keys.dtype)
         query = query.astype(memory.keys.dtype)
         if kind == "additive":
+            if query.shape[-1] != p["w_q"].shape[0]:
+                raise ValueError(
+                    f"{at}: `query` must have shape [..., {p['w_q'].shape[0]}] (the query size "
+                    f"the params were made for, params['w_q'] {list(p['w_q'].shape)}), got "
+                    f"{list(query.shape)}"
+                )
             q = query @ p["w_q"]  # [..., A]
             return jnp.tanh(memory.keys + q[..., None, :]) @ p["v"]
         if query.shape[-1] != memory.keys.shape[-1]:
             raise ValueError(
-                f"{where}.scores: `query` must have shape [..., {memory.keys.shape[-1]}] for the "
+                f"{at}: `query` must have shape [..., {memory.keys.shape[-1]}] for the "
                 f"{kind} score, got {list(query.shape)}"
             )
         return jnp.einsum("...q,...sq->...s", query, memory.keys)

@@ -1,10 +1,22 @@
-"""Checkpoints: a thin wrapper over ``orbax.checkpoint.CheckpointManager``.
+"""Checkpoints: a thin wrapper over ``orbax.checkpoint.CheckpointManager``, verified on restore.
 
 A checkpoint holds one pytree of arrays (e.g. ``{"train": TrainState, "carry": ...}``) and a
 JSON dict of metadata (data position, metric accumulators, ...).  Orbax writes each step into
 a temporary folder and renames it when complete, so a checkpoint on disk is always whole:
 a run killed mid-write leaves the previous checkpoint as the latest.  The last
 ``max_to_keep`` (3) are kept.
+
+Integrity: every checkpoint carries a SHA-256 digest of what it holds (each array's dtype,
+shape and bytes, in the tree's order, and the metadata's canonical JSON).  It is computed
+from the host copies when :meth:`Checkpointer.save` is called and stored inside the
+checkpoint's own JSON item, so it is written atomically with the data.  :meth:`Checkpointer.restore`
+recomputes it from what it read; a checkpoint that cannot be read (truncated or deleted
+files, missing or garbage metadata, an empty step folder) or whose digest differs (flipped
+bytes) is skipped with a one-line ``warnings.warn`` and the next older one is tried.  A
+writable checkpointer moves the skipped ones to ``<directory>/corrupt/`` so that training
+can save those steps again.  When no checkpoint is good, :class:`CheckpointError` (a
+``ValueError``) says why for each step -- never a raw Orbax/TensorStore traceback.
+Checkpoints written before digests existed are restored unverified.
 
 Saves are asynchronous (training goes on while the files are written).  The arrays are
 copied to host memory and the metadata is snapshotted before :meth:`Checkpointer.save`
@@ -17,8 +29,11 @@ restore from the template's key implementation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +41,53 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer"]
+__all__ = ["CheckpointError", "Checkpointer", "tree_digest"]
+
+_DIGEST_KEY = "__jrnn_sha256__"
+
+
+class CheckpointError(ValueError):
+    """No checkpoint could be restored: every candidate is unreadable or fails its digest.
+
+    Examples:
+      >>> issubclass(CheckpointError, ValueError)
+      True
+    """
+
+
+def tree_digest(tree: Any, metadata: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a pytree of arrays and a JSON dict, as stored with each checkpoint.
+
+    Covers every leaf's dtype, shape and bytes (C order, in ``jax.tree.leaves`` order;
+    typed keys as their ``key_data``) and the metadata's canonical JSON (sorted keys).
+
+    Args:
+      tree: a pytree of arrays (``[...]`` of any shape).
+      metadata: a JSON-serialisable dict.
+
+    Returns:
+      64 hex digits.
+
+    Examples:
+      >>> import numpy as np
+      >>> a = tree_digest({"w": np.zeros((2, 3), np.float32)}, {"step": 1})
+      >>> b = tree_digest({"w": np.zeros((2, 3), np.float32)}, {"step": 2})
+      >>> len(a), a == b
+      (64, False)
+    """
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(_to_host(tree)):
+        leaf = np.ascontiguousarray(leaf)
+        h.update(f"{leaf.dtype.str}{leaf.shape}".encode())
+        h.update(leaf.tobytes())
+    h.update(json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "no message"
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(error).__name__}: {text}"
 
 
 def _is_key(x: Any) -> bool:
@@ -58,13 +119,25 @@ def _rewrap_keys(restored: Any, template: Any) -> Any:
 
 
 class Checkpointer:
-    """Atomic, asynchronous checkpoints of a pytree plus JSON metadata in ``directory``.
+    """Atomic, asynchronous, verified checkpoints of a pytree plus JSON metadata.
 
     Args:
       directory: the checkpoints folder (one sub-folder per step).
       max_to_keep: how many of the most recent checkpoints to keep.
-      create: create ``directory`` if missing (``False`` to only read).
+      create: create ``directory`` if missing; ``False`` opens it read-only (corrupt
+        checkpoints are then skipped but left in place).
       async_save: write in a background thread.
+
+    Examples:
+      >>> import tempfile, jax.numpy as jnp
+      >>> folder = tempfile.mkdtemp()
+      >>> with Checkpointer(folder) as ck:
+      ...     ck.save(1, {"w": jnp.ones((2, 3))}, {"step": 1})
+      ...     ck.save(2, {"w": 2 * jnp.ones((2, 3))}, {"step": 2})
+      >>> with Checkpointer(folder, create=False) as ck:
+      ...     tree, meta = ck.restore({"w": jnp.zeros((2, 3))})
+      >>> meta, float(tree["w"][0, 0]), ck.all_steps()
+      ({'step': 2}, 2.0, [1, 2])
     """
 
     def __init__(
@@ -74,8 +147,13 @@ class Checkpointer:
         create: bool = True,
         async_save: bool = True,
     ) -> None:
+        if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
+            raise ValueError(
+                f"Checkpointer: `max_to_keep` must be a positive int, got {max_to_keep!r}"
+            )
         logging.getLogger("absl").setLevel(logging.WARNING)
         self.directory = Path(directory).absolute()
+        self._writable = bool(create)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=create,
@@ -84,7 +162,7 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
-        """The step of the newest complete checkpoint, or ``None``."""
+        """The step of the newest complete checkpoint, or ``None`` (not yet verified)."""
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
@@ -92,52 +170,139 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, tree: Any, metadata: dict[str, Any]) -> None:
-        """Starts saving ``tree`` and ``metadata`` as checkpoint ``step``.
+        """Starts saving ``tree`` and ``metadata`` (with their digest) as checkpoint ``step``.
 
         Args:
-          step: the checkpoint's step number (a Python int).
+          step: the checkpoint's step number (a Python int ``>= 0``).
           tree: a pytree of arrays (typed PRNG keys allowed).
           metadata: JSON-serialisable dict.
+
+        Raises:
+          TypeError: ``metadata`` is not a JSON-serialisable dict.
+          ValueError: a negative or non-int ``step``.
         """
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"Checkpointer.save: `step` must be an int >= 0, got {step!r}")
+        if not isinstance(metadata, dict):
+            raise TypeError(
+                f"Checkpointer.save: `metadata` must be a JSON-serialisable dict, got "
+                f"{type(metadata).__name__}"
+            )
+        if _DIGEST_KEY in metadata:
+            raise ValueError(f"Checkpointer.save: `metadata` may not use the key {_DIGEST_KEY!r}")
         host = _to_host(tree)
         # A snapshot: the write is asynchronous and the caller may mutate its dict at once.
-        metadata = json.loads(json.dumps(metadata))
+        try:
+            metadata = json.loads(json.dumps(metadata))
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"Checkpointer.save: `metadata` must be JSON-serialisable: {_one_line(e)}"
+            ) from None
+        stored = dict(metadata, **{_DIGEST_KEY: tree_digest(host, metadata)})
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(metadata)
+                state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(stored)
             ),
             force=True,
         )
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-        """Restores checkpoint ``step`` (default: the latest) into the structure of ``template``.
+        """Restores and verifies checkpoint ``step`` (default: the newest good one).
+
+        Without ``step``, the checkpoints are tried newest first: one that cannot be read
+        or fails its SHA-256 digest is skipped with a one-line ``warnings.warn`` (and, when
+        the checkpointer is writable, moved to ``<directory>/corrupt/``).
 
         Args:
           template: a pytree with the structure, shapes and dtypes of the saved one (e.g. a
             freshly initialised state); its typed keys say how to rewrap the stored keys.
-          step: which checkpoint; default the latest.
+          step: which checkpoint; default the newest good one (no fallback for an explicit
+            step).
 
         Returns:
           ``(tree, metadata)``.
 
         Raises:
-          FileNotFoundError: there is no checkpoint.
+          FileNotFoundError: there is no checkpoint at all.
+          CheckpointError: ``step`` does not exist or is bad, or (without ``step``) no
+            checkpoint is good; the message gives the reason for each.
         """
-        if step is None:
-            step = self.latest_step()
-        if step is None:
+        self._manager.wait_until_finished()
+        steps = self.all_steps()
+        if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if step is not None:
+            if int(step) not in steps:
+                raise CheckpointError(
+                    f"Checkpointer.restore: no checkpoint for `step`={step} in "
+                    f"{self.directory}; the checkpoints are {steps}"
+                )
+            try:
+                return self._restore_verified(template, int(step))
+            except Exception as e:  # orbax, tensorstore, JSON, digest: one clear error
+                raise CheckpointError(
+                    f"checkpoint {step} in {self.directory} cannot be restored: {_one_line(e)}"
+                ) from e
+        failures, bad = [], []
+        for s in reversed(steps):
+            try:
+                result = self._restore_verified(template, s)
+            except Exception as e:  # orbax, tensorstore, JSON, digest: try the next one
+                reason = _one_line(e)
+                failures.append(f"step {s}: {reason}")
+                bad.append(s)
+                warnings.warn(
+                    f"jrnn: skipping checkpoint {s} in {self.directory} ({reason})",
+                    stacklevel=2,
+                )
+                continue
+            self._quarantine(bad)
+            return result
+        raise CheckpointError(
+            f"no good checkpoint in {self.directory}: " + "; ".join(failures)
+        )
+
+    def _restore_verified(self, template: Any, step: int) -> tuple[Any, dict[str, Any]]:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), _storable_template(template)
         )
         restored = self._manager.restore(
-            int(step),
+            step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
-        return _rewrap_keys(restored.state, template), dict(restored.meta)
+        meta = restored.meta
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"its metadata is not a JSON dict but {type(meta).__name__}")
+        meta = dict(meta)
+        expected = meta.pop(_DIGEST_KEY, None)
+        if expected is not None:  # older checkpoints have no digest: restored unverified
+            got = tree_digest(restored.state, meta)
+            if got != expected:
+                raise CheckpointError(
+                    f"SHA-256 mismatch: stored {expected[:12]}..., the data read gives "
+                    f"{got[:12]}... (corrupted files)"
+                )
+        return _rewrap_keys(restored.state, template), meta
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Moves bad step folders to ``<directory>/corrupt/`` (writable checkpointers only),
+        so the run can save those steps again."""
+        if not steps or not self._writable:
+            return
+        target = self.directory / "corrupt"
+        for s in steps:
+            src = self.directory / str(s)
+            if not src.exists():
+                continue
+            target.mkdir(exist_ok=True)
+            dst, n = target / str(s), 1
+            while dst.exists():
+                dst, n = target / f"{s}-{n}", n + 1
+            shutil.move(str(src), str(dst))
+        self._manager.reload()
 
     def wait(self) -> None:
         """Blocks until every started save is on disk."""

@@ -4,8 +4,15 @@ All three run the decoder's pure ``step`` inside one traced loop (``lax.scan`` f
 and sampling, ``lax.while_loop`` for beam search, which stops as soon as every beam has
 ended), batched over the source batch, with no per-token Python loop; each public function
 checks its arguments and then calls a jitted core (one compilation per model, shape and
-static setting).  They also work inside a caller's ``jax.jit`` (concrete-value checks are
-then skipped).
+static setting).
+
+Inside a caller's ``jax.jit``: every check of shapes, dtypes and static settings still runs
+at trace time; checks of *values* (token ids within the vocabulary, ``src_lengths`` within
+``[0, S]``, a non-negative ``temperature`` or ``length_penalty``) run only on concrete
+arrays (closed-over constants included) and are skipped for traced ones (``jax.core.Tracer``).
+Then out-of-range source ids are clipped into the vocabulary by the embedding's gather (JAX's
+indexing rule), ``src_lengths`` are clipped to ``[0, S]`` by the length mask, and a negative
+traced temperature behaves as ``0`` (greedy) -- the outputs stay finite.
 
 Conventions shared by all three:
 
@@ -30,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn.base import Array, Params, check_int
 from jrnn.models import EncoderDecoder
@@ -40,6 +48,7 @@ __all__ = [
     "beam_search",
     "greedy_decode",
     "length_normalize",
+    "num_hypotheses",
     "sample_decode",
     "sequence_scores",
 ]
@@ -54,6 +63,12 @@ class Decoded(NamedTuple):
       scores: float32 ``[B]``: the sum of the tokens' log-probabilities.
       attention: ``[B, max_len, S]`` attention weights of every step (``None`` for models
         without attention).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> d = Decoded(jnp.array([[3, 2, 0]]), jnp.array([2]), jnp.array([-0.5]), None)
+      >>> d.tokens[0, : int(d.lengths[0])].tolist()  # the tokens up to eos (2)
+      [3, 2]
     """
 
     tokens: Array
@@ -70,6 +85,13 @@ class Beams(NamedTuple):
       lengths: int32 ``[B, k]``.
       scores: float32 ``[B, k]``: total log-probabilities.
       normalized: float32 ``[B, k]``: ``scores / lengths ** length_penalty``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> b = Beams(jnp.zeros((2, 3, 4), jnp.int32), jnp.ones((2, 3), jnp.int32),
+      ...           jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+      >>> b.tokens[:, 0].shape  # the best hypothesis of each source
+      (2, 4)
     """
 
     tokens: Array
@@ -86,35 +108,123 @@ def _check_model(model: Any, where: str) -> None:
         )
 
 
+def _concrete(x: Any) -> np.ndarray | None:
+    """``x`` as a NumPy array when its value is known at trace time, else ``None``."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def _check_tokens(name: str, x: Any, vocab: int, where: str, what: str) -> None:
+    """Integer dtype always; ids in ``[0, vocab)`` when ``x`` is concrete."""
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{where}: `{name}` must be integer token ids, got dtype {dtype}")
+    value = _concrete(x)
+    if value is not None and value.size:
+        lo, hi = int(value.min()), int(value.max())
+        if lo < 0 or hi >= vocab:
+            raise ValueError(
+                f"{where}: `{name}` holds token ids in [{lo}, {hi}] but the model's {what} "
+                f"vocabulary has {vocab} ids (expected ids in [0, {vocab - 1}]): a "
+                "vocabulary-size mismatch"
+            )
+
+
+def _check_lengths(name: str, lengths: Any, batch: int, steps: int, where: str) -> Array:
+    """int ``[batch]`` always; values in ``[0, steps]`` when concrete."""
+    if not hasattr(lengths, "dtype"):
+        lengths = np.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"{where}: `{name}` must be integer lengths, got dtype {lengths.dtype}")
+    if tuple(lengths.shape) != (batch,):
+        raise ValueError(
+            f"{where}: `{name}` must have shape [batch] = [{batch}], got {list(lengths.shape)}"
+        )
+    value = _concrete(lengths)
+    if value is not None and value.size:
+        lo, hi = int(value.min()), int(value.max())
+        if lo < 0 or hi > steps:
+            raise ValueError(
+                f"{where}: `{name}` must lie in [0, T={steps}] (T the padded length), got "
+                f"values in [{lo}, {hi}]"
+            )
+    return jnp.asarray(lengths)
+
+
+def _check_nonnegative(name: str, value: Any, where: str) -> None:
+    """``value >= 0`` when it is concrete (a traced value is not checked)."""
+    v = _concrete(value)
+    if v is None:
+        return
+    if v.shape != ():
+        raise ValueError(f"{where}: `{name}` must be a scalar, got shape {list(v.shape)}")
+    if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
+        raise TypeError(f"{where}: `{name}` must be a real number, got dtype {v.dtype}")
+    if not v >= 0:  # NaN fails too
+        raise ValueError(f"{where}: `{name}` must be >= 0, got {v.item()}")
+
+
 def _check_source(
     model: EncoderDecoder, src: Any, src_lengths: Any, where: str
 ) -> tuple[Array, Array | None]:
-    """Checks concrete sources (token range, lengths in ``[0, S]``) before the jitted core."""
+    """Checks the sources' shapes and dtypes, and their values when concrete."""
+    if not hasattr(src, "dtype"):
+        src = np.asarray(src)
+    if src.ndim != 2:
+        layout = "[batch, time] token ids" if model.src_vocab is not None else "[batch, features]"
+        raise ValueError(f"{where}: `src` must have shape {layout}, got {list(src.shape)}")
+    if model.src_vocab is not None:
+        _check_tokens("src", src, model.src_vocab, where, "source")
     src = jnp.asarray(src)
+    if model.src_vocab is not None:
+        # A traced out-of-range id would read NaN through the embedding's gather: clip it.
+        src = jnp.clip(src, 0, model.src_vocab - 1)
     if src_lengths is not None:
-        src_lengths = jnp.asarray(src_lengths)
-        if (
-            model.src_vocab is not None
-            and src.ndim == 2
-            and not isinstance(src_lengths, jax.core.Tracer)
-            and src_lengths.size
-        ):
-            lo, hi = int(jnp.min(src_lengths)), int(jnp.max(src_lengths))
-            if lo < 0 or hi > src.shape[1]:
-                raise ValueError(
-                    f"{where}: `src_lengths` must lie in [0, T={src.shape[1]}] (T the padded "
-                    f"source length), got values in [{lo}, {hi}]"
-                )
-    if model.src_vocab is not None and not isinstance(src, jax.core.Tracer) and src.size:
-        if not jnp.issubdtype(src.dtype, jnp.integer):
-            raise TypeError(f"{where}: `src` must be integer token ids, got dtype {src.dtype}")
-        lo, hi = int(jnp.min(src)), int(jnp.max(src))
-        if lo < 0 or hi >= model.src_vocab:
-            raise ValueError(
-                f"{where}: `src` holds token ids in [{lo}, {hi}] but the model's source "
-                f"vocabulary has {model.src_vocab} ids: a vocabulary-size mismatch"
-            )
+        src_lengths = _check_lengths("src_lengths", src_lengths, src.shape[0], src.shape[1], where)
+        src_lengths = jnp.clip(src_lengths, 0, src.shape[1])
     return src, src_lengths
+
+
+def _check_key(key: Any, where: str) -> None:
+    if not isinstance(key, jax.Array) or not (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
+        got = f"{type(key).__name__} {getattr(key, 'dtype', '')} {list(np.shape(key))}"
+        raise TypeError(
+            f"{where}: `key` must be a PRNG key (jax.random.key(0) or a raw uint32[2] key), "
+            f"got {got}"
+        )
+
+
+def num_hypotheses(model: EncoderDecoder, max_len: int) -> int:
+    """How many distinct outputs of at most ``max_len`` tokens ``model`` can emit.
+
+    With ``E`` emittable tokens (all but ``pad`` and ``bos``), ``eos`` among them: every
+    ``n < max_len`` other tokens followed by ``eos``, plus the ``(E - 1) ** max_len``
+    outputs cut at ``max_len``.  :func:`beam_search` never keeps more beams than this.
+
+    Args:
+      model: an :class:`jrnn.models.EncoderDecoder`.
+      max_len: the most tokens per output.
+
+    Returns:
+      The count (a Python int; may be huge).
+
+    Examples:
+      >>> import jrnn
+      >>> from jrnn.models import seq2seq
+      >>> model = seq2seq(jrnn.lstm(4), jrnn.gru(4), 6, 5, embed_size=3)
+      >>> num_hypotheses(model, 1), num_hypotheses(model, 2)  # tokens 2 (eos), 3, 4
+      (3, 7)
+    """
+    max_len = check_int("max_len", max_len, "num_hypotheses")
+    emittable = set(range(model.tgt_vocab)) - {model.pad, model.bos}
+    if model.eos not in emittable:
+        return len(emittable) ** max_len
+    other = len(emittable) - 1
+    return sum(other**n for n in range(max_len)) + other**max_len
 
 
 def _log_probs(model: EncoderDecoder, logits: Array) -> Array:
@@ -126,7 +236,21 @@ def _log_probs(model: EncoderDecoder, logits: Array) -> Array:
 
 
 def length_normalize(scores: Array, lengths: Array, length_penalty: float | Array) -> Array:
-    """``scores / max(lengths, 1) ** length_penalty`` (float32)."""
+    """``scores / max(lengths, 1) ** length_penalty`` (float32), the beams' ranking key.
+
+    Args:
+      scores: ``[...]`` total log-probabilities.
+      lengths: int ``[...]`` (broadcastable) output lengths.
+      length_penalty: ``α``; ``0`` leaves the scores, ``1`` gives the mean per token.
+
+    Returns:
+      float32 ``[...]``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> length_normalize(jnp.array([-4.0, -4.0]), jnp.array([2, 4]), 1.0)
+      Array([-2., -1.], dtype=float32)
+    """
     n = jnp.maximum(lengths, 1).astype(jnp.float32)
     return scores.astype(jnp.float32) / n ** jnp.asarray(length_penalty, jnp.float32)
 
@@ -153,7 +277,28 @@ def greedy_decode(
       max_len: the most tokens to generate (static).
 
     Returns:
-      A :class:`Decoded` (with the attention weights of attention models).
+      A :class:`Decoded`: ``tokens [B, max_len]``, ``lengths [B]``, ``scores [B]`` and, for
+      attention models, ``attention [B, max_len, S]``.
+
+    Raises:
+      TypeError: ``model`` is not an ``EncoderDecoder``; non-integer ``src`` ids or lengths.
+      ValueError: ``max_len < 1``; a bad shape of ``src`` / ``src_lengths``; concrete ``src``
+        ids outside the source vocabulary or ``src_lengths`` outside ``[0, S]``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.models import seq2seq
+      >>> model = seq2seq(jrnn.lstm(4), jrnn.gru(4), 6, 5, embed_size=3, attention="dot")
+      >>> params = model.init(jax.random.key(0))
+      >>> src = jnp.array([[3, 4, 5], [4, 5, 0]])  # [batch=2, S=3]
+      >>> out = greedy_decode(model, params, src, jnp.array([3, 2]), max_len=4)
+      >>> out.tokens.shape, out.lengths.shape, out.attention.shape
+      ((2, 4), (2,), (2, 4, 3))
+      >>> bool(jnp.all(out.scores <= 0))  # sums of log-probabilities
+      True
+      >>> run = jax.jit(lambda p: greedy_decode(model, p, src, max_len=4).tokens)
+      >>> run(params).shape  # also inside jit, over closed-over arrays
+      (2, 4)
     """
     where = "greedy_decode"
     _check_model(model, where)
@@ -183,13 +328,32 @@ def sample_decode(
       temperature: ``>= 0``.
 
     Returns:
-      A :class:`Decoded`.
+      A :class:`Decoded` (shapes as in :func:`greedy_decode`).
+
+    Raises:
+      TypeError: ``key`` is not a PRNG key; as :func:`greedy_decode`.
+      ValueError: a concrete negative ``temperature``; as :func:`greedy_decode`.  A traced
+        negative temperature decodes greedily.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.models import seq2seq
+      >>> model = seq2seq(jrnn.lstm(4), jrnn.gru(4), 6, 5, embed_size=3, attention="dot")
+      >>> params = model.init(jax.random.key(0))
+      >>> src = jnp.array([[3, 4, 5], [4, 5, 0]])  # [batch=2, S=3]
+      >>> out = sample_decode(model, params, src, key=jax.random.key(1), max_len=4)
+      >>> out.tokens.shape
+      (2, 4)
+      >>> cold = sample_decode(model, params, src, key=jax.random.key(1), max_len=4,
+      ...                      temperature=0.0)
+      >>> bool(jnp.all(cold.tokens == greedy_decode(model, params, src, max_len=4).tokens))
+      True
     """
     where = "sample_decode"
     _check_model(model, where)
     max_len = check_int("max_len", max_len, where)
-    if isinstance(temperature, (int, float)) and temperature < 0:
-        raise ValueError(f"{where}: `temperature` must be >= 0, got {temperature}")
+    _check_nonnegative("temperature", temperature, where)
+    _check_key(key, where)
     src, src_lengths = _check_source(model, src, src_lengths, where)
     return _autoregress(model, params, src, src_lengths, max_len, key, temperature)
 
@@ -262,19 +426,38 @@ def beam_search(
       length_penalty: ``α >= 0`` of the length normalisation.
 
     Returns:
-      :class:`Beams`, best first.
+      :class:`Beams`, best first: ``tokens [B, k, max_len]``, ``lengths``, ``scores`` and
+      ``normalized`` ``[B, k]`` with ``k = min(beam_size, num_hypotheses(model, max_len))``:
+      the beam is clamped to the number of distinct outputs the model can emit (e.g. ``3``
+      for a 5-token vocabulary and ``max_len=1``), so every returned beam is a real
+      hypothesis with a finite score (never a ``-inf`` filler).
 
     Raises:
-      ValueError: ``beam_size < 1``, ``max_len < 1``, a negative ``length_penalty``.
+      ValueError: ``beam_size < 1``, ``max_len < 1``, a concrete negative
+        ``length_penalty``; as :func:`greedy_decode`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.models import seq2seq
+      >>> model = seq2seq(jrnn.lstm(4), jrnn.gru(4), 6, 5, embed_size=3, attention="dot")
+      >>> params = model.init(jax.random.key(0))
+      >>> src = jnp.array([[3, 4, 5], [4, 5, 0]])  # [batch=2, S=3]
+      >>> beams = beam_search(model, params, src, beam_size=3, max_len=4)
+      >>> beams.tokens.shape, beams.scores.shape
+      ((2, 3, 4), (2, 3))
+      >>> bool(jnp.all(beams.normalized[:, :-1] >= beams.normalized[:, 1:]))  # best first
+      True
+      >>> beam_search(model, params, src, beam_size=8, max_len=1).tokens.shape  # clamped
+      (2, 3, 1)
     """
     where = "beam_search"
     _check_model(model, where)
     beam_size = check_int("beam_size", beam_size, where)
     max_len = check_int("max_len", max_len, where)
-    if isinstance(length_penalty, (int, float)) and length_penalty < 0:
-        raise ValueError(f"{where}: `length_penalty` must be >= 0, got {length_penalty}")
+    _check_nonnegative("length_penalty", length_penalty, where)
     src, src_lengths = _check_source(model, src, src_lengths, where)
-    return _beam(model, params, src, src_lengths, beam_size, max_len, length_penalty)
+    k = min(beam_size, num_hypotheses(model, max_len))
+    return _beam(model, params, src, src_lengths, k, max_len, length_penalty)
 
 
 @partial(jax.jit, static_argnums=(0, 4, 5))
@@ -352,15 +535,43 @@ def sequence_scores(
     Returns:
       float32 ``[B]``: ``Σ_{t < tgt_lengths} log p(tgt_out[t] | tgt_out[:t], src)`` with
       ``pad`` and ``bos`` masked as in decoding.
+
+    Raises:
+      TypeError: non-integer ``tgt_out`` / ``tgt_lengths``; as :func:`greedy_decode`.
+      ValueError: ``tgt_out`` not ``[B, T']``, ``tgt_lengths`` not ``[B]``; concrete target
+        ids outside the target vocabulary or lengths outside ``[0, T']``.  Traced values are
+        not checked: ids are clipped into the vocabulary and lengths into ``[0, T']``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.models import seq2seq
+      >>> model = seq2seq(jrnn.lstm(4), jrnn.gru(4), 6, 5, embed_size=3, attention="dot")
+      >>> params = model.init(jax.random.key(0))
+      >>> src = jnp.array([[3, 4, 5], [4, 5, 0]])  # [batch=2, S=3]
+      >>> out = greedy_decode(model, params, src, max_len=4)
+      >>> again = sequence_scores(model, params, src, out.tokens, out.lengths)
+      >>> bool(jnp.allclose(again, out.scores, atol=1e-5))
+      True
     """
-    _check_model(model, "sequence_scores")
-    tgt_out = jnp.asarray(tgt_out, jnp.int32)
+    where = "sequence_scores"
+    _check_model(model, where)
+    src, src_lengths = _check_source(model, src, src_lengths, where)
+    if not hasattr(tgt_out, "dtype"):
+        tgt_out = np.asarray(tgt_out)
+    if tgt_out.ndim != 2 or tgt_out.shape[0] != src.shape[0]:
+        raise ValueError(
+            f"{where}: `tgt_out` must have shape [batch, T'] with batch={src.shape[0]} (from "
+            f"`src`), got {list(tgt_out.shape)}"
+        )
+    _check_tokens("tgt_out", tgt_out, model.tgt_vocab, where, "target")
     batch, steps = tgt_out.shape
+    tgt_lengths = _check_lengths("tgt_lengths", tgt_lengths, batch, steps, where)
+    tgt_out = jnp.clip(jnp.asarray(tgt_out, jnp.int32), 0, model.tgt_vocab - 1)
     tgt_in = jnp.concatenate([jnp.full((batch, 1), model.bos, jnp.int32), tgt_out[:, :-1]], 1)
     tgt_in = jnp.where(tgt_in == model.eos, model.pad, tgt_in)  # after eos: never read
     logits, _ = model.apply(params, src, tgt_in, src_lengths=src_lengths)
     logp = _log_probs(model, logits)
     picked = jnp.take_along_axis(logp, tgt_out[..., None], axis=-1)[..., 0]
-    tgt_lengths = jnp.asarray(tgt_lengths).astype(jnp.int32)
+    tgt_lengths = tgt_lengths.astype(jnp.int32)
     valid = jnp.arange(steps, dtype=jnp.int32)[None, :] < tgt_lengths[:, None]
     return jnp.sum(jnp.where(valid, picked, jnp.float32(0)), axis=-1)

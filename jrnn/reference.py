@@ -66,6 +66,10 @@ def sigmoid(x: ArrayLike) -> Array:
     Stable for large ``|x|``: with ``e = exp(-|x|) <= 1``,
     ``σ(x) = 1 / (1 + e)`` for ``x >= 0`` and ``σ(x) = e / (1 + e)`` for ``x < 0``,
     so ``exp`` never overflows.
+
+    Examples:
+      >>> sigmoid([-1000.0, 0.0, 1000.0]).tolist()
+      [0.0, 0.5, 1.0]
     """
     x = np.asarray(x, np.float64)
     e = np.exp(-np.abs(x))
@@ -272,7 +276,8 @@ def _rnn_step(p: Params, h_tm1: Array, x_t: Array, activation: str) -> tuple[Arr
     """Simple (Elman) RNN step, shapes ``x_t [B,I]``, ``h_tm1 [B,H]`` -> ``h_t [B,H]``.
 
     ``a_t = x_t @ w_ih + h_tm1 @ w_hh + b``,  ``h_t = act(a_t)``
-    (the seed's ``a = b + W h + U x``, ``h = tanh(a)`` with ``U = w_ih.T``, ``W = w_hh.T``).
+    (the lecture's Elman recurrence ``a = b + W h + U x``, ``h = tanh(a)`` with ``U = w_ih.T``,
+    ``W = w_hh.T``).
     """
     a_t = x_t @ p["w_ih"] + h_tm1 @ p["w_hh"] + p["b"]
     h_t = _activate(a_t, activation)
@@ -406,7 +411,7 @@ def _lstm_step_backward(
 
 
 def _gru_step(p: Params, h_tm1: Array, x_t: Array) -> tuple[Array, dict]:
-    """GRU step, seed convention for ``z``; reset-after form when ``b_hn`` is present.
+    """Cho's GRU step (the lecture's convention for ``z``); reset-after form with ``b_hn``.
 
     Shapes ``x_t [B,I]``, ``h_tm1 [B,H]``; ``w_*r, w_*z, w_*n`` are the column blocks::
 
@@ -541,6 +546,13 @@ def cell_step(
 
     Returns:
       ``(carry_t, y_t)`` with ``y_t = h_t [B,H]``; ``carry_t`` has ``carry``'s structure.
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_ih": np.ones((2, 3)), "w_hh": np.zeros((3, 3)), "b": np.zeros(3)}
+      >>> h, y = cell_step("rnn", p, np.zeros((1, 3)), np.array([[0.5, 0.5]]))
+      >>> np.allclose(y, np.tanh(1.0)), y.shape
+      (True, (1, 3))
     """
     _check_kind(kind, activation)
     p = _as_params(kind, params)
@@ -639,6 +651,16 @@ def forward(
 
     Returns:
       ``(ys [B, T, H], carry_T)``, ``carry_T`` with the structure of the carry.
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_ih": np.ones((1, 2)), "w_hh": np.eye(2), "b": np.zeros(2)}
+      >>> xs = np.ones((2, 3, 1))                       # [B=2, T=3, I=1]
+      >>> ys, h = forward("rnn", p, xs, None, lengths=[3, 1], activation="relu")
+      >>> ys[:, :, 0].tolist()                          # h_t = relu(x_t + h_{t-1})
+      [[1.0, 2.0, 3.0], [1.0, 0.0, 0.0]]
+      >>> h[:, 0].tolist()
+      [3.0, 1.0]
     """
     p, xs, carry0, lengths = _prepare(kind, params, xs, carry0, lengths, activation)
     ys, carry_T, *_ = _unroll(kind, p, xs, carry0, lengths, reverse, activation)
@@ -675,6 +697,15 @@ def backward(
     Returns:
       ``(dparams, dxs [B, T, I], dcarry0)``: ``dparams`` has the keys and shapes of
       ``params``, ``dcarry0`` the structure of the carry.
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_ih": np.ones((1, 1)), "w_hh": np.ones((1, 1)), "b": np.zeros(1)}
+      >>> xs = np.ones((1, 2, 1))                       # relu: h1 = 1, h2 = 2
+      >>> dys = np.array([[[0.0], [1.0]]])              # L = h2 = x1 + x2 + b + b
+      >>> dp, dxs, dh0 = backward("rnn", p, xs, None, dys, activation="relu")
+      >>> dxs[0, :, 0].tolist(), dp["b"].tolist(), dp["w_hh"].tolist()  # dL/dw_hh = h1
+      ([1.0, 1.0], [2.0], [[1.0]])
     """
     p, xs, carry0, lengths = _prepare(kind, params, xs, carry0, lengths, activation)
     B, T, _ = xs.shape
@@ -739,6 +770,15 @@ def stack_forward(
     Returns:
       ``(ys [B, T, D*H], carries_T)`` where ``ys`` is the last layer's output and
       ``carries_T[l][d]`` the final carry of layer ``l``, direction ``d``.
+
+    Examples:
+      >>> import numpy as np
+      >>> p0 = {"w_ih": np.ones((1, 1)), "w_hh": np.eye(1), "b": np.zeros(1)}
+      >>> p1 = {"w_ih": np.ones((2, 1)), "w_hh": np.eye(1), "b": np.zeros(1)}
+      >>> ys, carries = stack_forward("rnn", [[p0, p0], [p1, p1]], np.ones((1, 3, 1)),
+      ...                             bidirectional=True, activation="relu")
+      >>> ys.shape, len(carries), len(carries[0])
+      ((1, 3, 2), 2, 2)
     """
     num_dirs = 2 if bidirectional else 1
     if carries0 is not None and len(carries0) != len(layer_params):
@@ -770,7 +810,7 @@ def stack_forward(
 
 
 # --------------------------------------------------------------------------------------
-# The seed's Elman network with softmax output (column vectors, one sequence)
+# The lecture's Elman network with softmax output (column vectors, one sequence)
 # --------------------------------------------------------------------------------------
 
 
@@ -779,6 +819,11 @@ def log_softmax(logits: ArrayLike) -> Array:
 
     ``log ŷ_k = o_k - m - log Σ_j exp(o_j - m)`` with ``m = max_j o_j`` (log-sum-exp), so
     no ``exp`` overflows.
+
+    Examples:
+      >>> import numpy as np
+      >>> np.exp(log_softmax([1e4, 1e4])).tolist()
+      [0.5, 0.5]
     """
     logits = np.asarray(logits, np.float64)
     shifted = logits - np.max(logits, axis=-1, keepdims=True)
@@ -814,7 +859,7 @@ def elman_forward(
     xs: ArrayLike,
     h0: ArrayLike,
 ) -> dict[str, Array]:
-    """The seed's Elman RNN with softmax outputs, one sequence, column vectors.
+    """The Elman RNN with softmax outputs of the lecture, one sequence, column vectors.
 
     Shapes: ``U [H,I]``, ``W [H,H]``, ``V [K,H]``, ``b [H]``, ``c [K]``, ``xs [T,I]``,
     ``h0 [H]``.  For ``t = 1 .. τ`` (rows ``0 .. T-1`` of ``xs``)::
@@ -826,6 +871,14 @@ def elman_forward(
 
     Returns:
       ``dict(h=[T,H], o=[T,K], yhat=[T,K])``.
+
+    Examples:
+      >>> import numpy as np
+      >>> H, I, K, T = 3, 2, 4, 5
+      >>> U, V, W = np.ones((H, I)), np.zeros((K, H)), np.zeros((H, H))
+      >>> out = elman_forward(U, V, W, np.zeros(H), np.zeros(K), np.zeros((T, I)), np.zeros(H))
+      >>> out["h"].shape, out["yhat"][0].tolist()        # V = 0, c = 0: uniform outputs
+      ((5, 3), [0.25, 0.25, 0.25, 0.25])
     """
     U, V, W, b, c, xs, h0 = _elman_args(U, V, W, b, c, xs, h0)
     T = xs.shape[0]
@@ -850,10 +903,18 @@ def elman_loss(
     h0: ArrayLike,
     targets: ArrayLike,
 ) -> float:
-    """The seed's loss ``L = Σ_t L(t) = -Σ_t log ŷ(t)[y(t)]``.
+    """The lecture's sequence loss ``L = Σ_t L(t) = -Σ_t log ŷ(t)[y(t)]``.
 
     Shapes as in ``elman_forward``; ``targets`` int ``[T]`` with entries in ``[0, K)``.
     ``log ŷ(t)`` is computed as ``log_softmax(o(t))``.  Returns a Python float.
+
+    Examples:
+      >>> import numpy as np
+      >>> H, I, K, T = 3, 2, 4, 5
+      >>> args = (np.ones((H, I)), np.zeros((K, H)), np.zeros((H, H)), np.zeros(H),
+      ...         np.zeros(K), np.zeros((T, I)), np.zeros(H))
+      >>> bool(np.isclose(elman_loss(*args, targets=[0, 1, 2, 3, 0]) / T, np.log(K)))
+      True
     """
     out = elman_forward(U, V, W, b, c, xs, h0)
     targets = np.asarray(targets)
@@ -871,7 +932,7 @@ def elman_bptt(
     h0: ArrayLike,
     targets: ArrayLike,
 ) -> dict[str, Array]:
-    """Gradients of ``elman_loss`` by the seed's BPTT equations, literally.
+    """Gradients of ``elman_loss`` by the lecture's hand-derived BPTT equations, literally.
 
     Shapes as in ``elman_forward``; ``targets`` int ``[T]``.  With ``τ`` the last step::
 
@@ -891,6 +952,20 @@ def elman_bptt(
 
     Returns:
       ``dict(U=[H,I], V=[K,H], W=[H,H], b=[H], c=[K], h0=[H])``.
+
+    Examples:
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> H, I, K, T = 3, 2, 4, 5
+      >>> U, V, W = rng.normal(size=(H, I)), rng.normal(size=(K, H)), rng.normal(size=(H, H))
+      >>> b, c, xs, h0 = np.zeros(H), np.zeros(K), rng.normal(size=(T, I)), np.zeros(H)
+      >>> y = [0, 1, 2, 3, 0]
+      >>> g = elman_bptt(U, V, W, b, c, xs, h0, y)
+      >>> e = np.zeros(K); e[1] = 1e-6                   # finite difference along c[1]
+      >>> fd = (elman_loss(U, V, W, b, c + e, xs, h0, y)
+      ...       - elman_loss(U, V, W, b, c - e, xs, h0, y)) / 2e-6
+      >>> bool(np.isclose(g["c"][1], fd, rtol=1e-6))
+      True
     """
     U, V, W, b, c, xs, h0 = _elman_args(U, V, W, b, c, xs, h0)
     targets = np.asarray(targets)
@@ -941,6 +1016,14 @@ def sequence_cross_entropy(
 
     Returns:
       ``(per_seq [B], mean [])``.
+
+    Examples:
+      >>> import numpy as np
+      >>> per_seq, mean = sequence_cross_entropy(np.zeros((2, 3, 4)),
+      ...                                        [[0, 1, 2], [3, -100, -100]], [3, 1])
+      >>> bool(np.allclose(per_seq, [3 * np.log(4), np.log(4)])), bool(np.isclose(mean,
+      ...                                                                  np.log(4)))
+      (True, True)
     """
     logits = _as_sequence_batch(logits, name="logits")
     B, T, K = logits.shape
@@ -971,6 +1054,12 @@ def sequence_mse(
 
     Returns:
       ``(per_seq [B], mean [])``.
+
+    Examples:
+      >>> import numpy as np
+      >>> per_seq, mean = sequence_mse(np.ones((2, 3, 2)), np.zeros((2, 3, 2)), [3, 1])
+      >>> per_seq.tolist(), float(mean)
+      ([6.0, 2.0], 1.0)
     """
     preds = _as_sequence_batch(preds, name="preds")
     targets = _as_sequence_batch(targets, name="targets")

@@ -3,7 +3,7 @@
 * :class:`TrainState` ``(step, params, opt_state, key)`` is the whole state of a run (with
   the recurrent carry, for truncated BPTT over streams, kept beside it).
 * :func:`make_train_step` builds one jitted step: loss and gradients, global-norm gradient
-  clipping (on by default: the seed's remedy for exploding gradients), the optimizer update,
+  clipping (on by default: the lecture's remedy for exploding gradients), the optimizer update,
   and a finiteness check; the state is donated so parameters are updated in place.
 * :func:`make_eval_step` / :func:`evaluate` compute exact means of per-token metrics.
 * Truncated BPTT carries the recurrent state across consecutive windows of a long stream
@@ -13,7 +13,12 @@
   whole sequence the gradient is exactly full BPTT's.
 
 Everything is a pure function of the explicit PRNG key in the state: a run is fully
-determined by its seed.
+determined by that key.
+
+Arguments are checked where it is cheap, at build or trace time (never on traced values):
+the optimizer's type, the PRNG key, the state's type and the match between
+``state.opt_state`` and ``optimizer.init(state.params)``; mistakes raise ``TypeError`` /
+``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ class TrainState(NamedTuple):
       params: the model parameters.
       opt_state: the optimizer's state.
       key: the PRNG key (``jax.random.key``) the next step splits for its randomness.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> state = init_train_state({"w": jnp.zeros(3)}, optax.sgd(0.1), jax.random.key(0))
+      >>> int(state.step), state.params["w"].shape
+      (0, (3,))
     """
 
     step: Array
@@ -62,8 +73,71 @@ class TrainState(NamedTuple):
 def init_train_state(
     params: Params, optimizer: optax.GradientTransformation, key: jax.Array
 ) -> TrainState:
-    """The state before the first step: ``step = 0`` and ``optimizer.init(params)``."""
+    """The state before the first step: ``step = 0`` and ``optimizer.init(params)``.
+
+    Args:
+      params: the model parameters (any pytree of float arrays, e.g. ``{"w": [I, H]}``).
+      optimizer: an ``optax.GradientTransformation``.
+      key: a PRNG key (``jax.random.key(0)``, or a raw ``uint32[2]`` key).
+
+    Returns:
+      A :class:`TrainState`.
+
+    Raises:
+      TypeError: ``optimizer`` is not a GradientTransformation or ``key`` not a PRNG key.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> state = init_train_state({"w": jnp.ones((2, 3))}, optax.adam(1e-3), jax.random.key(0))
+      >>> int(state.step), jax.tree.structure(state.opt_state) == jax.tree.structure(
+      ...     optax.adam(1e-3).init({"w": jnp.ones((2, 3))}))
+      (0, True)
+    """
+    where = "init_train_state"
+    _check_optimizer(optimizer, where)
+    _check_key(key, where)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), key)
+
+
+def _check_optimizer(optimizer: Any, where: str) -> None:
+    if not (callable(getattr(optimizer, "init", None)) and callable(
+        getattr(optimizer, "update", None)
+    )):
+        raise TypeError(
+            f"{where}: `optimizer` must be an optax.GradientTransformation (with init and "
+            f"update), e.g. optax.adam(1e-3), got {type(optimizer).__name__}"
+        )
+
+
+def _check_key(key: Any, where: str) -> None:
+    ok = isinstance(key, jax.Array) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.shape == (2,))
+    )
+    if not ok:
+        got = f"{type(key).__name__} {getattr(key, 'dtype', '')} {list(np.shape(key))}"
+        raise TypeError(
+            f"{where}: `key` must be a PRNG key (jax.random.key(0) or a raw uint32[2] key), "
+            f"got {got}"
+        )
+
+
+def _check_state(state: Any, optimizer: optax.GradientTransformation, where: str) -> None:
+    """At trace time: ``state`` is a TrainState whose opt_state fits ``optimizer``."""
+    if not isinstance(state, TrainState):
+        raise TypeError(
+            f"{where}: `state` must be a jrnn.train.TrainState (from init_train_state), got "
+            f"{type(state).__name__}"
+        )
+    with jax.numpy_dtype_promotion("standard"):  # as for the update (see make_train_step)
+        want = jax.tree.structure(jax.eval_shape(optimizer.init, state.params))
+    got = jax.tree.structure(state.opt_state)
+    if want != got:
+        raise ValueError(
+            f"{where}: `state.opt_state` does not match optimizer.init(state.params): "
+            f"expected the structure {want}, got {got}; build the state with "
+            f"init_train_state(params, optimizer, key) for this optimizer and these params"
+        )
 
 
 def _tree_all_finite(tree: Any) -> Array:
@@ -107,9 +181,42 @@ def make_train_step(
       ``step(state, carry, batch) -> (state, carry, metrics)``.  ``metrics`` holds the
       ``loss_fn``'s metrics plus ``loss``, ``grad_norm`` (before clipping) and ``finite``
       (bool: loss, gradient norm and new parameters are all finite).
+
+    Raises:
+      TypeError: ``loss_fn`` not callable, ``optimizer`` not a GradientTransformation,
+        ``clip_norm`` not a number; at the first call, ``state`` not a :class:`TrainState`.
+      ValueError: a negative ``clip_norm``; at the first call, ``state.opt_state`` made
+        by another optimizer or for other params.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> def loss_fn(params, batch, key):  # least squares: batch = (x [B, I], y [B])
+      ...     x, y = batch
+      ...     loss = jnp.mean((x @ params["w"] - y) ** 2)
+      ...     return loss, {}
+      >>> opt = optax.sgd(0.1)
+      >>> state = init_train_state({"w": jnp.zeros(2)}, opt, jax.random.key(0))
+      >>> step = make_train_step(loss_fn, opt)
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0]]); y = jnp.array([1.0, -1.0])
+      >>> for _ in range(100):
+      ...     state, metrics = step(state, (x, y))
+      >>> int(state.step), [round(float(w), 2) for w in state.params["w"]]
+      (100, [1.0, -1.0])
+      >>> bool(metrics["finite"])
+      True
     """
-    if clip_norm is not None and clip_norm < 0:
-        raise ValueError(f"make_train_step: `clip_norm` must be >= 0 or None, got {clip_norm}")
+    where = "make_train_step"
+    if not callable(loss_fn):
+        raise TypeError(f"{where}: `loss_fn` must be callable, got {type(loss_fn).__name__}")
+    _check_optimizer(optimizer, where)
+    if clip_norm is not None and (
+        isinstance(clip_norm, bool) or not isinstance(clip_norm, int | float | np.number)
+    ):
+        raise TypeError(
+            f"{where}: `clip_norm` must be a Python number or None, got {type(clip_norm).__name__}"
+        )
+    if clip_norm is not None and not clip_norm >= 0:
+        raise ValueError(f"{where}: `clip_norm` must be >= 0 or None, got {clip_norm}")
     clipper = optax.clip_by_global_norm(clip_norm) if clip_norm else None
 
     def update(state: TrainState, grads: Params, loss: Array, metrics: Metrics):
@@ -132,6 +239,7 @@ def make_train_step(
     if has_carry:
 
         def step(state: TrainState, carry: Carry, batch: Any):
+            _check_state(state, optimizer, "train step")
             key, sub = jax.random.split(state.key)
             carry = jax.lax.stop_gradient(carry)
             (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -144,6 +252,7 @@ def make_train_step(
         return jax.jit(step, donate_argnums=(0, 1) if donate else ())
 
     def step(state: TrainState, batch: Any):
+        _check_state(state, optimizer, "train step")
         key, sub = jax.random.split(state.key)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, sub)
         params, opt_state, metrics = update(state, grads, loss, metrics)
@@ -176,7 +285,32 @@ def tbptt_value_and_grad(
     Returns:
       ``(loss_sum, grads, carry_out)``: the summed loss, its truncated gradient (the
       structure of ``params``) and the carry after the last window.
+
+    Raises:
+      ValueError: ``windows`` has no leaves, or leaves without one common leading axis
+        ``K >= 1``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> def window_loss(w, h, xs):  # a linear recurrence h_t = w h_{t-1} + x_t
+      ...     def f(h, x):
+      ...         h = w * h + x
+      ...         return h, h
+      ...     h, hs = jax.lax.scan(f, h, xs)
+      ...     return jnp.sum(hs), h
+      >>> xs = jnp.ones((6,))
+      >>> full = tbptt_value_and_grad(window_loss, 0.5, 0.0, xs[None])   # K=1: full BPTT
+      >>> cut = tbptt_value_and_grad(window_loss, 0.5, 0.0, xs.reshape(3, 2))
+      >>> bool(jnp.isclose(full[0], cut[0])), bool(full[1] > cut[1])  # same loss, less grad
+      (True, True)
     """
+    leaves = jax.tree.leaves(windows)
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+    if not leaves or len(sizes) != 1 or None in sizes or 0 in sizes:
+        raise ValueError(
+            "tbptt_value_and_grad: `windows` must be a pytree of arrays with one common "
+            f"leading window axis K >= 1 ([K, ...]), got leading sizes {sorted(sizes, key=str)}"
+        )
     grad_fn = jax.value_and_grad(window_loss, has_aux=True)
 
     def window(c, w):
@@ -209,7 +343,24 @@ def make_eval_step(metric_fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Returns:
       The jitted function (no donation: ``params`` stay valid).
+
+    Raises:
+      TypeError: ``metric_fn`` is not callable.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> def metric_fn(params, batch):
+      ...     err = jnp.abs(batch * params["w"])
+      ...     return {"err": (jnp.sum(err), jnp.asarray(err.size, jnp.float32))}
+      >>> eval_step = make_eval_step(metric_fn)
+      >>> total, count = eval_step({"w": jnp.float32(2.0)}, jnp.ones(4))["err"]
+      >>> float(total), float(count)
+      (8.0, 4.0)
     """
+    if not callable(metric_fn):
+        raise TypeError(
+            f"make_eval_step: `metric_fn` must be callable, got {type(metric_fn).__name__}"
+        )
     return jax.jit(metric_fn)
 
 
@@ -231,6 +382,17 @@ def evaluate(
 
     Returns:
       ``{name: total / count}`` (``nan`` for a metric with count 0).
+
+    Raises:
+      ValueError: a metric that is not a ``(total, count)`` pair.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> def metric_fn(params, batch):
+      ...     return {"mean": (jnp.sum(batch), jnp.asarray(batch.size, jnp.float32))}
+      >>> batches = [jnp.array([1.0, 2.0]), jnp.array([3.0, 6.0])]
+      >>> evaluate(make_eval_step(metric_fn), {}, batches)
+      {'mean': 3.0}
     """
     totals: dict[str, list[float]] = {}
     for batch in batches:
@@ -239,7 +401,13 @@ def evaluate(
         else:
             carry, sums = eval_step(params, carry, batch)
         sums = jax.device_get(sums)
-        for name, (total, count) in sums.items():
+        for name, pair in sums.items():
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise ValueError(
+                    f"evaluate: the eval step's metric {name!r} must be a (total, count) pair, "
+                    f"got {type(pair).__name__}"
+                )
+            total, count = pair
             acc = totals.setdefault(name, [0.0, 0.0])
             acc[0] += float(np.float64(total))
             acc[1] += float(np.float64(count))

@@ -40,7 +40,9 @@ def test_scores_weights_and_context_match_numpy(kind):
     else:  # Luong general: e = q W_a k
         e = np.einsum("bq,qe,bse->bs", q, p["w_a"], v)
     w = _np_softmax(e, m)
-    np.testing.assert_allclose(att.scores(params, query, memory), e, rtol=1e-12, atol=1e-12)
+    # scores at valid steps (padded states are zeroed by prepare, their scores never read)
+    got_e = np.asarray(att.scores(params, query, memory))
+    np.testing.assert_allclose(got_e[m], e[m], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(weights, w, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(context, np.einsum("bs,bse->be", w, v), rtol=1e-12, atol=1e-12)
     assert np.all(np.asarray(weights)[~m] == 0.0)
@@ -102,3 +104,61 @@ def test_bad_scores_and_size_mismatches():
         att.prepare(params, jnp.zeros((2, 3, 6), jnp.float32), jnp.ones((2, 4), bool))
     # the aliases name the papers
     assert attention("bahdanau").kind == "additive" and attention("luong").kind == "general"
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+def test_padded_memory_holding_nan_or_inf_is_invisible(kind, poison):
+    """Padded encoder states may hold anything: weights there are exactly 0, and the context
+    and every gradient equal those of a memory with zeros there (double where)."""
+    att = attention(kind)
+    params = att.init(jax.random.key(0), 4, 4)
+    k1, k2 = jax.random.split(jax.random.key(1))
+    clean = jax.random.normal(k1, (2, 5, 4), jnp.float32)
+    query = jax.random.normal(k2, (2, 4), jnp.float32)
+    mask = jnp.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
+    dirty = jnp.where(mask[..., None], clean, jnp.float32(poison))
+
+    def run(params, values, query):
+        context, weights = att.apply(params, query, att.prepare(params, values, mask))
+        return jnp.sum(context * jnp.arange(4, dtype=jnp.float32)), (context, weights)
+
+    grad = jax.grad(run, argnums=(0, 1, 2), has_aux=True)
+    (g_clean, (c_clean, w_clean)) = grad(params, clean, query)
+    (g_dirty, (c_dirty, w_dirty)) = grad(params, dirty, query)
+    assert np.all(np.asarray(w_dirty)[~np.asarray(mask)] == 0.0)
+    np.testing.assert_array_equal(w_dirty, w_clean)
+    np.testing.assert_array_equal(c_dirty, c_clean)
+    for a, b in zip(jax.tree.leaves(g_dirty), jax.tree.leaves(g_clean), strict=True):
+        assert np.all(np.isfinite(np.asarray(a)))
+        np.testing.assert_array_equal(a, b)
+    assert np.all(np.asarray(g_dirty[1])[~np.asarray(mask)] == 0.0)
+
+
+def test_shape_and_type_errors_name_the_argument():
+    att = attention("additive")
+    params = att.init(jax.random.key(0), 3, 4)
+    memory = att.prepare(params, jnp.zeros((2, 5, 4), jnp.float32))
+    with pytest.raises(ValueError, match=r"`query` must have shape \[..., 3\]"):
+        att.apply(params, jnp.zeros((2, 7), jnp.float32), memory)
+    with pytest.raises(ValueError, match=r"`query`.*batch shape \[2\]"):
+        att.apply(params, jnp.zeros((3, 3), jnp.float32), memory)
+    with pytest.raises(TypeError, match="`memory`"):
+        att.apply(params, jnp.zeros((2, 3), jnp.float32), jnp.zeros((2, 5, 4)))
+    with pytest.raises(TypeError, match="`query`"):
+        att.apply(params, jnp.zeros((2, 3), jnp.int32), memory)
+    with pytest.raises(TypeError, match="`values`"):
+        att.prepare(params, jnp.zeros((2, 5, 4), jnp.int32))
+    with pytest.raises(ValueError, match=r"`params`.*'w_q'"):
+        att.prepare({"w_a": jnp.zeros((3, 4))}, jnp.zeros((2, 5, 4), jnp.float32))
+    with pytest.raises(ValueError, match="`mask`"):
+        att.prepare(params, jnp.zeros((2, 5, 4), jnp.float32), jnp.ones((2, 5), jnp.int32))
+    with pytest.raises(ValueError, match=r"`mask` must broadcast.*\[2, 5\]"):
+        masked_softmax(jnp.zeros((2, 5)), jnp.ones((3,), bool))
+    with pytest.raises(TypeError, match="`mask`"):
+        masked_softmax(jnp.zeros((2, 5)), jnp.ones((2, 5), jnp.float32))
+    with pytest.raises(TypeError, match="`scores`"):
+        masked_softmax(jnp.zeros((2, 5), jnp.int32), None)
+    # the checks are static: they also fire under jit
+    with pytest.raises(ValueError, match="`query`"):
+        jax.jit(lambda q: att.apply(params, q, memory))(jnp.zeros((2, 7), jnp.float32))

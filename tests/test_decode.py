@@ -183,3 +183,90 @@ def test_bad_arguments():
         greedy_decode(model, params, src, lengths.at[0].set(6), max_len=4)
     with pytest.raises(TypeError, match="EncoderDecoder"):
         greedy_decode(jrnn.lstm(4), params, src, lengths, max_len=4)
+
+
+def test_all_decoders_jit_over_closed_over_arrays():
+    """Concrete-value checks use NumPy on concrete arrays: no ConcretizationTypeError when the
+    sources are constants closed over by a caller's jit."""
+    model = _model()
+    params = model.init(jax.random.key(0))
+    src, lengths = _src()
+    eager = greedy_decode(model, params, src, lengths, max_len=5)
+    g = jax.jit(lambda p: greedy_decode(model, p, src, lengths, max_len=5))(params)
+    np.testing.assert_array_equal(g.tokens, eager.tokens)
+    b = jax.jit(lambda p: beam_search(model, p, src, lengths, beam_size=2, max_len=5))(params)
+    np.testing.assert_array_equal(
+        b.tokens, beam_search(model, params, src, lengths, beam_size=2, max_len=5).tokens
+    )
+    key = jax.random.key(4)
+    s = jax.jit(lambda p: sample_decode(model, p, src, lengths, key=key, max_len=5))(params)
+    np.testing.assert_array_equal(
+        s.tokens, sample_decode(model, params, src, lengths, key=key, max_len=5).tokens
+    )
+    sc = jax.jit(lambda p: sequence_scores(model, p, src, g.tokens, g.lengths, lengths))(params)
+    np.testing.assert_allclose(sc, eager.scores, rtol=1e-5, atol=1e-5)
+    # a concrete bad value is still caught inside jit
+    bad = src.at[0, 0].set(99)
+    with pytest.raises(ValueError, match="src"):
+        jax.jit(lambda p: greedy_decode(model, p, bad, lengths, max_len=3))(params)
+
+
+def test_traced_out_of_range_values_are_clipped_not_nan():
+    """Under jit values cannot be checked: ids are clipped into the vocabulary, lengths into
+    [0, S], a negative temperature decodes greedily -- always finite."""
+    model = _model()
+    params = model.init(jax.random.key(0))
+    src, lengths = _src()
+    bad_src = src.at[0, 0].set(50).at[1, 1].set(-3)
+    clipped = jnp.clip(bad_src, 0, 6)
+    run = jax.jit(lambda s, l: greedy_decode(model, params, s, l, max_len=5))
+    got = run(bad_src, lengths.at[2].set(99))
+    want = greedy_decode(model, params, clipped, lengths.at[2].set(5), max_len=5)
+    assert np.all(np.isfinite(np.asarray(got.scores)))
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+    cold = jax.jit(
+        lambda t: sample_decode(model, params, src, lengths, key=jax.random.key(0), max_len=5,
+                                temperature=t)
+    )(jnp.float32(-1.0))
+    greedy = greedy_decode(model, params, src, lengths, max_len=5)
+    np.testing.assert_array_equal(cold.tokens, greedy.tokens)
+
+
+def test_beam_is_clamped_to_the_emittable_hypotheses():
+    from jrnn.decode import num_hypotheses
+
+    model = _model(tgt_vocab=5)  # PAD, BOS, EOS + 2 symbols: 3 emittable tokens
+    params = _sharpen(model.init(jax.random.key(1)))
+    src, lengths = _src()
+    assert [num_hypotheses(model, n) for n in (1, 2, 3)] == [3, 7, 15]
+    for max_len, want_k in ((1, 3), (2, 7), (3, 10)):
+        beams = beam_search(model, params, src, lengths, beam_size=10, max_len=max_len)
+        assert beams.tokens.shape == (3, want_k, max_len)
+        assert np.all(np.isfinite(np.asarray(beams.scores)))
+        assert np.all(np.isfinite(np.asarray(beams.normalized)))
+    # with max_len=1 the 3 beams are exactly the 3 single tokens
+    beams = beam_search(model, params, src, lengths, beam_size=10, max_len=1)
+    assert sorted(np.asarray(beams.tokens[0, :, 0]).tolist()) == [2, 3, 4]
+    # with max_len=2 all 7 hypotheses are distinct
+    beams = beam_search(model, params, src, lengths, beam_size=7, max_len=2)
+    rows = {tuple(r) for r in np.asarray(beams.tokens[0]).tolist()}
+    assert len(rows) == 7
+
+
+def test_sequence_scores_checks_its_targets():
+    model = _model()
+    params = model.init(jax.random.key(0))
+    src, lengths = _src()
+    tgt = jnp.array([[3, 2], [4, 2], [2, 0]], jnp.int32)
+    n = jnp.array([2, 2, 1], jnp.int32)
+    with pytest.raises(ValueError, match=r"tgt_out.*\[0, 8\]"):
+        sequence_scores(model, params, src, tgt.at[0, 0].set(9), n, lengths)
+    with pytest.raises(ValueError, match=r"tgt_lengths.*\[0, T=2\]"):
+        sequence_scores(model, params, src, tgt, n.at[0].set(3), lengths)
+    with pytest.raises(ValueError, match=r"tgt_out.*batch=3"):
+        sequence_scores(model, params, src, tgt[:2], n, lengths)
+    with pytest.raises(TypeError, match="tgt_lengths"):
+        sequence_scores(model, params, src, tgt, n.astype(jnp.float32), lengths)
+    with pytest.raises(TypeError, match="key"):
+        sample_decode(model, params, src, lengths, key=0, max_len=3)

@@ -160,5 +160,5 @@ def test_bad_input_raises():
     v = nn.LSTMCell(H).init(jax.random.key(0), (c0, h0), xs[:, 0])
     bad = jax.tree.map(lambda a: a, v["params"])
     bad["hi"] = {"kernel": bad["hi"]["kernel"], "bias": jnp.zeros((H + 1,), jnp.float32)}
-    with pytest.raises(ValueError, match="inconsistent parameter shapes; b"):
+    with pytest.raises(ValueError, match=r"fused jrnn parameter `b` must have last axis 20"):
         from_flax(nn.LSTMCell(H), bad)

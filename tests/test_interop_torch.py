@@ -392,3 +392,61 @@ def test_missing_torch_gives_a_clear_import_error(monkeypatch):
         jt.from_torch(object())
     with pytest.raises(ImportError, match="needs PyTorch"):
         jt.to_torch(jrnn.lstm(H), {})
+
+
+def test_subclasses_with_their_own_forward_or_hooks_are_refused():
+    class Scaled(nn.LSTM):
+        def forward(self, x, hx=None):
+            out, state = super().forward(x, hx)
+            return 2 * out, state
+
+    class Plain(nn.GRU):  # no forward of its own: computes what nn.GRU computes
+        pass
+
+    class Cell(nn.GRUCell):
+        def forward(self, x, hx=None):
+            return super().forward(x, hx).tanh()
+
+    with pytest.raises(TypeError, match=r"`module` is .*Scaled.*subclass of torch.nn.LSTM"):
+        jt.from_torch(Scaled(I, H))
+    with pytest.raises(TypeError, match=r"subclass of torch.nn.GRUCell with its own forward"):
+        jt.from_torch(Cell(I, H))
+    net, params = jt.from_torch(Plain(I, H, batch_first=True))
+    assert net.cell.name.startswith("gru")
+    hooked = nn.RNN(I, H)
+    handle = hooked.register_forward_hook(lambda m, args, out: out)
+    with pytest.raises(TypeError, match="forward hooks"):
+        jt.from_torch(hooked)
+    handle.remove()
+    jt.from_torch(hooked)
+
+
+def test_meta_device_modules_are_refused():
+    with torch.device("meta"):
+        layer, cell = nn.LSTM(I, H), nn.GRUCell(I, H)
+    with pytest.raises(ValueError, match=r"`module.weight_ih_l0` is on the meta device"):
+        jt.from_torch(layer)
+    with pytest.raises(ValueError, match=r"`module.weight_ih` is on the meta device"):
+        jt.from_torch(cell)
+
+
+def test_tampered_weight_shapes_name_the_parameter():
+    module = nn.GRU(I, H, num_layers=2)
+    with torch.no_grad():
+        module.weight_hh_l1 = nn.Parameter(torch.zeros(3 * H, H + 1))
+    with pytest.raises(ValueError, match=r"`module.weight_hh_l1` must have shape \[15, 5\]"):
+        jt.from_torch(module)
+    cell = nn.LSTMCell(I, H)
+    cell.bias_ih = nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"`module.bias_ih` must have shape \[20\]"):
+        jt.from_torch(cell)
+
+
+def test_carry_shape_mismatches_name_hx():
+    module = make_layer("lstm_proj_2x_bidir")
+    net, _ = jt.from_torch(module)
+    h, c = torch_state(module, torch.float64)
+    with pytest.raises(ValueError, match=r"`hx` \(h\) must have last axis 3"):
+        jt.carry_from_torch(net, (c, c))
+    with pytest.raises(ValueError, match=r"`hx` \(c\) must have shape"):
+        jt.carry_from_torch(net, (h, h))

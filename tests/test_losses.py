@@ -310,7 +310,7 @@ def test_int_logits_raise_type_error():
 
 def test_label_shape_mismatch_names_shapes():
     logits, labels = make_xent_inputs(31, (2,), 3, 4)
-    with pytest.raises(ValueError, match=r"labels shape.*\(2, 3\).*\(2, 4\)"):
+    with pytest.raises(ValueError, match=r"labels` shape.*\(2, 3\).*\(2, 4\)"):
         losses.sequence_softmax_cross_entropy(logits, np.zeros((2, 4), np.int32))
     with pytest.raises(ValueError, match="logits"):
         losses.sequence_softmax_cross_entropy(logits[0, 0], labels[0, 0])
@@ -319,7 +319,7 @@ def test_label_shape_mismatch_names_shapes():
 def test_lengths_and_mask_errors():
     logits, labels = make_xent_inputs(32, (2,), 3, 4)
     lengths = jnp.array([1, 2], jnp.int32)
-    with pytest.raises(ValueError, match=r"lengths shape.*\(2,\).*\(3,\)"):
+    with pytest.raises(ValueError, match=r"lengths` shape.*\(2,\).*\(3,\)"):
         losses.sequence_softmax_cross_entropy(logits, labels, jnp.array([1, 2, 3], jnp.int32))
     with pytest.raises(TypeError, match="lengths"):
         losses.sequence_softmax_cross_entropy(logits, labels, jnp.array([1.0, 2.0]))
@@ -329,7 +329,7 @@ def test_lengths_and_mask_errors():
         )
     with pytest.raises(TypeError, match="mask"):
         losses.sequence_softmax_cross_entropy(logits, labels, mask=np.ones((2, 3), np.int32))
-    with pytest.raises(ValueError, match=r"mask shape.*\(2, 3\).*\(3, 2\)"):
+    with pytest.raises(ValueError, match=r"mask` shape.*\(2, 3\).*\(3, 2\)"):
         losses.sequence_softmax_cross_entropy(logits, labels, mask=np.ones((3, 2), bool))
 
 
@@ -343,17 +343,72 @@ def test_bad_reduction():
 
 def test_mse_bad_inputs():
     x = np.zeros((2, 3, 4), np.float32)
-    with pytest.raises(ValueError, match=r"targets shape.*\(2, 3, 4\).*\(2, 3, 5\)"):
+    with pytest.raises(ValueError, match=r"targets` shape.*\(2, 3, 4\).*\(2, 3, 5\)"):
         losses.sequence_mse(x, np.zeros((2, 3, 5), np.float32))
     with pytest.raises(TypeError, match="targets"):
         losses.sequence_mse(x, x.astype(np.int32))
     with pytest.raises(ValueError, match="preds"):
         losses.sequence_mse(x[0, 0], x[0, 0])
-    with pytest.raises(ValueError, match="lengths shape"):
+    with pytest.raises(ValueError, match="lengths` shape"):
         losses.sequence_mse(x, x, jnp.array([1, 2, 3], jnp.int32))
 
 
 def test_errors_raise_at_trace_time_under_jit():
     logits, labels = make_xent_inputs(34, (2,), 3, 4)
-    with pytest.raises(ValueError, match="labels shape"):
+    with pytest.raises(ValueError, match="labels` shape"):
         jax.jit(losses.sequence_softmax_cross_entropy)(logits, labels[:, :2])
+
+
+# ------------------------------------------------------------------ label values
+
+
+def test_out_of_range_labels_raise_eagerly_naming_labels_and_k():
+    logits, labels = make_xent_inputs(40, (2,), 3, 4)
+    for bad in (4, -1, 100):
+        wrong = labels.copy()
+        wrong[1, 2] = bad
+        with pytest.raises(ValueError, match=r"`labels` must lie in \[0, K=4\).*index \(1, 2\)"):
+            losses.sequence_softmax_cross_entropy(logits, wrong)
+        # the same label at a padded step is fine (lengths or mask)
+        got = losses.sequence_softmax_cross_entropy(logits, wrong, np.array([3, 2], np.int32))
+        want = np_xent(logits, labels, np_mask(np.array([3, 2]), (2, 3)), "mean")
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        mask = np.ones((2, 3), bool)
+        mask[1, 2] = False
+        got = losses.sequence_softmax_cross_entropy(logits, wrong, mask=mask)
+        np.testing.assert_allclose(got, np_xent(logits, labels, mask, "mean"), rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_out_of_range_labels_under_jit_are_masked_never_nan(reduction):
+    logits, labels = make_xent_inputs(41, (2,), 3, 4)
+    wrong = labels.copy()
+    wrong[0, 1], wrong[1, 0] = 4, -7
+    valid = np.ones((2, 3), bool)
+    valid[0, 1] = valid[1, 0] = False
+    got = xent(logits, wrong, reduction=reduction)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, np_xent(logits, labels, valid, reduction), rtol=1e-5)
+    g = jax.jit(jax.grad(losses.sequence_softmax_cross_entropy))(logits, wrong)  # traced
+    assert np.all(np.isfinite(g)) and np.all(np.asarray(g)[0, 1] == 0)
+    # with lengths as well: both exclusions combine
+    lengths = np.array([3, 2], np.int32)
+    got = xent(logits, wrong, lengths, reduction=reduction)
+    want = np_xent(logits, labels, valid & np_mask(lengths, (2, 3)), reduction)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_xent_is_log_sum_exp_stable_at_float32_extremes():
+    big = np.float32(1e38)  # the true losses, 0 and 2e38, are finite in float32
+    logits = np.array([[[big, 0.0, -big], [-big, -big, big]]], np.float32)
+    labels = np.array([[0, 1]], np.int32)
+    got = losses.sequence_softmax_cross_entropy(logits, labels, reduction="none")
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, [[0.0, 2 * float(big)]], rtol=1e-6)
+
+
+def test_length_mask_num_steps_must_be_an_int():
+    with pytest.raises(ValueError, match="num_steps"):
+        losses.length_mask(jnp.array([1]), -1)
+    with pytest.raises(ValueError, match="num_steps"):
+        losses.length_mask(jnp.array([1]), 2.5)

@@ -340,3 +340,54 @@ def test_checkpoint_snapshots_what_it_saves(tmp_path):
         tree, got = ck.restore({"train": state})
     assert got == {"acc": {"loss": 1.0, "n": 1}}
     chex.assert_trees_all_equal(tree["train"].params, want)
+
+
+# ------------------------------------------------------------------ bad arguments
+
+
+def _quadratic_loss(params, batch, key):
+    return jnp.sum((params["w"] - batch) ** 2), {}
+
+
+def test_train_step_checks_its_arguments():
+    opt = optax.adam(1e-2)
+    params = {"w": jnp.zeros((3,), jnp.float32)}
+    with pytest.raises(TypeError, match="`optimizer`.*GradientTransformation"):
+        make_train_step(_quadratic_loss, optax.adam)  # the factory, not an optimizer
+    with pytest.raises(TypeError, match="`loss_fn`"):
+        make_train_step("loss", opt)
+    with pytest.raises(TypeError, match="`clip_norm`"):
+        make_train_step(_quadratic_loss, opt, clip_norm="1")
+    with pytest.raises(ValueError, match="`clip_norm`"):
+        make_train_step(_quadratic_loss, opt, clip_norm=float("nan"))
+    with pytest.raises(TypeError, match="`key`"):
+        init_train_state(params, opt, 0)
+    with pytest.raises(TypeError, match="`optimizer`"):
+        init_train_state(params, None, jax.random.key(0))
+    step = make_train_step(_quadratic_loss, opt, donate=False)
+    batch = jnp.ones((3,), jnp.float32)
+    with pytest.raises(TypeError, match="`state` must be a jrnn.train.TrainState"):
+        step((params, opt.init(params)), batch)
+    sgd_state = init_train_state(params, optax.sgd(0.1), jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`state.opt_state` does not match optimizer.init"):
+        step(sgd_state, batch)
+    other = init_train_state({"w": jnp.zeros((3,)), "b": jnp.zeros(())}, opt, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`state.opt_state`"):
+        step(other._replace(params=params), batch)
+    # a right state trains, and a raw uint32 key is accepted
+    state = init_train_state(params, opt, jax.random.PRNGKey(0))
+    state, metrics = step(state, batch)
+    assert int(state.step) == 1 and bool(metrics["finite"])
+
+
+def test_tbptt_and_evaluate_check_their_inputs():
+    loss = lambda w, h, xs: (jnp.sum(w * xs) + h, h)
+    with pytest.raises(ValueError, match="`windows`.*common leading window axis"):
+        tbptt_value_and_grad(loss, 1.0, 0.0, {"a": jnp.ones((2, 3)), "b": jnp.ones((3, 3))})
+    with pytest.raises(ValueError, match="`windows`"):
+        tbptt_value_and_grad(loss, 1.0, 0.0, jnp.ones((0, 3)))
+    eval_step = make_eval_step(lambda p, b: {"loss": jnp.sum(b)})
+    with pytest.raises(ValueError, match=r"'loss' must be a \(total, count\) pair"):
+        evaluate(eval_step, {}, [jnp.ones(2)])
+    with pytest.raises(TypeError, match="`metric_fn`"):
+        make_eval_step(None)

@@ -60,6 +60,17 @@ def from_equinox(module: Any) -> tuple[Cell, Params]:
 
     Raises:
       TypeError: an unsupported module.  ImportError: Equinox is not installed.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, equinox as eqx, numpy as np
+      >>> module = eqx.nn.GRUCell(3, 4, key=jax.random.key(0))
+      >>> cell, params = from_equinox(module)
+      >>> params["w_ih"].shape, params["b_hn"].shape                # [I, 3H], [H]
+      ((3, 12), (4,))
+      >>> x, h = jnp.ones(3), jnp.zeros(4)
+      >>> _, y = cell.step(params, carry_from_equinox(module, h), x)
+      >>> bool(np.allclose(y, module(x, h), atol=1e-6))
+      True
     """
     where = "from_equinox"
     kind = _kind(module, where)
@@ -87,7 +98,15 @@ def from_equinox(module: Any) -> tuple[Cell, Params]:
 
 
 def carry_from_equinox(module: Any, carry: Any) -> LSTMState | RNNState:
-    """Equinox carry -> jrnn carry: LSTM ``(h, c)`` -> ``LSTMState(h, c)``; GRU ``h``."""
+    """Equinox carry -> jrnn carry: LSTM ``(h, c)`` -> ``LSTMState(h, c)``; GRU ``h``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, equinox as eqx
+      >>> module = eqx.nn.LSTMCell(3, 4, key=jax.random.key(0))
+      >>> state = carry_from_equinox(module, (jnp.ones(4), jnp.zeros(4)))   # ([H], [H])
+      >>> type(state).__name__, float(state.h[0])
+      ('LSTMState', 1.0)
+    """
     if _kind(module, "carry_from_equinox") == "lstm":
         h, c = carry
         return LSTMState(h, c)
@@ -95,7 +114,15 @@ def carry_from_equinox(module: Any, carry: Any) -> LSTMState | RNNState:
 
 
 def carry_to_equinox(module: Any, carry: LSTMState | RNNState) -> Any:
-    """jrnn carry -> Equinox carry (the inverse of :func:`carry_from_equinox`)."""
+    """jrnn carry -> Equinox carry (the inverse of :func:`carry_from_equinox`).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, equinox as eqx
+      >>> from jrnn import RNNState
+      >>> module = eqx.nn.GRUCell(3, 4, key=jax.random.key(0))
+      >>> carry_to_equinox(module, RNNState(jnp.ones(4))).shape
+      (4,)
+    """
     if _kind(module, "carry_to_equinox") == "lstm":
         return (carry.h, carry.c)
     return carry.h

@@ -129,7 +129,21 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
 
     Raises:
       TypeError: an unsupported module.  ValueError: non-default gate/activation functions,
-      or parameters that are not the module's.
+      or parameters that are not the module's (the message names the parameter).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
+      >>> module = nn.LSTMCell(features=4)
+      >>> x = jnp.ones((2, 3))                                     # [batch, features]
+      >>> carry = module.initialize_carry(jax.random.key(0), x.shape)
+      >>> variables = module.init(jax.random.key(1), carry, x)
+      >>> cell, params = from_flax(module, variables)
+      >>> params["w_ih"].shape, params["w_hh"].shape                # [I, 4H], [H, 4H]
+      ((3, 16), (4, 16))
+      >>> (c, h), y = module.apply(variables, carry, x)
+      >>> _, y2 = cell.step(params, carry_from_flax(module, carry), x)
+      >>> bool(np.allclose(y, y2, atol=1e-6))
+      True
     """
     where = "from_flax"
     kind = _kind(module, where)
@@ -152,8 +166,13 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
     hidden = p["w_hh"].shape[0]
     num_gates = 4 if kind == "lstm" else 3
     for key, value in p.items():
-        if value.shape[-1] != (hidden if key == "b_hn" else num_gates * hidden):
-            raise ValueError(f"{where}: inconsistent parameter shapes; {key}: {value.shape}")
+        want = hidden if key == "b_hn" else num_gates * hidden
+        if value.shape[-1] != want:
+            raise ValueError(
+                f"{where}: `params` have inconsistent shapes: the fused jrnn parameter "
+                f"`{key}` must have last axis {want} (hidden size {hidden} from the recurrent "
+                f"kernels), got shape {list(value.shape)}"
+            )
     dtype = getattr(module, "dtype", None)
     param_dtype = p["w_ih"].dtype
     if kind == "lstm":
@@ -165,7 +184,14 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
 
 def carry_from_flax(module: Any, carry: Any) -> LSTMState | RNNState:
     """Flax carry -> jrnn carry: LSTM ``(c, h)`` -> ``LSTMState(h, c)``; GRU ``h`` ->
-    ``RNNState(h)``."""
+    ``RNNState(h)`` (each ``[batch, H]``).
+
+    Examples:
+      >>> import jax.numpy as jnp, flax.linen as nn
+      >>> state = carry_from_flax(nn.LSTMCell(features=4), (jnp.zeros((2, 4)), jnp.ones((2, 4))))
+      >>> type(state).__name__, float(state.h[0, 0])
+      ('LSTMState', 1.0)
+    """
     if _kind(module, "carry_from_flax") == "lstm":
         c, h = carry
         return LSTMState(h, c)
@@ -173,7 +199,15 @@ def carry_from_flax(module: Any, carry: Any) -> LSTMState | RNNState:
 
 
 def carry_to_flax(module: Any, carry: LSTMState | RNNState) -> Any:
-    """jrnn carry -> Flax carry (the inverse of :func:`carry_from_flax`)."""
+    """jrnn carry -> Flax carry (the inverse of :func:`carry_from_flax`).
+
+    Examples:
+      >>> import jax.numpy as jnp, flax.linen as nn
+      >>> from jrnn import LSTMState
+      >>> c, h = carry_to_flax(nn.LSTMCell(features=4), LSTMState(jnp.ones(4), jnp.zeros(4)))
+      >>> float(c[0]), float(h[0])
+      (0.0, 1.0)
+    """
     if _kind(module, "carry_to_flax") == "lstm":
         return (carry.c, carry.h)
     return carry.h

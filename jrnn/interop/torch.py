@@ -206,12 +206,27 @@ def from_torch(module: Any) -> tuple[Stack, Any] | tuple[Cell, Params]:
       default ``[time, batch, features]``).
 
     Raises:
-      TypeError: for any other module (e.g. a ``torch.nn.Transformer``).
+      TypeError: for any other module (e.g. a ``torch.nn.Transformer``), a subclass with its
+        own ``forward``, or a module with forward hooks (either may compute something else).
+      ValueError: parameters on the meta device, or of shapes the module's sizes do not
+        give (the message names the parameter).
       ImportError: when PyTorch is not installed.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, torch
+      >>> module = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
+      >>> net, params = from_torch(module)
+      >>> net.num_layers, params[1][0]["w_ih"].shape       # [layer][direction], x @ w
+      (2, (4, 16))
+      >>> x = torch.randn(2, 5, 3)                          # [batch, time, features]
+      >>> ys, _ = net.apply(params, jnp.asarray(x.numpy()))
+      >>> bool(np.allclose(ys, module(x)[0].detach().numpy(), atol=1e-5))
+      True
     """
     where = "from_torch"
     torch = _require_torch(where)
     nn = torch.nn
+    _check_importable(module, torch, where)
     if isinstance(module, nn.RNNBase):
         return _stack_from_torch(module, where)
     if isinstance(module, nn.RNNCell | nn.LSTMCell | nn.GRUCell):
@@ -220,6 +235,46 @@ def from_torch(module: Any) -> tuple[Stack, Any] | tuple[Cell, Params]:
         f"{where}: unsupported module {type(module).__module__}.{type(module).__name__}; "
         f"expected torch.nn.RNN, LSTM, GRU, RNNCell, LSTMCell or GRUCell"
     )
+
+
+_SUPPORTED = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+
+
+def _check_importable(module: Any, torch: Any, where: str) -> None:
+    """Refuses what would import silently wrong: a subclass with its own ``forward`` (or
+    forward hooks), parameters on the meta device (no values)."""
+    nn = torch.nn
+    bases = [getattr(nn, name) for name in _SUPPORTED]
+    base = next((b for b in bases if isinstance(module, b)), None)
+    if base is None:
+        return  # the caller raises its TypeError for unsupported modules
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
+    if type(module).forward is not base.forward:
+        raise TypeError(
+            f"{where}: `module` is {name}, a subclass of torch.nn.{base.__name__} with its own "
+            f"forward(); jrnn can import only what torch.nn.{base.__name__}.forward computes. "
+            f"Import a plain torch.nn.{base.__name__} holding the same weights instead"
+        )
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise TypeError(
+            f"{where}: `module` ({name}) has forward hooks, which change what it computes; "
+            f"remove them (handle.remove()) before importing"
+        )
+    for pname, param in module.named_parameters():
+        if param.is_meta:
+            raise ValueError(
+                f"{where}: `module.{pname}` is on the meta device (shape only, no values); "
+                f"materialise the module first, e.g. module.to_empty(device='cpu') and load "
+                f"its state_dict"
+            )
+
+
+def _check_torch_shape(name: str, array: np.ndarray, shape: tuple[int, ...], where: str) -> None:
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(
+            f"{where}: `module.{name}` must have shape {list(shape)} (from the module's sizes), "
+            f"got {list(array.shape)}"
+        )
 
 
 def _kind_of_mode(mode: str, where: str) -> tuple[str, str]:
@@ -239,11 +294,26 @@ def _stack_from_torch(module: Any, where: str) -> tuple[Stack, Any]:
     proj = int(getattr(module, "proj_size", 0) or 0) or None
     num_dirs = 2 if module.bidirectional else 1
     layers = []
+    gates = {"simple_rnn": 1, "lstm": 4, "gru": 3}[kind] * module.hidden_size
+    out = proj or module.hidden_size
     for layer in range(module.num_layers):
         dirs = []
+        in_size = module.input_size if layer == 0 else num_dirs * out
+        shapes = {
+            "weight_ih": (gates, in_size),
+            "weight_hh": (gates, out),
+            "bias_ih": (gates,),
+            "bias_hh": (gates,),
+            "weight_hr": (proj, module.hidden_size),
+        }
         for d in range(num_dirs):
             sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
-            get = lambda name, sfx=sfx: _to_numpy(getattr(module, name + sfx))
+
+            def get(name, sfx=sfx, shapes=shapes):
+                array = _to_numpy(getattr(module, name + sfx))
+                _check_torch_shape(name + sfx, array, shapes[name], where)
+                return array
+
             dirs.append(
                 _layer_from_torch(
                     kind,
@@ -273,12 +343,25 @@ def _cell_from_torch(module: Any, where: str) -> tuple[Cell, Params]:
         if activation not in ("tanh", "relu"):
             raise ValueError(f"{where}: unsupported RNNCell nonlinearity {activation!r}")
     bias = module.bias
+    gates = {"simple_rnn": 1, "lstm": 4, "gru": 3}[kind] * module.hidden_size
+    shapes = {
+        "weight_ih": (gates, module.input_size),
+        "weight_hh": (gates, module.hidden_size),
+        "bias_ih": (gates,),
+        "bias_hh": (gates,),
+    }
+
+    def get(name):
+        array = _to_numpy(getattr(module, name))
+        _check_torch_shape(name, array, shapes[name], where)
+        return array
+
     params = _layer_from_torch(
         kind,
-        _to_numpy(module.weight_ih),
-        _to_numpy(module.weight_hh),
-        _to_numpy(module.bias_ih) if bias else None,
-        _to_numpy(module.bias_hh) if bias else None,
+        get("weight_ih"),
+        get("weight_hh"),
+        get("bias_ih") if bias else None,
+        get("bias_hh") if bias else None,
     )
     params = _to_jax(params)
     cell = _make_cell(kind, module.hidden_size, params["w_ih"].dtype, activation)
@@ -300,7 +383,8 @@ def _check_exportable(info: CellInfo, cell: Cell, where: str) -> None:
     if info.kind == "gru" and not info.reset_after:
         raise ValueError(
             f"{where}: PyTorch's GRU is the reset-after form; {cell.name} is reset-before "
-            f"(the seed's form), which no PyTorch GRU computes. Use jrnn.gru(H, reset_after=True)"
+            f"(Cho's GRU as in the lecture), which no PyTorch GRU computes. "
+            f"Use jrnn.gru(H, reset_after=True)"
         )
 
 
@@ -349,6 +433,13 @@ def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: 
         activation, a projected cell, a compute ``dtype`` other than the params'),
         ``params`` do not match ``net``, or ``bias=False`` with a non-zero bias.
       TypeError: ``net`` is neither a Stack nor a Cell.
+
+    Examples:
+      >>> import jax, jrnn
+      >>> net = jrnn.stack(jrnn.gru(4, reset_after=True), num_layers=1)
+      >>> module = to_torch(net, net.init(jax.random.key(0), 3))
+      >>> type(module).__name__, module.hidden_size, module.batch_first
+      ('GRU', 4, True)
     """
     where = "to_torch"
     torch = _require_torch(where)
@@ -433,6 +524,19 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
     Returns:
       Carries ``[layer][direction]`` of :class:`jrnn.LSTMState` / :class:`jrnn.RNNState`
       (or one carry for a cell), in the tensors' dtype.
+
+    Raises:
+      ValueError: an LSTM state that is not a pair, or ``h`` / ``c`` / the layer axis of a
+        shape the net does not give (the message names ``hx``).
+
+    Examples:
+      >>> import torch
+      >>> module = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+      >>> net, _ = from_torch(module)
+      >>> h0, c0 = torch.zeros(4, 2, 4), torch.ones(4, 2, 4)  # [layers * directions, B, H]
+      >>> carries = carry_from_torch(net, (h0, c0))
+      >>> len(carries), len(carries[0]), carries[1][1].c.shape
+      (2, 2, (2, 4))
     """
     where = "carry_from_torch"
     _require_torch(where)
@@ -444,6 +548,17 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
         h, c = (jnp.asarray(_to_numpy(t)) for t in hx)
     else:
         h, c = jnp.asarray(_to_numpy(hx)), None
+    info = cell_info(cell, where)
+    if h.ndim < 1 or h.shape[-1] != info.output_size:
+        raise ValueError(
+            f"{where}: `hx` (h) must have last axis {info.output_size} (the output size of "
+            f"{cell.name}), got shape {list(h.shape)}"
+        )
+    if c is not None and (c.shape[-1] != info.hidden_size or c.shape[:-1] != h.shape[:-1]):
+        raise ValueError(
+            f"{where}: `hx` (c) must have shape {list(h.shape[:-1]) + [info.hidden_size]} "
+            f"(h's leading axes, hidden size {info.hidden_size}), got {list(c.shape)}"
+        )
     make = (lambda i: LSTMState(h[i], c[i])) if is_lstm else (lambda i: RNNState(h[i]))
     if not isinstance(net, Stack):
         return LSTMState(h, c) if is_lstm else RNNState(h)
@@ -463,6 +578,13 @@ def carry_to_torch(net: Stack | Cell, carries: Any) -> Any:
     """jrnn carries -> PyTorch's state (the inverse of :func:`carry_from_torch`).
 
     Returns ``h`` or ``(h, c)`` as CPU tensors, stacked ``[L*D, *batch, .]`` for a stack.
+
+    Examples:
+      >>> import torch
+      >>> net, _ = from_torch(torch.nn.GRU(3, 4, num_layers=2))
+      >>> h = torch.randn(2, 5, 4)                               # [layers, B, H]
+      >>> bool(torch.equal(carry_to_torch(net, carry_from_torch(net, h)), h))
+      True
     """
     where = "carry_to_torch"
     _require_torch(where)
@@ -483,6 +605,14 @@ def grads_from_torch(module: Any) -> Any:
     the gradient of either (they are equal), not their sum.  Returns a pytree shaped like
     ``from_torch(module)[1]``; missing gradients count as zero (so do those of the
     all-zero ``b``/``b_hn`` of a ``bias=False`` module, which PyTorch does not have).
+
+    Examples:
+      >>> import torch
+      >>> module = torch.nn.RNN(3, 4, batch_first=True)
+      >>> module(torch.randn(2, 5, 3))[0].sum().backward()
+      >>> grads = grads_from_torch(module)[0][0]                 # [layer][direction]
+      >>> sorted(grads), grads["w_ih"].shape
+      (['b', 'w_hh', 'w_ih'], (3, 4))
     """
     where = "grads_from_torch"
     torch = _require_torch(where)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn.base import Array, Carry, Params
+from jrnn.base import Array, Carry, Params, check_int
 from jrnn.base import Cell as JrnnCell
 from jrnn.nn.linen import (
     _check_target,
@@ -92,6 +92,23 @@ class RNN(nnx.Module):
     Attributes:
       params: ``nnx.Dict`` of ``nnx.Param`` -- the cell's param dict, or for a stack
         ``{"layer_l": {"forward" | "backward": {...}}}``.
+
+    Raises:
+      TypeError: ``cell`` is not a jrnn Cell or Stack.  ValueError: ``input_size`` is not
+        a positive int.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jrnn
+      >>> from flax import nnx
+      >>> net = jrnn.stack(jrnn.gru(4), num_layers=2, bidirectional=True)
+      >>> layer = RNN(net, input_size=3, rngs=nnx.Rngs(0))
+      >>> xs = jnp.ones((2, 5, 3))                                  # [batch, time, features]
+      >>> ys = layer(xs, lengths=jnp.array([5, 3]))
+      >>> ys.shape                                                  # [batch, time, 2H]
+      (2, 5, 8)
+      >>> want, _ = net.apply(layer.jrnn_params(), xs, lengths=jnp.array([5, 3]))
+      >>> bool(np.array_equal(ys, want))
+      True
     """
 
     def __init__(
@@ -108,6 +125,7 @@ class RNN(nnx.Module):
     ):
         where = "jrnn.nn.nnx.RNN"
         _check_target(cell, where)
+        check_int("input_size", input_size, where)
         self.cell = nnx.static(cell)
         self.reverse = reverse
         self.time_major = time_major
@@ -187,6 +205,15 @@ class Cell(nnx.RNNCellBase):
       cell: a :class:`jrnn.Cell`.
       input_size: the inputs' feature size.
       rngs: ``rngs.params()`` initialises the parameters with ``cell.init``.
+
+    Examples:
+      >>> import jax.numpy as jnp, jrnn
+      >>> from flax import nnx
+      >>> cell = Cell(jrnn.lstm(4), input_size=3, rngs=nnx.Rngs(0))
+      >>> carry = cell.initialize_carry((2, 3))                     # [batch, features]
+      >>> carry, y = cell(carry, jnp.ones((2, 3)))
+      >>> y.shape, type(carry).__name__
+      ((2, 4), 'LSTMState')
     """
 
     def __init__(self, cell: JrnnCell, input_size: int, *, rngs: nnx.Rngs):
@@ -194,6 +221,7 @@ class Cell(nnx.RNNCellBase):
             raise TypeError(
                 f"jrnn.nn.nnx.Cell: `cell` must be a jrnn.Cell, got {type(cell).__name__}"
             )
+        check_int("input_size", input_size, "jrnn.nn.nnx.Cell")
         self.cell = nnx.static(cell)
         self.params = _to_variables(cell.init(rngs.params(), input_size))
 
