@@ -47,6 +47,7 @@ _LAZY_SUBMODULES = (
     "checkpoint",
     "data",
     "decode",
+    "diagnostics",
     "interop",
     "losses",
     "models",

@@ -1,0 +1,795 @@
+r"""Vanishing and exploding gradients made visible: state gradients, Jacobians, saturation.
+
+Backpropagation through time sends the gradient of the loss backwards through a product of
+step Jacobians.  For the Elman network (column vectors, ``h(t) = tanh(b + W h(t-1) + U x(t))``,
+``o(t) = c + V h(t)``) the lecture's BPTT recursion is
+
+.. code-block:: text
+
+    ∇h(t) L = Wᵀ diag(1 - h(t+1)²) ∇h(t+1) L + Vᵀ ∇o(t) L
+
+so ``∇h(t)`` holds the factor ``∏_{k=t+1}^{T} Wᵀ diag(1 - h(k)²)``: over long spans it
+shrinks geometrically when the step Jacobians' norms stay below one (vanishing gradients) and
+grows when they stay above one (exploding gradients).  Gated cells (the LSTM's additive cell
+state, the GRU's interpolation ``(1 - z) h + z n``) keep a path whose Jacobian is close to the
+identity; gradient clipping (``optax.clip_by_global_norm``) bounds the damage of explosions.
+
+This module measures those quantities for any :class:`jrnn.Cell` on a batch of inputs:
+
+* :func:`state_grad_norms` -- ``‖∂L/∂h_t‖₂`` for every step, the total derivative of the loss
+  with respect to the hidden state where it leaves step ``t`` (the ``∇h(t)`` above), from one
+  backward pass; also per layer and direction of a :func:`jrnn.stack`.
+* :func:`step_jacobian_norms` -- the spectral norm of each step Jacobian ``∂h_t/∂h_{t-1}`` by
+  power iteration with ``jax.jvp``/``jax.vjp`` (no ``[H, H]`` matrix is formed).
+* :func:`jacobian_product_norms` -- ``‖∂h_T/∂h_t‖₂`` and its growth rate, the finite-time
+  Lyapunov exponent ``log‖∂h_T/∂h_t‖₂ / (T - t)``.
+* :func:`gate_saturation` -- the fraction of saturated sigmoid gates and tanh units over time.
+* :func:`plot_grad_norms`, :func:`plot_jacobian_histograms`, :func:`plot_gate_saturation` --
+  matplotlib figures (matplotlib is imported only when a plot function is called).
+
+Layout: ``xs`` is batch-first ``[*batch, T, input_size]`` (any number of leading batch axes)
+like :func:`jrnn.unroll`; ``lengths`` (int ``[*batch]``) marks steps ``t >= lengths`` as padding,
+which leave the carry untouched and output zeros, and every per-step result is zero there.
+Time indices are 0-based: ``h_t`` is the hidden state after reading ``xs[..., t, :]``, and
+``h_T`` below means the state after the last valid step ``t = lengths - 1``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn.base import (
+    Array,
+    Carry,
+    Cell,
+    Params,
+    PRNGKey,
+    _shape_str,
+    cast_tree,
+    check_carry,
+    check_features,
+    check_float_input,
+    check_int,
+    check_lengths,
+    compute_dtype,
+    input_size_of,
+)
+from jrnn.unroll import Stack, flip_within_lengths
+
+__all__ = [
+    "GateSaturation",
+    "JacobianProducts",
+    "gate_saturation",
+    "jacobian_product_norms",
+    "plot_gate_saturation",
+    "plot_grad_norms",
+    "plot_jacobian_histograms",
+    "state_grad_norms",
+    "step_jacobian_norms",
+]
+
+
+# --------------------------------------------------------------------------------------
+# the scan shared by every diagnostic
+
+
+class _Prepared(NamedTuple):
+    params: Params  # cast to the compute dtype
+    xs: Array  # time-major [T, *batch, I], compute dtype
+    carry: Carry  # initial carry [*batch, ...]
+    lengths: Array | None  # int32 [*batch]
+    mask: Array | None  # bool [T, *batch]
+    batch_shape: tuple[int, ...]
+
+
+def _check_cell(cell: Any, where: str, stacks: bool = False) -> None:
+    if isinstance(cell, Stack):
+        if stacks:
+            return
+        raise TypeError(
+            f"{where}: `cell` must be a jrnn.Cell, got a jrnn.Stack; pass one layer's cell and "
+            f"params (stack.cell, params[layer][direction]) and that layer's inputs"
+        )
+    if not isinstance(cell, Cell):
+        expected = "a jrnn.Cell or jrnn.Stack" if stacks else "a jrnn.Cell"
+        raise TypeError(f"{where}: `cell` must be {expected}, got {type(cell).__name__}")
+
+
+def _prepare(cell: Cell, params, xs, carry, lengths, where: str) -> _Prepared:
+    xs = check_float_input("xs", xs, where)
+    layout = "[*batch, T, input_size]"
+    if xs.ndim < 2:
+        raise ValueError(
+            f"{where}: `xs` must have shape {layout} (rank >= 2), got {_shape_str(xs.shape)}"
+        )
+    check_features("xs", xs, input_size_of(params), where, layout)
+    xs = jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
+    dtype = compute_dtype(cell, params)
+    params = cast_tree(params, dtype)
+    template = cell.initial_carry(params, batch_shape)
+    carry = template if carry is None else check_carry(carry, template, where)
+    mask = None
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_shape, num_steps, where)
+        steps = jnp.arange(num_steps, dtype=lengths.dtype)
+        mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
+    return _Prepared(params, xs.astype(dtype), carry, lengths, mask, batch_shape)
+
+
+def _masked_step(cell: Cell, params, carry, x_t, m_t):
+    """``cell.step`` plus masking like :func:`jrnn.unroll`: padded steps keep the carry and
+    output zeros."""
+    new_carry, y_t = cell.step(params, carry, x_t)
+    if m_t is None:
+        return new_carry, y_t
+    m = m_t[..., None]
+    new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, carry)
+    return new_carry, jnp.where(m, y_t, jnp.zeros_like(y_t))
+
+
+def _flip(a: Array, lengths: Array | None) -> Array:
+    """Reverses time-major ``a`` within each sequence's length (all of it without lengths)."""
+    return jnp.flip(a, 0) if lengths is None else flip_within_lengths(a, lengths)
+
+
+def _perturbed_scan(cell: Cell, prep: _Prepared, eps: Array | None, reverse: bool = False):
+    """Runs ``cell`` over ``prep.xs`` adding ``eps[t]`` to ``h`` (and to ``y_t = h_t``) right
+    after step ``t``.  Returns time-major ``(ys, carries_before_each_step, carry_T)``; with
+    ``reverse`` every time-indexed array (``xs``, ``eps``, the outputs) is indexed by input
+    position, the scan reading each sequence from its last valid step back."""
+    xs, mask = prep.xs, prep.mask
+    if reverse:
+        xs = _flip(xs, prep.lengths)
+        eps = None if eps is None else _flip(eps, prep.lengths)
+
+    def body(c, inp):
+        x_t, m_t, e_t = inp
+        new_c, y_t = _masked_step(cell, prep.params, c, x_t, m_t)
+        if e_t is not None:
+            if y_t.shape != new_c.h.shape:
+                raise ValueError(
+                    f"state_grad_norms: the cell's output y_t must be its hidden state h_t, "
+                    f"got y_t {_shape_str(y_t.shape)} and h_t {_shape_str(new_c.h.shape)}"
+                )
+            e_t = e_t if m_t is None else jnp.where(m_t[..., None], e_t, jnp.zeros_like(e_t))
+            new_c = new_c._replace(h=new_c.h + e_t)
+            y_t = y_t + e_t
+        return new_c, (y_t, c)
+
+    carry_T, (ys, before) = jax.lax.scan(body, prep.carry, (xs, mask, eps))
+    if reverse:
+        ys = _flip(ys, prep.lengths)
+        before = jax.tree.map(lambda a: _flip(a, prep.lengths), before)
+    return ys, before, carry_T
+
+
+def _feature_norm(a: Array) -> Array:
+    return jnp.sqrt(jnp.sum(jnp.square(a), axis=-1))
+
+
+def _zero_padding(values: Array, mask: Array | None) -> Array:
+    return values if mask is None else jnp.where(mask, values, jnp.zeros_like(values))
+
+
+def _batch_first(a: Array) -> Array:
+    """``[T, *batch] -> [*batch, T]``."""
+    return jnp.moveaxis(a, 0, -1)
+
+
+# --------------------------------------------------------------------------------------
+# ‖∂L/∂h_t‖
+
+
+def state_grad_norms(
+    cell: Cell | Stack,
+    params: Params,
+    xs: Array,
+    loss_fn: Callable[[Array], Array],
+    *,
+    lengths: Array | None = None,
+    carry: Carry | None = None,
+) -> Array:
+    r"""``‖∂L/∂h_t‖₂`` for every step ``t``: how much gradient reaches each hidden state.
+
+    ``L = loss_fn(ys)`` with ``ys`` the outputs ``[*batch, T, output_size]`` of the cell run
+    over ``xs``.  ``∂L/∂h_t`` is the *total* derivative with respect to ``h_t`` where it leaves
+    step ``t``: through ``y_t`` and through every later step -- the lecture's BPTT recursion,
+    for the Elman network ``∇h(t) = Wᵀ diag(1 - h(t+1)²) ∇h(t+1) + Vᵀ ∇o(t)``.  It is computed
+    in one backward pass as the gradient of ``L`` with respect to zero perturbations
+    ``eps_t [*batch, H]`` added to ``h`` after each step (and to ``y_t``, which is ``h_t`` for
+    every built-in cell).  For the LSTM this is the derivative with respect to ``h`` with
+    ``c`` held (``c_t``'s own path to the loss continues through the next steps); with
+    ``proj_size=P``, ``h`` is the ``[*batch, P]`` projected state.
+
+    Args:
+      cell: a :class:`jrnn.Cell` whose output ``y_t`` is ``h_t`` (every built-in cell), or a
+        :class:`jrnn.Stack` of such cells (evaluated without dropout).
+      params: its parameters (for a stack the nested ``[layer][direction]`` tuples).
+      xs: ``[*batch, T, input_size]``.
+      loss_fn: ``ys [*batch, T, output_size] -> scalar`` (for a bidirectional stack
+        ``ys`` is ``[*batch, T, 2 * output_size]``, as ``stack.apply`` returns).
+      lengths: optional int ``[*batch]``; steps ``t >= lengths`` are padding (carry kept,
+        output zero) and get norm 0.
+      carry: optional initial carry (cells only; default zeros).
+
+    Returns:
+      For a cell ``[*batch, T]``.  For a stack ``[num_layers, D, *batch, T]`` with ``D = 1``
+      (or ``D = 2`` when bidirectional): entry ``[l, d, ..., t]`` is ``‖∂L/∂h_t‖₂`` for the
+      state of layer ``l``, direction ``d`` (0 forward, 1 backward) after it read input
+      position ``t``.  For the backward direction "later steps" are earlier positions: its
+      gradient flows from ``t = 0`` towards ``t = T - 1``.
+
+    Works under ``jax.jit`` (``loss_fn`` closed over).
+
+    Examples:
+      A linear RNN with ``w_hh = 0.5 I`` and ``L = sum(h_T)``: ``∂L/∂h_t = 0.5^{T-1-t} 1``.
+
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.diagnostics import state_grad_norms
+      >>> cell = jrnn.simple_rnn(2, activation="identity")
+      >>> params = cell.init(jax.random.key(0), 1)
+      >>> params = {**params, "w_hh": 0.5 * jnp.eye(2, dtype=params["w_ih"].dtype)}
+      >>> xs = jnp.ones((4, 1), params["w_ih"].dtype)
+      >>> g = state_grad_norms(cell, params, xs, lambda ys: ys[-1].sum())
+      >>> [round(float(v), 4) for v in g / jnp.sqrt(2.0).astype(g.dtype)]
+      [0.125, 0.25, 0.5, 1.0]
+    """
+    where = "state_grad_norms"
+    _check_cell(cell, where, stacks=True)
+    if not callable(loss_fn):
+        raise TypeError(f"{where}: `loss_fn` must be callable ys -> scalar, got {loss_fn!r}")
+    if isinstance(cell, Stack):
+        if carry is not None:
+            raise ValueError(f"{where}: `carry` is supported for cells only, got a jrnn.Stack")
+        return _stack_grad_norms(cell, params, xs, loss_fn, lengths)
+    prep = _prepare(cell, params, xs, carry, lengths, where)
+    h0 = prep.carry.h
+    eps0 = jnp.zeros((prep.xs.shape[0],) + h0.shape, h0.dtype)
+
+    def loss(eps):
+        ys, _, _ = _perturbed_scan(cell, prep, eps)
+        return _scalar_loss(loss_fn, jnp.moveaxis(ys, 0, -2), where)
+
+    grads = jax.grad(loss)(eps0)
+    return _batch_first(_zero_padding(_feature_norm(grads), prep.mask))
+
+
+def _scalar_loss(loss_fn, ys, where):
+    out = loss_fn(ys)
+    if jnp.shape(out) != ():
+        raise ValueError(
+            f"{where}: `loss_fn` must return a scalar, got shape {_shape_str(jnp.shape(out))}"
+        )
+    return out
+
+
+def _stack_grad_norms(stack: Stack, params, xs, loss_fn, lengths) -> Array:
+    where = "state_grad_norms"
+    cell, num_dirs = stack.cell, 2 if stack.bidirectional else 1
+    stack.initial_carry(params)  # checks the [layer][direction] structure
+    xs = check_float_input("xs", xs, where)
+    if xs.ndim < 2:
+        raise ValueError(
+            f"{where}: `xs` must have shape [*batch, T, input_size] (rank >= 2), "
+            f"got {_shape_str(xs.shape)}"
+        )
+    num_steps, batch_shape = xs.shape[-2], tuple(xs.shape[:-2])
+    mask = None
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_shape, num_steps, where)
+        steps = jnp.arange(num_steps, dtype=lengths.dtype)
+        mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
+    dtype = compute_dtype(cell, params[0][0])
+    size = cell.initial_carry(cast_tree(params[0][0], dtype)).h.shape[-1]
+    eps0 = tuple(
+        tuple(jnp.zeros((num_steps, *batch_shape, size), dtype) for _ in range(num_dirs))
+        for _ in range(stack.num_layers)
+    )
+
+    def loss(eps):
+        inputs = xs
+        for layer, layer_params in enumerate(params):
+            outs = []
+            for d, p in enumerate(layer_params):
+                prep = _prepare(cell, p, inputs, None, lengths, where)
+                ys, _, _ = _perturbed_scan(cell, prep, eps[layer][d], reverse=d == 1)
+                outs.append(jnp.moveaxis(ys, 0, -2))
+            inputs = outs[0] if num_dirs == 1 else jnp.concatenate(outs, axis=-1)
+        return _scalar_loss(loss_fn, inputs, where)
+
+    grads = jax.grad(loss)(eps0)
+    norms = [[_batch_first(_zero_padding(_feature_norm(g), mask)) for g in gl] for gl in grads]
+    return jnp.stack([jnp.stack(row) for row in norms])
+
+
+# --------------------------------------------------------------------------------------
+# step Jacobians and their products
+
+
+def _tree_sqnorm(tree) -> Array:
+    """Squared norm per batch element: sums over the feature axis of every leaf."""
+    return sum(jnp.sum(jnp.square(a), axis=-1) for a in jax.tree.leaves(tree))
+
+
+def _tree_normalize(tree):
+    n = jnp.sqrt(_tree_sqnorm(tree))
+    safe = jnp.where(n > 0, n, jnp.ones_like(n))
+    return jax.tree.map(lambda a: a / safe[..., None], tree)
+
+
+def _spectral_norm(f, primal, v0, num_iters: int) -> Array:
+    """Per-batch-element ``‖J‖₂`` of ``J = ∂f/∂primal`` at ``primal`` by power iteration on
+    ``JᵀJ`` (``jax.jvp`` then ``jax.vjp``); ``f`` acts on each batch element separately."""
+    _, f_vjp = jax.vjp(f, primal)
+    jvp = lambda v: jax.jvp(f, (primal,), (v,))[1]
+
+    def body(_, v):
+        return _tree_normalize(f_vjp(jvp(v))[0])
+
+    v = jax.lax.fori_loop(0, num_iters, body, _tree_normalize(v0))
+    return jnp.sqrt(_tree_sqnorm(jvp(v)))
+
+
+def step_jacobian_norms(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    carry: Carry | None = None,
+    wrt: Literal["h", "carry"] = "h",
+    num_iters: int = 30,
+    key: PRNGKey | None = None,
+) -> Array:
+    r"""Spectral norm of every step Jacobian along the trajectory, ``‖∂h_t/∂h_{t-1}‖₂``.
+
+    For the Elman network ``∂h_t/∂h_{t-1} = diag(1 - h_t²) Wᵀ`` (column vectors) is the factor
+    that BPTT's recursion ``∇h(t) = Wᵀ diag(1 - h(t+1)²) ∇h(t+1) + ...`` applies once per step:
+    norms persistently below 1 make gradients vanish, above 1 explode.
+
+    ``wrt="h"`` (default): the Jacobian of ``h_t`` with respect to ``h_{t-1}`` with the rest
+    of the carry (the LSTM's ``c_{t-1}``) and ``x_t`` held fixed; ``[P, P]`` with
+    ``proj_size=P``.  ``wrt="carry"``: the Jacobian of the whole new carry with respect to the
+    whole previous carry (for the LSTM the ``[2H, 2H]`` map of ``(h, c)``, whose products are
+    exactly the chain of BPTT).  For the simple RNN and the GRU the two agree.
+
+    Computed by ``num_iters`` rounds of power iteration on ``JᵀJ`` with ``jax.jvp`` and
+    ``jax.vjp``: no ``[H, H]`` matrix is formed, cost ``O(num_iters)`` steps' forward and
+    backward per time step.  Power iteration approaches ``‖J‖₂`` from below at the rate
+    ``(σ₂/σ₁)^{2k}``; raise ``num_iters`` when the top singular values are close.
+
+    Args:
+      cell: a :class:`jrnn.Cell`.
+      params: its parameters.
+      xs: ``[*batch, T, input_size]``.
+      lengths: optional int ``[*batch]``; padded steps get 0.
+      carry: optional initial carry (default zeros).
+      wrt: ``"h"`` or ``"carry"``, as above.
+      num_iters: power-iteration rounds (>= 1).
+      key: PRNG key of the random start vector (default ``jax.random.key(0)``).
+
+    Returns:
+      ``[*batch, T]``: entry ``t`` is ``‖∂h_t/∂h_{t-1}‖₂`` at the trajectory's
+      ``(h_{t-1}, x_t)`` (``h_{-1}`` the initial carry).
+
+    Examples:
+      For ``w_hh = 2 I`` and the identity activation every step Jacobian is ``2 I``:
+
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.diagnostics import step_jacobian_norms
+      >>> cell = jrnn.simple_rnn(3, activation="identity")
+      >>> params = cell.init(jax.random.key(0), 1)
+      >>> params = {**params, "w_hh": 2.0 * jnp.eye(3, dtype=params["w_ih"].dtype)}
+      >>> xs = jnp.ones((2, 5, 1), params["w_ih"].dtype)
+      >>> norms = step_jacobian_norms(cell, params, xs, lengths=jnp.array([5, 3]))
+      >>> [[round(float(v), 3) for v in row] for row in norms]
+      [[2.0, 2.0, 2.0, 2.0, 2.0], [2.0, 2.0, 2.0, 0.0, 0.0]]
+    """
+    where = "step_jacobian_norms"
+    _check_cell(cell, where)
+    if wrt not in ("h", "carry"):
+        raise ValueError(f"{where}: `wrt` must be 'h' or 'carry', got {wrt!r}")
+    check_int("num_iters", num_iters, where)
+    prep = _prepare(cell, params, xs, carry, lengths, where)
+    _, before, _ = _perturbed_scan(cell, prep, None)
+    key = jax.random.key(0) if key is None else key
+
+    def one_step(c_tm1, x_t, k):
+        if wrt == "h":
+            f = lambda h: cell.step(prep.params, c_tm1._replace(h=h), x_t)[0].h
+            primal = c_tm1.h
+        else:
+            f = lambda c: cell.step(prep.params, c, x_t)[0]
+            primal = c_tm1
+        leaves, treedef = jax.tree.flatten(primal)
+        keys = jax.random.split(k, len(leaves))
+        v0 = jax.tree.unflatten(
+            treedef,
+            [jax.random.normal(kk, a.shape, a.dtype) for kk, a in zip(keys, leaves, strict=True)],
+        )
+        return _spectral_norm(f, primal, v0, num_iters)
+
+    keys = jax.random.split(key, prep.xs.shape[0])
+    norms = jax.vmap(one_step)(before, prep.xs, keys)
+    return _batch_first(_zero_padding(norms, prep.mask))
+
+
+class JacobianProducts(NamedTuple):
+    """Norms of the long-range Jacobians ``∂h_T/∂h_t`` (see :func:`jacobian_product_norms`).
+
+    Attributes:
+      norms: ``[*batch, T]``, ``‖∂h_T/∂h_t‖₂`` (1 at ``t = T``, 0 on padding).
+      lyapunov: ``[*batch, T]``, the finite-time Lyapunov exponent
+        ``log‖∂h_T/∂h_t‖₂ / (T - t)``: the average log growth per step over the span
+        (negative: vanishing, positive: exploding; 0 at ``t = T`` and on padding).
+    """
+
+    norms: Array
+    lyapunov: Array
+
+
+def jacobian_product_norms(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    carry: Carry | None = None,
+) -> JacobianProducts:
+    r"""``‖∂h_T/∂h_t‖₂`` for every ``t`` and its growth rate (finite-time Lyapunov exponent).
+
+    ``h_T`` is the hidden state after each sequence's last valid step (``T = lengths - 1``,
+    0-based; ``T - 1`` without lengths).  ``∂h_T/∂h_t`` is the total derivative through the
+    full carry of the steps ``t+1 .. T`` of a change of ``h_t`` (the LSTM's ``c_t`` held),
+    i.e. the product of the full-carry step Jacobians restricted to ``h`` at both ends; for
+    the Elman network ``∏_{k=t+1}^{T} diag(1 - h_k²) Wᵀ``.  The lecture's argument:
+    ``‖∂h_T/∂h_t‖₂`` decays or grows like ``exp(λ (T - t))``; ``λ`` is reported as
+    ``lyapunov = log‖∂h_T/∂h_t‖₂ / (T - t)``.
+
+    Computed exactly by one reverse scan that carries the ``P`` rows of ``∂h_T/∂carry_t``
+    (``P`` the size of ``h``; ``P`` vector-Jacobian products per step) and takes the largest
+    singular value of their ``h`` block (``[P, P]``) at every step: memory ``O(P · carry)``
+    per batch element.
+
+    Args:
+      cell: a :class:`jrnn.Cell`.
+      params: its parameters.
+      xs: ``[*batch, T, input_size]``.
+      lengths: optional int ``[*batch]``; padded steps get 0.
+      carry: optional initial carry (default zeros).
+
+    Returns:
+      :class:`JacobianProducts` of two ``[*batch, T]`` arrays.
+
+    Examples:
+      With ``w_hh = 0.5 I`` and the identity activation ``∂h_T/∂h_t = 0.5^{T-t} I``, so the
+      Lyapunov exponent is ``log 0.5`` at every step before the last:
+
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.diagnostics import jacobian_product_norms
+      >>> cell = jrnn.simple_rnn(3, activation="identity")
+      >>> params = cell.init(jax.random.key(0), 1)
+      >>> params = {**params, "w_hh": 0.5 * jnp.eye(3, dtype=params["w_ih"].dtype)}
+      >>> out = jacobian_product_norms(cell, params, jnp.ones((4, 1), params["w_ih"].dtype))
+      >>> [round(float(v), 4) for v in out.norms]
+      [0.125, 0.25, 0.5, 1.0]
+      >>> [round(float(v), 4) for v in out.lyapunov]
+      [-0.6931, -0.6931, -0.6931, 0.0]
+    """
+    where = "jacobian_product_norms"
+    _check_cell(cell, where)
+    prep = _prepare(cell, params, xs, carry, lengths, where)
+    _, before, _ = _perturbed_scan(cell, prep, None)
+    num_steps = prep.xs.shape[0]
+    h_size = prep.carry.h.shape[-1]
+    eye = jnp.eye(h_size, dtype=prep.carry.h.dtype)
+    # rows r of ∂h_T/∂carry: one cotangent per row, leading axis r
+    rows0 = jax.tree.map(lambda a: jnp.zeros((h_size,) + a.shape, a.dtype), prep.carry)
+    eye = eye.reshape((h_size,) + (1,) * len(prep.batch_shape) + (h_size,))
+    rows0 = rows0._replace(h=jnp.broadcast_to(eye, rows0.h.shape))
+    mask = prep.mask
+
+    def body(rows, inp):
+        c_tm1, x_t, m_t = inp
+        g_h = jnp.moveaxis(rows.h, 0, -2)  # [*batch, P(rows), P]
+        norm_t = jnp.linalg.svd(g_h, compute_uv=False)[..., 0]
+        _, step_vjp = jax.vjp(lambda c: _masked_step(cell, prep.params, c, x_t, m_t)[0], c_tm1)
+        rows = jax.vmap(lambda r: step_vjp(r)[0])(rows)
+        return rows, norm_t
+
+    _, norms = jax.lax.scan(body, rows0, (before, prep.xs, mask), reverse=True)
+    last = (jnp.int32(num_steps) if prep.lengths is None else prep.lengths) - 1
+    t = jnp.arange(num_steps, dtype=jnp.int32).reshape((num_steps,) + (1,) * len(prep.batch_shape))
+    span = (last - t).astype(norms.dtype)
+    safe_span = jnp.where(span > 0, span, jnp.ones_like(span))
+    tiny = jnp.finfo(norms.dtype).tiny
+    lyap = jnp.where(span > 0, jnp.log(jnp.maximum(norms, tiny)) / safe_span, 0.0)
+    norms = _zero_padding(norms, mask)
+    lyap = _zero_padding(lyap.astype(norms.dtype), mask)
+    return JacobianProducts(_batch_first(norms), _batch_first(lyap))
+
+
+# --------------------------------------------------------------------------------------
+# gate saturation
+
+
+class GateSaturation(NamedTuple):
+    """Saturation of one gate over time (see :func:`gate_saturation`).
+
+    Attributes:
+      kind: ``"sigmoid"`` or ``"tanh"``.
+      low: ``[T]``, fraction of units below ``1 - threshold`` (sigmoid) or ``-threshold``
+        (tanh).
+      high: ``[T]``, fraction of units above ``threshold``.
+    """
+
+    kind: str
+    low: Array
+    high: Array
+
+    @property
+    def total(self) -> Array:
+        """``[T]``, the fraction saturated either way, ``low + high``."""
+        return self.low + self.high
+
+
+def _rnn_gates(cell: Cell, params, carry, xa, ha):
+    match = re.search(r"activation=(\w+)", cell.name)
+    act = match.group(1) if match else "?"
+    if act not in ("tanh", "sigmoid"):
+        raise ValueError(
+            f"gate_saturation: a simple_rnn saturates only with activation 'tanh' or "
+            f"'sigmoid', got {act!r} (from cell.name {cell.name!r})"
+        )
+    fn = jnp.tanh if act == "tanh" else jax.nn.sigmoid
+    return {act: (act, fn(xa + ha))}
+
+
+def _lstm_gates(cell: Cell, params, carry, xa, ha):
+    a_i, a_f, a_g, a_o = jnp.split(xa + ha, 4, axis=-1)
+    c_tm1 = carry.c
+    if "w_peep" in params:  # Graves' peepholes: i, f see c_{t-1}, o sees c_t
+        p_i, p_f, p_o = params["w_peep"]
+        a_i, a_f = a_i + p_i * c_tm1, a_f + p_f * c_tm1
+    i, f, g = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g)
+    if "w_peep" in params:
+        a_o = a_o + p_o * (f * c_tm1 + i * g)
+    o = jax.nn.sigmoid(a_o)
+    return {"i": ("sigmoid", i), "f": ("sigmoid", f), "g": ("tanh", g), "o": ("sigmoid", o)}
+
+
+def _gru_gates(cell: Cell, params, carry, xa, ha):
+    xr, xz, xn = jnp.split(xa, 3, axis=-1)
+    if "b_hn" in params:  # reset-after (cuDNN / PyTorch)
+        hr, hz, hn = jnp.split(ha, 3, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        n = jnp.tanh(xn + r * (hn + params["b_hn"]))
+    else:  # Cho's reset-before form
+        hr, hz = jnp.split(ha, 2, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        size = carry.h.shape[-1]
+        n = jnp.tanh(xn + (r * carry.h) @ params["w_hh"][:, 2 * size :])
+    z = jax.nn.sigmoid(xz + hz)
+    return {"r": ("sigmoid", r), "z": ("sigmoid", z), "n": ("tanh", n)}
+
+
+# The per-cell knowledge of gate layouts: cell-name prefix -> gates(cell, params, carry_{t-1},
+# xa_t, ha_t) -> {gate: (kind, values [..., H])}; options are read from the params' keys
+# (w_peep, b_hn) and, for the simple RNN's activation, from the name.
+_GATE_TABLE: dict[str, Callable[..., dict[str, tuple[str, Array]]]] = {
+    "simple_rnn": _rnn_gates,
+    "lstm": _lstm_gates,
+    "gru": _gru_gates,
+}
+
+
+def _gate_fn(cell: Cell, where: str):
+    prefix = re.match(r"\s*([A-Za-z_]+)", str(cell.name))
+    fn = _GATE_TABLE.get(prefix.group(1) if prefix else "")
+    if fn is None:
+        raise ValueError(
+            f"{where}: no gate layout known for cell {cell.name!r}; expected a cell whose name "
+            f"starts with one of {sorted(_GATE_TABLE)}"
+        )
+    return fn
+
+
+def gate_saturation(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    carry: Carry | None = None,
+    threshold: float = 0.95,
+) -> dict[str, GateSaturation]:
+    r"""Fraction of saturated gates over time: where gradients stop flowing through a gate.
+
+    A sigmoid gate near 0 or 1 and a tanh unit near ±1 have derivative near 0
+    (``σ' = σ(1 - σ)``, ``tanh' = 1 - tanh²``), so the gradient through them vanishes; a
+    forget gate saturated at 1 is the LSTM's open memory path.  Gates per cell (the table
+    ``_GATE_TABLE`` in this module): LSTM ``i, f, o`` (sigmoid) and ``g`` (tanh), with Graves'
+    peepholes where the params have ``w_peep``; GRU ``r, z`` (sigmoid) and ``n`` (tanh), Cho's
+    form or reset-after (params with ``b_hn``); simple RNN its activation (``tanh`` or
+    ``sigmoid``; other activations raise ``ValueError``).
+
+    Args:
+      cell: a built-in :class:`jrnn.Cell` (``simple_rnn``, ``lstm``, ``gru``).
+      params: its parameters.
+      xs: ``[*batch, T, input_size]``.
+      lengths: optional int ``[*batch]``; only valid steps are counted.
+      carry: optional initial carry (default zeros).
+      threshold: sigmoid gates count as saturated below ``1 - threshold`` or above
+        ``threshold``, tanh units below ``-threshold`` or above ``threshold``.
+
+    Returns:
+      ``{gate: GateSaturation(kind, low [T], high [T])}``: at every step the fraction over
+      units and valid batch elements (0 at steps where no sequence is valid).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.diagnostics import gate_saturation
+      >>> cell = jrnn.lstm(8, forget_bias=5.0)  # σ(5) = 0.993: forget gates start saturated
+      >>> params = cell.init(jax.random.key(0), 2)
+      >>> sat = gate_saturation(cell, params, jnp.zeros((3, 6, 2), params["w_ih"].dtype))
+      >>> sorted(sat), sat["f"].kind, sat["f"].high.shape
+      (['f', 'g', 'i', 'o'], 'sigmoid', (6,))
+      >>> float(sat["f"].high.min()), float(sat["i"].total.max())
+      (1.0, 0.0)
+    """
+    where = "gate_saturation"
+    _check_cell(cell, where)
+    gates_fn = _gate_fn(cell, where)
+    if not 0.5 < float(threshold) < 1.0:
+        raise ValueError(f"{where}: `threshold` must lie in (0.5, 1), got {threshold!r}")
+    prep = _prepare(cell, params, xs, carry, lengths, where)
+    _, before, _ = _perturbed_scan(cell, prep, None)
+    xa = cell.project(prep.params, prep.xs)
+    ha = before.h @ cell.recurrent_kernel(prep.params)
+    values = gates_fn(cell, prep.params, before, xa, ha)
+    num_steps = prep.xs.shape[0]
+    mask = prep.mask
+    if mask is None:
+        mask = jnp.ones((num_steps,) + prep.batch_shape, bool)
+    batch_axes = tuple(range(1, 1 + len(prep.batch_shape)))
+    weight = mask.astype(prep.xs.dtype)
+    count = jnp.sum(weight, axis=batch_axes) if batch_axes else weight
+    count = jnp.maximum(count, jnp.ones_like(count))
+
+    def fraction(hit):  # hit: bool [T, *batch, H] -> [T]
+        per = jnp.mean(hit.astype(weight.dtype), axis=-1) * weight
+        return (jnp.sum(per, axis=batch_axes) if batch_axes else per) / count
+
+    out = {}
+    for name, (kind, v) in values.items():
+        lo = 1.0 - threshold if kind == "sigmoid" else -threshold
+        out[name] = GateSaturation(kind, fraction(v < lo), fraction(v > threshold))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# plots (matplotlib is imported only here)
+
+
+def _curve(values: Any) -> np.ndarray:
+    """``[T]`` from ``[*batch, T]``: the geometric mean over batch (zeros ignored)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 1:
+        return a
+    a = a.reshape(-1, a.shape[-1])
+    with np.errstate(divide="ignore"):
+        logs = np.where(a > 0, np.log(np.where(a > 0, a, 1.0)), np.nan)
+    counts = np.sum(np.isfinite(logs), axis=0)
+    mean = np.where(counts > 0, np.nansum(logs, axis=0) / np.maximum(counts, 1), -np.inf)
+    return np.exp(mean)
+
+
+def plot_grad_norms(
+    curves: Mapping[str, Any],
+    *,
+    ax: Any = None,
+    title: str | None = None,
+    ylabel: str = "‖∂L/∂h_t‖₂",
+) -> Any:
+    """Gradient norm over time on a log axis, one line per cell.
+
+    Args:
+      curves: ``{label: [T] or [*batch, T]}`` (e.g. from :func:`state_grad_norms`); with
+        batch axes the geometric mean over the batch is drawn.
+      ax: a matplotlib ``Axes`` to draw into (default: a new figure).
+      title, ylabel: labels.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    else:
+        fig = ax.figure
+    for label, values in curves.items():
+        c = _curve(values)
+        ax.semilogy(np.arange(len(c)), np.where(c > 0, c, np.nan), label=label)
+    ax.set_xlabel("time step t")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_jacobian_histograms(
+    norms: Mapping[str, Any], *, bins: int = 40, ax: Any = None, title: str | None = None
+) -> Any:
+    """Histograms of step-Jacobian spectral norms (from :func:`step_jacobian_norms`), one per
+    cell, with the critical value 1 marked (padding zeros are left out).
+
+    Args:
+      norms: ``{label: array of norms, any shape}``.
+      bins: histogram bins.
+      ax: a matplotlib ``Axes`` (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    else:
+        fig = ax.figure
+    for label, values in norms.items():
+        v = np.asarray(values, dtype=np.float64).ravel()
+        ax.hist(v[v > 0], bins=bins, alpha=0.5, label=label)
+    ax.axvline(1.0, color="k", linestyle="--", linewidth=1)
+    ax.set_xlabel("‖∂h_t/∂h_{t-1}‖₂")
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_gate_saturation(
+    saturation: Mapping[str, GateSaturation], *, ax: Any = None, title: str | None = None
+) -> Any:
+    """Heat-map of gate saturation over time: one row per gate and side (``low``/``high``).
+
+    Args:
+      saturation: the result of :func:`gate_saturation`.
+      ax: a matplotlib ``Axes`` (default: a new figure).
+      title: optional title.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    rows, labels = [], []
+    for name, s in saturation.items():
+        for side in ("low", "high"):
+            rows.append(np.asarray(getattr(s, side), dtype=np.float64))
+            labels.append(f"{name} ({s.kind}) {side}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.2))
+    else:
+        fig = ax.figure
+    im = ax.imshow(
+        np.stack(rows), aspect="auto", vmin=0.0, vmax=1.0, cmap="magma", interpolation="nearest"
+    )
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("time step t")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="fraction saturated")
+    return fig
