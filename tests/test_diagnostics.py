@@ -4,7 +4,6 @@ for the Jacobians, a linear RNN with known gradient decay, and NumPy reference g
 
 from __future__ import annotations
 
-import doctest
 import subprocess
 import sys
 
@@ -363,11 +362,6 @@ def test_errors_name_the_argument():
         gate_saturation(odd, params, xs)
     with pytest.raises(ValueError, match="`threshold`"):
         gate_saturation(cell, params, xs, threshold=1.5)
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(diagnostics, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 10 and result.failed == 0
 
 
 def test_import_does_not_load_matplotlib_and_plots_return_figures():
