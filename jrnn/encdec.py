@@ -166,7 +166,7 @@ def seq2seq(
     """Sequence-to-sequence mapping: encoder -> context -> decoder (different lengths).
 
     The encoder (a cell or a stack, e.g. bidirectional) reads the source within its lengths.
-    Without attention (the seed's "Sequence to Sequence Mapping Networks"), its final state
+    Without attention (the lecture's "Sequence to Sequence Mapping Networks"), its final state
     is the fixed-size context ``C``: the decoder's first state is ``tanh(C @ w + b)`` per
     carry leaf (``bridge="linear"``), the final state itself (``"copy"``: sizes must match)
     or zeros, and with ``context_input`` the decoder also reads ``C`` at every step::
@@ -403,7 +403,7 @@ def vec2seq(
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
 ) -> EncoderDecoder:
-    """Single input, multiple output (the seed's vector -> sequence slide).
+    """Single input, multiple output (the lecture's vector -> sequence slide).
 
     A vector ``v [B, input_size]`` conditions an autoregressive generator: as its initial
     state (``condition="init"``: ``s_0 = tanh(v @ w + b)`` per carry leaf), as an extra

@@ -1,4 +1,4 @@
-"""The seed's teacher forcing networks: recurrence through the model's own previous output.
+"""The lecture's teacher forcing networks: recurrence through the model's own previous output.
 
 Trained with teacher forcing (the true ``y(t-1)`` fed back), run free at test time (its own
 prediction fed back), optionally with scheduled sampling.  Re-exported by :mod:`jrnn.models`.
@@ -70,7 +70,7 @@ def output_recurrent(
 ) -> FeedbackModel:
     """Teacher forcing networks: the recurrence goes through the previous *output*.
 
-    (a) ``cell=None``: the seed's output-to-hidden recurrence network, with no
+    (a) ``cell=None``: the output-to-hidden recurrence network, with no
     hidden-to-hidden connection: the hidden state at ``t`` sees only the input and the
     previous output::
 

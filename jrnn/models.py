@@ -1,6 +1,6 @@
 """Models: recurrent networks with inputs and outputs, as pure functions over a param dict.
 
-:func:`sequence_model` is the seed's Elman network end to end, with any cell or stack as the
+:func:`sequence_model` is the Elman network with a softmax readout, end to end, with any cell or stack as the
 recurrence::
 
     a(t) = b + W h(t-1) + U x(t)        (the rnn: a Cell or a Stack)
@@ -9,13 +9,13 @@ recurrence::
     ŷ(t) = softmax(o(t))                (applied by the loss / the sampler)
 
 It reads either float features ``[batch, time, input_size]`` or integer tokens
-``[batch, time]`` (through an embedding table, or one-hot vectors as in the seed), and
+``[batch, time]`` (through an embedding table, or one-hot vectors as in the lecture), and
 reads out either at every step (a language model or a tagger: ``[batch, time, output]``) or
 once, at the last valid step of each sequence (many-to-one, e.g. the adding problem:
 ``[batch, output]``).  Carries go in and out, so truncated BPTT and sampling can continue a
 sequence across calls.
 
-The seed's "Recurrent Networks" slides, each a factory returning a ``NamedTuple`` of pure
+The lecture's "Recurrent Networks" slides, each a factory returning a ``NamedTuple`` of pure
 functions over an explicit parameter pytree (like a :class:`jrnn.Cell`):
 
 ==================================  ==========================================================
@@ -107,16 +107,17 @@ def sequence_model(
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
 ) -> Model:
-    """The seed's RNN with a linear readout ``o = c + V h`` on top of any cell or stack.
+    """The Elman network's readout ``o = c + V h`` on top of any cell or stack.
 
     Exactly one of ``input_size`` (float inputs ``[..., T, input_size]``) and ``vocab_size``
     (integer tokens ``[..., T]``) is given.  Tokens are embedded by a table
     ``embed [vocab_size, embed_size]``, or, with ``embed_size=None``, fed as one-hot vectors
-    (the seed's ``U x(t)`` with a one-hot ``x(t)``; the same function as a table, at the cost
-    of a ``[..., T, vocab_size]`` input).
+    (the Elman recurrence's ``U x(t)`` with a one-hot ``x(t)``; the same function as a
+    table, at the cost of a ``[..., T, vocab_size]`` input).
 
     Parameters (``{"embed"?, "rnn", "w_ho", "b_o"}``): ``w_ho [H_out, output_size]`` is the
-    seed's ``V`` (transposed, row-vector convention) and ``b_o [output_size]`` its ``c``;
+    Elman readout's ``V`` (transposed, row-vector convention) and ``b_o [output_size]``
+    its ``c``;
     ``H_out`` is the rnn's output size (``2 H`` for a bidirectional stack).  ``w_ho`` starts
     ``lecun_normal``, ``b_o`` and ``embed`` as documented in :func:`init`.
 
@@ -292,7 +293,7 @@ def sequence_model(
 
 
 # ======================================================================================
-# The seed's "Recurrent Networks" slides as models
+# The lecture's "Recurrent Networks" slides as models
 # ======================================================================================
 
 
@@ -312,7 +313,7 @@ def seq2vec(
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
 ) -> Model:
-    """Multiple input, single output (the seed's sequence -> vector slide).
+    """Multiple input, single output (the lecture's sequence -> vector slide).
 
     The rnn reads the whole (padded) sequence and one readout ``o = c + V h`` maps a summary
     ``h`` of it to the output: the final state at each sequence's own last valid step
@@ -360,7 +361,7 @@ def tagger(
 ) -> Model:
     """A same-length sequence tagger: one output per input step.
 
-    Unidirectional, ``o_t`` sees ``x_1..x_t``; bidirectional (the seed's "Bi-directional
+    Unidirectional, ``o_t`` sees ``x_1..x_t``; bidirectional (the lecture's "Bi-directional
     Networks" slide), ``o_t = c + V [h_t^fwd, h_t^bwd]`` sees the whole sequence: the forward
     state has read ``x_1..x_t`` and the backward state ``x_T..x_t`` (within each sequence's
     own length).
