@@ -1,7 +1,7 @@
 """Models: recurrent networks with inputs and outputs, as pure functions over a param dict.
 
-:func:`sequence_model` is the Elman network with a softmax readout, end to end, with any cell or stack as the
-recurrence::
+:func:`sequence_model` is the Elman network with a softmax readout, end to end, with any
+cell or stack as the recurrence::
 
     a(t) = b + W h(t-1) + U x(t)        (the rnn: a Cell or a Stack)
     h(t) = tanh(a(t))
