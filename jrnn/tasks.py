@@ -351,7 +351,7 @@ def _adding(config: dict[str, Any]) -> Task:
     data = {"key": data_key}
 
     def batch_fn(data, step):
-        return jdata.adding_problem(jax.random.fold_in(data["key"], step), batch_size, seq_len)
+        return seqtasks.adding_problem(jax.random.fold_in(data["key"], step), batch_size, seq_len)
 
     def loss_fn(params, batch, key):
         xs, ys = batch
@@ -367,7 +367,7 @@ def _adding(config: dict[str, Any]) -> Task:
         total = jnp.sum(err * err)
         return {"mse": (total, jnp.asarray(err.shape[0], total.dtype))}
 
-    eval_batches = _synthetic_eval(config, lambda k, b: jdata.adding_problem(k, b, seq_len))
+    eval_batches = _synthetic_eval(config, lambda k, b: seqtasks.adding_problem(k, b, seq_len))
     return Task(
         name="adding",
         model=model,
@@ -378,7 +378,7 @@ def _adding(config: dict[str, Any]) -> Task:
         eval_batches=eval_batches,
         tokens_per_step=batch_size * seq_len,
         metric="mse",
-        baseline=("predicting 1.0, MSE", jdata.ADDING_PROBLEM_BASELINE_MSE),
+        baseline=("predicting 1.0, MSE", seqtasks.ADDING_PROBLEM_BASELINE_MSE),
     )
 
 
@@ -394,7 +394,7 @@ def _copy(config: dict[str, Any]) -> Task:
     data = {"key": data_key}
 
     def make(key, b):
-        return jdata.copy_memory(key, b, seq_len, num_symbols, copy_len)
+        return seqtasks.copy_memory(key, b, seq_len, num_symbols, copy_len)
 
     def batch_fn(data, step):
         return make(jax.random.fold_in(data["key"], step), batch_size)
@@ -435,7 +435,7 @@ def _copy(config: dict[str, Any]) -> Task:
         metric="acc",
         baseline=(
             "memoryless, nats/step",
-            jdata.copy_memory_baseline(seq_len, num_symbols, copy_len),
+            seqtasks.copy_memory_baseline(seq_len, num_symbols, copy_len),
         ),
     )
 
