@@ -16,7 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from jrnn.cli import TIMING_KEYS, _open_run, main
+from jrnn.app.restore import open_run
+from jrnn.app.runs import TIMING_KEYS, read_config
+from jrnn.cli import main
 from tests.helpers import interrupt_train_step_at
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,7 +195,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pat
     steps = _steps(out)
     assert steps and max(steps) < 30
     # the kept checkpoints restore to finite parameters
-    _, _, params, step, _ = _open_run(str(out), need_corpus=False)
+    _, _, params, step, _ = open_run(out, read_config(out))
     assert step == max(steps)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
