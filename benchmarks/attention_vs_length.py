@@ -29,7 +29,7 @@ import numpy as np
 
 from jrnn import seqtasks
 from jrnn.app.config import Config, defaults
-from jrnn.app.fit import build_state
+from jrnn.app.loop import build_state
 from jrnn.decode import greedy_decode
 from jrnn.train import make_train_step
 

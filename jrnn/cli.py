@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jrnn.app import Config, fit, runs
     from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
-    from jrnn.app.fit import check_resume
+    from jrnn.app.loop import check_resume
 
     if args.resume and args.force:
         raise UsageError("--resume and --force exclude each other")
@@ -190,7 +190,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from jrnn.app import evaluate_run
-    from jrnn.app.fit import format_row
+    from jrnn.app.loop import format_row
 
     print(format_row(evaluate_run(args.dir, full=args.full)))
     return 0

@@ -11,7 +11,7 @@ Examples:
 
 from jrnn.app.config import Config, markdown_table
 from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
-from jrnn.app.fit import fit
+from jrnn.app.loop import fit
 from jrnn.app.restore import decode_run, evaluate_run, sample_run
 from jrnn.app.tasks import TASKS
 

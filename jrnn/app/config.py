@@ -349,21 +349,31 @@ def _show(name: str, value: Any) -> str:
 
 
 def default_text(name: str, task: str | None = None, arch: str | None = None) -> str:
-    """The default of a field as ``--help`` and the docs show it: one value for a task and
-    model; for a task alone its default model's, then other models' where they differ; for
-    no task every task's (tasks with equal values grouped)."""
-    names = [task] if task else list(tasks.TASKS)
-    if arch is not None:
-        return _show(name, defaults(names[0], arch)[name])
+    """The default of a field as ``--help`` and the docs show it.
+
+    With ``task`` and ``arch``: the one value used.  With ``task``: its default model's
+    value, then ``; --model M: value`` for models that change it.  With neither: every
+    task's value, tasks with equal values grouped (``charlm 256; adding, copy 64; ...``).
+    """
+    if task is not None:
+        base = defaults(task, arch)[name]
+        text = _show(name, base)
+        if arch is None and name != "arch":
+            others: dict[str, list[str]] = {}
+            for m in tasks.get(task).models[1:]:
+                value = defaults(task, m)[name]
+                if value != base:
+                    others.setdefault(_show(name, value), []).append(m)
+            text += "".join(f"; --model {', '.join(ms)}: {v}" for v, ms in others.items())
+        return text
     by_value: dict[str, list[str]] = {}
-    for t in names:
-        spec = tasks.get(t)
+    for t in tasks.TASKS:
         base = defaults(t)[name]
         by_value.setdefault(_show(name, base), []).append(t)
-        for m in spec.models[1:] if name != "arch" else ():
-            v = defaults(t, m)[name]
-            if v != base:
-                by_value.setdefault(_show(name, v), []).append(f"{t} --model {m}")
+        for m in tasks.get(t).models[1:] if name != "arch" else ():
+            value = defaults(t, m)[name]
+            if value != base:
+                by_value.setdefault(_show(name, value), []).append(f"{t} --model {m}")
     if len(by_value) == 1:
         return next(iter(by_value))
     return "; ".join(f"{', '.join(ts)} {v}" for v, ts in by_value.items())
@@ -434,7 +444,8 @@ def markdown_table() -> str:
         out += [
             f"#### `--task {t}`",
             "",
-            f"{spec.summary}. Models: {models} (the first is the default).",
+            f"{spec.summary[0].upper()}{spec.summary[1:]}. Models: {models} (the first is the "
+            "default).",
             "",
             "| flag | default | meaning |",
             "|---|---|---|",

@@ -89,7 +89,7 @@ def open_run(
     """
     import dataclasses
 
-    from jrnn.app.fit import build_state, load_data
+    from jrnn.app.loop import build_state, load_data
     from jrnn.checkpoint import Checkpointer
 
     out = Path(directory)

@@ -1,4 +1,5 @@
-"""The run loop: :func:`fit` trains a :class:`~jrnn.app.config.Config` into a run folder.
+"""The run loop: :func:`fit` (``jrnn.app.fit``) trains a :class:`~jrnn.app.config.Config`
+into a run folder.
 
 Checks come first (a bad config, corpus or run folder raises :class:`~jrnn.app.UsageError`
 before any file is written); then every ``log_every`` steps a row goes to metrics.jsonl,
