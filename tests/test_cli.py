@@ -122,6 +122,25 @@ def test_train_writes_the_run_folder(finished_run, capsys):
     assert f"val_bpc={evals[-1]['val_bpc']:.4f}" in printed and "step=40" in printed
 
 
+def test_vocab_json_is_what_docs_cli_md_says(finished_run):
+    """docs/cli.md: entry i of vocab.json is the character with id i + 1; id 0 (unknown) is
+    not stored; the vocabulary has len + 1 ids; sorted by code point."""
+    from jrnn.data import CharVocab
+
+    doc = " ".join((REPO / "docs" / "cli.md").read_text(encoding="utf-8").split())
+    assert "entry `i` (counting from 0) is the character with id `i + 1`" in doc
+    assert "has `len(vocab.json) + 1` ids" in doc and "sorted by code point" in doc
+    chars = json.loads((finished_run / "vocab.json").read_text(encoding="utf-8"))
+    config = json.loads((finished_run / "config.json").read_text())
+    assert isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars)
+    assert chars == sorted(chars) and "\ufffd" not in chars
+    assert config["data"]["vocab_size"] == len(chars) + 1
+    vocab = CharVocab.from_json(chars)
+    for i, c in enumerate(chars):
+        assert vocab.encode(c).tolist() == [i + 1]
+    assert vocab.decode([0]) == "\ufffd"
+
+
 def test_kill_and_ctrl_c_then_resume_match_an_uninterrupted_run(corpus, tmp_path):
     """A real SIGKILL and a real SIGINT mid-run; both resumed runs end with exactly the
     uninterrupted run's metrics, checkpoints and sample."""

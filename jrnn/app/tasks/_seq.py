@@ -195,9 +195,12 @@ def generation(config: Any, generator: Callable[..., Any]) -> Task:
     )
 
 
-def tagging(config: Any, generator: Callable[..., Any]) -> Task:
+def tagging(
+    config: Any, generator: Callable[..., Any], baseline: tuple[str, float] | None = None
+) -> Task:
     """Tagging, one output per input step (``TagBatch`` data): ``tagger``, ``bitagger``, and
-    the output-recurrence networks ``outrec``, ``outrec-hidden``."""
+    the output-recurrence networks ``outrec``, ``outrec-hidden``; ``baseline`` names the
+    headline's reference value (default: uniform guessing, ``1 / (V + 1)``)."""
     arch, num_symbols, _, max_len, vocab, embed, param_dtype, make, data, batch_fn = setup(
         config, generator
     )
@@ -279,7 +282,7 @@ def tagging(config: Any, generator: Callable[..., Any]) -> Task:
         eval_batches=eval_batches,
         tokens_per_step=config.batch_size * max_len,
         metric="acc",
-        baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
+        baseline=baseline or ("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
         eval_row=token_eval_row,
         show=show,
     )

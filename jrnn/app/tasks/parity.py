@@ -26,7 +26,7 @@ def build(config: Any, corpus: Any = None) -> Task:
     from jrnn import seqtasks
     from jrnn.app.tasks import _seq
 
-    return _seq.tagging(config, seqtasks.running_sum_task)
+    return _seq.tagging(config, seqtasks.running_sum_task, ("chance, token accuracy", 0.5))
 
 
 SPEC = TaskSpec(
