@@ -17,7 +17,7 @@ import argparse
 import datetime
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -31,15 +31,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _number(kind: str):
-    from jrnn.app.config import _convert
+    from jrnn.app.config import arg_type
 
-    def parse(text: str) -> Any:
-        try:
-            return _convert(kind, text, text=True)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return parse
+    return arg_type(kind)
 
 
 def _help_task(argv: list[str]) -> tuple[str | None, str | None]:

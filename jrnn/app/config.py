@@ -37,6 +37,7 @@ __all__ = [
     "SCORES",
     "Config",
     "add_train_arguments",
+    "arg_type",
     "canonical",
     "defaults",
     "markdown_table",
@@ -383,16 +384,16 @@ def _metavar(meta: Meta) -> str:
     return meta.metavar or ("X" if meta.kind in ("posfloat", "nonneg", "rate", "unit") else "N")
 
 
-def _arg_type(name: str):
-    meta = _METAS[name]
+def arg_type(kind: str):
+    """An argparse ``type`` checking a flag's text as a value of ``kind`` (see :class:`Meta`)."""
 
     def parse(text: str) -> Any:
         try:
-            return _convert(meta.kind, text, text=True)
+            return _convert(kind, text, text=True)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
-    parse.__name__ = meta.kind
+    parse.__name__ = kind
     return parse
 
 
@@ -426,7 +427,7 @@ def add_train_arguments(
         elif meta.kind == "bool":
             kw["action"] = argparse.BooleanOptionalAction
         else:
-            kw["type"] = _arg_type(name) if meta.kind != "path" else str
+            kw["type"] = arg_type(meta.kind) if meta.kind != "path" else str
             kw["metavar"] = _metavar(meta)
         groups[meta.group].add_argument(_flag(name), **kw)
 
