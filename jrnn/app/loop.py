@@ -132,7 +132,8 @@ def fit(
       >>> from jrnn.app import Config, fit
       >>> config = Config(task="parity", steps=20, hidden=8, eval_every=20, eval_batches=1)
       >>> m = fit(config, tempfile.mkdtemp(), progress=False)  # doctest: +ELLIPSIS
-      step 20: ...
+      eval step=20 val_loss=...
+      run folder: ...
       >>> m["step"], 0.0 <= m["val_accuracy"] <= 1.0
       (20, True)
     """
