@@ -30,12 +30,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _number(kind: str):
-    from jrnn.app.config import arg_type
-
-    return arg_type(kind)
-
-
 def _help_task(argv: list[str]) -> tuple[str | None, str | None]:
     """``--task``/``--model`` given before ``--help`` (their defaults are then shown)."""
     found: dict[str, str | None] = {"--task": None, "--model": None}
@@ -56,7 +50,7 @@ def _help_task(argv: list[str]) -> tuple[str | None, str | None]:
 def build_parser(task: str | None = None, model: str | None = None) -> argparse.ArgumentParser:
     """The ``jrnn`` parser; ``train --help`` shows ``task``'s (and ``model``'s) defaults."""
     import jrnn
-    from jrnn.app.config import add_train_arguments
+    from jrnn.app.config import add_train_arguments, arg_type
 
     parser = _Parser(
         prog="jrnn",
@@ -83,13 +77,13 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     s = sub.add_parser("sample", help="print text generated from a text run's latest checkpoint")
     s.add_argument("dir", metavar="DIR", help="run folder")
     s.add_argument(
-        "--length", type=_number("natural"), metavar="N", default=400, help="characters (400)"
+        "--length", type=arg_type("natural"), metavar="N", default=400, help="characters (400)"
     )
     s.add_argument("--prompt", default="\n", metavar="TEXT", help="text to start from (a newline)")
     s.add_argument(
-        "--temperature", type=_number("nonneg"), metavar="X", default=0.8, help="0 = greedy (0.8)"
+        "--temperature", type=arg_type("nonneg"), metavar="X", default=0.8, help="0 = greedy (0.8)"
     )
-    s.add_argument("--seed", type=_number("int"), default=0, metavar="N", help="sampling seed (0)")
+    s.add_argument("--seed", type=arg_type("int"), default=0, metavar="N", help="sampling seed (0)")
     s.set_defaults(func=_cmd_sample)
 
     e = sub.add_parser("eval", help="print validation metrics of a run's latest checkpoint")
@@ -100,24 +94,24 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     d = sub.add_parser("decode", help="show held-out examples decoded by a run's latest checkpoint")
     d.add_argument("dir", metavar="DIR", help="run folder")
     d.add_argument(
-        "--beam", type=_number("posint"), metavar="K", default=1, help="beam width, 1 = greedy (1)"
+        "--beam", type=arg_type("posint"), metavar="K", default=1, help="beam width, 1 = greedy (1)"
     )
-    d.add_argument("--num", type=_number("posint"), metavar="N", default=8, help="examples (8)")
+    d.add_argument("--num", type=arg_type("posint"), metavar="N", default=8, help="examples (8)")
     d.add_argument(
         "--temperature",
-        type=_number("nonneg"),
+        type=arg_type("nonneg"),
         metavar="X",
         default=0.0,
         help="sample at this temperature instead (0 = greedy/beam)",
     )
     d.add_argument(
         "--length-penalty",
-        type=_number("nonneg"),
+        type=arg_type("nonneg"),
         metavar="A",
         default=0.6,
         help="beam ranking: score / length**A (0.6)",
     )
-    d.add_argument("--seed", type=_number("int"), default=0, metavar="N", help="sampling seed (0)")
+    d.add_argument("--seed", type=arg_type("int"), default=0, metavar="N", help="sampling seed (0)")
     d.add_argument(
         "--plot", metavar="PNG", help="attention models: save the first example's weights"
     )
