@@ -72,6 +72,25 @@ def test_importing_the_library_loads_no_app_module():
     assert res.stdout.strip() == "[]"
 
 
+def test_lazy_package_exports_every_public_name():
+    """``import jrnn`` loads no JAX; the first public name used loads them all, and the
+    function ``jrnn.unroll`` is not replaced by the submodule of the same name."""
+    code = (
+        "import sys, jrnn\nassert 'jax' not in sys.modules, 'import jrnn loaded jax'\n"
+        "import jrnn.models, jrnn.unroll\nassert callable(jrnn.unroll), jrnn.unroll\n"
+        "assert set(jrnn._load()) == set(jrnn.__all__), set(jrnn.__all__) ^ set(jrnn._load())\n"
+        "from jrnn import lstm, unroll_defaults\nfrom jrnn.unroll import default_strategy\n"
+        "assert unroll_defaults is default_strategy and jrnn.lstm is lstm\n"
+        "assert set(jrnn.__all__) <= set(dir(jrnn))\n"
+        "assert callable(jrnn.train.make_train_step) and jrnn.models.seq2seq is jrnn.seq2seq\n"
+        "print('ok')"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert res.stdout.strip() == "ok", res.stderr
+
+
 def test_cli_is_parsing_and_dispatch_only():
     lines = (REPO / "jrnn" / "cli.py").read_text().splitlines()
     assert len(lines) <= 300, len(lines)
@@ -278,16 +297,18 @@ def test_wrong_run_folders_are_refused_fast_without_building(tmp_path, capsys, m
 
 
 def test_refusal_from_a_fresh_process_reads_only_json(tmp_path):
-    """In a fresh process a wrong folder is refused before jrnn loads anything to build or
-    restore a model (orbax, matplotlib, tqdm, the task builders) beyond ``import jrnn``."""
+    """In a fresh process a wrong folder is refused before jrnn loads JAX or anything to
+    build or restore a model (orbax, matplotlib, tqdm, the task builders)."""
     rev = _fake_run(tmp_path / "rev", Config(task="reverse"))
     code = (
-        "import sys\nimport jrnn\nbefore = set(sys.modules)\nfrom jrnn.cli import main\n"
+        "import sys, time\nt0 = time.perf_counter()\nimport jrnn\nbefore = set(sys.modules)\n"
+        "from jrnn.cli import main\n"
         "try:\n    main(['sample', sys.argv[1]])\nexcept SystemExit as e:\n    code = e.code\n"
         "new = set(sys.modules) - before\n"
         "heavy = sorted(m for m in new if m.split('.')[0] in ('orbax', 'matplotlib', 'tqdm')"
+        " or m.split('.')[0] == 'jax'"
         " or m in ('jrnn.checkpoint', 'jrnn.app.tasks.common', 'jrnn.app.tasks._seq'))\n"
-        "print(code, heavy, file=sys.stderr)"
+        "print(code, heavy, file=sys.stderr)\nprint(time.perf_counter() - t0)"
     )
     res = subprocess.run(
         [sys.executable, "-c", code, str(rev)],
@@ -299,6 +320,7 @@ def test_refusal_from_a_fresh_process_reads_only_json(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 2 and "sample needs a run of a text task" in lines[0], res.stderr
     assert lines[1] == "2 []", res.stderr
+    assert float(res.stdout) < 2.0  # seconds from `import jrnn` to the refusal
 
 
 # ------------------------------------------------------------------------------------------
