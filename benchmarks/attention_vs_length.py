@@ -28,27 +28,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import seqtasks
-from jrnn.cli import COMMON_DEFAULTS, TASK_DEFAULTS, _optimizer
+from jrnn.app.config import Config, defaults
+from jrnn.app.loop import build_state
 from jrnn.decode import greedy_decode
-from jrnn.tasks import make_task, seed_keys
-from jrnn.train import init_train_state, make_train_step
+from jrnn.train import make_train_step
 
 ARCHS = ("attention", "seq2seq")
 LABELS = {"attention": "with attention (Luong general)", "seq2seq": "without attention"}
 
 
-def _config(args: argparse.Namespace, arch: str) -> dict:
-    return {
-        **COMMON_DEFAULTS,
-        **TASK_DEFAULTS["reverse"],
-        "task": "reverse",
-        "arch": arch,
-        "steps": args.steps,
-        "min_len": args.min_len,
-        "seq_len": args.max_len,
-        "num_symbols": args.num_symbols,
-        "seed": args.seed,
-    }
+def _config(args: argparse.Namespace, arch: str) -> Config:
+    return Config(
+        task="reverse",
+        arch=arch,
+        steps=args.steps,
+        min_len=args.min_len,
+        seq_len=args.max_len,
+        num_symbols=args.num_symbols,
+        seed=args.seed,
+    )
 
 
 def _test_set(length: int, args: argparse.Namespace) -> seqtasks.SeqBatch:
@@ -67,14 +65,11 @@ def _test_set(length: int, args: argparse.Namespace) -> seqtasks.SeqBatch:
 
 def _train_and_measure(args: argparse.Namespace, arch: str) -> dict:
     config = _config(args, arch)
-    task = make_task(config)
-    optimizer = _optimizer(config)
-    init_key, _, train_key = seed_keys(config["seed"])
-    state = init_train_state(task.model.init(init_key), optimizer, train_key)
-    step = make_train_step(task.loss_fn, optimizer, clip_norm=config["clip"])
+    task, optimizer, state, _ = build_state(config)
+    step = make_train_step(task.loss_fn, optimizer, clip_norm=config.clip)
     batch_fn = jax.jit(task.batch_fn)
     t0 = time.perf_counter()
-    for s in range(config["steps"]):
+    for s in range(config.steps):
         state, m = step(state, batch_fn(task.data, jnp.asarray(s, jnp.int32)))
     jax.block_until_ready(state.params)
     train_s = time.perf_counter() - t0
@@ -136,10 +131,11 @@ def _plot(results: dict, args: argparse.Namespace, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=TASK_DEFAULTS["reverse"]["steps"])
-    ap.add_argument("--min-len", type=int, default=TASK_DEFAULTS["reverse"]["min_len"])
-    ap.add_argument("--max-len", type=int, default=TASK_DEFAULTS["reverse"]["seq_len"])
-    ap.add_argument("--num-symbols", type=int, default=TASK_DEFAULTS["reverse"]["num_symbols"])
+    reverse = defaults("reverse")
+    ap.add_argument("--steps", type=int, default=reverse["steps"])
+    ap.add_argument("--min-len", type=int, default=reverse["min_len"])
+    ap.add_argument("--max-len", type=int, default=reverse["seq_len"])
+    ap.add_argument("--num-symbols", type=int, default=reverse["num_symbols"])
     ap.add_argument("--per-length", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench_out")

@@ -3,42 +3,50 @@
 A cell is an ``init`` + ``step`` pair over a parameter pytree; sequences are unrolled with
 ``jax.lax.scan``; backpropagation through time is ``jax.grad``.
 
-The core names are imported here; the other public submodules (``jrnn.losses``,
-``jrnn.data``, ``jrnn.interop``, ``jrnn.nn``, ...) are imported on first attribute access,
-so ``import jrnn`` stays as cheap as importing JAX and optax.
+``import jrnn`` is cheap: the public names below and the public submodules (``jrnn.losses``,
+``jrnn.data``, ``jrnn.interop``, ``jrnn.nn``, ``jrnn.diagnostics``, ...) load, with JAX, on
+first use, so the ``jrnn`` command refuses bad input without importing JAX.
 """
 
-import importlib
+from __future__ import annotations
 
-from jrnn.base import Cell, LSTMState, RNNState
-from jrnn.cells import gru, lstm, simple_rnn
-from jrnn.decode import Beams, Decoded, beam_search, greedy_decode, sample_decode
-from jrnn.models import (
-    EncoderDecoder,
-    FeedbackModel,
-    Model,
-    ModelAux,
-    output_recurrent,
-    seq2seq,
-    seq2vec,
-    sequence_model,
-    tagger,
-    vec2seq,
-)
-from jrnn.train import (
-    TrainState,
-    evaluate,
-    init_train_state,
-    make_eval_step,
-    make_train_step,
-    tbptt_value_and_grad,
-)
-from jrnn.unroll import Stack, flip_within_lengths, stack, unroll
-from jrnn.unroll import default_strategy as unroll_defaults
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.1.0"
 
-# Public submodules reachable as attributes after ``import jrnn``, imported when first used.
+# Each public name and the module it comes from: the one table of the package's surface.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "jrnn.base": ("Cell", "LSTMState", "RNNState"),
+    "jrnn.cells": ("gru", "lstm", "simple_rnn"),
+    "jrnn.decode": ("Beams", "Decoded", "beam_search", "greedy_decode", "sample_decode"),
+    "jrnn.models": (
+        "EncoderDecoder",
+        "FeedbackModel",
+        "Model",
+        "ModelAux",
+        "output_recurrent",
+        "seq2seq",
+        "seq2vec",
+        "sequence_model",
+        "tagger",
+        "vec2seq",
+    ),
+    "jrnn.train": (
+        "TrainState",
+        "evaluate",
+        "init_train_state",
+        "make_eval_step",
+        "make_train_step",
+        "tbptt_value_and_grad",
+    ),
+    "jrnn.unroll": ("Stack", "flip_within_lengths", "stack", "unroll", "unroll_defaults"),
+}
+_RENAMED = {"unroll_defaults": "default_strategy"}  # public name -> name in its module
+
+# Public submodules reachable as attributes after ``import jrnn``.
 _LAZY_SUBMODULES = (
     "app",
     "attention",
@@ -58,47 +66,40 @@ _LAZY_SUBMODULES = (
     "train",
 )
 
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
 
-def __getattr__(name: str):
+
+def _load() -> None:
+    """Binds every public name (the first time one is used); importing them also binds the
+    submodules they come from (``jrnn.train``, ``jrnn.models``, ...)."""
+    values = {}
+    for module_name, names in _EXPORTS.items():
+        module = importlib.import_module(module_name)
+        values.update({name: getattr(module, _RENAMED.get(name, name)) for name in names})
+    globals().update(values)  # after the imports: ``jrnn.unroll`` is the function
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        _load()
+        return globals()[name]
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"jrnn.{name}")
     raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+    return sorted(set(globals()) | set(__all__) | set(_LAZY_SUBMODULES))
 
-__all__ = [
-    "Beams",
-    "Cell",
-    "Decoded",
-    "EncoderDecoder",
-    "FeedbackModel",
-    "LSTMState",
-    "Model",
-    "ModelAux",
-    "RNNState",
-    "Stack",
-    "TrainState",
-    "beam_search",
-    "evaluate",
-    "flip_within_lengths",
-    "greedy_decode",
-    "gru",
-    "init_train_state",
-    "lstm",
-    "make_eval_step",
-    "make_train_step",
-    "output_recurrent",
-    "sample_decode",
-    "seq2seq",
-    "seq2vec",
-    "sequence_model",
-    "simple_rnn",
-    "stack",
-    "tagger",
-    "tbptt_value_and_grad",
-    "unroll",
-    "unroll_defaults",
-    "vec2seq",
-]
+
+class _Package(types.ModuleType):
+    """Keeps a public name (``jrnn.unroll``, the function) from being replaced by the
+    submodule of the same name when that submodule is imported (``import jrnn.unroll``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in __all__ and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

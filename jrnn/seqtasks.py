@@ -1,8 +1,14 @@
-"""Variable-length synthetic sequence tasks, generated in pure JAX.
+"""Synthetic sequence tasks, generated in pure JAX: every generator jrnn uses.
 
-Every generator is a jittable pure function of a PRNG key with static sizes; sequences
-have lengths drawn uniformly from ``[min_len, max_len]`` and are right-padded to
-``max_len``.  All tasks share one token layout::
+Fixed-length memory tasks:
+  * :func:`adding_problem` (Hochreiter & Schmidhuber 1997), baseline MSE 1/6
+    (:data:`ADDING_PROBLEM_BASELINE_MSE`);
+  * :func:`copy_memory` (Arjovsky et al. 2016), baseline :func:`copy_memory_baseline`.
+
+Every generator is a jittable pure function of a PRNG key with static sizes.
+
+Variable-length tasks: sequences have lengths drawn uniformly from ``[min_len, max_len]``
+and are right-padded to ``max_len``.  All tasks share one token layout::
 
     0 = PAD    1 = BOS    2 = EOS    3 .. 3+V-1 = the V symbols (shown as a, b, c, ...)
 
@@ -26,13 +32,17 @@ Same-length tagging (:class:`TagBatch`):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn.base import check_int
+
 __all__ = [
+    "ADDING_PROBLEM_BASELINE_MSE",
     "BOS",
     "EOS",
     "FIRST_SYMBOL",
@@ -41,6 +51,9 @@ __all__ = [
     "SeqBatch",
     "TagBatch",
     "VecBatch",
+    "adding_problem",
+    "copy_memory",
+    "copy_memory_baseline",
     "copy_task",
     "count_task",
     "format_tokens",
@@ -56,6 +69,9 @@ __all__ = [
 
 PAD, BOS, EOS = 0, 1, 2
 FIRST_SYMBOL = 3
+
+ADDING_PROBLEM_BASELINE_MSE = 1.0 / 6.0
+"""MSE of always predicting 1.0 on :func:`adding_problem` (variance of a sum of two U[0,1))."""
 
 
 class SeqBatch(NamedTuple):
@@ -264,3 +280,99 @@ def format_tokens(tokens, length: int | None = None) -> str:
             s = t - FIRST_SYMBOL
             out.append(chr(ord("a") + s) if s < 26 else f"<{s}>")
     return " ".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# Fixed-length memory tasks
+
+
+def adding_problem(key: jax.Array, batch_size: int, seq_len: int) -> tuple[jax.Array, jax.Array]:
+    """The adding problem (Hochreiter & Schmidhuber 1997; the Le et al. 2015 variant).
+
+    Channel 0 holds values ``U[0, 1)``; channel 1 is 1.0 at exactly two positions,
+    one uniformly in the first half ``[0, T//2)`` and one in the second half
+    ``[T//2, T)``, else 0. The target is the sum of the two marked values.
+
+    Baseline: predicting the constant 1.0 (the target's mean) gives MSE
+    ``Var(u1 + u2) = 2/12 = 1/6 ≈ 0.167`` (:data:`ADDING_PROBLEM_BASELINE_MSE`); a
+    model solves the task when it gets far below that.
+
+    Args:
+      key: PRNG key.
+      batch_size: ``B`` (static).
+      seq_len: ``T >= 2`` (static).
+
+    Returns:
+      ``xs`` float32 ``[B, T, 2]`` and ``ys`` float32 ``[B]``.
+    """
+    check_int("batch_size", batch_size, "adding_problem")
+    check_int("seq_len", seq_len, "adding_problem", minimum=2)  # one marker per half
+    k_val, k_first, k_second = jax.random.split(key, 3)
+    half = seq_len // 2
+    values = jax.random.uniform(k_val, (batch_size, seq_len), dtype=jnp.float32)
+    first = jax.random.randint(k_first, (batch_size,), 0, half, dtype=jnp.int32)
+    second = jax.random.randint(k_second, (batch_size,), half, seq_len, dtype=jnp.int32)
+    steps = jnp.arange(seq_len, dtype=jnp.int32)[None, :]
+    marked = (steps == first[:, None]) | (steps == second[:, None])
+    markers = marked.astype(jnp.float32)
+    xs = jnp.stack([values, markers], axis=-1)
+    ys = jnp.sum(jnp.where(marked, values, jnp.zeros((), jnp.float32)), axis=-1)
+    return xs, ys
+
+
+def copy_memory(
+    key: jax.Array,
+    batch_size: int,
+    seq_len: int,
+    num_symbols: int = 8,
+    copy_len: int = 10,
+) -> tuple[jax.Array, jax.Array]:
+    """The copy-memory task (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016).
+
+    Inputs: ``copy_len`` symbols drawn uniformly from ``{1..num_symbols}``, then
+    ``seq_len - 1`` blanks (0), a delimiter (``num_symbols + 1``), then ``copy_len``
+    blanks. Targets: blanks everywhere except the last ``copy_len`` positions, which
+    hold the original symbols. Total length ``seq_len + 2*copy_len``; vocabulary size
+    ``num_symbols + 2``.
+
+    Baseline: a memoryless model that outputs blanks until the delimiter and then
+    guesses uniformly among the symbols scores a mean cross-entropy per step of
+    ``copy_len * ln(num_symbols) / (seq_len + 2*copy_len)``
+    (:func:`copy_memory_baseline`; ``10 ln 8 / (T + 20)`` for the defaults).
+
+    Args:
+      key: PRNG key.
+      batch_size: ``B`` (static).
+      seq_len: ``T >= 1``, the delay between the symbols and the delimiter (static).
+      num_symbols: number of distinct symbols (static).
+      copy_len: number of symbols to remember (static).
+
+    Returns:
+      ``inputs`` and ``targets``, both int32 ``[B, T + 2*copy_len]``.
+    """
+    for name, value in (
+        ("batch_size", batch_size),
+        ("seq_len", seq_len),
+        ("num_symbols", num_symbols),
+        ("copy_len", copy_len),
+    ):
+        check_int(name, value, "copy_memory")
+    symbols = jax.random.randint(key, (batch_size, copy_len), 1, num_symbols + 1, dtype=jnp.int32)
+    blanks_mid = jnp.zeros((batch_size, seq_len - 1), jnp.int32)
+    delim = jnp.full((batch_size, 1), num_symbols + 1, jnp.int32)
+    blanks_end = jnp.zeros((batch_size, copy_len), jnp.int32)
+    inputs = jnp.concatenate([symbols, blanks_mid, delim, blanks_end], axis=1)
+    targets = jnp.concatenate(
+        [jnp.zeros((batch_size, seq_len + copy_len), jnp.int32), symbols], axis=1
+    )
+    return inputs, targets
+
+
+def copy_memory_baseline(seq_len: int, num_symbols: int = 8, copy_len: int = 10) -> float:
+    """Memoryless cross-entropy per step on :func:`copy_memory`, in nats.
+
+    ``copy_len * ln(num_symbols) / (seq_len + 2*copy_len)``.
+    """
+    for name, value in (("seq_len", seq_len), ("num_symbols", num_symbols), ("copy_len", copy_len)):
+        check_int(name, value, "copy_memory_baseline")
+    return copy_len * math.log(num_symbols) / (seq_len + 2 * copy_len)

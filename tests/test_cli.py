@@ -16,7 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from jrnn.cli import TIMING_KEYS, _open_run, main
+from jrnn.app.restore import open_run
+from jrnn.app.runs import TIMING_KEYS, read_config
+from jrnn.cli import main
 from tests.helpers import interrupt_train_step_at
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +122,25 @@ def test_train_writes_the_run_folder(finished_run, capsys):
     assert f"val_bpc={evals[-1]['val_bpc']:.4f}" in printed and "step=40" in printed
 
 
+def test_vocab_json_is_what_docs_cli_md_says(finished_run):
+    """docs/cli.md: entry i of vocab.json is the character with id i + 1; id 0 (unknown) is
+    not stored; the vocabulary has len + 1 ids; sorted by code point."""
+    from jrnn.data import CharVocab
+
+    doc = " ".join((REPO / "docs" / "cli.md").read_text(encoding="utf-8").split())
+    assert "entry `i` (counting from 0) is the character with id `i + 1`" in doc
+    assert "has `len(vocab.json) + 1` ids" in doc and "sorted by code point" in doc
+    chars = json.loads((finished_run / "vocab.json").read_text(encoding="utf-8"))
+    config = json.loads((finished_run / "config.json").read_text())
+    assert isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars)
+    assert chars == sorted(chars) and "\ufffd" not in chars
+    assert config["data"]["vocab_size"] == len(chars) + 1
+    vocab = CharVocab.from_json(chars)
+    for i, c in enumerate(chars):
+        assert vocab.encode(c).tolist() == [i + 1]
+    assert vocab.decode([0]) == "\ufffd"
+
+
 def test_kill_and_ctrl_c_then_resume_match_an_uninterrupted_run(corpus, tmp_path):
     """A real SIGKILL and a real SIGINT mid-run; both resumed runs end with exactly the
     uninterrupted run's metrics, checkpoints and sample."""
@@ -193,7 +214,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pat
     steps = _steps(out)
     assert steps and max(steps) < 30
     # the kept checkpoints restore to finite parameters
-    _, _, params, step, _ = _open_run(str(out), need_corpus=False)
+    _, _, params, step, _ = open_run(out, read_config(out))
     assert step == max(steps)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 

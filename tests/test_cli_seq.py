@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jrnn.cli import TIMING_KEYS, main
+from jrnn.app.runs import TIMING_KEYS
+from jrnn.cli import main
 from tests.helpers import interrupt_train_step_at
 
 TINY = {

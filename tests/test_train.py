@@ -14,6 +14,7 @@ import pytest
 
 import jrnn
 from jrnn import data as jdata
+from jrnn import seqtasks
 from jrnn.checkpoint import Checkpointer
 from jrnn.losses import sequence_softmax_cross_entropy
 from jrnn.models import sequence_model
@@ -240,7 +241,7 @@ def test_lstm_learns_the_adding_problem():
     k_init, k_data, k_train = jax.random.split(jax.random.key(0), 3)
     state = init_train_state(model.init(k_init), opt, k_train)
     step = make_train_step(loss_fn, opt, clip_norm=1.0)
-    make = jax.jit(lambda k: jdata.adding_problem(k, batch, seq_len))
+    make = jax.jit(lambda k: seqtasks.adding_problem(k, batch, seq_len))
     for s in range(400):
         state, _ = step(state, make(jax.random.fold_in(k_data, s)))
 
@@ -253,11 +254,11 @@ def test_lstm_learns_the_adding_problem():
         return {"mse": (jnp.sum(err**2), n), "baseline": (jnp.sum(const**2), n)}
 
     val = [
-        jdata.adding_problem(jax.random.fold_in(jax.random.key(99), i), 500, seq_len)
+        seqtasks.adding_problem(jax.random.fold_in(jax.random.key(99), i), 500, seq_len)
         for i in range(4)
     ]
     means = evaluate(make_eval_step(sums), state.params, val)
-    assert abs(means["baseline"] - jdata.ADDING_PROBLEM_BASELINE_MSE) < 0.02
+    assert abs(means["baseline"] - seqtasks.ADDING_PROBLEM_BASELINE_MSE) < 0.02
     assert means["mse"] < 0.05, means
 
 

@@ -1,0 +1,47 @@
+"""The task registry: one task is one file of this package, listed once in :data:`_FILES`.
+
+A task file defines ``SPEC``, a :class:`~jrnn.app.tasks.spec.TaskSpec` (name, models,
+defaults, builder); importing it is cheap (its builder imports JAX when called), so the
+parser and ``--help`` read every task's defaults without loading a model.  Shared pieces:
+:mod:`~jrnn.app.tasks.spec` (the types and the sequence tasks' defaults),
+:mod:`~jrnn.app.tasks.common` and :mod:`~jrnn.app.tasks._seq` (builder helpers).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from jrnn.app.errors import UsageError
+from jrnn.app.tasks.spec import Task, TaskSpec
+
+__all__ = ["TASKS", "Task", "TaskSpec", "get"]
+
+_FILES = (
+    "charlm",
+    "adding",
+    "copy",
+    "reverse",
+    "sort",
+    "count",
+    "classify",
+    "future",
+    "runsum",
+    "parity",
+)
+
+_SPECS: dict[str, TaskSpec] = {}
+for _name in _FILES:
+    _spec = import_module(f"{__name__}.{_name}").SPEC
+    _SPECS[_spec.name] = _spec
+TASKS: tuple[str, ...] = tuple(_SPECS)
+"""The task names, in ``--help`` order."""
+
+
+def get(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` of task ``name`` (:class:`jrnn.app.UsageError` if unknown)."""
+    try:
+        return _SPECS[name]
+    except (KeyError, TypeError):
+        raise UsageError(
+            f"--task: invalid choice: {name!r} (choose from {', '.join(TASKS)})"
+        ) from None

@@ -1,0 +1,26 @@
+"""``--task reverse``: reverse a variable-length sequence (Sutskever et al. 2014); sequence
+to sequence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jrnn.app.tasks.spec import SEQ_DEFAULTS, SEQ_USES, Task, TaskSpec, check_lengths
+
+
+def build(config: Any, corpus: Any = None) -> Task:
+    from jrnn import seqtasks
+    from jrnn.app.tasks import _seq
+
+    return _seq.generation(config, seqtasks.reverse_task)
+
+
+SPEC = TaskSpec(
+    name="reverse",
+    summary="reverse a variable-length sequence (Sutskever et al. 2014)",
+    models=("attention", "seq2seq"),
+    defaults=SEQ_DEFAULTS,
+    build=build,
+    uses=SEQ_USES,
+    check=check_lengths,
+)
