@@ -3,7 +3,7 @@
 For each cell and ``T in {50, 100, 200}``: ``‖∂L/∂h_t‖₂`` (:func:`jrnn.diagnostics.
 state_grad_norms`) for ``t = T`` down to ``t = 1`` (1-based), with ``L`` the mean squared
 error of a linear read-out of ``h_T`` on a batch of the adding problem
-(:func:`jrnn.data.adding_problem`).  Cells: the Elman (tanh) RNN, the same with its recurrent
+(:func:`jrnn.seqtasks.adding_problem`).  Cells: the Elman (tanh) RNN, the same with its recurrent
 weights scaled by 1.5 (orthogonal init times 1.5), an LSTM with forget-gate bias 0 and 1, and
 Cho's GRU, all at hidden size 64 with the library's default initialisation, computed in float64 (the
 smallest norms underflow float32).
@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jrnn  # noqa: E402
-from jrnn.data import adding_problem  # noqa: E402
+from jrnn.seqtasks import adding_problem  # noqa: E402
 from jrnn.diagnostics import plot_grad_norms, state_grad_norms  # noqa: E402
 
 F64 = jnp.float64
@@ -84,7 +84,7 @@ def main() -> None:
     with open(os.path.join(OUT, "adding_grad_norms.json"), "w") as f:
         json.dump(
             {
-                "task": "adding problem (jrnn.data.adding_problem), MSE of a linear read-out",
+                "task": "adding problem (jrnn.seqtasks.adding_problem), MSE of a linear read-out",
                 "hidden_size": HIDDEN,
                 "batch_size": BATCH,
                 "quantity": "batch mean of ||dL/dh_t||_2, t = 1..T (index 0 is t = 1)",
