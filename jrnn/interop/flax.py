@@ -128,8 +128,9 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
       and ``{"w_ih": [I, kH], "w_hh": [H, kH], "b": [kH]}`` (plus ``b_hn`` for the GRU).
 
     Raises:
-      TypeError: an unsupported module.  ValueError: non-default gate/activation functions,
-      or parameters that are not the module's (the message names the parameter).
+      TypeError: an unsupported module.
+      ValueError: non-default gate/activation functions, or parameters that are not the
+        module's (the message names the parameter).
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
