@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Array, Params, check_int
+from jrnn.base import Array, Params, check_int, check_lengths
 from jrnn.models import EncoderDecoder
 
 __all__ = [
@@ -131,27 +131,6 @@ def _check_tokens(name: str, x: Any, vocab: int, where: str, what: str) -> None:
             )
 
 
-def _check_lengths(name: str, lengths: Any, batch: int, steps: int, where: str) -> Array:
-    """int ``[batch]`` always; values in ``[0, steps]`` when concrete."""
-    if not hasattr(lengths, "dtype"):
-        lengths = np.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"{where}: `{name}` must be integer lengths, got dtype {lengths.dtype}")
-    if tuple(lengths.shape) != (batch,):
-        raise ValueError(
-            f"{where}: `{name}` must have shape [batch] = [{batch}], got {list(lengths.shape)}"
-        )
-    value = _concrete(lengths)
-    if value is not None and value.size:
-        lo, hi = int(value.min()), int(value.max())
-        if lo < 0 or hi > steps:
-            raise ValueError(
-                f"{where}: `{name}` must lie in [0, T={steps}] (T the padded length), got "
-                f"values in [{lo}, {hi}]"
-            )
-    return jnp.asarray(lengths)
-
-
 def _check_nonnegative(name: str, value: Any, where: str) -> None:
     """``value >= 0`` when it is concrete (a traced value is not checked)."""
     v = _concrete(value)
@@ -181,8 +160,8 @@ def _check_source(
         # A traced out-of-range id would read NaN through the embedding's gather: clip it.
         src = jnp.clip(src, 0, model.src_vocab - 1)
     if src_lengths is not None:
-        src_lengths = _check_lengths("src_lengths", src_lengths, src.shape[0], src.shape[1], where)
-        src_lengths = jnp.clip(src_lengths, 0, src.shape[1])
+        # clamped to [0, S] when traced
+        src_lengths = check_lengths(src_lengths, src.shape[:1], src.shape[1], where, "src_lengths")
     return src, src_lengths
 
 
@@ -565,7 +544,7 @@ def sequence_scores(
         )
     _check_tokens("tgt_out", tgt_out, model.tgt_vocab, where, "target")
     batch, steps = tgt_out.shape
-    tgt_lengths = _check_lengths("tgt_lengths", tgt_lengths, batch, steps, where)
+    tgt_lengths = check_lengths(tgt_lengths, (batch,), steps, where, "tgt_lengths")
     tgt_out = jnp.clip(jnp.asarray(tgt_out, jnp.int32), 0, model.tgt_vocab - 1)
     tgt_in = jnp.concatenate([jnp.full((batch, 1), model.bos, jnp.int32), tgt_out[:, :-1]], 1)
     tgt_in = jnp.where(tgt_in == model.eos, model.pad, tgt_in)  # after eos: never read

@@ -302,7 +302,7 @@ def seq2seq(
         lengths = (
             jnp.full((batch,), num_src, jnp.int32)
             if src_lengths is None
-            else check_lengths(src_lengths, (batch,), num_src, f"{where}.encode `src_lengths`")
+            else check_lengths(src_lengths, (batch,), num_src, f"{where}.encode", "src_lengths")
         )
         xs = _embed("src_embed", src_vocab, src, params)
         ys, finals = enc.apply(params["encoder"], xs, lengths=lengths, key=key)

@@ -366,7 +366,8 @@ def test_mismatched_params_raise():
     cell = jrnn.lstm(H)
     p = zeros(cell, I)
     proj_p = zeros(jrnn.lstm(H, proj_size=P), I)
-    with pytest.raises(ValueError, match=r"has 'w_proj' .* but the cell lstm\(5.*has no proj_size"):
+    no_proj = r"has 'w_proj' .* but the cell lstm\(hidden_size=5.*has no proj_size"
+    with pytest.raises(ValueError, match=no_proj):
         jt.to_torch(jrnn.stack(cell), ((proj_p,),))
     with pytest.raises(ValueError, match=r"has a projection but `params\[0\]\[0\]` has no"):
         jt.to_torch(jrnn.stack(jrnn.lstm(H, proj_size=P)), ((p,),))
