@@ -179,7 +179,8 @@ def make_train_step(
     Returns:
       ``step(state, batch) -> (state, metrics)`` or, with ``has_carry``,
       ``step(state, carry, batch) -> (state, carry, metrics)``.  ``metrics`` holds the
-      ``loss_fn``'s metrics plus ``loss``, ``grad_norm`` (before clipping) and ``finite``
+      ``loss_fn``'s metrics plus ``loss``, ``grad_norm`` (the global norm before clipping),
+      ``grad_norm_clipped`` (after clipping: the norm the optimizer sees) and ``finite``
       (bool: loss, gradient norm and new parameters are all finite).
 
     Raises:
@@ -223,6 +224,9 @@ def make_train_step(
         grad_norm = _global_norm(grads)
         if clipper is not None:
             grads, _ = clipper.update(grads, clipper.init(state.params))
+            clipped_norm = _global_norm(grads)
+        else:
+            clipped_norm = grad_norm
         # Third-party optimizers are not all written for strict dtype promotion (optax's
         # Adam raises a Python float to an int32 count): run them under standard rules.
         with jax.numpy_dtype_promotion("standard"):
@@ -233,7 +237,9 @@ def make_train_step(
             keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
             params = keep(params, state.params)
             opt_state = keep(opt_state, state.opt_state)
-        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite)
+        metrics = dict(
+            metrics, loss=loss, grad_norm=grad_norm, grad_norm_clipped=clipped_norm, finite=finite
+        )
         return params, opt_state, metrics
 
     if has_carry:

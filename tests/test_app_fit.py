@@ -19,6 +19,10 @@ def test_fit_runs_from_python_and_returns_metrics(tmp_path, capsys):
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["val_loss"] > 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_loss" in r] == [5, 10]
+    # the global gradient norm before and after clipping, every logging row
+    for r in (r for r in rows if "loss" in r):
+        assert 0 < r["grad_norm_clipped"] <= min(r["grad_norm"], config.clip) * (1 + 1e-5), r
+    assert (out / "loss.png").stat().st_size > 0
     assert rows[-1]["val_accuracy"] == metrics["val_accuracy"]
     saved = json.loads((out / "config.json").read_text())
     assert Config.from_dict(saved) == config

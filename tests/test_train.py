@@ -115,6 +115,7 @@ def test_global_norm_clipping_and_metrics():
         new, m = step(state, batch)
         assert bool(m["finite"])
         np.testing.assert_allclose(float(m["grad_norm"]), norm, rtol=1e-5)
+        np.testing.assert_allclose(float(m["grad_norm_clipped"]), scale * norm, rtol=1e-5)
         want = jax.tree.map(lambda p, g, s=scale: p - s * g, params, grads)
         chex.assert_trees_all_close(new.params, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="clip_norm"):

@@ -280,7 +280,7 @@ def _train(
                     break
                 acc["skipped"] = acc.get("skipped", 0) + 1
             else:
-                for k in ("loss", metric, "grad_norm"):
+                for k in ("loss", metric, *runs.GRAD_NORMS):
                     acc[k] = acc.get(k, 0.0) + float(m[k])
                 acc["n"] = acc.get("n", 0) + 1
             bar.update(1)
@@ -289,7 +289,7 @@ def _train(
                 now = time.perf_counter()
                 n = acc.get("n", 0)
                 row: dict[str, Any] = {"step": s}
-                for k in ("loss", metric, "grad_norm"):
+                for k in ("loss", metric, *runs.GRAD_NORMS):
                     row[k] = acc[k] / n if n else None
                 if acc.get("skipped"):
                     row["skipped"] = acc["skipped"]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jrnn.app.runs import read_rows
+from jrnn.app.runs import GRAD_NORMS, read_rows
 
 __all__ = ["plot_attention", "plot_loss"]
 
@@ -22,17 +22,29 @@ def _pyplot():
 
 
 def plot_loss(out: Path, task: str, val_key: str, ylabel: str) -> None:
-    """Draws ``out/loss.png`` from ``out/metrics.jsonl`` (written atomically)."""
+    """Draws ``out/loss.png`` from ``out/metrics.jsonl`` (written atomically): the training
+    and validation curves, and below them the global gradient norm before and after
+    clipping (log scale)."""
     plt = _pyplot()
     rows = read_rows(out / "metrics.jsonl")
     train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     val = [(r["step"], r[val_key]) for r in rows if r.get(val_key) is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, ax_norm) = plt.subplots(
+        2, 1, figsize=(7, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    for key, label in zip(GRAD_NORMS, ("before clipping", "after clipping"), strict=True):
+        norms = [(r["step"], r[key]) for r in rows if r.get(key)]
+        if norms:
+            ax_norm.semilogy(*zip(*norms, strict=True), label=label, lw=1)
+    ax_norm.set_xlabel("step")
+    ax_norm.set_ylabel("gradient norm")
+    ax_norm.grid(alpha=0.3)
+    if ax_norm.lines:
+        ax_norm.legend()
     if train:
         ax.plot(*zip(*train, strict=True), label="train", lw=1)
     if val:
         ax.plot(*zip(*val, strict=True), "o-", label="validation", lw=1.5)
-    ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(f"jrnn {task}: {out.name}")
     ax.grid(alpha=0.3)

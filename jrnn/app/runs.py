@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
+GRAD_NORMS = ("grad_norm", "grad_norm_clipped")  # logged each row: before / after clipping
 RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "checkpoints", "loss.png", "sample.txt")
 TIMING_KEYS = ("tokens_per_s", "time")
 """metrics.jsonl columns that differ between otherwise identical runs."""
