@@ -29,8 +29,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jrnn  # noqa: E402
-from jrnn.seqtasks import adding_problem  # noqa: E402
 from jrnn.diagnostics import plot_grad_norms, state_grad_norms  # noqa: E402
+from jrnn.seqtasks import adding_problem  # noqa: E402
 
 F64 = jnp.float64
 
