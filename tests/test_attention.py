@@ -74,17 +74,19 @@ def test_decoder_attends_only_to_valid_source_steps(kind):
     src = jnp.array([[3, 4, 5, 6, 7], [8, 7, 6, 0, 0]], jnp.int32)
     lengths = jnp.array([5, 3], jnp.int32)
     tgt_in = jnp.array([[1, 3, 4, 5], [1, 6, 0, 0]], jnp.int32)
-    logits, weights = model.apply(params, src, tgt_in, lengths)
+    logits, aux = model.apply(params, src, tgt_in, src_lengths=lengths)
+    weights = aux.attention
     assert weights.shape == (2, 4, 5)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-12)
     assert np.all(np.asarray(weights[1, :, 3:]) == 0.0)
     # padded source steps are invisible: other padding tokens, or a longer padded source,
     # give exactly the same outputs
     src2 = src.at[1, 3:].set(5)
-    logits2, _ = model.apply(params, src2, tgt_in, lengths)
+    logits2, _ = model.apply(params, src2, tgt_in, src_lengths=lengths)
     np.testing.assert_allclose(logits2, logits, rtol=1e-12, atol=1e-12)
     wider = jnp.concatenate([src, jnp.full((2, 3), 4, jnp.int32)], axis=1)
-    logits3, w3 = model.apply(params, wider, tgt_in, lengths)
+    logits3, aux3 = model.apply(params, wider, tgt_in, src_lengths=lengths)
+    w3 = aux3.attention
     np.testing.assert_allclose(logits3, logits, rtol=1e-10, atol=1e-12)
     assert np.all(np.asarray(w3[:, :, 5:]) == 0.0)
 
