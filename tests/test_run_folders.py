@@ -6,6 +6,7 @@ one-line warning and a correct result), and nothing already saved is lost. Real
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -160,3 +161,132 @@ def test_decode_falls_back_to_a_good_checkpoint(tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(_warnings(r.stderr)) == 1, r.stderr
     assert r.stdout.startswith(f"step 2 of {out}"), r.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# edited or damaged config.json / vocab.json: one line naming the file, exit code 2
+
+
+def _edit_config(run: Path, **changes: object) -> None:
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, **changes}))
+
+
+DAMAGE = {
+    "config-invalid-json": (lambda d: (d / "config.json").write_text('{"task": '), "config.json"),
+    "config-not-object": (lambda d: (d / "config.json").write_text("[1, 2]"), "not a JSON object"),
+    "config-binary": (lambda d: (d / "config.json").write_bytes(b"\x89PNG\x00\xff"), "config.json"),
+    "config-wrong-type": (lambda d: _edit_config(d, hidden="x"), "--hidden"),
+    "config-unknown-cell": (lambda d: _edit_config(d, cell="transformer"), "'transformer'"),
+    "config-unknown-task": (lambda d: _edit_config(d, task="nope"), "'nope'"),
+    "config-missing": (lambda d: (d / "config.json").unlink(), "config.json"),
+    "vocab-invalid-json": (lambda d: (d / "vocab.json").write_text('["a",'), "vocab.json"),
+    "vocab-wrong-type": (lambda d: (d / "vocab.json").write_text('{"a": 1}'), "vocab.json"),
+    "vocab-missing": (lambda d: (d / "vocab.json").unlink(), "vocab.json is missing"),
+    "hidden-mismatch": (lambda d: _edit_config(d, hidden=32), "do not fit its config.json"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_config_or_vocab_is_one_line_and_exit_2(run, damage):
+    edit, words = DAMAGE[damage]
+    edit(run)
+    before = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    rows = (run / "metrics.jsonl").read_text()
+    commands = [["eval", run], ["train", "--out", run, "--resume", "--no-progress"]]
+    if damage.startswith("vocab") or damage == "hidden-mismatch":
+        commands.append(["sample", run])
+    for argv in commands:
+        line = _one_error(_jrnn(*argv), words)
+        assert "Traceback" not in line
+    after = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    assert after == before and (run / "metrics.jsonl").read_text() == rows
+
+
+# ------------------------------------------------------------------------------------------
+# one run folder, one process; SIGTERM saves and exits like Ctrl-C
+
+
+def _adding(out: Path, steps: int = 100000, *extra: str) -> list[str]:
+    return [
+        "train", "--task", "adding", "--out", str(out), "--steps", str(steps), "--hidden", "8",
+        "--batch-size", "8", "--eval-every", "1000000", "--checkpoint-every", "1000000",
+        "--eval-batches", "1", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_a_live_run_locks_its_folder_and_sigterm_saves_and_exits_130(tmp_path):
+    out = tmp_path / "live"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jrnn", *_adding(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "metrics.jsonl").exists()
+        for extra in (["--resume"], ["--force"]):
+            r = _jrnn(*_adding(out, 100000, *extra))
+            _one_error(r, f"run folder {out} is in use by pid {proc.pid}")
+        assert proc.poll() is None  # the live run goes on
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err
+    step = int(err.split("interrupted at step ")[1].split(":")[0])
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [step]
+    # the lock went with the process
+    with open(out / ".lock") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# ------------------------------------------------------------------------------------------
+# metrics.jsonl cut mid-line
+
+
+def test_a_metrics_line_cut_short_is_dropped_with_one_warning(run):
+    rows = _rows(run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 25, "loss": 3.1')  # a kill while writing
+    r = _jrnn("train", "--out", run, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    warns = _warnings(r.stderr)
+    assert len(warns) == 1 and "cut short" in warns[0], r.stderr
+    assert _rows(run) == rows  # every complete row kept
+
+
+# ------------------------------------------------------------------------------------------
+# --out that cannot be written, binary --corpus
+
+
+def test_out_under_a_file_and_binary_corpus_are_one_line(corpus, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _one_error(_jrnn(*_adding(a_file / "run", 4)), "is a file")
+    _one_error(_jrnn(*_adding(a_file, 4)), "not a folder")
+    png = tmp_path / "image.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
+    for binary in (png, Path(sys.executable).resolve()):
+        r = _jrnn("train", "--corpus", binary, "--out", tmp_path / "new", "--no-progress")
+        _one_error(r, "binary")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any folder")
+def test_unwritable_out_is_one_line(tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        _one_error(_jrnn(*_adding(locked / "run", 4)), "not writable")
+    finally:
+        locked.chmod(0o700)

@@ -130,9 +130,27 @@ def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, 
                     f"e.g. another hidden size): {text}"
                 )
             raise UsageError(text) from None
+    _check_shapes(tree, template, out)
     for w in caught:  # only when a checkpoint was restored: the skipped ones
         warnings.warn(str(w.message), w.category, stacklevel=2)
     return tree, meta
+
+
+def _check_shapes(tree: Any, template: Any, out: Path) -> None:
+    """Refuses a restored tree whose arrays do not have the shapes that config.json gives
+    (orbax restores the stored shapes): config.json was edited."""
+    import jax
+    import numpy as np
+
+    got = jax.tree_util.tree_flatten_with_path(tree)[0]
+    want = jax.tree.leaves(template)
+    for (path, leaf), ref in zip(got, want, strict=False):
+        if np.shape(leaf) != np.shape(ref):
+            raise UsageError(
+                f"the checkpoints in {out} do not fit its config.json (was it edited? e.g. "
+                f"the hidden size): {jax.tree_util.keystr(path)} has shape "
+                f"{list(np.shape(leaf))}, config.json gives {list(np.shape(ref))}"
+            )
 
 
 def _vocab_only_corpus(out: Path):
@@ -140,8 +158,9 @@ def _vocab_only_corpus(out: Path):
 
     from jrnn.data import CharVocab, Corpus
 
+    chars = runs.read_vocab(out)
     try:
-        vocab = CharVocab.from_json(runs.read_vocab(out))
+        vocab = CharVocab.from_json(chars)
     except (ValueError, TypeError) as e:
         raise UsageError(f"cannot read {out / 'vocab.json'}: {e}") from None
     empty = np.zeros((0,), np.int32)

@@ -132,7 +132,8 @@ def read_config(out: Path, what: str = "") -> Config:
     try:
         return Config.from_dict(saved, str(path))
     except UsageError as e:
-        raise UsageError(f"{what}cannot read {path}: {e}") from None
+        text = str(e).removeprefix(f"{path}: ")
+        raise UsageError(f"{what}cannot read {path}: {text}") from None
 
 
 def read_vocab(out: Path, what: str = "") -> list[str]:
