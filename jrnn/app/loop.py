@@ -123,7 +123,10 @@ def fit(
       ``{"step": steps, "val_...": ..., "baseline": ...}``: the last evaluation's metrics.
 
     Raises:
-      UsageError: a bad config, corpus or run folder (nothing was written).
+      UsageError: a bad config, corpus or run folder (nothing was written); the run folder
+        is in use by another process (its ``.lock``); no checkpoint to resume is good, or
+        they do not fit the config (a checkpoint that cannot be read or fails its digest is
+        skipped with a one-line warning and the newest good one is resumed).
       NonFiniteLoss: a non-finite loss stopped the run (the last good checkpoint is kept).
       TrainingInterrupted: Ctrl-C or SIGTERM stopped the run after saving a checkpoint.
 

@@ -10,6 +10,8 @@
     DIR/checkpoints/      orbax checkpoints, one folder per saved step (the last 3 kept)
     DIR/loss.png          training and validation curves
     DIR/sample.txt        a corpus task's text generated at the end
+    DIR/.lock             the pid of the process training in DIR; ``fcntl.flock``-ed for the
+                          run's lifetime (the lock goes with the process, even on SIGKILL)
 
 Nothing here imports JAX: ``jrnn sample/eval/decode`` refuse a wrong folder with these
 functions before any model is built.
