@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -128,11 +129,18 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(*_help_task(argv)).parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as e:
-        print(f"jrnn {args.command}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"jrnn {args.command}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line  # restored on exit: warnings as one line each
+        try:
+            return args.func(args)
+        except UsageError as e:
+            print(f"jrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
