@@ -1,6 +1,6 @@
 """``python -m jrnn``: the ``jrnn`` command (see :mod:`jrnn.cli`)."""
 
-from jrnn.cli import main
+from jrnn.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

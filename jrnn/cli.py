@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -128,11 +130,39 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(*_help_task(argv)).parse_args(argv)
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"jrnn {args.command}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line  # restored on exit: warnings as one line each
+        try:
+            return args.func(args)
+        except UsageError as e:
+            print(f"jrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def run() -> NoReturn:
+    """The ``jrnn`` command (console script and ``python -m jrnn``): :func:`main`, then an
+    immediate exit with its code.
+
+    Every file a command writes is closed before :func:`main` returns (checkpoints are
+    waited for, metrics and plots written), so nothing is lost by skipping interpreter
+    shutdown; skipping it keeps TensorStore's background threads from printing tracebacks
+    after a refused corrupt checkpoint, which would break the one-line rule.  An uncaught
+    exception still ends the normal way, with its traceback.
+    """
     try:
-        return args.func(args)
-    except UsageError as e:
-        print(f"jrnn {args.command}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

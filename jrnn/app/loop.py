@@ -13,6 +13,7 @@ non-finite loss stops the run without saving it and raises :class:`~jrnn.app.Non
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -90,8 +91,7 @@ def check_resume(saved: Config, values: dict[str, Any], out: Path) -> None:
 def _check_out(config: Config, out: Path, resume: bool, force: bool) -> None:
     if resume and force:
         raise UsageError("--resume and --force exclude each other")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+    runs.check_writable(out)
     if resume:
         check_resume(runs.read_config(out, "--resume: "), config.to_dict(), out)
     elif out.exists() and runs.has_run(out) and not force:
@@ -123,7 +123,10 @@ def fit(
       ``{"step": steps, "val_...": ..., "baseline": ...}``: the last evaluation's metrics.
 
     Raises:
-      UsageError: a bad config, corpus or run folder (nothing was written).
+      UsageError: a bad config, corpus or run folder (nothing was written); the run folder
+        is in use by another process (its ``.lock``); no checkpoint to resume is good, or
+        they do not fit the config (a checkpoint that cannot be read or fails its digest is
+        skipped with a one-line warning and the newest good one is resumed).
       NonFiniteLoss: a non-finite loss stopped the run (the last good checkpoint is kept).
       TrainingInterrupted: Ctrl-C or SIGTERM stopped the run after saving a checkpoint.
 
@@ -143,22 +146,27 @@ def fit(
     _check_out(config, out, resume, force)
     corpus = load_data(config)
     if resume and corpus is not None:
-        vocab_path = out / "vocab.json"
-        try:
-            saved_chars = runs.read_json(vocab_path)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--resume: cannot read {vocab_path}: {e}") from None
-        if saved_chars != corpus.vocab.to_json():
+        if runs.read_vocab(out, "--resume: ") != corpus.vocab.to_json():
             raise UsageError(
                 f"--resume: the corpus changed since the run in {out} started "
                 "(its character vocabulary differs)"
             )
-    # Every check is done: from here on files are written.
-    return _train(config, out, resume, force, corpus, progress)
+    # Every check is done: from here on files are written, under the run folder's lock.
+    with contextlib.ExitStack() as held:
+        locked = out.is_dir()
+        if locked:
+            held.enter_context(runs.lock(out))
+        return _train(config, out, resume, force, corpus, progress, None if locked else held)
 
 
 def _train(
-    config: Config, out: Path, resume: bool, force: bool, corpus: Any, progress: bool
+    config: Config,
+    out: Path,
+    resume: bool,
+    force: bool,
+    corpus: Any,
+    progress: bool,
+    lock_into: contextlib.ExitStack | None,
 ) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
@@ -166,12 +174,18 @@ def _train(
 
     from jrnn import train as jtrain
     from jrnn.app.plots import plot_loss
+    from jrnn.app.restore import restore_newest
     from jrnn.checkpoint import Checkpointer
 
     task, optimizer, state, carry = build_state(config, corpus)
-    if force and out.exists():
+    if lock_into is not None:  # a new folder: created, then locked before anything is written
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot create the folder: {e.strerror}") from None
+        lock_into.enter_context(runs.lock(out))
+    if force:
         runs.clear(out)
-    out.mkdir(parents=True, exist_ok=True)
     saved = {**config.to_dict(), "config_version": runs.CONFIG_VERSION, "model": task.model.name}
     if corpus is not None:
         saved["data"] = {
@@ -191,7 +205,11 @@ def _train(
     start, acc = 0, {}
     template = {"train": state, "carry": carry} if task.has_carry else {"train": state}
     if resume and ckpt.latest_step() is not None:
-        tree, meta = ckpt.restore(template)
+        try:
+            tree, meta = restore_newest(ckpt, template, out)
+        except UsageError:
+            ckpt.close()
+            raise
         state, carry = tree["train"], tree.get("carry")
         start, acc = int(meta["step"]), dict(meta["acc"])
         print(f"resuming {out} from step {start}", file=sys.stderr)

@@ -4,11 +4,16 @@
 Each checks the folder first -- a run folder (``config.json``), of a task the command
 applies to, with a checkpoint -- reading only JSON and listing folders, and raises
 :class:`~jrnn.app.UsageError` before any model is built; then it rebuilds the task and
-restores the latest checkpoint's parameters.
+restores the newest good checkpoint's parameters (a checkpoint that cannot be read or fails
+its digest is skipped with a one-line warning; none good, or checkpoints that do not fit
+config.json, is a :class:`~jrnn.app.UsageError`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -16,7 +21,15 @@ from jrnn.app import runs
 from jrnn.app.config import ENCODER_DECODERS, Config
 from jrnn.app.errors import UsageError
 
-__all__ = ["Restored", "check_run", "decode_run", "evaluate_run", "open_run", "sample_run"]
+__all__ = [
+    "Restored",
+    "check_run",
+    "decode_run",
+    "evaluate_run",
+    "open_run",
+    "restore_newest",
+    "sample_run",
+]
 
 Command = Literal["sample", "eval", "decode"]
 
@@ -66,14 +79,91 @@ def check_run(directory: str | Path, command: Command, **options: Any) -> Config
     return config
 
 
+_NOISE = ("Traceback (most recent call last)", "base_events.py", "_check_closed", "loop is closed")
+
+
+@contextlib.contextmanager
+def _quiet_event_loop_noise():
+    """Drops the tracebacks that TensorStore's callbacks print straight to file descriptor 2
+    ("Event loop is closed", not an error of ours) after it fails to read a damaged
+    checkpoint; anything else written to stderr meanwhile is passed on."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            kept = [
+                line
+                for line in text.splitlines()
+                if line.strip() not in ("", "RuntimeError") and not any(n in line for n in _NOISE)
+            ]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
+def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, Any]]:
+    """``ckpt.restore(template)``: the newest good checkpoint (a bad one is skipped with a
+    one-line warning); :class:`UsageError` when none is good (nothing is moved then)."""
+    import warnings
+
+    from jrnn.checkpoint import CheckpointError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with _quiet_event_loop_noise():
+                tree, meta = ckpt.restore(template)
+        except FileNotFoundError:
+            raise UsageError(f"{out} has no checkpoint yet") from None
+        except CheckpointError as e:
+            text = str(e)
+            if "shape" in text.lower():
+                text = (
+                    f"the checkpoints in {out} do not fit its config.json (was it edited? "
+                    f"e.g. another hidden size): {text}"
+                )
+            raise UsageError(text) from None
+    _check_shapes(tree, template, out)
+    for w in caught:  # only when a checkpoint was restored: the skipped ones
+        warnings.warn(str(w.message), w.category, stacklevel=2)
+    return tree, meta
+
+
+def _check_shapes(tree: Any, template: Any, out: Path) -> None:
+    """Refuses a restored tree whose arrays do not have the shapes that config.json gives
+    (orbax restores the stored shapes): config.json was edited."""
+    import jax
+    import numpy as np
+
+    got = jax.tree_util.tree_flatten_with_path(tree)[0]
+    want = jax.tree.leaves(template)
+    for (path, leaf), ref in zip(got, want, strict=False):
+        if np.shape(leaf) != np.shape(ref):
+            raise UsageError(
+                f"the checkpoints in {out} do not fit its config.json (was it edited? e.g. "
+                f"the hidden size): {jax.tree_util.keystr(path)} has shape "
+                f"{list(np.shape(leaf))}, config.json gives {list(np.shape(ref))}"
+            )
+
+
 def _vocab_only_corpus(out: Path):
     import numpy as np
 
     from jrnn.data import CharVocab, Corpus
 
+    chars = runs.read_vocab(out)
     try:
-        vocab = CharVocab.from_json(runs.read_json(out / "vocab.json"))
-    except (OSError, ValueError, TypeError) as e:
+        vocab = CharVocab.from_json(chars)
+    except (ValueError, TypeError) as e:
         raise UsageError(f"cannot read {out / 'vocab.json'}: {e}") from None
     empty = np.zeros((0,), np.int32)
     return Corpus(empty, empty, vocab, "vocab.json", (), (), "file")
@@ -98,7 +188,7 @@ def open_run(
     if config.spec.load is not None:
         if need_corpus:
             corpus = load_data(config)
-            if runs.read_json(out / "vocab.json") != corpus.vocab.to_json():
+            if runs.read_vocab(out) != corpus.vocab.to_json():
                 raise UsageError(
                     f"the corpus changed since the run in {out} was trained "
                     "(its character vocabulary differs)"
@@ -110,14 +200,11 @@ def open_run(
     task, _, state, carry = build_state(config, corpus)
     ckpt = Checkpointer(out / "checkpoints", create=False)
     try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise UsageError(f"{out} has no checkpoint yet")
         template = {"train": state, "carry": carry} if task.has_carry else {"train": state}
-        tree, _ = ckpt.restore(template, step)
+        tree, meta = restore_newest(ckpt, template, out)
     finally:
         ckpt.close()
-    return Restored(config, task, tree["train"].params, step, corpus)
+    return Restored(config, task, tree["train"].params, int(meta["step"]), corpus)
 
 
 def sample_run(

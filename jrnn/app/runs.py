@@ -10,6 +10,8 @@
     DIR/checkpoints/      orbax checkpoints, one folder per saved step (the last 3 kept)
     DIR/loss.png          training and validation curves
     DIR/sample.txt        a corpus task's text generated at the end
+    DIR/.lock             the pid of the process training in DIR; ``fcntl.flock``-ed for the
+                          run's lifetime (the lock goes with the process, even on SIGKILL)
 
 Nothing here imports JAX: ``jrnn sample/eval/decode`` refuse a wrong folder with these
 functions before any model is built.
@@ -17,9 +19,11 @@ functions before any model is built.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,15 @@ __all__ = [
     "CONFIG_VERSION",
     "RUN_FILES",
     "TIMING_KEYS",
+    "check_writable",
     "checkpoint_steps",
     "clear",
     "has_run",
+    "lock",
     "read_config",
     "read_json",
     "read_rows",
+    "read_vocab",
     "truncate_rows",
     "write_json_atomic",
 ]
@@ -59,6 +66,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def check_writable(out: Path) -> None:
+    """Refuses (:class:`UsageError`) an ``--out`` that is a file, lies under a file, or
+    whose nearest existing folder cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    folder = out.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--out {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder {folder} is not writable")
+
+
+def lock(out: Path):
+    """Locks the run folder ``out`` for this process (``out/.lock``, ``fcntl.flock``; the
+    lock goes with the process): returns the open lock file, to close when the run ends.
+    :class:`UsageError` if another process holds it."""
+    path = out / ".lock"
+    try:
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise UsageError(f"run folder {out} is in use by pid {pid}") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def has_run(out: Path) -> bool:
@@ -91,7 +135,28 @@ def read_config(out: Path, what: str = "") -> Config:
     try:
         return Config.from_dict(saved, str(path))
     except UsageError as e:
-        raise UsageError(f"{what}cannot read {path}: {e}") from None
+        text = str(e).removeprefix(f"{path}: ")
+        raise UsageError(f"{what}cannot read {path}: {text}") from None
+
+
+def read_vocab(out: Path, what: str = "") -> list[str]:
+    """The characters saved in ``out/vocab.json`` (:class:`UsageError` naming the file and
+    the problem if it is missing, not JSON or not a list of distinct single characters)."""
+    path = out / "vocab.json"
+    try:
+        chars = read_json(path)
+    except FileNotFoundError:
+        raise UsageError(f"{what}{path} is missing") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{what}cannot read {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise UsageError(
+            f"{what}cannot read {path}: expected a JSON list of single characters, got "
+            f"{type(chars).__name__ if not isinstance(chars, list) else 'other entries'}"
+        )
+    if len(set(chars)) != len(chars):
+        raise UsageError(f"{what}cannot read {path}: a character is listed twice")
+    return chars
 
 
 def checkpoint_steps(out: Path) -> list[int]:
@@ -107,7 +172,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl (a last line cut short by a kill is skipped)."""
     rows = []
     if path.exists():
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     row = json.loads(line)
@@ -119,7 +184,21 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_rows(path: Path, step: int) -> None:
-    """Drops the rows of a metrics.jsonl past ``step`` (atomically)."""
+    """Drops the rows of a metrics.jsonl past ``step`` (atomically); a line that is not a
+    row (a last line cut short by a kill) is dropped with a one-line warning."""
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not (isinstance(row, dict) and "step" in row) and line.strip():
+                cut = "the last line, cut short" if i == len(lines) else f"line {i}"
+                warnings.warn(
+                    f"{path}: dropping {cut} (not a metrics row): {line[:60]!r}", stacklevel=2
+                )
     rows = [r for r in read_rows(path) if r["step"] <= step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

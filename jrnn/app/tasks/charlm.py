@@ -23,15 +23,22 @@ _LN2 = math.log(2.0)
 def load(config: Any):
     """The corpus of ``config`` (:func:`jrnn.data.load_corpus`), checked against the window
     length and batch size."""
-    from jrnn.data import load_corpus
+    from pathlib import Path
+
+    from jrnn.data import _read_text, load_corpus
 
     path = config.corpus
     try:
-        corpus = load_corpus(path, max_chars=config.max_chars)
+        # A single file is read as it is by load_corpus: refuse a binary one here (a folder's
+        # binary files are skipped by the same test).
+        binary = path is not None and Path(path).is_file() and _read_text(Path(path), 1, True)
+        corpus = None if binary is None else load_corpus(path, max_chars=config.max_chars)
     except FileNotFoundError:
         raise UsageError(f"--corpus {path}: no such file or folder") from None
     except (ValueError, OSError) as e:
         raise UsageError(f"--corpus {path}: {e}") from None
+    if corpus is None:
+        raise UsageError(f"--corpus {path}: a binary file, not text (give a text file or folder)")
     where = "the standard-library corpus" if path is None else f"corpus {path}"
     if corpus.val.shape[0] < 2:
         raise UsageError(f"{where} is too small to hold out validation text")

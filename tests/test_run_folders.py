@@ -1,0 +1,292 @@
+"""A run folder handled as a hostile user would: corrupt checkpoints, edited config.json and
+vocab.json, two runs on one folder, a metrics.jsonl cut mid-line, an --out that cannot be
+written, a binary --corpus, SIGTERM. Each is one line on stderr and exit code 2 (or a
+one-line warning and a correct result), and nothing already saved is lost. Real
+``python -m jrnn`` subprocesses on a tiny run."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import _rows, _small, _write_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _jrnn(*argv: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "jrnn", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _one_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    """The process failed with exit code 2 and one line on stderr holding ``words``."""
+    lines = _lines(result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in _lines(stderr) if ": warning: " in line]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return _write_corpus(tmp_path_factory.mktemp("corpus") / "text", files=4, words=500)
+
+
+def _args(corpus: Path, out: Path, steps: int = 20) -> list[str]:
+    return _small(corpus, out, steps, **{"--eval-every": 10, "--sample-length": 10})
+
+
+@pytest.fixture(scope="module")
+def base_run(corpus, tmp_path_factory) -> Path:
+    """A finished charlm run with checkpoints at steps 10 and 20."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    r = _jrnn(*_args(corpus, out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["10", "20"]
+    return out
+
+
+@pytest.fixture
+def run(base_run, tmp_path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    return out
+
+
+def _data_files(step: Path) -> list[Path]:
+    return sorted(
+        (p for p in (step / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
+        key=lambda p: p.stat().st_size,
+    )
+
+
+def _corrupt(step: Path, how: str) -> None:
+    if how == "flip":  # flipped bytes in the largest array file: the digest differs
+        f = _data_files(step)[-1]
+        data = bytearray(f.read_bytes())
+        for i in range(len(data) // 2, len(data) // 2 + 16):
+            data[i] ^= 0xFF
+        f.write_bytes(bytes(data))
+    elif how == "truncate":
+        for f in _data_files(step):
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif how == "delete":
+        shutil.rmtree(step / "state")
+    elif how == "empty":
+        for p in step.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete", "empty"])
+def test_corrupt_newest_checkpoint_falls_back_with_one_warning(run, how):
+    _corrupt(run / "checkpoints" / "20", how)
+    r = _jrnn("eval", run)
+    assert r.returncode == 0, r.stderr
+    warns = _warnings(r.stderr)
+    assert len(warns) == 1 and "checkpoint 20" in warns[0], r.stderr
+    assert "Traceback" not in r.stderr and "warnings.warn" not in r.stderr
+    assert r.stdout.startswith("step=10 "), r.stdout  # the step read from the restored one
+    # read-only commands move nothing
+    assert (run / "checkpoints" / "20").exists()
+
+
+def test_sample_and_resume_fall_back_and_keep_the_bad_checkpoint(run):
+    _corrupt(run / "checkpoints" / "20", "flip")
+    r = _jrnn("sample", run, "--length", "5")
+    assert r.returncode == 0, r.stderr
+    assert len(_warnings(r.stderr)) == 1 and len(_lines(r.stderr)) == 1, r.stderr
+    rows = _rows(run)
+    r = _jrnn("train", "--out", run, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(_warnings(r.stderr)) == 1, r.stderr
+    assert "resuming" in r.stderr and "from step 10" in r.stderr
+    assert (run / "checkpoints" / "corrupt" / "20").is_dir()  # moved aside, not deleted
+    assert (run / "checkpoints" / "20").is_dir()  # saved again
+    assert _rows(run) == rows  # steps 11..20 retrained to the same metrics
+
+
+@pytest.mark.parametrize("command", ["eval", "sample", "resume"])
+def test_no_good_checkpoint_is_one_line_and_exit_2(run, command):
+    _corrupt(run / "checkpoints" / "20", "flip")
+    _corrupt(run / "checkpoints" / "10", "truncate")
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    if command == "resume":
+        r = _jrnn("train", "--out", run, "--resume", "--no-progress")
+    else:
+        r = _jrnn(command, run)
+    _one_error(r, "no good checkpoint", "step 20", "step 10")
+    after = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    assert after == before  # nothing moved or deleted
+
+
+def test_decode_falls_back_to_a_good_checkpoint(tmp_path):
+    out = tmp_path / "rev"
+    r = _jrnn(
+        "train", "--task", "reverse", "--out", out, "--steps", "4", "--eval-every", "2",
+        "--checkpoint-every", "2", "--batch-size", "8", "--hidden", "8", "--no-progress",
+        "--eval-batches", "1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _corrupt(out / "checkpoints" / "4", "delete")
+    r = _jrnn("decode", out, "--num", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(_warnings(r.stderr)) == 1, r.stderr
+    assert r.stdout.startswith(f"step 2 of {out}"), r.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# edited or damaged config.json / vocab.json: one line naming the file, exit code 2
+
+
+def _edit_config(run: Path, **changes: object) -> None:
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, **changes}))
+
+
+DAMAGE = {
+    "config-invalid-json": (lambda d: (d / "config.json").write_text('{"task": '), "config.json"),
+    "config-not-object": (lambda d: (d / "config.json").write_text("[1, 2]"), "not a JSON object"),
+    "config-binary": (lambda d: (d / "config.json").write_bytes(b"\x89PNG\x00\xff"), "config.json"),
+    "config-wrong-type": (lambda d: _edit_config(d, hidden="x"), "--hidden"),
+    "config-unknown-cell": (lambda d: _edit_config(d, cell="transformer"), "'transformer'"),
+    "config-unknown-task": (lambda d: _edit_config(d, task="nope"), "'nope'"),
+    "config-missing": (lambda d: (d / "config.json").unlink(), "config.json"),
+    "vocab-invalid-json": (lambda d: (d / "vocab.json").write_text('["a",'), "vocab.json"),
+    "vocab-wrong-type": (lambda d: (d / "vocab.json").write_text('{"a": 1}'), "vocab.json"),
+    "vocab-missing": (lambda d: (d / "vocab.json").unlink(), "vocab.json is missing"),
+    "hidden-mismatch": (lambda d: _edit_config(d, hidden=32), "do not fit its config.json"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_config_or_vocab_is_one_line_and_exit_2(run, damage):
+    edit, words = DAMAGE[damage]
+    edit(run)
+    before = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    rows = (run / "metrics.jsonl").read_text()
+    commands = [["eval", run], ["train", "--out", run, "--resume", "--no-progress"]]
+    if damage.startswith("vocab") or damage == "hidden-mismatch":
+        commands.append(["sample", run])
+    for argv in commands:
+        line = _one_error(_jrnn(*argv), words)
+        assert "Traceback" not in line
+    after = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    assert after == before and (run / "metrics.jsonl").read_text() == rows
+
+
+# ------------------------------------------------------------------------------------------
+# one run folder, one process; SIGTERM saves and exits like Ctrl-C
+
+
+def _adding(out: Path, steps: int = 100000, *extra: str) -> list[str]:
+    return [
+        "train", "--task", "adding", "--out", str(out), "--steps", str(steps), "--hidden", "8",
+        "--batch-size", "8", "--eval-every", "1000000", "--checkpoint-every", "1000000",
+        "--eval-batches", "1", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_a_live_run_locks_its_folder_and_sigterm_saves_and_exits_130(tmp_path):
+    out = tmp_path / "live"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jrnn", *_adding(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "metrics.jsonl").exists()
+        for extra in (["--resume"], ["--force"]):
+            r = _jrnn(*_adding(out, 100000, *extra))
+            _one_error(r, f"run folder {out} is in use by pid {proc.pid}")
+        assert proc.poll() is None  # the live run goes on
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err
+    step = int(err.split("interrupted at step ")[1].split(":")[0])
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [step]
+    # the lock went with the process
+    with open(out / ".lock") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# ------------------------------------------------------------------------------------------
+# metrics.jsonl cut mid-line
+
+
+def test_a_metrics_line_cut_short_is_dropped_with_one_warning(run):
+    rows = _rows(run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 25, "loss": 3.1')  # a kill while writing
+    r = _jrnn("train", "--out", run, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    warns = _warnings(r.stderr)
+    assert len(warns) == 1 and "cut short" in warns[0], r.stderr
+    assert _rows(run) == rows  # every complete row kept
+
+
+# ------------------------------------------------------------------------------------------
+# --out that cannot be written, binary --corpus
+
+
+def test_out_under_a_file_and_binary_corpus_are_one_line(corpus, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _one_error(_jrnn(*_adding(a_file / "run", 4)), "is a file")
+    _one_error(_jrnn(*_adding(a_file, 4)), "not a folder")
+    png = tmp_path / "image.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
+    for binary in (png, Path(sys.executable).resolve()):
+        r = _jrnn("train", "--corpus", binary, "--out", tmp_path / "new", "--no-progress")
+        _one_error(r, "binary")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any folder")
+def test_unwritable_out_is_one_line(tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        _one_error(_jrnn(*_adding(locked / "run", 4)), "not writable")
+    finally:
+        locked.chmod(0o700)
