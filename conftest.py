@@ -2,7 +2,19 @@
 promotion, also when tests/conftest.py (float64 available, strict promotion) is loaded in
 the same pytest session."""
 
-import jax
+import os
+import tempfile
+
+# One persistent XLA compilation cache for the whole suite: its worker processes, the
+# ``jrnn`` commands, notebooks and documentation examples it starts (they inherit the
+# variable) compile many identical programs.  A user's own setting wins.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # noqa: E402
 import pytest
 from _pytest.doctest import DoctestItem
 

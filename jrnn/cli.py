@@ -150,10 +150,20 @@ def run() -> NoReturn:
 
     Every file a command writes is closed before :func:`main` returns (checkpoints are
     waited for, metrics and plots written), so nothing is lost by skipping interpreter
-    shutdown; skipping it keeps TensorStore's background threads from printing tracebacks
-    after a refused corrupt checkpoint, which would break the one-line rule.  An uncaught
-    exception still ends the normal way, with its traceback.
+    shutdown.  A restore that fails on a corrupt checkpoint leaves TensorStore reads in
+    flight whose callbacks later find orbax's event loop closed; Python reports those as
+    "unraisable" ``RuntimeError('Event loop is closed')`` tracebacks, which would break the
+    one-line rule, so the command drops exactly those (and skipping interpreter shutdown
+    keeps the rest from arriving after the error line).  An uncaught exception still ends
+    the normal way, with its traceback.
     """
+    previous = sys.unraisablehook
+
+    def drop_closed_loop_noise(u: sys.UnraisableHookArgs) -> None:
+        if not (u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed"):
+            previous(u)
+
+    sys.unraisablehook = drop_closed_loop_noise
     try:
         code = main()
     except SystemExit as e:
