@@ -1,5 +1,5 @@
 """The ``jrnn`` command: ``jrnn train``, ``jrnn sample DIR``, ``jrnn eval DIR``,
-``jrnn decode DIR`` and ``jrnn --version``.
+``jrnn decode DIR``, ``jrnn diagnose [DIR]`` and ``jrnn --version``.
 
 Parsing and dispatch only: the flags of ``jrnn train`` are generated from
 :class:`jrnn.app.Config` (``jrnn train --task T [--model M] --help`` shows that task's
@@ -59,7 +59,9 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
         description="Train, sample and evaluate recurrent networks written in pure JAX.",
     )
     parser.add_argument("--version", action="version", version=f"jrnn {jrnn.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,decode}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,sample,eval,decode,diagnose}"
+    )
 
     t = sub.add_parser(
         "train",
@@ -118,6 +120,49 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
         "--plot", metavar="PNG", help="attention models: save the first example's weights"
     )
     d.set_defaults(func=_cmd_decode)
+
+    from jrnn.app.config import CELLS
+    from jrnn.app.diagnose import DIAGNOSE_TASKS
+
+    g = sub.add_parser(
+        "diagnose",
+        help="vanishing/exploding gradients: cells at initialisation, or a trained run",
+        description="Without DIR: cells at initialisation on a batch of the adding problem "
+        "(gradient norms over t, step-Jacobian norms, Jacobian products, gate saturation). "
+        "With DIR: the same loss-free quantities for the first recurrent layer of the run. "
+        "Writes diagnostics.json and PNG figures to --out.",
+    )
+    g.add_argument("dir", metavar="DIR", nargs="?", help="a run folder (default: cells at init)")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: DIR/diagnostics, or diagnostics-YYYYmmdd-HHMMSS)",
+    )
+    g.add_argument(
+        "--cell",
+        nargs="+",
+        choices=CELLS,
+        metavar="CELL",
+        help=f"cells to compare ({', '.join(CELLS)}; default rnn lstm gru)",
+    )
+    g.add_argument("--task", choices=DIAGNOSE_TASKS, help="batch of (adding)")
+    g.add_argument("--seq-len", type=arg_type("posint"), metavar="T", help="T (100)")
+    g.add_argument("--hidden", type=arg_type("posint"), metavar="N", help="hidden size (64)")
+    g.add_argument("--batch-size", type=arg_type("posint"), metavar="N", help="batch (32)")
+    g.add_argument(
+        "--recurrent-scale",
+        type=arg_type("posfloat"),
+        metavar="X",
+        help="multiply w_hh after init; > 1 makes the RNN explode (1)",
+    )
+    g.add_argument("--forget-bias", type=float, metavar="X", help="the LSTMs' forget-gate bias (1)")
+    g.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        help="float64 (default) keeps vanishing norms from underflowing",
+    )
+    g.add_argument("--seed", type=arg_type("int"), metavar="N", help="seed (0)")
+    g.set_defaults(func=_cmd_diagnose)
     return parser
 
 
@@ -237,4 +282,46 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         plot=args.plot,
     )
     print("\n".join(lines))
+    return 0
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from jrnn.app.diagnose import diagnose_cells, diagnose_run
+    from jrnn.app.errors import UsageError
+
+    cell_flags = (
+        "cell",
+        "task",
+        "seq_len",
+        "hidden",
+        "recurrent_scale",
+        "forget_bias",
+        "precision",
+        "seed",
+    )
+    given = {k: getattr(args, k) for k in cell_flags if getattr(args, k) is not None}
+    if args.dir is not None:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags}: only without DIR (cells at initialisation)")
+        extra = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        report = diagnose_run(args.dir, args.out, **extra)
+        out = Path(args.out) if args.out else Path(args.dir) / "diagnostics"
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out or f"diagnostics-{stamp}")
+        if args.batch_size is not None:
+            given["batch_size"] = args.batch_size
+        cells = given.pop("cell", ["rnn", "lstm", "gru"])
+        report = diagnose_cells(cells, out, **given)
+    for name, row in report["cells"].items():
+        parts = [f"{name}:"]
+        if "grad_norm_ratio_first_over_last" in row:
+            parts.append(f"|dL/dh_1| / |dL/dh_T| = {row['grad_norm_ratio_first_over_last']:.3g}")
+        step = row["step_jacobian_norm"]["median"]
+        parts.append(f"median |dh_t/dh_t-1| = {step:.3g}" if step is not None else "")
+        if row["lyapunov_mean"] is not None:
+            parts.append(f"lyapunov = {row['lyapunov_mean']:.3g}")
+        print("  ".join(p for p in parts if p))
+    print(f"wrote {out / 'diagnostics.json'} and {', '.join(report['figures'])}")
     return 0

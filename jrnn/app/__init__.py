@@ -10,6 +10,7 @@ Examples:
 """
 
 from jrnn.app.config import Config, markdown_table
+from jrnn.app.diagnose import diagnose_cells, diagnose_run
 from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
 from jrnn.app.loop import fit
 from jrnn.app.restore import decode_run, evaluate_run, sample_run
@@ -22,6 +23,8 @@ __all__ = [
     "TrainingInterrupted",
     "UsageError",
     "decode_run",
+    "diagnose_cells",
+    "diagnose_run",
     "evaluate_run",
     "fit",
     "markdown_table",
