@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import os
 import sys
 import warnings
@@ -187,6 +188,32 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as e:
             print(f"jrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
             raise SystemExit(2) from None
+        except (OSError, MemoryError, RuntimeError) as e:
+            reason = _environment_failure(e)
+            if reason is None:
+                raise
+            print(f"jrnn {args.command}: error: {reason}", file=sys.stderr)
+            return 1
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+def _environment_failure(e: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of the input -- a full disk or
+    quota, a read-only or failing file system, memory exhausted (by Python or by XLA's
+    ``RESOURCE_EXHAUSTED``) -- else ``None`` (the exception propagates)."""
+    first = " ".join(str(e).split("\n", 1)[0].split())[:300]
+    kept = "files already written (checkpoints, metrics) are kept"
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"cannot write{where}: {e.strerror or first}; {kept}"
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in first:
+        return (
+            f"out of memory ({first or type(e).__name__}); try a smaller --batch-size, "
+            f"--hidden or --seq-len; {kept}"
+        )
+    return None
 
 
 def run() -> NoReturn:

@@ -290,3 +290,40 @@ def test_unwritable_out_is_one_line(tmp_path):
         _one_error(_jrnn(*_adding(locked / "run", 4)), "not writable")
     finally:
         locked.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (
+            OSError(28, "No space left on device", "/runs/x/metrics.jsonl"),
+            ("cannot write", "No space left", "metrics.jsonl", "kept"),
+        ),
+        (OSError(30, "Read-only file system", "/runs/x"), ("cannot write", "Read-only")),
+        (MemoryError(), ("out of memory", "--batch-size")),
+        (
+            RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9e12 bytes.\nmore"),
+            ("out of memory", "RESOURCE_EXHAUSTED", "--hidden"),
+        ),
+    ],
+)
+def test_a_full_disk_or_exhausted_memory_is_one_line_and_exit_1(
+    monkeypatch, capsys, tmp_path, error, words
+):
+    """What the machine cannot give (disk, memory) ends the command with one line naming it;
+    other errors keep their traceback (they are bugs to report)."""
+    import jrnn.app
+    from jrnn.cli import main
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(jrnn.app, "fit", fail)
+    assert main(["train", "--task", "parity", "--out", str(tmp_path / "r")]) == 1
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("jrnn train: error: "), lines
+    for w in words:
+        assert w in lines[0], lines[0]
+    monkeypatch.setattr(jrnn.app, "fit", lambda *a, **k: (_ for _ in ()).throw(OSError(2, "gone")))
+    with pytest.raises(OSError):
+        main(["train", "--task", "parity", "--out", str(tmp_path / "r")])

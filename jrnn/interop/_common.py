@@ -8,13 +8,12 @@ sizes) from the shapes its own ``init`` produces, so they never guess a layout.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jrnn.base import Cell
+from jrnn.base import Cell, check_params
 from jrnn.unroll import Stack
 
 NUM_GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
@@ -74,53 +73,6 @@ def init_shapes(cell: Cell, input_size: int) -> Any:
     return jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.key(0))
 
 
-def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(int(d) for d in np.shape(x))
-
-
-def check_cell_params(cell: Cell, params: Any, where: str, name: str = "params") -> int:
-    """Checks ``params`` against the keys and shapes ``cell.init`` makes; returns ``I``.
-
-    Raises ``ValueError`` naming the missing, unknown or mis-shaped entry.
-    """
-    if not isinstance(params, Mapping) or "w_ih" not in params:
-        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-        raise ValueError(
-            f"{where}: `{name}` must be the param dict of {cell.name} "
-            f"(with 'w_ih' [I, kH]), got {got}"
-        )
-    w_ih_shape = _shape(params["w_ih"])
-    if len(w_ih_shape) != 2:
-        raise ValueError(
-            f"{where}: `{name}['w_ih']` must have shape [input_size, kH], got {list(w_ih_shape)}"
-        )
-    input_size = w_ih_shape[0]
-    expected = init_shapes(cell, input_size)
-    missing = sorted(set(expected) - set(params))
-    unknown = sorted(set(params) - set(expected))
-    if "w_proj" in unknown:
-        raise ValueError(
-            f"{where}: `{name}` has 'w_proj' (an LSTM with a projection, proj_size="
-            f"{_shape(params['w_proj'])[-1]}) but the cell {cell.name} has no proj_size; "
-            f"use jrnn.lstm(H, proj_size=P)"
-        )
-    if "w_proj" in missing:
-        raise ValueError(
-            f"{where}: the cell {cell.name} has a projection but `{name}` has no 'w_proj'"
-        )
-    if missing or unknown:
-        raise ValueError(
-            f"{where}: `{name}` does not match {cell.name}: missing {missing}, unknown {unknown}"
-        )
-    for key, spec in expected.items():
-        if _shape(params[key]) != tuple(spec.shape):
-            raise ValueError(
-                f"{where}: `{name}['{key}']` must have shape {list(spec.shape)} for "
-                f"{cell.name} with input_size={input_size}, got {list(_shape(params[key]))}"
-            )
-    return input_size
-
-
 def check_stack_params(net: Stack, params: Any, where: str, name: str = "params") -> int:
     """Checks nested ``params[layer][direction]`` against ``net``; returns the input size."""
     num_dirs = 2 if net.bidirectional else 1
@@ -133,11 +85,11 @@ def check_stack_params(net: Stack, params: Any, where: str, name: str = "params"
             f"{where}: `{name}` must be nested tuples [num_layers={net.num_layers}]"
             f"[directions={num_dirs}] of param dicts, got {jax.tree.structure(params)}"
         )
-    input_size = check_cell_params(net.cell, params[0][0], where, f"{name}[0][0]")
+    input_size = check_params(net.cell, params[0][0], where, f"{name}[0][0]")
     for layer, layer_params in enumerate(params):
         size = input_size if layer == 0 else num_dirs * net.cell.output_size
         for d, p in enumerate(layer_params):
-            got = check_cell_params(net.cell, p, where, f"{name}[{layer}][{d}]")
+            got = check_params(net.cell, p, where, f"{name}[{layer}][{d}]")
             if got != size:
                 raise ValueError(
                     f"{where}: `{name}[{layer}][{d}]['w_ih']` must have {size} rows (the "

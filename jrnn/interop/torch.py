@@ -41,12 +41,11 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Cell, LSTMState, Params, RNNState
+from jrnn.base import Cell, LSTMState, Params, RNNState, check_params
 from jrnn.cells import gru, lstm, simple_rnn
 from jrnn.interop._common import (
     CellInfo,
     cell_info,
-    check_cell_params,
     check_stack_params,
     float_dtype,
 )
@@ -482,7 +481,7 @@ def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: 
                 f"{where}: {cell.name} has a projection (proj_size={info.proj_size}) but "
                 f"torch.nn.LSTMCell has none; export jrnn.stack(cell) to torch.nn.LSTM(proj_size=)"
             )
-        input_size = check_cell_params(cell, params, where)
+        input_size = check_params(cell, params, where)
         tdtype = _export_dtype(cell, params, where)
         if not bias:
             _check_no_bias(params, where, "params")

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jrnn import seqtasks
 from jrnn.app.tasks.common import (
@@ -297,8 +298,7 @@ def classify(config: Any, generator: Callable[..., Any]) -> Task:
         return model.apply(params, batch.inputs, lengths=batch.lengths, key=key)[0]
 
     def perexample(logits, labels):
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
     def loss_fn(params, batch, key):
         logits = logits_of(params, batch, key)
