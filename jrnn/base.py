@@ -79,14 +79,15 @@ class Cell(NamedTuple):
       dtype: compute dtype, or ``None`` to compute in the parameters' dtype.
       param_dtype: storage dtype of the parameters made by ``init``.
       name: the cell and its hyper-parameters, e.g. ``"lstm(hidden_size=256, peephole=False,
-        forget_bias=1.0, proj_size=None, dtype=None, param_dtype=float32)"``; also its
-        ``repr``.
+        forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh,
+        dtype=None, param_dtype=float32)"``; also its ``repr``.
       config: the hyper-parameters as ``(name, value)`` pairs (``dict(cell.config)``).
 
     Examples:
       >>> import jrnn
       >>> jrnn.gru(8, reset_after=True)
-      gru(hidden_size=8, reset_after=True, dtype=None, param_dtype=float32)
+      gru(hidden_size=8, reset_after=True, layer_norm=False, gate_fn=sigmoid, activation=tanh,
+          dtype=None, param_dtype=float32)
       >>> dict(jrnn.lstm(4).config)["peephole"]
       False
     """
@@ -352,7 +353,8 @@ def guess_cell(params: Any) -> tuple[str, dict[str, Any]] | None:
     """Which jrnn cell made ``params`` (a dict with ``w_hh``), from its keys and shapes.
 
     Returns ``(kind, config)``, e.g. ``("gru", {"hidden_size": 4, "reset_after": True})``,
-    or ``None`` when the params look like none of the built-in cells.
+    or ``None`` when the params look like none of the built-in cells.  ``"layer_norm":
+    True`` is added for the params of a layer-normalised cell (with ``ln_ih_scale``).
 
     Examples:
       >>> import jax, jrnn
@@ -366,15 +368,17 @@ def guess_cell(params: Any) -> tuple[str, dict[str, Any]] | None:
         return None
     rows, cols = (int(d) for d in shape)
     keys = set(params)
+    ln = {"layer_norm": True} if "ln_ih_scale" in keys else {}
     if "b_hn" in keys:
-        return "gru", {"hidden_size": cols // 3, "reset_after": True}
-    if keys & {"w_peep", "w_proj"} or cols == 4 * rows:
+        return "gru", {"hidden_size": cols // 3, "reset_after": True, **ln}
+    if keys & {"w_peep", "w_proj", "ln_c_scale"} or cols == 4 * rows:
         proj = int(np.shape(params["w_proj"])[-1]) if "w_proj" in keys else None
-        return "lstm", {"hidden_size": cols // 4, "peephole": "w_peep" in keys, "proj_size": proj}
+        peep = "w_peep" in keys
+        return "lstm", {"hidden_size": cols // 4, "peephole": peep, "proj_size": proj, **ln}
     if cols == 3 * rows:
-        return "gru", {"hidden_size": rows, "reset_after": False}
+        return "gru", {"hidden_size": rows, "reset_after": False, **ln}
     if cols == rows:
-        return "simple_rnn", {"hidden_size": rows}
+        return "simple_rnn", {"hidden_size": rows, **ln}
     return None
 
 
@@ -387,6 +391,7 @@ def _hint(cell: Cell, params: Any) -> str:
     kind, config = guess
     if kind == kind_of(cell):
         own = dict(cell.config)
+        config = {**config, "layer_norm": config.get("layer_norm", False)}
         diff = {k: v for k, v in config.items() if k in own and own[k] != v}
         diff.pop("hidden_size", None)
         return f" — did you mean {describe(kind, diff)}?" if diff else ""
@@ -425,7 +430,7 @@ def check_params(cell: Cell, params: Params, where: str, name: str = "params") -
       >>> check_params(cell, jrnn.lstm(4, peephole=True).init(jax.random.key(0), 3), "demo")
       Traceback (most recent call last):
       ...
-      ValueError: demo: unknown key 'w_peep' in `params` for lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, dtype=None, param_dtype=float32) — did you mean lstm(peephole=True)?
+      ValueError: demo: unknown key 'w_peep' in `params` for lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32) — did you mean lstm(peephole=True)?
     """  # noqa: E501
     base = param_layout(cell, 1)
     if not isinstance(base, Mapping):  # a custom cell with non-dict params: structure only
@@ -540,7 +545,7 @@ def check_carry(
       >>> check_carry(jrnn.RNNState(jnp.zeros((2, 4))), template, "demo", owner=cell.name)
       Traceback (most recent call last):
       ...
-      TypeError: demo: `carry` must be an LSTMState(h, c) (the carry of lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, dtype=None, param_dtype=float32)), got RNNState(h)
+      TypeError: demo: `carry` must be an LSTMState(h, c) (the carry of lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32)), got RNNState(h)
     """  # noqa: E501
     t_leaves, t_def = jax.tree.flatten(template)
     of = f" (the carry of {owner})" if owner else ""

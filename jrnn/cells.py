@@ -10,15 +10,22 @@ Initialisation (documented, overridable): input kernels ``lecun_normal`` (varian
 ``1/input_size``), recurrent kernels orthogonal per ``[H, H]`` gate block, biases zero except
 the LSTM forget-gate block, which holds ``forget_bias`` *in the parameters* (nothing is added
 invisibly at run time).
+
+``layer_norm=True`` (every factory) makes Ba et al.'s layer-normalised cell: the input and
+the recurrent pre-activation of every gate block are normalised separately (per gate, over
+its ``H`` units), with learned gains ``ln_ih_scale``/``ln_hh_scale`` (initialised to 1) and
+the cell's bias ``b`` as the shift; the LSTM also normalises its cell state before the
+output activation (``ln_c_scale``, ``ln_c_bias``).  See :func:`block_layer_norm`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn.base import (
     Array,
@@ -42,31 +49,71 @@ from jrnn.base import (
 
 Initializer = Callable[..., Array]
 
+ActivationName = Literal["tanh", "relu", "sigmoid", "gelu", "identity", "hard_sigmoid"]
+Activation = ActivationName | Callable[[Array], Array]
+
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
     "gelu": jax.nn.gelu,
     "identity": lambda x: x,
+    "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6
 }
+"""The element-wise functions ``activation=``/``gate_fn=`` accept by name."""
+
+LN_EPSILON = 1e-5
+"""The ``ε`` of layer normalisation's ``sqrt(var + ε)`` (safe in float32)."""
 
 
-def _activation(activation: str | Callable[[Array], Array]) -> tuple[Callable, str]:
+def _activation(
+    activation: Activation, where: str = "simple_rnn", arg: str = "activation"
+) -> tuple[Callable, str]:
+    """``(fn, name)`` for a name in :data:`ACTIVATIONS` or an element-wise callable."""
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
             raise ValueError(
-                f"simple_rnn: unknown `activation` {activation!r}; expected one of "
+                f"{where}: unknown `{arg}` {activation!r}; expected one of "
                 f"{sorted(ACTIVATIONS)} or a callable"
             )
         return ACTIVATIONS[activation], activation
     if not callable(activation):
-        raise ValueError(
-            f"simple_rnn: `activation` must be a name or a callable, got {activation!r}"
-        )
+        raise ValueError(f"{where}: `{arg}` must be a name or a callable, got {activation!r}")
     for name, fn in ACTIVATIONS.items():
         if fn is activation:
             return fn, name
     return activation, getattr(activation, "__name__", "custom")
+
+
+def _check_flag(name: str, value: Any, where: str) -> bool:
+    """``value`` as a Python bool; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise ValueError(f"{where}: `{name}` must be a Python bool (True or False), got {value!r}")
+
+
+def block_layer_norm(a: Array, scale: Array, blocks: int = 1) -> Array:
+    r"""Ba et al.'s layer normalisation of each of ``blocks`` gate blocks, times a gain.
+
+    ``a [..., blocks*H]`` is split into ``blocks`` blocks of ``H`` units; each block ``u``
+    becomes ``(u - mean(u)) / sqrt(var(u) + ε)`` (``ε =`` :data:`LN_EPSILON`, population
+    variance over the block's ``H`` units), then the whole is multiplied by
+    ``scale [blocks*H]``.  There is no shift here: the cells add their bias ``b``.  The
+    statistics are computed in float32 (or wider) when ``a`` is bfloat16/float16; the result
+    has ``a``'s dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> out = block_layer_norm(jnp.array([1.0, 3.0, 10.0, 30.0]), jnp.ones(4), blocks=2)
+      >>> [round(float(v), 4) for v in out]
+      [-1.0, 1.0, -1.0, 1.0]
+    """
+    *lead, width = a.shape
+    stats_dtype = jnp.float32 if a.dtype.itemsize < 4 else a.dtype
+    u = a.reshape(*lead, blocks, width // blocks).astype(stats_dtype)
+    u = u - jnp.mean(u, axis=-1, keepdims=True)
+    u = u * jax.lax.rsqrt(jnp.mean(jnp.square(u), axis=-1, keepdims=True) + LN_EPSILON)
+    return u.astype(a.dtype).reshape(a.shape) * scale
 
 
 def _block_orthogonal(
@@ -94,6 +141,7 @@ def _make_cell(
     output_size: int,
     make_params: Callable[[PRNGKey, int, DType], Params],
     gates: Callable[[Params, Any, Array, Array], tuple[Any, Array]],
+    project: Callable[[Params, Array], Array] | None = None,
     recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
     gate_params: tuple[str, ...] = (),
     zero_carry: Callable[[tuple[int, ...], DType], Any],
@@ -107,6 +155,7 @@ def _make_cell(
     """
     config = {**config, "dtype": dtype, "param_dtype": param_dtype}
     name = describe(kind, config)
+    project = _project if project is None else project
 
     def init(key: PRNGKey, input_size: int) -> Params:
         check_int("input_size", input_size, f"{kind}.init")
@@ -130,13 +179,13 @@ def _make_cell(
         dt = compute_dtype(cell, params)
         params = cast_tree(params, dt)
         carry = cast_tree(carry, dt)
-        return recur(cell, params, carry, _project(params, x_t.astype(dt)))
+        return recur(cell, params, carry, project(params, x_t.astype(dt)))
 
     cell = Cell(
         init=init,
         initial_carry=initial_carry,
         step=step,
-        project=_project,
+        project=project,
         recurrent_kernel=recurrent_kernel,
         gates=gates,
         gate_params=gate_params,
@@ -155,14 +204,30 @@ def _project(params: Params, xs: Array) -> Array:
     return xs @ params["w_ih"] + params["b"]
 
 
+def _ln_project(blocks: int) -> Callable[[Params, Array], Array]:
+    """Input part of a layer-normalised cell: ``LN(xs @ w_ih) * ln_ih_scale + b``, each of
+    the ``blocks`` gate blocks normalised on its own."""
+
+    def project(params: Params, xs: Array) -> Array:
+        return block_layer_norm(xs @ params["w_ih"], params["ln_ih_scale"], blocks) + params["b"]
+
+    return project
+
+
+def _ln_params(dt: DType, width: int) -> dict[str, Array]:
+    """The gains of the two normalised pre-activations, ``[width]`` ones each."""
+    return {"ln_ih_scale": jnp.ones((width,), dt), "ln_hh_scale": jnp.ones((width,), dt)}
+
+
 # --------------------------------------------------------------------------------------
 # Elman RNN
 
 
 def simple_rnn(
     hidden_size: int,
-    activation: str | Callable[[Array], Array] = "tanh",
+    activation: Activation = "tanh",
     *,
+    layer_norm: bool = False,
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
@@ -179,18 +244,27 @@ def simple_rnn(
     jrnn (row vectors, ``U = w_ih.T``, ``W = w_hh.T``)::
 
         h_t = act(x_t @ w_ih + h_{t-1} @ w_hh + b)
+        layer_norm=True (Ba et al.'s layer-normalised RNN):
+        h_t = act(LN(x_t @ w_ih) * ln_ih_scale + b + LN(h_{t-1} @ w_hh) * ln_hh_scale)
+
+    ``LN(u) = (u - mean(u)) / sqrt(var(u) + 1e-5)`` over the ``H`` units (see
+    :func:`jrnn.cells.block_layer_norm`).
 
     Args:
       hidden_size: ``H``.
       activation: ``"tanh"`` (the Elman recurrence's), ``"relu"``, ``"sigmoid"``, ``"gelu"``,
-        ``"identity"`` or any element-wise callable (``jnp.tanh`` and ``jax.nn.relu`` work).
+        ``"identity"``, ``"hard_sigmoid"`` or any element-wise callable (``jnp.tanh`` and
+        ``jax.nn.relu`` work).
+      layer_norm: Ba et al.'s layer normalisation of the input and the recurrent
+        pre-activation, with gains ``ln_ih_scale [H]``, ``ln_hh_scale [H]`` (init 1).
       dtype: compute dtype (``None``: the parameters' dtype).
       param_dtype: storage dtype of the parameters.
       kernel_init, recurrent_init, bias_init: initialisers for ``w_ih [I, H]``,
         ``w_hh [H, H]`` and ``b [H]``.
 
     Returns:
-      A :class:`Cell` with params ``{"w_ih": [I, H], "w_hh": [H, H], "b": [H]}`` and carry
+      A :class:`Cell` with params ``{"w_ih": [I, H], "w_hh": [H, H], "b": [H]}`` (plus
+      ``"ln_ih_scale": [H], "ln_hh_scale": [H]`` with ``layer_norm``) and carry
       :class:`RNNState` ``(h,)``.
 
     Examples:
@@ -200,31 +274,42 @@ def simple_rnn(
       >>> carry, y = cell.step(params, cell.initial_carry(params, (2,)), jnp.ones((2, 3)))
       >>> y.shape, bool(jnp.all(y >= 0))
       ((2, 4), True)
+      >>> ln = jrnn.simple_rnn(4, layer_norm=True)
+      >>> sorted(ln.init(jax.random.key(0), 3))
+      ['b', 'ln_hh_scale', 'ln_ih_scale', 'w_hh', 'w_ih']
     """
     where = "simple_rnn"
     hidden_size = check_int("hidden_size", hidden_size, where)
-    act, act_name = _activation(activation)
+    act, act_name = _activation(activation, where, "activation")
+    ln = _check_flag("layer_norm", layer_norm, where)
     h = hidden_size
 
     def make_params(key, input_size, dt):
         k1, k2, k3 = jax.random.split(key, 3)
-        return {
+        params = {
             "w_ih": kernel_init(k1, (input_size, h), dt),
             "w_hh": recurrent_init(k2, (h, h), dt),
             "b": bias_init(k3, (h,), dt),
         }
+        if ln:
+            params.update(_ln_params(dt, h))
+        return params
 
     def gates(params, carry, xa, ha):
+        if ln:
+            ha = block_layer_norm(ha, params["ln_hh_scale"])
         h_t = act(xa + ha)
         return RNNState(h_t), h_t
 
     return _make_cell(
         kind="simple_rnn",
-        config={"hidden_size": h, "activation": act_name},
+        config={"hidden_size": h, "activation": act_name, "layer_norm": ln},
         hidden_size=h,
         output_size=h,
         make_params=make_params,
         gates=gates,
+        project=_ln_project(1) if ln else None,
+        gate_params=("ln_hh_scale",) if ln else (),
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
@@ -241,6 +326,9 @@ def lstm(
     forget_bias: float = 1.0,
     *,
     proj_size: int | None = None,
+    layer_norm: bool = False,
+    gate_fn: Activation = "sigmoid",
+    activation: Activation = "tanh",
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
@@ -260,6 +348,8 @@ def lstm(
         o_t = σ(·_o + p_o * c_t)         Graves: b_ω = f(Σ w_iω x_i + Σ w_hω b_h + Σ w_cω s_c^t)
         h_t = o_t * tanh(c_t)            Graves: b_c^t = b_ω^t h(s_c^t)
 
+    ``σ`` is ``gate_fn`` and ``tanh`` (both of ``g_t`` and of ``h_t``) is ``activation``.
+
     The peephole weights ``p = w_peep [3, H]`` (rows ``i, f, o``; diagonal, as in Graves)
     exist only with ``peephole=True`` (Graves' peephole LSTM); in Graves' sums ``b_h`` is
     ``h_{t-1}``.
@@ -268,13 +358,29 @@ def lstm(
     projected, ``h_t = (o_t * tanh(c_t)) @ w_proj`` with ``w_proj [H, P]``; ``h`` (and the
     recurrent input) is ``[..., P]`` so ``w_hh`` is ``[P, 4H]``, while ``c`` stays ``[..., H]``.
 
+    With ``layer_norm=True`` (Ba et al.'s layer-normalised LSTM) every gate block ``k`` of
+    the input and of the recurrent pre-activation is normalised on its own (per gate, over
+    its ``H`` units, ``LN(u) = (u - mean(u)) / sqrt(var(u) + 1e-5)``), and so is the cell
+    state before the output activation::
+
+        ·_k = LN(x_t @ w_ih[:, k]) * ln_ih_scale[k] + b[k] + LN(h_{t-1} @ w_hh[:, k]) * ln_hh_scale[k]
+        h_t = o_t * tanh(LN(c_t) * ln_c_scale + ln_c_bias)
+
+    (peepholes are added after the normalisation; ``c_t`` itself, carried and seen by the
+    output peephole, is not normalised).  The outputs are invariant to rescaling ``w_ih``
+    or ``w_hh`` by a positive constant (up to ``ε``).
+
     Args:
       hidden_size: ``H``.
       peephole: add Graves' peepholes (input and forget gates see ``c_{t-1}``, the output
         gate sees ``c_t``).
       forget_bias: initial value of the forget-gate block of ``b`` (stored in the params).
-      dtype, param_dtype: compute and storage dtypes.
       proj_size: ``P`` for a projected output (``None``: no projection).
+      layer_norm: Ba et al.'s layer normalisation (above).
+      gate_fn: the gates' squashing function ``σ`` (``"sigmoid"``, ``"hard_sigmoid"``, any
+        name of :data:`ACTIVATIONS`, or an element-wise callable).
+      activation: the candidate's and the output's function (``"tanh"``, ...).
+      dtype, param_dtype: compute and storage dtypes.
       kernel_init, recurrent_init, peephole_init, proj_init: initialisers for
         ``w_ih [I, 4H]``, each ``[h, H]`` block of ``w_hh``, ``w_peep [3, H]`` and
         ``w_proj [H, P]``.
@@ -282,7 +388,9 @@ def lstm(
     Returns:
       A :class:`Cell` with params ``{"w_ih": [I, 4H], "w_hh": [H, 4H], "b": [4H]}`` (plus
       ``"w_peep": [3, H]``; with a projection ``w_hh`` is ``[P, 4H]`` plus
-      ``"w_proj": [H, P]``) and carry :class:`LSTMState` ``(h, c)``.
+      ``"w_proj": [H, P]``; with ``layer_norm`` ``"ln_ih_scale": [4H]``,
+      ``"ln_hh_scale": [4H]`` (gate blocks ``i, f, g, o``, init 1), ``"ln_c_scale": [H]``
+      (init 1) and ``"ln_c_bias": [H]`` (init 0)) and carry :class:`LSTMState` ``(h, c)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -293,11 +401,21 @@ def lstm(
       >>> carry, y = cell.step(params, cell.initial_carry(params), jnp.ones(3))  # unbatched
       >>> y.shape, carry.h.shape, carry.c.shape
       ((2,), (2,), (4,))
-    """
+      >>> ln = jrnn.lstm(4, layer_norm=True, gate_fn="hard_sigmoid")
+      >>> p = ln.init(jax.random.key(0), 3)
+      >>> sorted((k, v.shape) for k, v in p.items() if k.startswith("ln_"))
+      [('ln_c_bias', (4,)), ('ln_c_scale', (4,)), ('ln_hh_scale', (16,)), ('ln_ih_scale', (16,))]
+      >>> ln.step(p, ln.initial_carry(p, (2,)), jnp.ones((2, 3)))[1].shape
+      (2, 4)
+    """  # noqa: E501
     where = "lstm"
     hidden_size = check_int("hidden_size", hidden_size, where)
+    peephole = _check_flag("peephole", peephole, where)
     if proj_size is not None:
         check_int("proj_size", proj_size, where)
+    ln = _check_flag("layer_norm", layer_norm, where)
+    sigma, gate_name = _activation(gate_fn, where, "gate_fn")
+    act, act_name = _activation(activation, where, "activation")
     h = hidden_size
     p_out = h if proj_size is None else proj_size
 
@@ -313,27 +431,39 @@ def lstm(
             params["w_peep"] = peephole_init(k3, (3, h), dt)
         if proj_size is not None:
             params["w_proj"] = proj_init(k4, (h, proj_size), dt)
+        if ln:
+            params.update(_ln_params(dt, 4 * h))
+            params["ln_c_scale"] = jnp.ones((h,), dt)
+            params["ln_c_bias"] = jnp.zeros((h,), dt)
         return params
 
     def gates(params, carry, xa, ha):
         c_tm1 = carry.c
+        if ln:
+            ha = block_layer_norm(ha, params["ln_hh_scale"], 4)
         a_i, a_f, a_g, a_o = jnp.split(xa + ha, 4, axis=-1)
         if peephole:
             p_i, p_f, p_o = params["w_peep"]
             a_i = a_i + p_i * c_tm1
             a_f = a_f + p_f * c_tm1
-        i_t = jax.nn.sigmoid(a_i)
-        f_t = jax.nn.sigmoid(a_f)
-        g_t = jnp.tanh(a_g)
+        i_t = sigma(a_i)
+        f_t = sigma(a_f)
+        g_t = act(a_g)
         c_t = f_t * c_tm1 + i_t * g_t
         if peephole:
             a_o = a_o + p_o * c_t
-        o_t = jax.nn.sigmoid(a_o)
-        h_t = o_t * jnp.tanh(c_t)
+        o_t = sigma(a_o)
+        c_out = c_t
+        if ln:
+            c_out = block_layer_norm(c_t, params["ln_c_scale"]) + params["ln_c_bias"]
+        h_t = o_t * act(c_out)
         if proj_size is not None:
             h_t = h_t @ params["w_proj"]
         return LSTMState(h_t, c_t), h_t
 
+    gate_params = ("w_peep",) if peephole else ()
+    gate_params += ("w_proj",) if proj_size else ()
+    gate_params += ("ln_hh_scale", "ln_c_scale", "ln_c_bias") if ln else ()
     return _make_cell(
         kind="lstm",
         config={
@@ -341,12 +471,16 @@ def lstm(
             "peephole": peephole,
             "forget_bias": forget_bias,
             "proj_size": proj_size,
+            "layer_norm": ln,
+            "gate_fn": gate_name,
+            "activation": act_name,
         },
         hidden_size=h,
         output_size=p_out,
         make_params=make_params,
         gates=gates,
-        gate_params=(("w_peep",) if peephole else ()) + (("w_proj",) if proj_size else ()),
+        project=_ln_project(4) if ln else None,
+        gate_params=gate_params,
         zero_carry=lambda bs, dt: LSTMState(jnp.zeros(bs + (p_out,), dt), jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
@@ -361,6 +495,9 @@ def gru(
     hidden_size: int,
     reset_after: bool = False,
     *,
+    layer_norm: bool = False,
+    gate_fn: Activation = "sigmoid",
+    activation: Activation = "tanh",
     dtype: DType | None = None,
     param_dtype: DType = jnp.float32,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
@@ -379,21 +516,36 @@ def gru(
         n_t = tanh(x_t @ w_in + b_n + r_t * (h_{t-1} @ w_hn + b_hn))
         h_t = (1 - z_t) * h_{t-1} + z_t * n_t           Cho: h_t = (1 - z_t)*h_{t-1} + z_t*h̃_t
 
-    ``z`` follows Cho's convention in both forms: ``z -> 1`` takes the new candidate.
-    PyTorch's update gate is ``1 - z``; :mod:`jrnn.interop` negates that gate's weights and
-    biases.
+    ``σ`` is ``gate_fn`` and ``tanh`` is ``activation``.  ``z`` follows Cho's convention in
+    both forms: ``z -> 1`` takes the new candidate.  PyTorch's update gate is ``1 - z``;
+    :mod:`jrnn.interop` negates that gate's weights and biases.
+
+    With ``layer_norm=True`` (Ba et al.'s layer normalisation applied to the GRU) each gate
+    block's input and recurrent products are normalised separately, per gate over its ``H``
+    units (``LN`` as in :func:`jrnn.cells.block_layer_norm`; gains ``s = ln_ih_scale``,
+    ``u = ln_hh_scale``, blocks ``r, z, n``)::
+
+        r_t = σ(LN(x_t @ w_ir) * s_r + b_r + LN(h_{t-1} @ w_hr) * u_r)     (z_t likewise)
+        reset_after=False: n_t = tanh(LN(x_t @ w_in) * s_n + b_n + LN((r_t * h_{t-1}) @ w_hn) * u_n)
+        reset_after=True:  n_t = tanh(LN(x_t @ w_in) * s_n + b_n + r_t * (LN(h_{t-1} @ w_hn) * u_n + b_hn))
 
     Args:
       hidden_size: ``H``.
       reset_after: ``False`` for Cho's GRU form, ``True`` for the cuDNN reset-after form with
         the separate recurrent bias ``b_hn [H]``.
+      layer_norm: Ba et al.'s layer normalisation (above).
+      gate_fn: the gates' squashing function ``σ`` (``"sigmoid"``, ``"hard_sigmoid"``, any
+        name of :data:`ACTIVATIONS`, or an element-wise callable).
+      activation: the candidate's function (``"tanh"``, ...).
       dtype, param_dtype: compute and storage dtypes.
       kernel_init, recurrent_init, bias_init: initialisers for ``w_ih [I, 3H]``, each
         ``[H, H]`` block of ``w_hh``, and ``b [3H]`` (and ``b_hn``).
 
     Returns:
       A :class:`Cell` with params ``{"w_ih": [I, 3H], "w_hh": [H, 3H], "b": [3H]}`` (plus
-      ``"b_hn": [H]`` when ``reset_after``) and carry :class:`RNNState` ``(h,)``.
+      ``"b_hn": [H]`` when ``reset_after``; plus ``"ln_ih_scale": [3H]``,
+      ``"ln_hh_scale": [3H]``, gate blocks ``r, z, n``, init 1, with ``layer_norm``) and
+      carry :class:`RNNState` ``(h,)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -404,9 +556,17 @@ def gru(
       >>> carry, y = cell.step(params, cell.initial_carry(params, (2,)), jnp.ones((2, 3)))
       >>> y.shape, y.dtype
       ((2, 4), dtype(bfloat16))
-    """
+      >>> ln = jrnn.gru(4, layer_norm=True, activation="relu")
+      >>> p = ln.init(jax.random.key(0), 3)
+      >>> p["ln_ih_scale"].shape, ln.step(p, ln.initial_carry(p), jnp.ones(3))[1].shape
+      ((12,), (4,))
+    """  # noqa: E501
     where = "gru"
     hidden_size = check_int("hidden_size", hidden_size, where)
+    reset_after = _check_flag("reset_after", reset_after, where)
+    ln = _check_flag("layer_norm", layer_norm, where)
+    sigma, gate_name = _activation(gate_fn, where, "gate_fn")
+    act, act_name = _activation(activation, where, "activation")
     h = hidden_size
 
     def make_params(key, input_size, dt):
@@ -418,6 +578,8 @@ def gru(
         }
         if reset_after:
             params["b_hn"] = bias_init(k4, (h,), dt)
+        if ln:
+            params.update(_ln_params(dt, 3 * h))
         return params
 
     # reset-after: every recurrent product is h_{t-1} @ w_hh; reset-before: the candidate's
@@ -427,29 +589,44 @@ def gru(
 
     def gates(params, carry, xa, ha):
         h_tm1 = carry.h
+        if ln:
+            blocks = 3 if reset_after else 2  # reset-before: r, z here, n below
+            ha = block_layer_norm(ha, params["ln_hh_scale"][: blocks * h], blocks)
         xr, xz, xn = jnp.split(xa, 3, axis=-1)
         if reset_after:
             hr, hz, hn = jnp.split(ha, 3, axis=-1)
         else:
             hr, hz = jnp.split(ha, 2, axis=-1)
-        r_t = jax.nn.sigmoid(xr + hr)
-        z_t = jax.nn.sigmoid(xz + hz)
+        r_t = sigma(xr + hr)
+        z_t = sigma(xz + hz)
         if reset_after:
-            n_t = jnp.tanh(xn + r_t * (hn + params["b_hn"]))
+            n_t = act(xn + r_t * (hn + params["b_hn"]))
         else:
-            n_t = jnp.tanh(xn + (r_t * h_tm1) @ params["w_hh"][:, 2 * h :])
+            rn = (r_t * h_tm1) @ params["w_hh"][:, 2 * h :]
+            if ln:
+                rn = block_layer_norm(rn, params["ln_hh_scale"][2 * h :])
+            n_t = act(xn + rn)
         h_t = (1 - z_t) * h_tm1 + z_t * n_t
         return RNNState(h_t), h_t
 
+    gate_params = ("b_hn",) if reset_after else ("w_hh",)
+    gate_params += ("ln_hh_scale",) if ln else ()
     return _make_cell(
         kind="gru",
-        config={"hidden_size": h, "reset_after": reset_after},
+        config={
+            "hidden_size": h,
+            "reset_after": reset_after,
+            "layer_norm": ln,
+            "gate_fn": gate_name,
+            "activation": act_name,
+        },
         hidden_size=h,
         output_size=h,
         make_params=make_params,
         gates=gates,
+        project=_ln_project(3) if ln else None,
         recurrent_kernel=recurrent_kernel,
-        gate_params=("b_hn",) if reset_after else ("w_hh",),
+        gate_params=gate_params,
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,

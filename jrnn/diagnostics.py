@@ -598,6 +598,13 @@ def _gate_fn(cell: Cell, where: str):
             f"{where}: no gate layout known for cell {cell.name!r}; expected a cell whose name "
             f"starts with one of {sorted(_GATE_TABLE)}"
         )
+    config = dict(cell.config)
+    fns = (config.get("gate_fn", "sigmoid"), config.get("activation", "tanh"))
+    if config.get("layer_norm") or ("gate_fn" in config and fns != ("sigmoid", "tanh")):
+        raise ValueError(
+            f"{where}: the gate table knows only the plain cells (sigmoid gates, tanh, no layer "
+            f"normalisation); {cell.name} is not one"
+        )
     return fn
 
 

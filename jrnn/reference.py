@@ -22,6 +22,9 @@ Conventions (shared with the JAX side)
             ``h_t = (o_t * tanh(c_t)) @ w_proj`` is ``[B,P]`` and ``w_hh`` is ``[P,4H]``
   ``gru``   ``w_ih [I,3H]``, ``w_hh [H,3H]``, ``b [3H]`` (gates r, z, n);
             optional ``b_hn [H]`` makes it the reset-after (cuDNN / PyTorch) GRU
+  LN        any kind, with ``ln_ih_scale [G*H]`` and ``ln_hh_scale [G*H]`` (and, for
+            ``lstm``, ``ln_c_scale [H]``, ``ln_c_bias [H]``): Ba et al.'s layer-normalised
+            cell (see "Layer normalisation" below)
   ========  ==========================================================================
 
 * Carries: ``h [B,H]`` for ``rnn`` and ``gru``; the tuple ``(h [B,H], c [B,H])`` for
@@ -30,6 +33,20 @@ Conventions (shared with the JAX side)
   padding: they give ``y = 0`` and leave the carry untouched.  ``reverse=True`` reads
   each sequence from ``L_b - 1`` back to ``0`` and writes ``ys[b, t]`` at the input
   position ``t`` it just read.
+
+Layer normalisation (Ba et al. 2016, "Layer Normalization")
+-----------------------------------------------------------
+``LN(u) = (u - mean(u)) / sqrt(var(u) + 1e-5)`` over the ``H`` units of one gate block
+(population variance).  Each gate block ``k`` of the input product ``x_t @ w_ih`` and of
+the recurrent product is normalised on its own and multiplied by its gain block; ``b`` is
+the shift::
+
+    a_k = LN(x_t @ w_ih[:, k]) * ln_ih_scale[k] + b[k] + LN(h_tm1 @ w_hh[:, k]) * ln_hh_scale[k]
+
+The lstm's output is ``h_t = o_t * tanh(LN(c_t) * ln_c_scale + ln_c_bias)`` (peepholes
+and the projection as without normalisation).  The gru's candidate normalises
+``(r_t * h_tm1) @ w_hn`` (reset-before) or ``h_tm1 @ w_hn`` before ``b_hn`` is added and
+``r_t`` multiplies it (reset-after).
 
 The Elman network with a softmax output (``elman_forward``, ``elman_loss``,
 ``elman_bptt``) uses the lecture's column-vector notation literally, for one sequence.
@@ -51,7 +68,17 @@ KINDS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("tanh", "relu")
 
 _REQUIRED_KEYS = ("w_ih", "w_hh", "b")
-_OPTIONAL_KEYS = {"rnn": (), "lstm": ("w_peep", "w_proj"), "gru": ("b_hn",)}
+_LN_KEYS = {
+    "rnn": ("ln_ih_scale", "ln_hh_scale"),
+    "lstm": ("ln_ih_scale", "ln_hh_scale", "ln_c_scale", "ln_c_bias"),
+    "gru": ("ln_ih_scale", "ln_hh_scale"),
+}
+_OPTIONAL_KEYS = {
+    "rnn": _LN_KEYS["rnn"],
+    "lstm": ("w_peep", "w_proj") + _LN_KEYS["lstm"],
+    "gru": ("b_hn",) + _LN_KEYS["gru"],
+}
+LN_EPSILON = 1e-5
 _NUM_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -125,6 +152,12 @@ def _as_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
             f"params for kind={kind!r}: missing {missing}, unknown {unknown} "
             f"(allowed keys: {allowed})"
         )
+    ln_present = [k for k in _LN_KEYS[kind] if k in params]
+    if ln_present and len(ln_present) != len(_LN_KEYS[kind]):
+        raise ValueError(
+            f"params for kind={kind!r}: a layer-normalised cell needs all of "
+            f"{_LN_KEYS[kind]}, got only {ln_present}"
+        )
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     hidden = p["w_hh"].shape[0]  # size of h: H, or P with a projection
     cell = hidden  # size of the gates (and of the lstm's c): H
@@ -139,6 +172,10 @@ def _as_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
         "w_peep": (3, cell),
         "b_hn": (cell,),
         "w_proj": (cell, hidden),
+        "ln_ih_scale": (width,),
+        "ln_hh_scale": (width,),
+        "ln_c_scale": (cell,),
+        "ln_c_bias": (cell,),
     }
     for key, shape in expected.items():
         if key in p and p[key].shape != shape:
@@ -496,11 +533,264 @@ def _gru_step_backward(p: Params, cache: dict, dh_t: Array) -> tuple[Params, Arr
     return dparams, dx_t, dh_tm1
 
 
+# --------------------------------------------------------------------------------------
+# Layer-normalised cells (Ba et al. 2016): forward and hand-derived backward
+# --------------------------------------------------------------------------------------
+
+
+def _ln(u: Array, gain: Array, blocks: int) -> tuple[Array, dict]:
+    """Per-block layer normalisation times a gain: ``u [B, k*H]`` -> ``[B, k*H]``.
+
+    For every block ``v`` of ``H`` columns: ``v̂ = (v - mean(v)) / σ`` with
+    ``σ = sqrt(mean((v - mean(v))²) + ε)``; the output is ``gain * û``.  The cache holds
+    ``û`` and ``σ`` (``[B, k, 1]``) for :func:`_ln_backward`.
+    """
+    B, width = u.shape
+    v = u.reshape(B, blocks, width // blocks)
+    d = v - v.mean(axis=-1, keepdims=True)
+    sigma = np.sqrt((d**2).mean(axis=-1, keepdims=True) + LN_EPSILON)
+    u_hat = (d / sigma).reshape(B, width)
+    return gain * u_hat, dict(u_hat=u_hat, sigma=sigma, blocks=blocks)
+
+
+def _ln_backward(dy: Array, gain: Array, cache: dict) -> tuple[Array, Array]:
+    """Backward of :func:`_ln` given ``dy = dL/d(gain * û)`` ``[B, k*H]``.
+
+    With ``dû = dy * gain`` per block (``H`` units, means over the block)::
+
+        du = (dû - mean(dû) - û * mean(dû * û)) / σ
+        dgain = Σ_b dy * û
+
+    (``∂û_i/∂u_j = (δ_ij - 1/H) / σ - û_i û_j / (H σ)``, exact with ``ε``.)
+    Returns ``(du [B, k*H], dgain [k*H])``.
+    """
+    B, width = dy.shape
+    k = cache["blocks"]
+    u_hat = cache["u_hat"]
+    dgain = (dy * u_hat).sum(axis=0)
+    dh = (dy * gain).reshape(B, k, width // k)
+    uh = u_hat.reshape(B, k, width // k)
+    du = dh - dh.mean(axis=-1, keepdims=True) - uh * (dh * uh).mean(axis=-1, keepdims=True)
+    return (du / cache["sigma"]).reshape(B, width), dgain
+
+
+def _ln_rnn_step(p: Params, h_tm1: Array, x_t: Array, activation: str) -> tuple[Array, dict]:
+    """Ba et al.'s layer-normalised Elman step::
+
+    a_t = LN(x_t @ w_ih) * ln_ih_scale + b + LN(h_tm1 @ w_hh) * ln_hh_scale
+    h_t = act(a_t)
+    """
+    nx, lx = _ln(x_t @ p["w_ih"], p["ln_ih_scale"], 1)
+    nh, lh = _ln(h_tm1 @ p["w_hh"], p["ln_hh_scale"], 1)
+    a_t = nx + p["b"] + nh
+    h_t = _activate(a_t, activation)
+    return h_t, dict(x_t=x_t, h_tm1=h_tm1, a_t=a_t, h_t=h_t, lx=lx, lh=lh)
+
+
+def _ln_rnn_step_backward(
+    p: Params, cache: dict, dh_t: Array, activation: str
+) -> tuple[Params, Array, Array]:
+    """Backward of ``_ln_rnn_step``: ``da = dh_t * act'(a_t)``, ``db = Σ_b da``; through
+    each normalisation (``_ln_backward``) to ``dax``, ``dah``; then
+    ``dw_ih = x_tᵀ dax``, ``dw_hh = h_tm1ᵀ dah``, ``dx_t = dax w_ihᵀ``, ``dh_tm1 = dah w_hhᵀ``.
+    """
+    da = dh_t * _activation_derivative(cache["a_t"], cache["h_t"], activation)
+    dax, dg_ih = _ln_backward(da, p["ln_ih_scale"], cache["lx"])
+    dah, dg_hh = _ln_backward(da, p["ln_hh_scale"], cache["lh"])
+    dparams = {
+        "w_ih": cache["x_t"].T @ dax,
+        "w_hh": cache["h_tm1"].T @ dah,
+        "b": da.sum(axis=0),
+        "ln_ih_scale": dg_ih,
+        "ln_hh_scale": dg_hh,
+    }
+    return dparams, dax @ p["w_ih"].T, dah @ p["w_hh"].T
+
+
+def _ln_lstm_step(
+    p: Params, carry: tuple[Array, Array], x_t: Array, activation: str = "tanh"
+) -> tuple[tuple[Array, Array], dict]:
+    """Ba et al.'s layer-normalised LSTM step (peepholes and projection as in
+    ``_lstm_step``), every gate block normalised on its own::
+
+        z = LN4(x_t @ w_ih) * ln_ih_scale + b + LN4(h_tm1 @ w_hh) * ln_hh_scale
+        i_t = σ(z_i + p_i * c_tm1),  f_t = σ(z_f + p_f * c_tm1),  g_t = tanh(z_g)
+        c_t = f_t * c_tm1 + i_t * g_t
+        o_t = σ(z_o + p_o * c_t)
+        h_t = o_t * tanh(LN(c_t) * ln_c_scale + ln_c_bias)      (then @ w_proj, if present)
+    """
+    h_tm1, c_tm1 = carry
+    H = c_tm1.shape[-1]
+    peep = p.get("w_peep", np.zeros((3, H)))
+    nx, lx = _ln(x_t @ p["w_ih"], p["ln_ih_scale"], 4)
+    nh, lh = _ln(h_tm1 @ p["w_hh"], p["ln_hh_scale"], 4)
+    z = nx + p["b"] + nh
+    z_i, z_f, z_g, z_o = (z[:, k * H : (k + 1) * H] for k in range(4))
+    i_t = sigmoid(z_i + peep[0] * c_tm1)
+    f_t = sigmoid(z_f + peep[1] * c_tm1)
+    g_t = np.tanh(z_g)
+    c_t = f_t * c_tm1 + i_t * g_t
+    o_t = sigmoid(z_o + peep[2] * c_t)
+    nc, lc = _ln(c_t, p["ln_c_scale"], 1)
+    tanh_c = np.tanh(nc + p["ln_c_bias"])
+    m_t = o_t * tanh_c
+    h_t = m_t @ p["w_proj"] if "w_proj" in p else m_t
+    cache = dict(
+        x_t=x_t, h_tm1=h_tm1, c_tm1=c_tm1, i_t=i_t, f_t=f_t, g_t=g_t, c_t=c_t, o_t=o_t,
+        tanh_c=tanh_c, m_t=m_t, peep=peep, lx=lx, lh=lh, lc=lc,
+    )  # fmt: skip
+    return (h_t, c_t), cache
+
+
+def _ln_lstm_step_backward(
+    p: Params, cache: dict, dcarry: tuple[Array, Array], activation: str = "tanh"
+) -> tuple[Params, Array, tuple[Array, Array]]:
+    """Backward of ``_ln_lstm_step`` given ``(dL/dh_t, dL/dc_t)``::
+
+    (projection: dw_proj = m_tᵀ dh_t, dh_t <- dh_t w_projᵀ)
+    da_o  = dh_t * tanh_c * o_t (1 - o_t)
+    dn    = dh_t * o_t * (1 - tanh_c²)                 # dL/d(LN(c_t) * gain + bias)
+    dc_ln, dln_c_scale = LN backward of dn;  dln_c_bias = Σ_b dn
+    dc    = dc_t + dc_ln + da_o * p_o
+    da_i  = dc * g_t * i_t (1 - i_t),  da_f = dc * c_tm1 * f_t (1 - f_t)
+    da_g  = dc * i_t * (1 - g_t²),     dc_tm1 = dc * f_t + da_i * p_i + da_f * p_f
+    dz = [da_i, da_f, da_g, da_o];  db = Σ_b dz
+    dax, dln_ih_scale = LN4 backward of dz;  dah, dln_hh_scale = LN4 backward of dz
+    dw_ih = x_tᵀ dax,  dw_hh = h_tm1ᵀ dah,  dx_t = dax w_ihᵀ,  dh_tm1 = dah w_hhᵀ
+    """
+    dh_t, dc_t = dcarry
+    dparams: Params = {}
+    if "w_proj" in p:
+        dparams["w_proj"] = cache["m_t"].T @ dh_t
+        dh_t = dh_t @ p["w_proj"].T
+    i_t, f_t, g_t, o_t = cache["i_t"], cache["f_t"], cache["g_t"], cache["o_t"]
+    c_tm1, c_t, tanh_c, peep = cache["c_tm1"], cache["c_t"], cache["tanh_c"], cache["peep"]
+
+    da_o = dh_t * tanh_c * o_t * (1.0 - o_t)
+    dn = dh_t * o_t * (1.0 - tanh_c**2)
+    dc_ln, dparams["ln_c_scale"] = _ln_backward(dn, p["ln_c_scale"], cache["lc"])
+    dparams["ln_c_bias"] = dn.sum(axis=0)
+    dc = dc_t + dc_ln + da_o * peep[2]
+    da_i = dc * g_t * i_t * (1.0 - i_t)
+    da_f = dc * c_tm1 * f_t * (1.0 - f_t)
+    da_g = dc * i_t * (1.0 - g_t**2)
+    dc_tm1 = dc * f_t + da_i * peep[0] + da_f * peep[1]
+
+    dz = np.concatenate([da_i, da_f, da_g, da_o], axis=-1)
+    dax, dparams["ln_ih_scale"] = _ln_backward(dz, p["ln_ih_scale"], cache["lx"])
+    dah, dparams["ln_hh_scale"] = _ln_backward(dz, p["ln_hh_scale"], cache["lh"])
+    dparams["w_ih"] = cache["x_t"].T @ dax
+    dparams["w_hh"] = cache["h_tm1"].T @ dah
+    dparams["b"] = dz.sum(axis=0)
+    if "w_peep" in p:
+        dparams["w_peep"] = np.stack(
+            [(da_i * c_tm1).sum(axis=0), (da_f * c_tm1).sum(axis=0), (da_o * c_t).sum(axis=0)]
+        )
+    return dparams, dax @ p["w_ih"].T, (dah @ p["w_hh"].T, dc_tm1)
+
+
+def _ln_gru_step(
+    p: Params, h_tm1: Array, x_t: Array, activation: str = "tanh"
+) -> tuple[Array, dict]:
+    """Layer-normalised GRU step (Ba et al.'s normalisation, per gate block ``r, z, n``)::
+
+    gx = LN3(x_t @ w_ih) * ln_ih_scale + b
+    reset-after:  nh = LN3(h_tm1 @ w_hh) * ln_hh_scale
+        r_t = σ(gx_r + nh_r),  z_t = σ(gx_z + nh_z)
+        n_t = tanh(gx_n + r_t * (nh_n + b_hn))
+    reset-before: nh = LN2(h_tm1 @ w_hh[:, :2H]) * ln_hh_scale[:2H]
+        r_t = σ(gx_r + nh_r),  z_t = σ(gx_z + nh_z)
+        n_t = tanh(gx_n + LN((r_t * h_tm1) @ w_hn) * ln_hh_scale[2H:])
+    h_t = (1 - z_t) * h_tm1 + z_t * n_t
+    """
+    H = h_tm1.shape[-1]
+    w_hh, g_hh = p["w_hh"], p["ln_hh_scale"]
+    nx, lx = _ln(x_t @ p["w_ih"], p["ln_ih_scale"], 3)
+    gx = nx + p["b"]
+    cache = dict(x_t=x_t, h_tm1=h_tm1, lx=lx)
+    if "b_hn" in p:
+        nh, cache["lh"] = _ln(h_tm1 @ w_hh, g_hh, 3)
+        r_t = sigmoid(gx[:, :H] + nh[:, :H])
+        z_t = sigmoid(gx[:, H : 2 * H] + nh[:, H : 2 * H])
+        q_t = nh[:, 2 * H :] + p["b_hn"]
+        n_t = np.tanh(gx[:, 2 * H :] + r_t * q_t)
+        cache["q_t"] = q_t
+    else:
+        nh, cache["lh"] = _ln(h_tm1 @ w_hh[:, : 2 * H], g_hh[: 2 * H], 2)
+        r_t = sigmoid(gx[:, :H] + nh[:, :H])
+        z_t = sigmoid(gx[:, H : 2 * H] + nh[:, H:])
+        s_t = r_t * h_tm1
+        nn, cache["ln_n"] = _ln(s_t @ w_hh[:, 2 * H :], g_hh[2 * H :], 1)
+        n_t = np.tanh(gx[:, 2 * H :] + nn)
+        cache["s_t"] = s_t
+    h_t = (1.0 - z_t) * h_tm1 + z_t * n_t
+    cache.update(r_t=r_t, z_t=z_t, n_t=n_t)
+    return h_t, cache
+
+
+def _ln_gru_step_backward(
+    p: Params, cache: dict, dh_t: Array, activation: str = "tanh"
+) -> tuple[Params, Array, Array]:
+    """Backward of ``_ln_gru_step`` given ``dh_t [B,H]``::
+
+      da_n = dh_t * z_t (1 - n_t²),  da_z = dh_t * (n_t - h_tm1) * z_t (1 - z_t)
+      dh_tm1 = dh_t * (1 - z_t)
+    reset-after (q = nh_n + b_hn):
+      dq = da_n * r_t,  dr = da_n * q,  db_hn = Σ_b dq
+      da_r = dr * r_t (1 - r_t)
+      dah, dln_hh_scale = LN3 backward of [da_r, da_z, dq]
+      dw_hh = h_tm1ᵀ dah,  dh_tm1 += dah w_hhᵀ
+    reset-before (s = r_t * h_tm1):
+      dan, dln_hh_scale[2H:] = LN backward of da_n;  dw_hn = sᵀ dan
+      ds = dan w_hnᵀ,  dr = ds * h_tm1,  dh_tm1 += ds * r_t
+      da_r = dr * r_t (1 - r_t)
+      dah, dln_hh_scale[:2H] = LN2 backward of [da_r, da_z]
+      dw_h{r,z} = h_tm1ᵀ dah,  dh_tm1 += dah w_h{r,z}ᵀ
+    both: dgx = [da_r, da_z, da_n], db = Σ_b dgx,
+      dax, dln_ih_scale = LN3 backward of dgx,  dw_ih = x_tᵀ dax,  dx_t = dax w_ihᵀ
+    """
+    x_t, h_tm1 = cache["x_t"], cache["h_tm1"]
+    r_t, z_t, n_t = cache["r_t"], cache["z_t"], cache["n_t"]
+    H = h_tm1.shape[-1]
+    w_hh, g_hh = p["w_hh"], p["ln_hh_scale"]
+    da_n = dh_t * z_t * (1.0 - n_t**2)
+    da_z = dh_t * (n_t - h_tm1) * z_t * (1.0 - z_t)
+    dh_tm1 = dh_t * (1.0 - z_t)
+    dparams: Params = {}
+    if "b_hn" in p:
+        dq = da_n * r_t
+        da_r = da_n * cache["q_t"] * r_t * (1.0 - r_t)
+        dparams["b_hn"] = dq.sum(axis=0)
+        dah, dparams["ln_hh_scale"] = _ln_backward(
+            np.concatenate([da_r, da_z, dq], axis=-1), g_hh, cache["lh"]
+        )
+        dparams["w_hh"] = h_tm1.T @ dah
+        dh_tm1 = dh_tm1 + dah @ w_hh.T
+    else:
+        w_hn = w_hh[:, 2 * H :]
+        dan, dg_n = _ln_backward(da_n, g_hh[2 * H :], cache["ln_n"])
+        ds = dan @ w_hn.T
+        da_r = ds * h_tm1 * r_t * (1.0 - r_t)
+        dh_tm1 = dh_tm1 + ds * r_t
+        dah, dg_rz = _ln_backward(np.concatenate([da_r, da_z], axis=-1), g_hh[: 2 * H], cache["lh"])
+        dparams["ln_hh_scale"] = np.concatenate([dg_rz, dg_n])
+        dparams["w_hh"] = np.concatenate([h_tm1.T @ dah, cache["s_t"].T @ dan], axis=-1)
+        dh_tm1 = dh_tm1 + dah @ w_hh[:, : 2 * H].T
+    dgx = np.concatenate([da_r, da_z, da_n], axis=-1)
+    dax, dparams["ln_ih_scale"] = _ln_backward(dgx, p["ln_ih_scale"], cache["lx"])
+    dparams["w_ih"] = x_t.T @ dax
+    dparams["b"] = dgx.sum(axis=0)
+    return dparams, dax @ p["w_ih"].T, dh_tm1
+
+
 def _cell_forward(
     kind: str, p: Params, carry: Carry, x_t: Array, activation: str
 ) -> tuple[Carry, Array, dict]:
     """Dispatch one step: returns ``(carry_t, y_t [B,H], cache)`` with ``y_t = h_t``."""
-    if kind == "rnn":
+    if "ln_ih_scale" in p:
+        step = {"rnn": _ln_rnn_step, "lstm": _ln_lstm_step, "gru": _ln_gru_step}[kind]
+        carry_t, cache = step(p, carry, x_t, activation)
+    elif kind == "rnn":
         carry_t, cache = _rnn_step(p, carry, x_t, activation)
     elif kind == "lstm":
         carry_t, cache = _lstm_step(p, carry, x_t)
@@ -514,6 +804,13 @@ def _cell_backward(
 ) -> tuple[Params, Array, Carry]:
     """Dispatch one backward step: ``dcarry_t`` is the total ``dL/dcarry_t`` (``dy_t``
     already added to its ``h`` part).  Returns ``(dparams, dx_t [B,I], dcarry_tm1)``."""
+    if "ln_ih_scale" in p:
+        back = {
+            "rnn": _ln_rnn_step_backward,
+            "lstm": _ln_lstm_step_backward,
+            "gru": _ln_gru_step_backward,
+        }[kind]
+        return back(p, cache, dcarry_t, activation)
     if kind == "rnn":
         return _rnn_step_backward(p, cache, dcarry_t, activation)
     if kind == "lstm":

@@ -442,7 +442,7 @@ class Stack(NamedTuple):
     Examples:
       >>> import jrnn
       >>> jrnn.stack(jrnn.gru(8), num_layers=2, bidirectional=True)
-      stack(gru(hidden_size=8, reset_after=False, dtype=None, param_dtype=float32), num_layers=2, bidirectional=True, dropout=0.0)
+      stack(gru(hidden_size=8, reset_after=False, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32), num_layers=2, bidirectional=True, dropout=0.0)
     """  # noqa: E501
 
     init: Any

@@ -169,37 +169,46 @@ def test_string_and_callable_activations_agree():
     p = random_params(a, jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, I), jnp.float32)
     chex.assert_trees_all_equal(jrnn.unroll(a, p, xs), jrnn.unroll(b, p, xs))
-    assert b.name == "simple_rnn(hidden_size=5, activation=relu, dtype=None, param_dtype=float32)"
+    assert b.name == (
+        "simple_rnn(hidden_size=5, activation=relu, layer_norm=False, dtype=None, "
+        "param_dtype=float32)"
+    )
 
 
 def test_repr_names_the_cell_and_its_hyper_parameters():
     cell = jrnn.lstm(256)
     assert repr(cell) == (
-        "lstm(hidden_size=256, peephole=False, forget_bias=1.0, proj_size=None, dtype=None, "
-        "param_dtype=float32)"
+        "lstm(hidden_size=256, peephole=False, forget_bias=1.0, proj_size=None, "
+        "layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32)"
     )
     assert repr(jrnn.lstm(8, peephole=True, proj_size=3, dtype=jnp.bfloat16)) == (
-        "lstm(hidden_size=8, peephole=True, forget_bias=1.0, proj_size=3, dtype=bfloat16, "
-        "param_dtype=float32)"
+        "lstm(hidden_size=8, peephole=True, forget_bias=1.0, proj_size=3, layer_norm=False, "
+        "gate_fn=sigmoid, activation=tanh, dtype=bfloat16, param_dtype=float32)"
     )
     assert repr(jrnn.gru(4, reset_after=True, param_dtype=jnp.float64)) == (
-        "gru(hidden_size=4, reset_after=True, dtype=None, param_dtype=float64)"
+        "gru(hidden_size=4, reset_after=True, layer_norm=False, gate_fn=sigmoid, "
+        "activation=tanh, dtype=None, param_dtype=float64)"
     )
     assert str(jrnn.simple_rnn(3, activation=jnp.tanh)) == (
-        "simple_rnn(hidden_size=3, activation=tanh, dtype=None, param_dtype=float32)"
+        "simple_rnn(hidden_size=3, activation=tanh, layer_norm=False, dtype=None, "
+        "param_dtype=float32)"
     )
     assert dict(cell.config) == {
         "hidden_size": 256,
         "peephole": False,
         "forget_bias": 1.0,
         "proj_size": None,
+        "layer_norm": False,
+        "gate_fn": "sigmoid",
+        "activation": "tanh",
         "dtype": None,
         "param_dtype": jnp.float32,
     }
     net = jrnn.stack(jrnn.gru(8), num_layers=2, bidirectional=True, dropout=0.1)
     assert repr(net) == (
-        "stack(gru(hidden_size=8, reset_after=False, dtype=None, param_dtype=float32), "
-        "num_layers=2, bidirectional=True, dropout=0.1)"
+        "stack(gru(hidden_size=8, reset_after=False, layer_norm=False, gate_fn=sigmoid, "
+        "activation=tanh, dtype=None, param_dtype=float32), num_layers=2, bidirectional=True, "
+        "dropout=0.1)"
     )
     assert "0x" not in repr(net) and "function" not in repr(cell)
 

@@ -357,6 +357,12 @@ def test_cells_without_a_torch_counterpart_raise():
     sig = jrnn.simple_rnn(H, "sigmoid")
     with pytest.raises(ValueError, match="tanh and relu.*'sigmoid'"):
         jt.to_torch(sig, zeros(sig, I))
+    normed = jrnn.lstm(H, layer_norm=True)
+    with pytest.raises(ValueError, match="no layer normalisation.*layer_norm=True"):
+        jt.to_torch(normed, zeros(normed, I))
+    hard = jrnn.gru(H, reset_after=True, gate_fn="hard_sigmoid")
+    with pytest.raises(ValueError, match="sigmoid gates and tanh.*gate_fn='hard_sigmoid'"):
+        jt.to_torch(jrnn.stack(hard), ((zeros(hard, I),),))
     mixed = jrnn.gru(H, reset_after=True, dtype=jnp.bfloat16)
     with pytest.raises(ValueError, match="computes in bfloat16 but its params are float32"):
         jt.to_torch(mixed, zeros(mixed, I))

@@ -377,6 +377,19 @@ def _check_exportable(info: CellInfo, cell: Cell, where: str) -> None:
             f"{where}: torch.nn.RNN supports only the tanh and relu nonlinearities; "
             f"{cell.name} uses {info.activation!r}"
         )
+    config = dict(cell.config)
+    if config.get("layer_norm"):
+        raise ValueError(
+            f"{where}: PyTorch's recurrent modules have no layer normalisation; {cell.name} "
+            f"has layer_norm=True"
+        )
+    if info.kind != "simple_rnn" and (
+        config.get("gate_fn", "sigmoid") != "sigmoid" or config.get("activation", "tanh") != "tanh"
+    ):
+        raise ValueError(
+            f"{where}: PyTorch's LSTM and GRU use sigmoid gates and tanh; {cell.name} uses "
+            f"gate_fn={config.get('gate_fn')!r}, activation={config.get('activation')!r}"
+        )
     if info.peephole:
         raise ValueError(f"{where}: PyTorch has no peephole LSTM; {cell.name} has peepholes")
     if info.kind == "gru" and not info.reset_after:
