@@ -511,9 +511,9 @@ class Stack(NamedTuple):
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
         time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False) ->
         (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
-        and both directions, so each episode runs through the whole stack on its own); ``ys: [*batch, T, D * output_size]`` (``D = 2``
-        when bidirectional, directions concatenated ``[forward, backward]`` on the feature
-        axis).
+        and both directions, so each episode runs through the whole stack on its own);
+        ``ys: [*batch, T, D * output_size]`` (``D = 2`` when bidirectional, directions
+        concatenated ``[forward, backward]`` on the feature axis).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
       cell, num_layers, bidirectional, dropout: the configuration.
 
