@@ -12,11 +12,12 @@ scan body and a hand-structured backward pass from these three pieces, for any c
 
 Validation.  Every entry point (``cell.step``, :func:`jrnn.unroll`, ``stack.apply``, and the
 models) checks its arguments with the functions below: :func:`check_params`,
-:func:`check_carry`, :func:`check_lengths`, :func:`check_bool`.  They read only shapes and
-dtypes, so they run once at trace time (and vanish from a jitted computation); a bad
-argument raises a ``ValueError``/``TypeError`` that names the function, the argument, the
-expected and the actual value.  Values are checked only where they are concrete: traced
-``lengths`` are clamped to ``[0, T]`` (see :func:`check_lengths`).
+:func:`check_carry`, :func:`check_lengths`, :func:`check_resets`, :func:`check_bool`.  They
+read only shapes and dtypes, so they run once at trace time (and vanish from a jitted
+computation); a bad argument raises a ``ValueError``/``TypeError`` that names the function,
+the argument, the expected and the actual value.  Values are checked only where they are
+concrete: traced ``lengths`` are clamped to ``[0, T]`` (see :func:`check_lengths`) and
+traced integer ``resets`` count as set where nonzero (see :func:`check_resets`).
 """
 
 from __future__ import annotations
@@ -466,14 +467,12 @@ def check_params(cell: Cell, params: Params, where: str, name: str = "params") -
     unknown = sorted(set(params) - set(layout))
     if unknown:
         raise ValueError(
-            f"{where}: unknown key {unknown[0]!r} in `{name}` for {cell.name}"
-            f"{_hint(cell, params)}"
+            f"{where}: unknown key {unknown[0]!r} in `{name}` for {cell.name}{_hint(cell, params)}"
         )
     missing = sorted(set(layout) - set(params))
     if missing:
         raise ValueError(
-            f"{where}: `{name}` is missing key {missing[0]!r} for {cell.name}"
-            f"{_hint(cell, params)}"
+            f"{where}: `{name}` is missing key {missing[0]!r} for {cell.name}{_hint(cell, params)}"
         )
     order = sorted(layout, key=lambda k: (k != "w_hh", k != "w_ih", k != "b", k))
     for key in order:  # the most telling mismatch first
@@ -665,3 +664,78 @@ def check_lengths(
         lo, hi = jnp.min(lengths), jnp.max(lengths)
         checkify.check((lo >= 0) & (hi <= num_steps), message + "[{lo}, {hi}]", lo=lo, hi=hi)
     return jnp.clip(lengths, 0, num_steps)
+
+
+# ---- resets -------------------------------------------------------------------------
+
+
+def check_resets(
+    resets: Any,
+    shape: tuple[int, ...],
+    where: str,
+    layout: str,
+    name: str = "resets",
+    *,
+    debug: bool = False,
+) -> Array:
+    """Checks episode-reset flags and returns them as a bool array of ``shape``.
+
+    The one resets validator of jrnn.  ``resets`` is bool, or an integer array of 0/1
+    (e.g. an environment's ``done`` flags as ints); floats are refused (cast them with
+    ``.astype(bool)``).  The shape must be exactly ``shape`` (never broadcast).  Integer
+    values are checked where they are concrete: anything but 0/1 raises ``ValueError``.
+    Under ``jax.jit`` (traced integers) values cannot be checked, so a nonzero value counts
+    as set; with ``debug=True`` traced integers are instead checked by
+    ``jax.experimental.checkify`` (as for :func:`check_lengths`).
+
+    Args:
+      resets: bool or 0/1 int array of shape ``shape``.
+      shape: the expected shape, e.g. ``(*batch, T)``.
+      where: the calling function, for the message.
+      layout: the expected layout in words, e.g. ``"[*batch, T]"``, for the message.
+      name: the argument's name, for the message.
+      debug: check traced integer values with ``checkify`` instead of reading nonzero as set.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> check_resets(jnp.array([[0, 1, 0]]), (1, 3), "demo", "[*batch, T]").tolist()
+      [[False, True, False]]
+      >>> check_resets(jnp.zeros((2, 3), bool), (2, 4), "demo", "[*batch, T]")
+      Traceback (most recent call last):
+      ...
+      ValueError: demo: `resets` must have shape [*batch, T] = [2, 4] (the batch shape and time steps of xs), got shape [2, 3]
+      >>> check_resets(jnp.zeros((2, 4)), (2, 4), "demo", "[*batch, T]")
+      Traceback (most recent call last):
+      ...
+      TypeError: demo: `resets` must be a bool array (or integers 0/1), got dtype float32; use resets.astype(bool)
+    """  # noqa: E501
+    traced = isinstance(resets, jax.core.Tracer)
+    concrete = None if traced else np.asarray(resets)
+    if concrete is not None and concrete.dtype == object:
+        raise TypeError(f"{where}: `{name}` must be a bool array, got {resets!r}")
+    resets = jnp.asarray(resets)
+    dt = resets.dtype
+    if dt != jnp.bool_ and not jnp.issubdtype(dt, jnp.integer):
+        raise TypeError(
+            f"{where}: `{name}` must be a bool array (or integers 0/1), got dtype {dt}; "
+            f"use {name}.astype(bool)"
+        )
+    if resets.shape != tuple(shape):
+        raise ValueError(
+            f"{where}: `{name}` must have shape {layout} = {_shape_str(shape)} (the batch "
+            f"shape and time steps of xs), got shape {_shape_str(resets.shape)}"
+        )
+    if dt == jnp.bool_:
+        return resets
+    message = f"{where}: `{name}` must hold only 0 and 1 (or be bool), got values in "
+    if concrete is not None:
+        if concrete.size:
+            lo, hi = int(concrete.min()), int(concrete.max())
+            if lo < 0 or hi > 1:
+                raise ValueError(message + f"[{lo}, {hi}]")
+    elif debug and resets.size:
+        from jax.experimental import checkify
+
+        lo, hi = jnp.min(resets), jnp.max(resets)
+        checkify.check((lo >= 0) & (hi <= 1), message + "[{lo}, {hi}]", lo=lo, hi=hi)
+    return resets != 0

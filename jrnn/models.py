@@ -72,8 +72,10 @@ class Model(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params``.
-      apply: ``apply(params, inputs, *, carry=None, lengths=None, key=None) ->
-        (outputs, ModelAux(carry=carry_T))``; ``key`` switches on dropout (training only).
+      apply: ``apply(params, inputs, *, carry=None, lengths=None, resets=None, key=None) ->
+        (outputs, ModelAux(carry=carry_T))``; ``resets`` (bool ``[..., T]``) starts a new
+        episode from ``carry`` at every set step (as in :func:`jrnn.unroll`); ``key``
+        switches on dropout (training only).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
       rnn: the :class:`jrnn.Cell` or :class:`jrnn.Stack` inside.
       input_size: feature size of float inputs (``None`` for token inputs).
@@ -142,11 +144,16 @@ def sequence_model(
       param_dtype: storage dtype of ``embed``, ``w_ho`` and ``b_o``.
 
     Returns:
-      A :class:`Model`.  ``apply(params, inputs, *, carry=None, lengths=None, key=None)``
-      returns ``(o, ModelAux(carry=carry_T))``; ``carry_T`` is the rnn's final carry (a
-      Cell's carry, or a Stack's nested tuple), ready to be passed back as ``carry`` to
-      continue the sequences.  Token ids are checked against ``vocab_size`` when concrete;
-      under ``jit`` an out-of-range id embeds to the zero vector.
+      A :class:`Model`.  ``apply(params, inputs, *, carry=None, lengths=None, resets=None,
+      key=None)`` returns ``(o, ModelAux(carry=carry_T))``; ``carry_T`` is the rnn's final
+      carry (a Cell's carry, or a Stack's nested tuple), ready to be passed back as
+      ``carry`` to continue the sequences.  ``resets`` (bool ``[..., T]``, the leading
+      shape of ``inputs`` without features) marks episode starts: every layer and direction
+      of the rnn restarts there from ``carry`` (:func:`jrnn.unroll`), so each episode's
+      outputs equal those of the episode run alone; the readout itself is per step (a
+      ``"last"`` or pooled readout still summarises the whole sequence).  Token ids are
+      checked against ``vocab_size`` when concrete; under ``jit`` an out-of-range id embeds
+      to the zero vector.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -216,6 +223,7 @@ def sequence_model(
         *,
         carry: Carry | None = None,
         lengths: Array | None = None,
+        resets: Array | None = None,
         key: jax.Array | None = None,
     ) -> tuple[Array, ModelAux]:
         """``inputs [..., T, input_size]`` or tokens ``[..., T]`` -> ``(o, ModelAux(carry_T))``
@@ -226,10 +234,12 @@ def sequence_model(
             rnn_key, out_key = jax.random.split(key)
         if is_stack:
             hs, carry = rnn.apply(
-                params["rnn"], inputs, carries=carry, lengths=lengths, key=rnn_key
+                params["rnn"], inputs, carries=carry, lengths=lengths, resets=resets, key=rnn_key
             )
         else:
-            hs, carry = unroll(rnn, params["rnn"], inputs, carry=carry, lengths=lengths)
+            hs, carry = unroll(
+                rnn, params["rnn"], inputs, carry=carry, lengths=lengths, resets=resets
+            )
         if readout == "last":
             hs = _last(hs, lengths)
         elif readout in ("mean", "max"):
@@ -328,8 +338,8 @@ def seq2vec(
       dropout, dtype, param_dtype: as in :func:`sequence_model`.
 
     Returns:
-      A :class:`Model` whose ``apply(params, inputs [B, T] or [B, T, I], lengths=...)``
-      returns ``(o [B, num_outputs], ModelAux(carry=carry_T))``.
+      A :class:`Model` whose ``apply(params, inputs [B, T] or [B, T, I], lengths=...,
+      resets=...)`` returns ``(o [B, num_outputs], ModelAux(carry=carry_T))``.
     """
     if pool not in ("last", "mean", "max"):
         raise ValueError(f"seq2vec: `pool` must be 'last', 'mean' or 'max', got {pool!r}")
@@ -376,8 +386,8 @@ def tagger(
       dtype, param_dtype: as in :func:`sequence_model`.
 
     Returns:
-      A :class:`Model`: ``apply(params, inputs, lengths=...) -> (o [B, T, num_tags], aux)``
-      with ``aux.carry`` the stack's final carries.
+      A :class:`Model`: ``apply(params, inputs, lengths=..., resets=...) -> (o [B, T,
+      num_tags], aux)`` with ``aux.carry`` the stack's final carries.
     """
     from jrnn.unroll import stack
 

@@ -31,6 +31,7 @@ from jrnn.base import (
     check_int,
     check_lengths,
     check_params,
+    check_resets,
     compute_dtype,
 )
 
@@ -97,6 +98,7 @@ def unroll(
     carry: Carry | None = None,
     lengths: Array | None = None,
     reverse: bool = False,
+    resets: Array | None = None,
     time_major: bool = False,
     unroll: int | bool = 1,
     return_carries: bool = False,
@@ -131,6 +133,22 @@ def unroll(
       reverse: read each sequence from its last valid step back to its first.  Outputs stay
         aligned with input positions (``ys[t]`` is the output right after reading ``xs[t]``)
         so forward and reverse outputs concatenate directly.  A Python bool.
+      resets: optional episode starts, bool ``[*batch, T]`` (``[T, *batch]`` with
+        ``time_major=True``; integers 0/1 are accepted too).  ``resets[..., t]`` set marks
+        ``t`` as the first step of a new episode (in the sequence's forward time): each
+        episode is run from the initial carry (``carry``, or the zero carry), exactly as if
+        it had been unrolled on its own, outputs and gradients alike (the gradient that
+        would cross an episode boundary goes to the initial carry instead).  Forward: the
+        carry entering step ``t`` is the initial carry where ``resets[t]`` is set (so a
+        reset at ``t = 0`` changes nothing).  With ``reverse=True`` episodes are read
+        right to left, each from its last step: the carry entering step ``t - 1`` is the
+        initial carry where ``resets[t]`` is set.  A reset on a padded step (``t >=
+        lengths``) has no effect; ``carry_T`` is the carry after the last step read (the
+        last episode's forward, the first episode's with ``reverse``).  The reset is one
+        ``jnp.where`` on the carry inside the same scan, in every strategy below;
+        ``resets=None`` adds nothing to the program.  Concrete integer values other than
+        0/1 raise ``ValueError``; traced ones count as set where nonzero (or are checked
+        with ``debug=True``).
       time_major: whether ``xs`` (and the returned ``ys``) are ``[T, *batch, F]``.
       unroll: passed to ``lax.scan``.
       return_carries: also return the carry after every step, stacked along the time axis
@@ -152,9 +170,10 @@ def unroll(
         ``"sqrt"`` checkpoints chunks of about √T steps (keeps about √T carries plus one
         chunk's residuals).  Both recompute the forward pass during the backward pass and
         imply ``hoist=False, vjp="autodiff"``.
-      debug: check traced ``lengths`` with ``jax.experimental.checkify`` instead of
-        clamping them: run ``err, out = checkify.checkify(jax.jit(f))(...)`` and
-        ``err.throw()`` raises the out-of-range message.
+      debug: check traced ``lengths`` (and integer ``resets``) with
+        ``jax.experimental.checkify`` instead of clamping them: run ``err, out =
+        checkify.checkify(jax.jit(f))(...)`` and ``err.throw()`` raises the out-of-range
+        message.
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -170,6 +189,10 @@ def unroll(
       ((2, 5, 4), (2, 4))
       >>> bool(jnp.all(ys[1, 2:] == 0))  # padded steps output zeros
       True
+      >>> resets = jnp.zeros((2, 5), bool).at[0, 3].set(True)  # a new episode at t=3
+      >>> ys_r, _ = jrnn.unroll(cell, params, xs, resets=resets)
+      >>> bool(jnp.allclose(ys_r[0, 3:], jrnn.unroll(cell, params, xs[0, 3:])[0]))
+      True
     """
     return _run(
         cell,
@@ -178,6 +201,7 @@ def unroll(
         carry,
         lengths,
         reverse=reverse,
+        resets=resets,
         time_major=time_major,
         unroll=unroll,
         return_carries=return_carries,
@@ -197,6 +221,7 @@ def _run(
     lengths: Array | None,
     *,
     reverse: bool,
+    resets: Array | None = None,
     time_major: bool,
     unroll: int | bool,
     return_carries: bool,
@@ -244,6 +269,12 @@ def _run(
     else:
         carry = template
     xs = xs.astype(dtype)
+    if resets is not None:
+        r_layout = "[T, *batch]" if time_major else "[*batch, T]"
+        r_shape = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+        resets = check_resets(resets, r_shape, where, r_layout, debug=debug)
+        if not time_major:
+            resets = jnp.moveaxis(resets, -1, 0)
 
     defaults = default_strategy()
     hoist = defaults["hoist"] if hoist is None else hoist
@@ -256,19 +287,23 @@ def _run(
         # padded inputs are never read: zeros instead of whatever they hold, so that
         # NaN/inf there cannot reach the outputs or (as NaN * 0) the gradients
         xs = jnp.where(mask[..., None], xs, jnp.zeros_like(xs))
-        if reverse:  # run forward over the sequences flipped within their lengths
-            xs = _flip(xs, lengths)
-            reverse, flipped = False, True
+    if resets is not None:
+        resets = _carry_resets(resets, mask, reverse)
+    if lengths is not None and reverse:  # run forward over the sequences flipped within
+        xs = _flip(xs, lengths)  # their lengths
+        if resets is not None:
+            resets = _flip(resets, lengths)
+        reverse, flipped = False, True
 
     if remat != "none":  # recompute inside the scan: project in-step, differentiate the scan
         hoist, vjp = False, "autodiff"
     opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
     if return_carries:
-        carry, out = _forward(opts, params, xs, carry, mask, emit="carries")
+        carry, out = _forward(opts, params, xs, carry, mask, resets, emit="carries")
     elif vjp == "autodiff":
-        carry, out = _forward(opts, params, xs, carry, mask, emit="y")
+        carry, out = _forward(opts, params, xs, carry, mask, resets, emit="y")
     else:
-        out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask)
+        out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
     if flipped:
         out = jax.tree.map(lambda a: _flip(a, lengths), out)
 
@@ -282,6 +317,28 @@ def _run(
 
 # --------------------------------------------------------------------------------------
 # the scan and its hand-structured backward pass
+
+
+def _carry_resets(resets: Array, mask: Array | None, reverse: bool) -> Array:
+    """Episode starts ``resets`` (bool ``[T, *batch]``, forward time) -> where the carry
+    entering each step, in the order the scan reads the steps, is the initial carry.
+
+    Forward that is ``resets[t]``; reading backwards the carry entering step ``t`` follows
+    step ``t + 1``, so it is ``resets[t + 1]`` (nothing for ``t = T - 1``).  Resets on padded
+    steps (``mask`` false) are dropped."""
+    if mask is not None:
+        resets = resets & mask
+    if reverse:
+        resets = jnp.zeros_like(resets).at[:-1].set(resets[1:])
+    return resets
+
+
+def _reset(carry, carry0, r_t):
+    """The carry entering a step: ``carry0`` where ``r_t`` (bool ``[*batch]``) is set."""
+    if r_t is None:
+        return carry
+    r = r_t[..., None]
+    return jax.tree.map(lambda c0, c: jnp.where(r, c0, c), carry0, carry)
 
 
 class _ScanOptions(NamedTuple):
@@ -302,18 +359,22 @@ def _gate_step(cell: Cell, params, carry, xa_t, ha_t, m_t):
     return new_carry, jnp.where(m, y_t, jnp.zeros_like(y_t))
 
 
-def _forward(opts: _ScanOptions, params, xs, carry, mask, emit: str):
+def _forward(opts: _ScanOptions, params, xs, carry, mask, resets, emit: str):
     """The forward scan over time-major ``xs`` ``[T, *batch, I]``.
 
-    ``emit``: ``"y"`` -> ys; ``"carries"`` -> (ys, carry after each step);
-    ``"residuals"`` -> (ys, (carry before each step, xa, ha)) for the backward pass.
+    ``resets`` (bool ``[T, *batch]`` or ``None``): where the carry entering a step (in scan
+    order) is replaced by the initial ``carry``.  ``emit``: ``"y"`` -> ys; ``"carries"`` ->
+    (ys, carry after each step); ``"residuals"`` -> (ys, (carry the step read, after any
+    reset, xa, ha)) for the backward pass.
     """
     cell = opts.cell
     w_rec = cell.recurrent_kernel(params)
     inputs = cell.project(params, xs) if opts.hoist else xs
+    carry0 = carry
 
     def body(c, inp):
-        x_t, m_t = inp
+        x_t, m_t, r_t = inp
+        c = _reset(c, carry0, r_t)
         xa_t = x_t if opts.hoist else cell.project(params, x_t)
         ha_t = c.h @ w_rec
         new_c, y_t = _gate_step(cell, params, c, xa_t, ha_t, m_t)
@@ -323,24 +384,26 @@ def _forward(opts: _ScanOptions, params, xs, carry, mask, emit: str):
             return new_c, (y_t, new_c)
         return new_c, (y_t, (c, xa_t, ha_t))
 
+    scanned = (inputs, mask, resets)
     if opts.remat == "none":
-        return jax.lax.scan(body, carry, (inputs, mask), reverse=opts.reverse, unroll=opts.unroll)
+        return jax.lax.scan(body, carry, scanned, reverse=opts.reverse, unroll=opts.unroll)
     if opts.remat == "step":
         return jax.lax.scan(
-            jax.checkpoint(body), carry, (inputs, mask), reverse=opts.reverse, unroll=opts.unroll
+            jax.checkpoint(body), carry, scanned, reverse=opts.reverse, unroll=opts.unroll
         )
-    return _sqrt_remat_scan(body, carry, inputs, mask, opts)
+    return _sqrt_remat_scan(body, carry, inputs, mask, resets, opts)
 
 
-def _sqrt_remat_scan(body, carry, xs, mask, opts: _ScanOptions):
+def _sqrt_remat_scan(body, carry, xs, mask, resets, opts: _ScanOptions):
     """Nested √T checkpointing: an outer scan over ``n ≈ √T`` chunks of ``k ≈ √T`` steps
     whose inner scan is ``jax.checkpoint``-ed, so the backward pass keeps only the ``n``
     chunk-boundary carries plus one chunk's residuals at a time.  A ragged last chunk is
-    padded with masked steps (they leave the carry unchanged)."""
+    padded with masked steps (they leave the carry unchanged) that never reset."""
     num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
     if opts.reverse:
         xs = jnp.flip(xs, 0)
         mask = None if mask is None else jnp.flip(mask, 0)
+        resets = None if resets is None else jnp.flip(resets, 0)
     k = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1
     n = -(-num_steps // k)
     pad = n * k - num_steps
@@ -349,13 +412,15 @@ def _sqrt_remat_scan(body, carry, xs, mask, opts: _ScanOptions):
             mask = jnp.ones((num_steps,) + batch_shape, bool)
         xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
         mask = jnp.concatenate([mask, jnp.zeros((pad,) + batch_shape, bool)])
+        if resets is not None:
+            resets = jnp.concatenate([resets, jnp.zeros((pad,) + batch_shape, bool)])
     chunk = lambda a: a.reshape((n, k) + a.shape[1:])
 
     @jax.checkpoint
     def inner(c, chunk_inputs):
         return jax.lax.scan(body, c, chunk_inputs, unroll=opts.unroll)
 
-    carry, out = jax.lax.scan(inner, carry, jax.tree.map(chunk, (xs, mask)))
+    carry, out = jax.lax.scan(inner, carry, jax.tree.map(chunk, (xs, mask, resets)))
     out = jax.tree.map(lambda a: a.reshape((n * k,) + a.shape[2:])[:num_steps], out)
     if opts.reverse:
         out = jax.tree.map(lambda a: jnp.flip(a, 0), out)
@@ -367,44 +432,56 @@ def _flat2(a: Array) -> Array:
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan_hoisted_vjp(opts: _ScanOptions, params, xs, carry, mask):
-    carry, ys = _forward(opts, params, xs, carry, mask, emit="y")
+def _scan_hoisted_vjp(opts: _ScanOptions, params, xs, carry, mask, resets):
+    carry, ys = _forward(opts, params, xs, carry, mask, resets, emit="y")
     return ys, carry
 
 
-def _scan_fwd(opts, params, xs, carry, mask):
-    carry, (ys, residuals) = _forward(opts, params, xs, carry, mask, emit="residuals")
-    return (ys, carry), (params, xs, mask, residuals)
+def _scan_fwd(opts, params, xs, carry, mask, resets):
+    carry, (ys, residuals) = _forward(opts, params, xs, carry, mask, resets, emit="residuals")
+    return (ys, carry), (params, xs, mask, resets, residuals)
 
 
 def _scan_bwd(opts, res, cotangents):
     """BPTT from the cell's pieces.  Per step: the VJP of the element-wise ``gates`` and
     ``dh_{t-1} += dha_t @ w_rec.T``.  After the reverse scan: ``dw_rec = Σ_t h_{t-1}^T dha_t``
     and the projection's VJP (``dw_ih = Σ_t x_t^T dxa_t``, ``db``, ``dxs``) as one matmul
-    each over all time steps."""
+    each over all time steps.
+
+    With ``resets`` the carry a reset step read is the initial carry: its cotangent does
+    not flow on into the previous episode but is added to the initial carry's (an extra
+    ``[*batch, ...]`` accumulator in the reverse scan)."""
     cell = opts.cell
-    params, xs, mask, (c_prev, xa, ha) = res
+    params, xs, mask, resets, (c_prev, xa, ha) = res
     dys, dcarry_T = cotangents
     w_rec_t = cell.recurrent_kernel(params).T
     gate_params = {k: params[k] for k in cell.gate_params}
 
     def body(acc, inp):
-        dc, dgp = acc
-        c_tm1, xa_t, ha_t, dy_t, m_t = inp
+        dc, dgp, dc0 = acc
+        c_tm1, xa_t, ha_t, dy_t, m_t, r_t = inp
         step = lambda g, c, a, h: _gate_step(cell, {**params, **g}, c, a, h, m_t)
         _, step_vjp = jax.vjp(step, gate_params, c_tm1, xa_t, ha_t)
         dg, dc_tm1, dxa_t, dha_t = step_vjp((dc, dy_t))
         dc_tm1 = dc_tm1._replace(h=dc_tm1.h + dha_t @ w_rec_t)
-        return (dc_tm1, jax.tree.map(jnp.add, dgp, dg)), (dxa_t, dha_t)
+        if r_t is not None:  # the step read the initial carry: route its cotangent there
+            r = r_t[..., None]
+            zero = lambda d: jnp.zeros_like(d)
+            dc0 = jax.tree.map(lambda a, d: a + jnp.where(r, d, zero(d)), dc0, dc_tm1)
+            dc_tm1 = jax.tree.map(lambda d: jnp.where(r, zero(d), d), dc_tm1)
+        return (dc_tm1, jax.tree.map(jnp.add, dgp, dg), dc0), (dxa_t, dha_t)
 
     zeros_gp = jax.tree.map(jnp.zeros_like, gate_params)
-    (dcarry0, dgp), (dxa, dha) = jax.lax.scan(
+    zeros_c0 = None if resets is None else jax.tree.map(jnp.zeros_like, dcarry_T)
+    (dcarry0, dgp, dc0), (dxa, dha) = jax.lax.scan(
         body,
-        (dcarry_T, zeros_gp),
-        (c_prev, xa, ha, dys, mask),
+        (dcarry_T, zeros_gp, zeros_c0),
+        (c_prev, xa, ha, dys, mask, resets),
         reverse=not opts.reverse,
         unroll=opts.unroll,
     )
+    if resets is not None:
+        dcarry0 = jax.tree.map(jnp.add, dcarry0, dc0)
     dw_rec = _flat2(c_prev.h).T @ _flat2(dha)
     _, rec_vjp = jax.vjp(cell.recurrent_kernel, params)
     _, proj_vjp = jax.vjp(cell.project, params, xs)
@@ -413,7 +490,7 @@ def _scan_bwd(opts, res, cotangents):
     dp_proj, dxs = proj_vjp(dxa)
     (dp_gates,) = gp_vjp(dgp)
     dparams = jax.tree.map(lambda a, b, c: a + b + c, dp_rec, dp_proj, dp_gates)
-    return dparams, dxs, dcarry0, None
+    return dparams, dxs, dcarry0, None, None
 
 
 _scan_hoisted_vjp.defvjp(_scan_fwd, _scan_bwd)
@@ -431,11 +508,12 @@ class Stack(NamedTuple):
 
     Attributes:
       init: ``init(key, input_size) -> params``.
-      apply: ``apply(params, xs, *, carries=None, lengths=None, key=None, time_major=False,
-        unroll=1, hoist=None, vjp=None, remat="none", debug=False) -> (ys, carries_T)``
-        (the options as in :func:`unroll`); ``ys: [*batch, T, D * output_size]`` (``D = 2``
-        when bidirectional, directions concatenated ``[forward, backward]`` on the feature
-        axis).
+      apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
+        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False) ->
+        (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
+        and both directions, so each episode runs through the whole stack on its own);
+        ``ys: [*batch, T, D * output_size]`` (``D = 2`` when bidirectional, directions
+        concatenated ``[forward, backward]`` on the feature axis).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
       cell, num_layers, bidirectional, dropout: the configuration.
 
@@ -468,8 +546,11 @@ def stack(
     Layer 0 reads ``xs``; layer ``l > 0`` reads the previous layer's output, the
     concatenation ``[forward, backward]`` when bidirectional.  The backward direction runs
     ``unroll(..., reverse=True)`` with the same ``lengths`` (checked, or clamped when traced,
-    exactly as in :func:`unroll`).  Dropout with rate ``dropout`` acts on every layer's output
-    except the last, and only when ``apply`` gets a ``key`` (evaluation passes none).
+    exactly as in :func:`unroll`); ``resets`` likewise reaches every layer and both
+    directions (the backward one reads episodes right to left as in :func:`unroll`), so a
+    stack over concatenated episodes equals the stack over each episode alone.  Dropout with
+    rate ``dropout`` acts on every layer's output except the last, and only when ``apply``
+    gets a ``key`` (evaluation passes none).
 
     Args:
       cell: the cell of every layer and direction.
@@ -492,8 +573,10 @@ def stack(
         raise TypeError(f"stack: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
     check_int("num_layers", num_layers, "stack")
     bidirectional = check_bool("bidirectional", bidirectional, "stack")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not (
-        0.0 <= dropout < 1.0
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, int | float)
+        or not (0.0 <= dropout < 1.0)
     ):
         raise ValueError(f"stack: `dropout` must lie in [0, 1), got {dropout!r}")
     num_dirs = 2 if bidirectional else 1
@@ -551,6 +634,7 @@ def stack(
         *,
         carries=None,
         lengths: Array | None = None,
+        resets: Array | None = None,
         key: PRNGKey | None = None,
         time_major: bool = False,
         unroll: int | bool = 1,
@@ -574,6 +658,7 @@ def stack(
                     c0,
                     lengths,
                     reverse=d == 1,
+                    resets=resets,
                     time_major=time_major,
                     unroll=unroll,
                     return_carries=False,
