@@ -228,3 +228,14 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
                     assert html_escape(first[0].strip(), quote=False) in html, (nb.name, first)
     assert (site / "cli" / "index.html").exists()
     assert (site / "attention_vs_length.png").exists()
+    # the notebooks page shows every notebook with a picture from its own outputs
+    page = (site / "notebooks" / "index.html").read_text(encoding="utf-8")
+    sys.path.insert(0, str(ROOT / "docs"))
+    from gallery import PICK, figures
+
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert f'gallery/{nb.stem}.png"' in page and f"{nb.stem}/" in page, nb.name
+        picture = (site / "gallery" / f"{nb.stem}.png").read_bytes()
+        assert picture == figures(nb)[PICK.get(nb.stem, 0)], (
+            f"run python docs/gallery.py ({nb.name})"
+        )
