@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import errno
 import os
 import sys
 import warnings
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Bad input raises ``SystemExit(2)`` after printing one line to stderr.
     """
-    from jrnn.app.errors import UsageError
+    from jrnn.app.errors import UsageError, environment_failure
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(*_help_task(argv)).parse_args(argv)
@@ -189,31 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
             raise SystemExit(2) from None
         except (OSError, MemoryError, RuntimeError) as e:
-            reason = _environment_failure(e)
+            reason = environment_failure(e)
             if reason is None:
                 raise
             print(f"jrnn {args.command}: error: {reason}", file=sys.stderr)
             return 1
-
-
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
-
-
-def _environment_failure(e: BaseException) -> str | None:
-    """One line for a failure of the machine rather than of the input -- a full disk or
-    quota, a read-only or failing file system, memory exhausted (by Python or by XLA's
-    ``RESOURCE_EXHAUSTED``) -- else ``None`` (the exception propagates)."""
-    first = " ".join(str(e).split("\n", 1)[0].split())[:300]
-    kept = "files already written (checkpoints, metrics) are kept"
-    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
-        where = f" ({e.filename})" if e.filename else ""
-        return f"cannot write{where}: {e.strerror or first}; {kept}"
-    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in first:
-        return (
-            f"out of memory ({first or type(e).__name__}); try a smaller --batch-size, "
-            f"--hidden or --seq-len; {kept}"
-        )
-    return None
 
 
 def run() -> NoReturn:
@@ -313,42 +292,9 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from jrnn.app.diagnose import diagnose_cells, diagnose_run
-    from jrnn.app.errors import UsageError
+    from jrnn.app.diagnose import OPTIONS, diagnose, summary
 
-    cell_flags = (
-        "cell",
-        "task",
-        "seq_len",
-        "hidden",
-        "recurrent_scale",
-        "forget_bias",
-        "precision",
-        "seed",
-    )
-    given = {k: getattr(args, k) for k in cell_flags if getattr(args, k) is not None}
-    if args.dir is not None:
-        if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise UsageError(f"{flags}: only without DIR (cells at initialisation)")
-        extra = {} if args.batch_size is None else {"batch_size": args.batch_size}
-        report = diagnose_run(args.dir, args.out, **extra)
-        out = Path(args.out) if args.out else Path(args.dir) / "diagnostics"
-    else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out or f"diagnostics-{stamp}")
-        if args.batch_size is not None:
-            given["batch_size"] = args.batch_size
-        cells = given.pop("cell", ["rnn", "lstm", "gru"])
-        report = diagnose_cells(cells, out, **given)
-    for name, row in report["cells"].items():
-        parts = [f"{name}:"]
-        if "grad_norm_ratio_first_over_last" in row:
-            parts.append(f"|dL/dh_1| / |dL/dh_T| = {row['grad_norm_ratio_first_over_last']:.3g}")
-        step = row["step_jacobian_norm"]["median"]
-        parts.append(f"median |dh_t/dh_t-1| = {step:.3g}" if step is not None else "")
-        if row["lyapunov_mean"] is not None:
-            parts.append(f"lyapunov = {row['lyapunov_mean']:.3g}")
-        print("  ".join(p for p in parts if p))
-    print(f"wrote {out / 'diagnostics.json'} and {', '.join(report['figures'])}")
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    report, out = diagnose(args.dir, args.out, **given)
+    print("\n".join(summary(report, out)))
     return 0

@@ -321,23 +321,3 @@ def test_refusal_from_a_fresh_process_reads_only_json(tmp_path):
     assert len(lines) == 2 and "sample needs a run of a text task" in lines[0], res.stderr
     assert lines[1] == "2 []", res.stderr
     assert float(res.stdout) < 2.0  # seconds from `import jrnn` to the refusal
-
-
-# ------------------------------------------------------------------------------------------
-# docs/cli.md
-
-
-def test_docs_python_blocks_run_in_an_empty_folder(tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert blocks
-    for code in blocks:
-        res = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=600,
-            env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        assert "val_accuracy" in res.stdout

@@ -49,3 +49,27 @@ def test_parity_task_learns_above_chance(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     (last,) = [r for r in rows if "val_accuracy" in r]
     assert last["val_accuracy"] > 0.9 and last["val_exact"] > 0.5, last
+
+
+def test_layer_norm_flag_builds_the_normalised_cell_and_is_honoured_by_eval(tmp_path, capsys):
+    """``--layer-norm`` is saved in config.json, trains a layer-normalised GRU, and ``eval``
+    rebuilds it (its checkpoint holds the gains); older config.json files without the key
+    read back as ``layer_norm=False``."""
+    from jrnn.app import evaluate_run
+    from jrnn.app.runs import read_config
+
+    out = tmp_path / "ln"
+    argv = ["train", "--task", "parity", "--cell", "gru", "--layer-norm", "--steps", "120"]
+    argv += ["--eval-every", "120", "--eval-batches", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["layer_norm"] is True and read_config(out).layer_norm is True
+    row = evaluate_run(out)
+    assert row["step"] == 120 and row["val_accuracy"] > 0.75, row  # chance 0.5
+    gains = list((out / "checkpoints" / "120").rglob("*ln_hh_scale*"))
+    assert (
+        gains or "ln_hh_scale" in (out / "checkpoints" / "120" / "state" / "_METADATA").read_text()
+    )
+    del saved["layer_norm"]
+    (out / "config.json").write_text(json.dumps(saved))
+    assert read_config(out).layer_norm is False

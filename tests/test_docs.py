@@ -7,8 +7,7 @@
   block that is deliberately a fragment is marked with ``<!-- not-run -->`` on the line
   before its fence and skipped.  Test ids name the file and the fence's line.
 
-The blocks run two at a time in subprocesses (started as soon as the first block's test
-runs), so the whole module stays well under two minutes on two cores.
+Each block is one test, so pytest-xdist spreads the blocks over the cores.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from html import escape as html_escape
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +27,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOT_RUN = "<!-- not-run -->"
 BLOCK_TIMEOUT_S = 600  # a hang guard: a block takes seconds on an idle 2-core machine
-WORKERS = 2
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)```python\s*$")
 
 QUICKSTART = (
@@ -101,22 +98,6 @@ def run_block(block: Block) -> subprocess.CompletedProcess:
             )
 
 
-@pytest.fixture(scope="module")
-def block_runs(request):
-    """Futures of every selected block's run, two processes at a time."""
-    selected = [
-        item.callspec.params["block"]
-        for item in request.session.items
-        if getattr(item, "originalname", None) == "test_python_block"
-        and item.callspec.params["block"].run
-    ]
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures: dict[str, Future] = {b.id: pool.submit(run_block, b) for b in selected}
-        yield futures
-        for f in futures.values():
-            f.cancel()
-
-
 @pytest.mark.parametrize(
     "block",
     [
@@ -128,8 +109,8 @@ def block_runs(request):
         for b in BLOCKS
     ],
 )
-def test_python_block(block: Block, block_runs: dict[str, Future]) -> None:
-    proc = block_runs[block.id].result()
+def test_python_block(block: Block) -> None:
+    proc = run_block(block)
     assert proc.returncode == 0, (
         f"{block.id} exited {proc.returncode}\n--- code ---\n{block.code}"
         f"--- stderr (tail) ---\n{proc.stderr[-4000:]}"

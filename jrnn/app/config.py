@@ -142,6 +142,7 @@ class Config:
         scope=("seq2seq", "attention", "outrec", "outrec-hidden"),
     )
     cell: str = _f("recurrent cell", _M, "choice", "lstm", choices=CELLS)
+    layer_norm: bool = _f("layer-normalised cell (Ba et al. 2016)", _M, "bool", False)
     hidden: int = _f("hidden size", _M, "posint")
     layers: int = _f("stacked layers", _M, "posint", 1)
     dropout: float = _f("dropout between layers and before the readout", _M, "rate", 0.0)
@@ -234,6 +235,7 @@ LATER_KEYS: dict[str, Any] = {
     "pool": "last",
     "condition": "both",
     "sample_prob": 0.0,
+    "layer_norm": False,
 }
 """Keys added after the first release, with what older runs computed ("arch": the task's)."""
 

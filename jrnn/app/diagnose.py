@@ -28,7 +28,7 @@ from jrnn.app import runs
 from jrnn.app.config import CELLS
 from jrnn.app.errors import UsageError
 
-__all__ = ["DIAGNOSE_TASKS", "diagnose_cells", "diagnose_run"]
+__all__ = ["DIAGNOSE_TASKS", "OPTIONS", "diagnose", "diagnose_cells", "diagnose_run", "summary"]
 
 DIAGNOSE_TASKS = ("adding",)
 """Tasks :func:`diagnose_cells` builds a batch of (the adding problem of the lecture)."""
@@ -47,17 +47,56 @@ def _check_out(out: Path) -> None:
             break
 
 
-def _make_cell(name: str, hidden: int, dtype: Any, forget_bias: float):
-    import jrnn
+OPTIONS = (
+    "cell",
+    "task",
+    "seq_len",
+    "hidden",
+    "batch_size",
+    "recurrent_scale",
+    "forget_bias",
+    "precision",
+    "seed",
+)
+"""The options of ``jrnn diagnose`` (``--cell`` ... ``--seed``)."""
 
-    kw = {"dtype": dtype, "param_dtype": dtype}
-    return {
-        "rnn": lambda: jrnn.simple_rnn(hidden, **kw),
-        "lstm": lambda: jrnn.lstm(hidden, forget_bias=forget_bias, **kw),
-        "lstm-peephole": lambda: jrnn.lstm(hidden, peephole=True, forget_bias=forget_bias, **kw),
-        "gru": lambda: jrnn.gru(hidden, **kw),
-        "gru-reset-after": lambda: jrnn.gru(hidden, reset_after=True, **kw),
-    }[name]()
+
+def diagnose(
+    directory: str | Path | None = None, out: str | Path | None = None, **options: Any
+) -> tuple[dict[str, Any], Path]:
+    """``jrnn diagnose [DIR]``: :func:`diagnose_run` of ``directory`` (only ``batch_size``
+    applies), else :func:`diagnose_cells` (``cell`` defaults to rnn, lstm, gru; ``out`` to
+    ``diagnostics-YYYYmmdd-HHMMSS``).  Returns the report and the folder written."""
+    import datetime
+
+    if directory is not None:
+        extra = sorted(set(options) - {"batch_size"})
+        if extra:
+            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+            raise UsageError(f"{flags}: only without DIR (cells at initialisation)")
+        out = Path(directory) / "diagnostics" if out is None else Path(out)
+        return diagnose_run(directory, out, **options), out
+    if out is None:
+        out = f"diagnostics-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    cells = options.pop("cell", ("rnn", "lstm", "gru"))
+    return diagnose_cells(cells, out, **options), Path(out)
+
+
+def summary(report: dict[str, Any], out: Path) -> list[str]:
+    """One line per cell (gradient ratio, median step-Jacobian norm, Lyapunov exponent) and
+    the files written."""
+    lines = []
+    for name, row in report["cells"].items():
+        parts = [f"{name}:"]
+        if row.get("grad_norm_ratio_first_over_last") is not None:
+            parts.append(f"|dL/dh_1| / |dL/dh_T| = {row['grad_norm_ratio_first_over_last']:.3g}")
+        if row["step_jacobian_norm"]["median"] is not None:
+            parts.append(f"median |dh_t/dh_t-1| = {row['step_jacobian_norm']['median']:.3g}")
+        if row["lyapunov_mean"] is not None:
+            parts.append(f"lyapunov = {row['lyapunov_mean']:.3g}")
+        lines.append("  ".join(parts))
+    lines.append(f"wrote {out / 'diagnostics.json'} and {', '.join(report['figures'])}")
+    return lines
 
 
 def diagnose_cells(
@@ -120,6 +159,7 @@ def diagnose_cells(
     import jax
     import jax.numpy as jnp
 
+    from jrnn.app.tasks.common import build_cell
     from jrnn.diagnostics import state_grad_norms
     from jrnn.seqtasks import adding_problem
 
@@ -130,7 +170,7 @@ def diagnose_cells(
         xs, ys = xs.astype(dtype), ys.astype(dtype)
         entries = {}
         for i, name in enumerate(cells):
-            cell = _make_cell(name, hidden, dtype, forget_bias)
+            cell = build_cell(name, hidden, dtype=dtype, param_dtype=dtype, forget_bias=forget_bias)
             k_cell, k_out = jax.random.split(jax.random.fold_in(k_params, i))
             params = cell.init(k_cell, 2)
             if recurrent_scale != 1.0:

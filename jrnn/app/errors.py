@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = ["NonFiniteLoss", "TrainingInterrupted", "UsageError"]
 
 
@@ -26,3 +28,23 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, step: int) -> None:
         super().__init__(message)
         self.step = step
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+def environment_failure(e: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of the input -- a full disk or
+    quota, a read-only or failing file system, memory exhausted (by Python or by XLA's
+    ``RESOURCE_EXHAUSTED``) -- else ``None`` (the exception propagates)."""
+    first = " ".join(str(e).split("\n", 1)[0].split())[:300]
+    kept = "files already written (checkpoints, metrics) are kept"
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"cannot write{where}: {e.strerror or first}; {kept}"
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in first:
+        return (
+            f"out of memory ({first or type(e).__name__}); try a smaller --batch-size, "
+            f"--hidden or --seq-len; {kept}"
+        )
+    return None

@@ -103,9 +103,7 @@ def build(config: Any, corpus: Any) -> Task:
 
     def eval_fn(params, carry, batch):
         windows, lengths = batch
-        logits, (new_carry, _) = model.apply(
-            params, windows[:, :-1], carry=carry, lengths=lengths
-        )
+        logits, (new_carry, _) = model.apply(params, windows[:, :-1], carry=carry, lengths=lengths)
         total = sequence_softmax_cross_entropy(
             logits, windows[:, 1:], lengths, reduction="sum"
         ).sum()

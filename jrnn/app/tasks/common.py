@@ -19,6 +19,7 @@ __all__ = [
     "dtypes",
     "example",
     "f32_sum",
+    "build_cell",
     "make_cell",
     "make_model",
     "masked_hits",
@@ -46,18 +47,36 @@ def dtypes(name: str) -> tuple[Any, Any]:
     }[name]
 
 
-def make_cell(config: Any, hidden: int | None = None) -> Cell:
-    """The cell of a config (``cell``, ``hidden``, ``dtype``)."""
-    dtype, param_dtype = dtypes(config.dtype)
-    hidden = hidden or config.hidden
-    kw = {"dtype": dtype, "param_dtype": param_dtype}
+def build_cell(
+    name: str,
+    hidden: int,
+    *,
+    dtype: Any,
+    param_dtype: Any,
+    layer_norm: bool = False,
+    forget_bias: float = 1.0,
+) -> Cell:
+    """The cell called ``name`` (a ``--cell`` choice) with these options."""
+    kw = {"dtype": dtype, "param_dtype": param_dtype, "layer_norm": layer_norm}
     return {
         "rnn": lambda: simple_rnn(hidden, **kw),
-        "lstm": lambda: lstm(hidden, **kw),
-        "lstm-peephole": lambda: lstm(hidden, peephole=True, **kw),
+        "lstm": lambda: lstm(hidden, forget_bias=forget_bias, **kw),
+        "lstm-peephole": lambda: lstm(hidden, peephole=True, forget_bias=forget_bias, **kw),
         "gru": lambda: gru(hidden, **kw),
         "gru-reset-after": lambda: gru(hidden, reset_after=True, **kw),
-    }[config.cell]()
+    }[name]()
+
+
+def make_cell(config: Any, hidden: int | None = None) -> Cell:
+    """The cell of a config (``cell``, ``hidden``, ``layer_norm``, ``dtype``)."""
+    dtype, param_dtype = dtypes(config.dtype)
+    return build_cell(
+        config.cell,
+        hidden or config.hidden,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        layer_norm=config.layer_norm,
+    )
 
 
 def make_model(
