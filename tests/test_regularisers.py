@@ -226,16 +226,26 @@ def test_composition_evaluation_and_training():
         jrnn.recurrent_dropout(jrnn.zoneout(base, 0.1), 0.2)
 
 
-@pytest.mark.parametrize("remat", ["none", "sqrt"])
-def test_gradients_match_finite_differences(remat):
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"key": 11, "remat": "none"},
+        {"key": 11, "remat": "sqrt"},
+        {"key": None, "hoist": True, "vjp": "hoisted"},  # evaluation on the fast path
+    ],
+    ids=["train", "train-sqrt-remat", "eval-hoisted-vjp"],
+)
+def test_gradients_match_finite_differences(opts):
     base = jrnn.gru(4, param_dtype=F64)
     params, xs = _data(base, batch=2, steps=5, input_size=3)
     cell = jrnn.zoneout(jrnn.recurrent_dropout(base, 0.3, input_rate=0.2), 0.3)
-    key = jax.random.key(11)
+    opts = dict(opts)
+    seed = opts.pop("key")
+    key = None if seed is None else jax.random.key(seed)
     lengths = jnp.array([5, 3])
 
     def loss(p, x):
-        ys, c = jrnn.unroll(cell, p, x, key=key, lengths=lengths, remat=remat, reverse=True)
+        ys, c = jrnn.unroll(cell, p, x, key=key, lengths=lengths, reverse=True, **opts)
         return jnp.sum(jnp.sin(ys)) + jnp.sum(c.h**2)
 
     gp, gx = jax.grad(loss, argnums=(0, 1))(params, xs)
@@ -326,3 +336,16 @@ def test_key_must_be_a_prng_key():
         net.apply(net.init(jax.random.key(0), 3), xs, key=1)
     ys, _ = jrnn.unroll(cell, params, xs, key=jax.random.PRNGKey(0))  # a raw key works too
     assert ys.shape == (2, 5, 4)
+
+
+def test_training_ignores_hoist_and_vjp_and_respects_lengths():
+    base = jrnn.lstm(5, param_dtype=F64)
+    params, xs = _data(base, batch=3, steps=6)
+    cell = jrnn.zoneout(jrnn.recurrent_dropout(base, 0.3, input_rate=0.2), 0.2)
+    key, lengths = jax.random.key(8), jnp.array([6, 2, 0])
+    ys, c = jrnn.unroll(cell, params, xs, key=key, lengths=lengths, hoist=False, vjp="autodiff")
+    ys_h, c_h = jrnn.unroll(cell, params, xs, key=key, lengths=lengths, hoist=True, vjp="hoisted")
+    np.testing.assert_array_equal(ys, ys_h)
+    assert np.all(np.asarray(ys[1, 2:]) == 0) and np.all(np.asarray(ys[2]) == 0)  # padding
+    np.testing.assert_array_equal(c.h[2], np.zeros(5))  # an empty sequence keeps its carry
+    np.testing.assert_array_equal(c.h[1], ys[1, 1])
