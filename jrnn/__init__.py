@@ -34,6 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "tagger",
         "vec2seq",
     ),
+    "jrnn.regularisers": ("recurrent_dropout", "zoneout"),
     "jrnn.train": (
         "TrainState",
         "evaluate",
@@ -61,6 +62,7 @@ _LAZY_SUBMODULES = (
     "models",
     "nn",
     "reference",
+    "regularisers",
     "sample",
     "seqtasks",
     "train",

@@ -83,6 +83,17 @@ class Cell(NamedTuple):
         forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh,
         dtype=None, param_dtype=float32)"``; also its ``repr``.
       config: the hyper-parameters as ``(name, value)`` pairs (``dict(cell.config)``).
+      noise: ``None`` for a deterministic cell.  A stochastic (regularised) cell such as
+        :func:`jrnn.zoneout` or :func:`jrnn.recurrent_dropout` sets ``noise(key, params,
+        xs_shape) -> (seq_noise, step_noise)``: for time-major inputs of shape ``xs_shape =
+        (T, *batch, input_size)`` it samples everything one sequence needs before the scan,
+        ``seq_noise`` (constant over time, e.g. ``[*batch, H]``) and ``step_noise`` (a pytree
+        whose leaves have a leading ``T`` axis, scanned along with the inputs).
+        :func:`jrnn.unroll` calls it only when it is given a ``key`` (training).
+      train_step: with ``noise``: ``train_step(params, carry, x_t, seq_noise, step_noise_t)
+        -> (carry, y_t)``, the training step given one step's slice of the noise
+        (compute-dtype params and carry, unchecked).  ``step`` and ``gates`` stay the
+        evaluation (no key) form.
 
     Examples:
       >>> import jrnn
@@ -106,6 +117,8 @@ class Cell(NamedTuple):
     param_dtype: DType
     name: str
     config: tuple[tuple[str, Any], ...] = ()
+    noise: Callable[[PRNGKey, Params, tuple[int, ...]], tuple[Any, Any]] | None = None
+    train_step: Callable[..., tuple[Carry, Array]] | None = None
 
     def __repr__(self) -> str:
         return self.name
@@ -257,6 +270,56 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], where: str) ->
     if not isinstance(value, str) or value not in choices:
         listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
         raise ValueError(f"{where}: `{name}` must be {listed}, got {value!r}")
+    return value
+
+
+def check_key(key: Any, where: str, name: str = "key") -> PRNGKey:
+    """Returns ``key`` if it is one PRNG key, else ``TypeError``.
+
+    A key is a typed key array of shape ``[]`` (``jax.random.key(0)``) or a raw ``uint32``
+    key of shape ``[2]`` (``jax.random.PRNGKey(0)``).
+
+    Examples:
+      >>> import jax
+      >>> check_key(jax.random.key(0), "unroll").shape
+      ()
+      >>> check_key(0, "unroll")
+      Traceback (most recent call last):
+      ...
+      TypeError: unroll: `key` must be a PRNG key of shape [] (jax.random.key(0)) or a raw uint32 key of shape [2] (jax.random.PRNGKey(0)), got int 0
+    """  # noqa: E501
+    dt = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", ()))
+    if dt is not None:
+        if jnp.issubdtype(dt, jax.dtypes.prng_key) and shape == ():
+            return key
+        if dt == jnp.uint32 and shape == (2,):
+            return key
+        got = f"an array of dtype {dt} and shape {_shape_str(shape)}"
+    else:
+        got = f"{type(key).__name__} {key!r}"
+    raise TypeError(
+        f"{where}: `{name}` must be a PRNG key of shape [] (jax.random.key(0)) or a raw "
+        f"uint32 key of shape [2] (jax.random.PRNGKey(0)), got {got}"
+    )
+
+
+def check_rate(name: str, value: Any, where: str) -> float:
+    """Returns ``value`` as a float if it is a real number in ``[0, 1)``, else an error.
+
+    Examples:
+      >>> check_rate("rate", 0.25, "zoneout")
+      0.25
+      >>> check_rate("rate", 1.0, "zoneout")
+      Traceback (most recent call last):
+      ...
+      ValueError: zoneout: `rate` must lie in [0, 1), got 1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise TypeError(f"{where}: `{name}` must be a float in [0, 1), got {value!r}")
+    value = float(value)
+    if not (0.0 <= value < 1.0):
+        raise ValueError(f"{where}: `{name}` must lie in [0, 1), got {value!r}")
     return value
 
 

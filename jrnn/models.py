@@ -238,7 +238,7 @@ def sequence_model(
             )
         else:
             hs, carry = unroll(
-                rnn, params["rnn"], inputs, carry=carry, lengths=lengths, resets=resets
+                rnn, params["rnn"], inputs, carry=carry, lengths=lengths, resets=resets, key=rnn_key
             )
         if readout == "last":
             hs = _last(hs, lengths)

@@ -29,6 +29,7 @@ from jrnn.base import (
     check_features,
     check_float_input,
     check_int,
+    check_key,
     check_lengths,
     check_params,
     check_resets,
@@ -106,6 +107,7 @@ def unroll(
     vjp: VJPMode | None = None,
     remat: RematMode = "none",
     debug: bool = False,
+    key: PRNGKey | None = None,
 ) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -174,6 +176,14 @@ def unroll(
         ``jax.experimental.checkify`` instead of clamping them: run ``err, out =
         checkify.checkify(jax.jit(f))(...)`` and ``err.throw()`` raises the out-of-range
         message.
+      key: a PRNG key for a regularised cell (:func:`jrnn.zoneout`,
+        :func:`jrnn.recurrent_dropout`): with a key the cell samples its noise for the whole
+        sequence before the scan (``cell.noise``; independent per batch element, and per
+        step where the noise is per step) and each step reads its time slice
+        (``cell.train_step``).  Without a key (evaluation) the cell's deterministic form
+        runs.  A plain cell ignores ``key`` (its program is unchanged).  Training a
+        regularised cell runs the in-step scan differentiated by autodiff (``hoist`` and
+        ``vjp`` are ignored; ``remat`` is honoured).
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -210,6 +220,7 @@ def unroll(
         remat=remat,
         debug=debug,
         where="unroll",
+        key=key,
     )
 
 
@@ -232,6 +243,7 @@ def _run(
     where: str,
     pname: str = "params",
     cname: str = "carry",
+    key: PRNGKey | None = None,
 ):
     """:func:`unroll` with the names its messages use (``stack.apply`` passes its own)."""
     if not isinstance(cell, Cell):
@@ -247,6 +259,8 @@ def _run(
     if vjp is not None:
         check_choice("vjp", vjp, ("hoisted", "autodiff"), where)
     check_choice("remat", remat, ("none", "step", "sqrt"), where)
+    if key is not None:
+        key = check_key(key, where)
 
     input_size = check_params(cell, params, where, pname)
     xs = check_float_input("xs", xs, where)
@@ -295,13 +309,17 @@ def _run(
             resets = _flip(resets, lengths)
         reverse, flipped = False, True
 
+    noise = None
+    if key is not None and cell.noise is not None:  # training a regularised cell
+        noise = cell.noise(key, params, xs.shape)  # sampled for all steps before the scan
+        hoist, vjp = False, "autodiff"
     if remat != "none":  # recompute inside the scan: project in-step, differentiate the scan
         hoist, vjp = False, "autodiff"
     opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
     if return_carries:
-        carry, out = _forward(opts, params, xs, carry, mask, resets, emit="carries")
+        carry, out = _forward(opts, params, xs, carry, mask, resets, "carries", noise)
     elif vjp == "autodiff":
-        carry, out = _forward(opts, params, xs, carry, mask, resets, emit="y")
+        carry, out = _forward(opts, params, xs, carry, mask, resets, "y", noise)
     else:
         out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
     if flipped:
@@ -352,6 +370,11 @@ class _ScanOptions(NamedTuple):
 def _gate_step(cell: Cell, params, carry, xa_t, ha_t, m_t):
     """``cell.gates`` plus masking: padded steps keep the carry and output zeros."""
     new_carry, y_t = cell.gates(params, carry, xa_t, ha_t)
+    return _mask_step(carry, new_carry, y_t, m_t)
+
+
+def _mask_step(carry, new_carry, y_t, m_t):
+    """Padded steps (``m_t`` false) keep ``carry`` and output zeros."""
     if m_t is None:
         return new_carry, y_t
     m = m_t[..., None]
@@ -359,8 +382,12 @@ def _gate_step(cell: Cell, params, carry, xa_t, ha_t, m_t):
     return new_carry, jnp.where(m, y_t, jnp.zeros_like(y_t))
 
 
-def _forward(opts: _ScanOptions, params, xs, carry, mask, resets, emit: str):
+def _forward(opts: _ScanOptions, params, xs, carry, mask, resets, emit: str, noise=None):
     """The forward scan over time-major ``xs`` ``[T, *batch, I]``.
+
+    ``noise``: ``None``, or a regularised cell's ``(seq_noise, step_noise)`` (see
+    ``Cell.noise``): then every step is ``cell.train_step`` reading the noise's time slice,
+    projected in the step (``emit`` must not be ``"residuals"``).
 
     ``resets`` (bool ``[T, *batch]`` or ``None``): where the carry entering a step (in scan
     order) is replaced by the initial ``carry``.  ``emit``: ``"y"`` -> ys; ``"carries"`` ->
@@ -372,9 +399,18 @@ def _forward(opts: _ScanOptions, params, xs, carry, mask, resets, emit: str):
     inputs = cell.project(params, xs) if opts.hoist else xs
     carry0 = carry
 
+    if noise is not None:
+        seq_noise, step_noise = noise
+        inputs = (xs, step_noise)
+
     def body(c, inp):
         x_t, m_t, r_t = inp
         c = _reset(c, carry0, r_t)
+        if noise is not None:
+            x_t, n_t = x_t
+            new_c, y_t = cell.train_step(params, c, x_t, seq_noise, n_t)
+            new_c, y_t = _mask_step(c, new_c, y_t, m_t)
+            return new_c, (y_t if emit == "y" else (y_t, new_c))
         xa_t = x_t if opts.hoist else cell.project(params, x_t)
         ha_t = c.h @ w_rec
         new_c, y_t = _gate_step(cell, params, c, xa_t, ha_t, m_t)
@@ -398,10 +434,13 @@ def _sqrt_remat_scan(body, carry, xs, mask, resets, opts: _ScanOptions):
     """Nested √T checkpointing: an outer scan over ``n ≈ √T`` chunks of ``k ≈ √T`` steps
     whose inner scan is ``jax.checkpoint``-ed, so the backward pass keeps only the ``n``
     chunk-boundary carries plus one chunk's residuals at a time.  A ragged last chunk is
-    padded with masked steps (they leave the carry unchanged) that never reset."""
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    padded with masked steps (they leave the carry unchanged) that never reset.  ``xs`` may
+    be a pytree whose first leaf is the inputs ``[T, *batch, I]`` (and the rest a noise
+    slice with a leading ``T`` axis)."""
+    x0 = jax.tree.leaves(xs)[0]
+    num_steps, batch_shape = x0.shape[0], x0.shape[1:-1]
     if opts.reverse:
-        xs = jnp.flip(xs, 0)
+        xs = jax.tree.map(lambda a: jnp.flip(a, 0), xs)
         mask = None if mask is None else jnp.flip(mask, 0)
         resets = None if resets is None else jnp.flip(resets, 0)
     k = max(1, math.isqrt(num_steps - 1) + 1) if num_steps > 1 else 1
@@ -410,7 +449,9 @@ def _sqrt_remat_scan(body, carry, xs, mask, resets, opts: _ScanOptions):
     if pad:
         if mask is None:
             mask = jnp.ones((num_steps,) + batch_shape, bool)
-        xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+        xs = jax.tree.map(
+            lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]), xs
+        )
         mask = jnp.concatenate([mask, jnp.zeros((pad,) + batch_shape, bool)])
         if resets is not None:
             resets = jnp.concatenate([resets, jnp.zeros((pad,) + batch_shape, bool)])
@@ -511,7 +552,9 @@ class Stack(NamedTuple):
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
         time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False) ->
         (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
-        and both directions, so each episode runs through the whole stack on its own);
+        and both directions, so each episode runs through the whole stack on its own;
+        ``key`` drives the inter-layer dropout and, for a regularised cell, is split into
+        one independent key per layer and direction);
         ``ys: [*batch, T, D * output_size]`` (``D = 2`` when bidirectional, directions
         concatenated ``[forward, backward]`` on the feature axis).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
@@ -646,6 +689,12 @@ def stack(
         _check_params(params, where)
         if carries is not None:
             _nested(carries, "carries", where)
+        cell_keys = None
+        if key is not None:
+            key = check_key(key, where)
+            if cell.noise is not None:  # one independent key per layer and direction
+                key, cell_root = jax.random.split(key)
+                cell_keys = jax.random.split(cell_root, num_layers * num_dirs)
         finals = []
         for layer, layer_params in enumerate(params):
             outs, layer_finals = [], []
@@ -669,6 +718,7 @@ def stack(
                     where=where,
                     pname=f"params[{layer}][{d}]",
                     cname=f"carries[{layer}][{d}]",
+                    key=None if cell_keys is None else cell_keys[layer * num_dirs + d],
                 )
                 outs.append(ys)
                 layer_finals.append(c_t)
