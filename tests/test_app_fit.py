@@ -55,7 +55,6 @@ def test_layer_norm_flag_builds_the_normalised_cell_and_is_honoured_by_eval(tmp_
     """``--layer-norm`` is saved in config.json, trains a layer-normalised GRU, and ``eval``
     rebuilds it (its checkpoint holds the gains); older config.json files without the key
     read back as ``layer_norm=False``."""
-    from jrnn.app import evaluate_run
     from jrnn.app.runs import read_config
 
     out = tmp_path / "ln"
@@ -73,3 +72,22 @@ def test_layer_norm_flag_builds_the_normalised_cell_and_is_honoured_by_eval(tmp_
     del saved["layer_norm"]
     (out / "config.json").write_text(json.dumps(saved))
     assert read_config(out).layer_norm is False
+
+
+def test_zoneout_and_recurrent_dropout_train_and_are_refused_where_no_key_reaches(tmp_path):
+    """``--zoneout``/``--recurrent-dropout`` wrap the cell for training (the key reaches it
+    through the model) and evaluate without noise; encoder-decoders, which step their cells
+    without a key, refuse them."""
+    out = tmp_path / "reg"
+    argv = ["train", "--task", "parity", "--zoneout", "0.05", "--recurrent-dropout", "0.1"]
+    argv += ["--steps", "150", "--eval-every", "150", "--eval-batches", "1"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["zoneout"], saved["recurrent_dropout"]) == (0.05, 0.1)
+    row = evaluate_run(out)
+    assert row["val_accuracy"] > 0.75, row  # chance 0.5
+    again = evaluate_run(out)
+    assert again == row  # evaluation has no noise
+    for model in ("attention", "seq2seq"):
+        with pytest.raises(UsageError, match="--zoneout and --recurrent-dropout apply to"):
+            Config(task="reverse", arch=model, zoneout=0.1)

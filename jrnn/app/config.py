@@ -54,6 +54,8 @@ MODELS = (
     "seq2seq",
     "attention",
 )
+REGULARISED = ("lm", "seq2vec", "tagger", "bitagger")
+"""Models whose training passes a key to their cell (``--zoneout``, ``--recurrent-dropout``)."""
 ENCODER_DECODERS = ("seq2seq", "attention", "vec2seq")
 """Models that generate their output (``jrnn decode --beam/--temperature``)."""
 SCORES = ("general", "dot", "additive")
@@ -143,6 +145,20 @@ class Config:
     )
     cell: str = _f("recurrent cell", _M, "choice", "lstm", choices=CELLS)
     layer_norm: bool = _f("layer-normalised cell (Ba et al. 2016)", _M, "bool", False)
+    zoneout: float = _f(
+        "zoneout rate of the cell's state (Krueger et al. 2017)",
+        _M,
+        "rate",
+        0.0,
+        scope=REGULARISED,
+    )
+    recurrent_dropout: float = _f(
+        "variational dropout of the recurrent state, one mask per sequence (Gal & Ghahramani)",
+        _M,
+        "rate",
+        0.0,
+        scope=REGULARISED,
+    )
     hidden: int = _f("hidden size", _M, "posint")
     layers: int = _f("stacked layers", _M, "posint", 1)
     dropout: float = _f("dropout between layers and before the readout", _M, "rate", 0.0)
@@ -197,6 +213,11 @@ class Config:
                 users = [t for t in tasks.TASKS if _applies(meta, name, tasks.get(t))]
                 raise UsageError(f"{_flag(name)} applies to --task {', '.join(users)} only")
             object.__setattr__(self, name, value)
+        if (self.zoneout or self.recurrent_dropout) and arch not in REGULARISED:
+            raise UsageError(
+                f"--zoneout and --recurrent-dropout apply to --model {', '.join(REGULARISED)} "
+                f"only, not {arch}"
+            )
         if spec.check is not None:
             spec.check(self)
 
@@ -236,6 +257,8 @@ LATER_KEYS: dict[str, Any] = {
     "condition": "both",
     "sample_prob": 0.0,
     "layer_norm": False,
+    "zoneout": 0.0,
+    "recurrent_dropout": 0.0,
 }
 """Keys added after the first release, with what older runs computed ("arch": the task's)."""
 

@@ -12,6 +12,7 @@ import numpy as np
 from jrnn.base import Cell
 from jrnn.cells import gru, lstm, simple_rnn
 from jrnn.models import Model, sequence_model
+from jrnn.regularisers import recurrent_dropout, zoneout
 from jrnn.unroll import stack
 
 __all__ = [
@@ -68,15 +69,21 @@ def build_cell(
 
 
 def make_cell(config: Any, hidden: int | None = None) -> Cell:
-    """The cell of a config (``cell``, ``hidden``, ``layer_norm``, ``dtype``)."""
+    """The cell of a config (``cell``, ``hidden``, ``layer_norm``, ``dtype``), wrapped in
+    :func:`jrnn.recurrent_dropout` and :func:`jrnn.zoneout` when those rates are set."""
     dtype, param_dtype = dtypes(config.dtype)
-    return build_cell(
+    cell = build_cell(
         config.cell,
         hidden or config.hidden,
         dtype=dtype,
         param_dtype=param_dtype,
         layer_norm=config.layer_norm,
     )
+    if config.recurrent_dropout:
+        cell = recurrent_dropout(cell, config.recurrent_dropout)
+    if config.zoneout:
+        cell = zoneout(cell, config.zoneout)
+    return cell
 
 
 def make_model(
