@@ -35,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "vec2seq",
     ),
     "jrnn.regularisers": ("recurrent_dropout", "zoneout"),
+    "jrnn.sharding": ("use_cpu_cores",),
     "jrnn.train": (
         "TrainState",
         "evaluate",
@@ -65,6 +66,7 @@ _LAZY_SUBMODULES = (
     "regularisers",
     "sample",
     "seqtasks",
+    "sharding",
     "train",
 )
 

@@ -208,6 +208,41 @@ def cast_tree(tree: Any, dtype: DType) -> Any:
     return jax.tree.map(cast, tree)
 
 
+def _varying_axes(x: Any) -> set[str]:
+    """The mesh axes ``x`` varies over inside ``shard_map`` (empty outside)."""
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)  # older JAX
+    if vma is None:
+        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", ())
+    return set(vma)
+
+
+def vary_like(tree: Any, *others: Any) -> Any:
+    """``tree`` marked as varying over every mesh axis any leaf of ``others`` varies over.
+
+    Inside ``jax.shard_map`` a value made by ``jnp.zeros`` (the default initial carry, an
+    accumulator) is the same on every device, while a scan body fed a device's shard of
+    the inputs returns a device-varying carry; ``lax.scan`` wants the two types equal.
+    Outside ``shard_map`` (no varying axes) this returns ``tree`` unchanged.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(vary_like(jnp.zeros(()), jnp.ones(3)))
+      0.0
+    """
+    axes: set[str] = set()
+    for x in jax.tree.leaves(others):
+        axes |= _varying_axes(x)
+    if not axes:
+        return tree
+
+    def leaf(x):
+        missing = tuple(sorted(axes - _varying_axes(x)))
+        return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(leaf, tree)
+
+
 # --------------------------------------------------------------------------------------
 # checks (all run at trace time on static shapes)
 

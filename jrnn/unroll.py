@@ -34,6 +34,7 @@ from jrnn.base import (
     check_params,
     check_resets,
     compute_dtype,
+    vary_like,
 )
 
 
@@ -282,6 +283,7 @@ def _run(
         carry = cast_tree(carry, dtype)
     else:
         carry = template
+    carry = vary_like(carry, xs, params)  # inside shard_map: typed like the body's output
     xs = xs.astype(dtype)
     if resets is not None:
         r_layout = "[T, *batch]" if time_major else "[*batch, T]"
