@@ -60,6 +60,7 @@ _LAZY_SUBMODULES = (
     "interop",
     "losses",
     "models",
+    "newton",
     "nn",
     "reference",
     "regularisers",
