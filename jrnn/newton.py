@@ -394,8 +394,9 @@ def _newton_one(cfg: _Config, params, xs, s0, mask, resets, guess):
         return F, jnp.where(jnp.isnan(res), jnp.inf, res)
 
     def keep_going(state):
-        _, _, res, it, _ = state
-        return (it < cfg.max_iters) & ~(res <= cfg.tol) & jnp.isfinite(res)
+        _, _, res, it, radius = state
+        # stop when converged, diverged (inf/nan) or, damped, when the radius collapsed
+        return (it < cfg.max_iters) & ~(res <= cfg.tol) & jnp.isfinite(res) & (radius > 1e-12)
 
     def body(state):
         S, F, res, it, radius = state
@@ -412,8 +413,6 @@ def _newton_one(cfg: _Config, params, xs, s0, mask, resets, guess):
             F_new = jnp.where(ok, F_new, F)
             res_new = jnp.where(ok, res_new, res)
             radius = jnp.where(ok, 2 * radius, radius / 4)
-            # a collapsed radius cannot make progress: let the loop stop (and fall back)
-            res_new = jnp.where(radius < 1e-12, jnp.where(ok, res_new, jnp.inf), res_new)
         return S_new, F_new, res_new, it + 1, radius
 
     F0, res0 = evaluate(guess)

@@ -616,8 +616,8 @@ class Stack(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
-        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False) ->
-        (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
+        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False,
+        method="scan") -> (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
         and both directions, so each episode runs through the whole stack on its own;
         ``key`` drives the inter-layer dropout and, for a regularised cell, is split into
         one independent key per layer and direction);
@@ -751,6 +751,7 @@ def stack(
         vjp: VJPMode | None = None,
         remat: RematMode = "none",
         debug: bool = False,
+        method: Method = "scan",
     ):
         _check_params(params, where)
         if carries is not None:
@@ -785,6 +786,7 @@ def stack(
                     pname=f"params[{layer}][{d}]",
                     cname=f"carries[{layer}][{d}]",
                     key=None if cell_keys is None else cell_keys[layer * num_dirs + d],
+                    method=method,
                 )
                 outs.append(ys)
                 layer_finals.append(c_t)
