@@ -404,7 +404,8 @@ def _newton_one(cfg: _Config, params, xs, s0, mask, resets, guess):
         delta = _affine_scan(J, F - S)
         if cfg.damping == "trust-region":
             size = jnp.max(jnp.abs(delta))
-            delta = delta * jnp.minimum(1.0, radius / jnp.maximum(size, 1e-30)).astype(S.dtype)
+            tiny = jnp.finfo(S.dtype).tiny
+            delta = delta * jnp.minimum(1.0, radius / jnp.maximum(size, tiny))
         S_new = S + delta
         F_new, res_new = evaluate(S_new)
         if cfg.damping == "trust-region":
@@ -416,7 +417,7 @@ def _newton_one(cfg: _Config, params, xs, s0, mask, resets, guess):
         return S_new, F_new, res_new, it + 1, radius
 
     F0, res0 = evaluate(guess)
-    radius0 = jnp.asarray(cfg.trust_radius, jnp.result_type(float))
+    radius0 = jnp.asarray(cfg.trust_radius, guess.dtype)
     S, F, res, it, _ = jax.lax.while_loop(
         keep_going, body, (guess, F0, res0, jnp.asarray(0, jnp.int32), radius0)
     )
