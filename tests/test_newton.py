@@ -151,6 +151,21 @@ def test_warm_start_from_the_solution_and_jit(method):
     chex.assert_trees_all_close((ys_n, c_n), (ys, c_t), atol=1e-8, rtol=0)
     cold = solve(params, xs, carry, jax.tree.map(jnp.zeros_like, carries))[2]
     assert int(jnp.max(cold.iterations)) > 1
+    with_carries = jax.jit(
+        lambda p, x, c: jrnn.unroll(
+            cell,
+            p,
+            x,
+            carry=c,
+            lengths=LENGTHS,
+            reverse=True,
+            return_carries=True,
+            method=method,
+        )
+    )
+    chex.assert_trees_all_close(
+        with_carries(params, xs, carry), (ys, c_t, carries), atol=1e-8, rtol=0
+    )
 
 
 def test_stack_apply_and_auto():
@@ -205,4 +220,8 @@ def test_sequential_backward_and_float32():
     )
     ys, _, info = run("quasi-newton")
     assert ys.dtype == jnp.float32 and bool(jnp.all(info.converged))
+    np.testing.assert_allclose(ys, run("scan")[0], atol=1e-4)
+    damped = jax.jit(lambda: newton.solve(cell, p32, xs32, damping="trust-region"))
+    ys, _, info = damped()
+    assert ys.dtype == jnp.float32 and bool(jnp.all(info.converged | info.fell_back))
     np.testing.assert_allclose(ys, run("scan")[0], atol=1e-4)
