@@ -61,6 +61,7 @@ _LAZY_SUBMODULES = (
     "interop",
     "losses",
     "models",
+    "newton",
     "nn",
     "reference",
     "regularisers",

@@ -40,6 +40,10 @@ VJPMode = Literal["hoisted", "autodiff"]
 """How ``jax.grad`` differentiates :func:`jrnn.unroll`'s scan."""
 RematMode = Literal["none", "step", "sqrt"]
 """The memory budget of backpropagation through time in :func:`jrnn.unroll`."""
+Method = Literal["scan", "newton", "quasi-newton", "auto"]
+"""How :func:`jrnn.unroll` evaluates the recurrence: the sequential ``lax.scan``, or in
+parallel over time by Newton's method with full or diagonal Jacobians (:mod:`jrnn.newton`),
+or chosen by :func:`jrnn.newton.auto_method`."""
 
 
 class RNNState(NamedTuple):

@@ -17,6 +17,7 @@ from jrnn.base import (
     Array,
     Carry,
     Cell,
+    Method,
     Params,
     PRNGKey,
     RematMode,
@@ -109,6 +110,7 @@ def unroll(
     remat: RematMode = "none",
     debug: bool = False,
     key: PRNGKey | None = None,
+    method: Method = "scan",
 ) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -185,6 +187,15 @@ def unroll(
         runs.  A plain cell ignores ``key`` (its program is unchanged).  Training a
         regularised cell runs the in-step scan differentiated by autodiff (``hoist`` and
         ``vjp`` are ignored; ``remat`` is honoured).
+      method: ``"scan"`` (default): the sequential ``lax.scan``.  ``"newton"`` /
+        ``"quasi-newton"``: parallel in time, Newton's method on the whole trajectory with
+        full / diagonal Jacobians (DEER, Lim et al. 2023; quasi-DEER, Gonzalez et al. 2024),
+        stopped on the true residual and falling back to the scan where it does not
+        converge, so the results are the scan's (to the tolerance); gradients by the
+        implicit function theorem (see :mod:`jrnn.newton`, and
+        :func:`jrnn.newton.solve` for its options and diagnostics).  ``hoist``, ``vjp``,
+        ``remat`` and ``unroll`` do not apply to it; it does not train regularised cells
+        (with ``key``).  ``"auto"``: :func:`jrnn.newton.auto_method` picks (the scan on CPU).
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -222,6 +233,7 @@ def unroll(
         debug=debug,
         where="unroll",
         key=key,
+        method=method,
     )
 
 
@@ -245,8 +257,14 @@ def _run(
     pname: str = "params",
     cname: str = "carry",
     key: PRNGKey | None = None,
+    method: Method = "scan",
+    newton_options: Any = None,
+    return_info: bool = False,
 ):
-    """:func:`unroll` with the names its messages use (``stack.apply`` passes its own)."""
+    """:func:`unroll` with the names its messages use (``stack.apply`` passes its own).
+
+    ``newton_options`` (a :class:`jrnn.newton.NewtonOptions`) and ``return_info`` (append
+    the :class:`jrnn.newton.NewtonInfo`) serve :func:`jrnn.newton.solve`."""
     if not isinstance(cell, Cell):
         raise TypeError(f"{where}: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
     reverse = check_bool("reverse", reverse, where)
@@ -260,6 +278,7 @@ def _run(
     if vjp is not None:
         check_choice("vjp", vjp, ("hoisted", "autodiff"), where)
     check_choice("remat", remat, ("none", "step", "sqrt"), where)
+    check_choice("method", method, ("scan", "newton", "quasi-newton", "auto"), where)
     if key is not None:
         key = check_key(key, where)
 
@@ -305,10 +324,25 @@ def _run(
         xs = jnp.where(mask[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
         resets = _carry_resets(resets, mask, reverse)
+    guess = None if newton_options is None else newton_options.guess
+    if guess is not None:  # a warm start of jrnn.newton: time-major like xs
+        nb = len(batch_shape)
+        g_shape = (  # each carry leaf with a time axis where xs has it
+            (lambda a: (num_steps, *a.shape))
+            if time_major
+            else (lambda a: (*a.shape[:nb], num_steps, *a.shape[nb:]))
+        )
+        g_template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(g_shape(a), a.dtype), template)
+        guess = check_carry(guess, g_template, where, "guess", cell.name)
+        if not time_major:
+            guess = jax.tree.map(lambda a: jnp.moveaxis(a, nb, 0), guess)
+        guess = cast_tree(guess, dtype)
     if lengths is not None and reverse:  # run forward over the sequences flipped within
         xs = _flip(xs, lengths)  # their lengths
         if resets is not None:
             resets = _flip(resets, lengths)
+        if guess is not None:
+            guess = jax.tree.map(lambda a: _flip(a, lengths), guess)
         reverse, flipped = False, True
 
     noise = None
@@ -317,18 +351,50 @@ def _run(
         hoist, vjp = False, "autodiff"
     if remat != "none":  # recompute inside the scan: project in-step, differentiate the scan
         hoist, vjp = False, "autodiff"
-    opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
-    if return_carries:
-        carry, out = _forward(opts, params, xs, carry, mask, resets, "carries", noise)
+    info = None
+    if method != "scan":  # parallel in time (jrnn.newton); "auto" may choose the scan
+        from jrnn import newton
+
+        method = newton.resolve_method(method, template, xs.shape, noise is not None, where)
+    if method != "scan":
+        options = newton.check_options(newton_options or newton.NewtonOptions(), where)
+        carry, out, info = newton.parallel_forward(
+            cell,
+            params,
+            xs,
+            carry,
+            mask,
+            resets,
+            reverse=reverse,
+            method=method,
+            options=options,
+            guess=guess,
+        )
+        out = out if return_carries else out[0]
+    elif return_carries:
+        carry, out = _forward(
+            _ScanOptions(cell, hoist, reverse, unroll, remat),
+            params,
+            xs,
+            carry,
+            mask,
+            resets,
+            "carries",
+            noise,
+        )
     elif vjp == "autodiff":
+        opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
         carry, out = _forward(opts, params, xs, carry, mask, resets, "y", noise)
     else:
+        opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
         out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
     if flipped:
         out = jax.tree.map(lambda a: _flip(a, lengths), out)
 
     if not time_major:
         out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2), out)
+    if return_info:
+        return out, carry, info
     if return_carries:
         ys, carries = out
         return ys, carry, carries
@@ -552,8 +618,8 @@ class Stack(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
-        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False) ->
-        (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
+        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False,
+        method="scan") -> (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
         and both directions, so each episode runs through the whole stack on its own;
         ``key`` drives the inter-layer dropout and, for a regularised cell, is split into
         one independent key per layer and direction);
@@ -687,6 +753,7 @@ def stack(
         vjp: VJPMode | None = None,
         remat: RematMode = "none",
         debug: bool = False,
+        method: Method = "scan",
     ):
         _check_params(params, where)
         if carries is not None:
@@ -721,6 +788,7 @@ def stack(
                     pname=f"params[{layer}][{d}]",
                     cname=f"carries[{layer}][{d}]",
                     key=None if cell_keys is None else cell_keys[layer * num_dirs + d],
+                    method=method,
                 )
                 outs.append(ys)
                 layer_finals.append(c_t)
