@@ -15,6 +15,7 @@ Nothing here holds state: the mesh is an argument, never a global.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,11 +24,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jrnn.base import _varying_axes
+
 __all__ = [
     "DATA_AXIS",
     "check_batch_divides",
     "data_mesh",
     "data_size",
+    "host_mesh",
     "replicate",
     "shard_batch",
     "use_cpu_cores",
@@ -209,3 +213,26 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     if not isinstance(mesh, Mesh):
         raise TypeError(f"replicate: `mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+@functools.cache
+def _host_mesh(n: int) -> Mesh:
+    return Mesh(np.array(jax.devices("cpu")[:n]), (DATA_AXIS,))
+
+
+def host_mesh(xs: Any, batch_shape: tuple[int, ...]) -> Mesh | None:
+    """The host devices :func:`jrnn.unroll` splits a batch over, or ``None``.
+
+    Only in a process whose CPU backend was made several devices by
+    :func:`use_cpu_cores` (or ``JAX_NUM_CPU_DEVICES``; the ``XLA_FLAGS`` fake devices of a
+    test do not count), on the CPU backend, outside ``shard_map`` (a caller that splits its
+    batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch: the
+    most of those devices that divide the first batch axis (at least 2).
+    """
+    n = jax.config.jax_num_cpu_devices
+    if n is None or n <= 1 or not batch_shape or _varying_axes(xs):
+        return None
+    if jax.default_backend() != "cpu":
+        return None
+    parts = max((d for d in range(2, n + 1) if batch_shape[0] % d == 0), default=None)
+    return None if parts is None else _host_mesh(parts)

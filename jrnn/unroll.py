@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from jrnn.base import (
     Array,
@@ -37,6 +38,7 @@ from jrnn.base import (
     compute_dtype,
     vary_like,
 )
+from jrnn.sharding import DATA_AXIS, host_mesh
 
 
 def _flip(xs: Array, lengths: Array) -> Array:
@@ -118,6 +120,13 @@ def unroll(
     in one matmul (``cell.project``) before the scan and the scan body holds only
     ``cell.recur``; with ``hoist=False`` the body projects one step's input itself.  Without
     ``lengths`` there is no masking work at all.
+
+    Every core of a CPU: in a process where :func:`jrnn.use_cpu_cores` made several host
+    devices, the scan runs inside ``jax.shard_map`` with the first batch axis split over
+    them (the most that divide it) and the parameters replicated, so a plain
+    ``jax.jit(jax.grad(...))`` step uses every core; outputs and gradients are those of the
+    unsplit scan.  Inside a caller's own ``shard_map`` (``make_train_step(mesh=...)``) or
+    on an accelerator nothing changes.
 
     Every argument is checked at trace time (shapes and dtypes only, see
     :mod:`jrnn.base`); a mismatch raises ``ValueError``/``TypeError`` naming it.
@@ -371,23 +380,21 @@ def _run(
             guess=guess,
         )
         out = out if return_carries else out[0]
-    elif return_carries:
-        carry, out = _forward(
-            _ScanOptions(cell, hoist, reverse, unroll, remat),
-            params,
-            xs,
-            carry,
-            mask,
-            resets,
-            "carries",
-            noise,
-        )
-    elif vjp == "autodiff":
-        opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
-        carry, out = _forward(opts, params, xs, carry, mask, resets, "y", noise)
     else:
         opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
-        out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
+        emit = "carries" if return_carries else "y"
+
+        def scan(params, xs, carry, mask, resets, noise):
+            if return_carries or vjp == "autodiff":
+                return _forward(opts, params, xs, carry, mask, resets, emit, noise)
+            out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
+            return carry, out
+
+        mesh = host_mesh(xs, batch_shape)
+        if mesh is None:
+            carry, out = scan(params, xs, carry, mask, resets, noise)
+        else:  # every core of the CPU: the batch split over its host devices
+            carry, out = _split_batch(scan, mesh, params, xs, carry, mask, resets, noise)
     if flipped:
         out = jax.tree.map(lambda a: _flip(a, lengths), out)
 
@@ -399,6 +406,35 @@ def _run(
         ys, carries = out
         return ys, carry, carries
     return out, carry
+
+
+def _split_batch(scan, mesh, params, xs, carry, mask, resets, noise):
+    """``scan`` inside ``shard_map``: the first batch axis split over ``mesh`` (time-major
+    ``xs``, ``mask``, ``resets``: axis 1; the carry and per-sequence noise: axis 0; per-step
+    noise: axis 1), the parameters replicated; their gradient is summed once, at the
+    boundary, after the backward scan."""
+    split_t, split_b, rep = P(None, DATA_AXIS), P(DATA_AXIS), P()
+    noise_specs = None
+    if noise is not None:
+        seq_noise, step_noise = noise
+        noise_specs = (
+            jax.tree.map(lambda _: split_b, seq_noise),
+            jax.tree.map(lambda _: split_t, step_noise),
+        )
+
+    def inner(params, xs, carry, mask, resets, noise):
+        # a device-varying view of the parameters: each device's parameter gradient is its
+        # shard's alone (also through the hand-written VJP), summed where it leaves
+        params, carry = vary_like((params, carry), xs)
+        return scan(params, xs, carry, mask, resets, noise)
+
+    out_carry = jax.tree.map(lambda _: split_b, carry)
+    return jax.shard_map(
+        inner,
+        mesh=mesh,
+        in_specs=(rep, split_t, split_b, split_t, split_t, noise_specs),
+        out_specs=(out_carry, split_t),
+    )(params, xs, carry, mask, resets, noise)
 
 
 # --------------------------------------------------------------------------------------

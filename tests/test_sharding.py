@@ -285,3 +285,49 @@ def test_cli_on_8_devices_logs_the_losses_of_1_device(tmp_path):
         "jrnn train: error: --batch-size 64 does not split over --devices 3 x --micro-batches "
         "1: it must be a multiple of 3"
     ]
+
+
+_SPLIT_UNROLL = """
+import jrnn
+jrnn.use_cpu_cores(2)
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+cell = jrnn.lstm(6, param_dtype=jnp.float64)
+params = cell.init(jax.random.key(0), 3)
+xs = jax.random.normal(jax.random.key(1), (4, 5, 3), jnp.float64)
+lengths = jnp.array([5, 3, 0, 2])
+resets = jnp.zeros((4, 5), bool).at[0, 2].set(True)
+def loss(p, x, n, r, **kw):
+    ys, c = jrnn.unroll(cell, p, x, lengths=n, resets=r, **kw)
+    return jnp.sum(ys ** 2) + jnp.sum(c.c)
+worst = 0.0
+for kw in ({}, {"vjp": "hoisted"}, {"remat": "sqrt"}, {"reverse": True}):
+    grad = jax.jit(jax.grad(lambda p, x: loss(p, x, lengths, resets, **kw), argnums=(0, 1)))
+    gp, gx = grad(params, xs)  # the batch of 4 split over the 2 host devices
+    assert jrnn.sharding.host_mesh(xs, (4,)) is not None
+    # one sequence at a time (a batch of 1 is not split)
+    each = [jax.grad(loss, argnums=(0, 1))(params, xs[i:i+1], lengths[i:i+1], resets[i:i+1], **kw)
+            for i in range(4)]
+    ref_p = jax.tree.map(lambda *a: sum(a), *[e[0] for e in each])
+    ref_x = jnp.concatenate([e[1] for e in each])
+    for a, b in zip(jax.tree.leaves((gp, gx)), jax.tree.leaves((ref_p, ref_x))):
+        worst = max(worst, float(jnp.max(jnp.abs(a - b))))
+ys, _ = jrnn.unroll(cell, params, xs)
+noisy = jrnn.unroll(jrnn.zoneout(cell, 0.3), params, xs, key=jax.random.key(2))[0]
+print(worst, ys.sharding.spec, noisy.shape)
+"""
+
+
+def test_unroll_splits_the_batch_over_host_devices_after_use_cpu_cores(tmp_path):
+    """After ``jrnn.use_cpu_cores(2)`` a plain jitted ``jax.grad`` of ``unroll`` runs on both
+    host devices (outputs split along the batch) and its gradients equal those of unrolling
+    each sequence alone (float64, every strategy, lengths, resets, reverse); in this test
+    process (fake devices from XLA_FLAGS, not use_cpu_cores) nothing is split."""
+    assert jrnn.sharding.host_mesh(jnp.ones((4, 5, 3)), (4,)) is None
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", _SPLIT_UNROLL], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[0]) < 1e-12, out.stdout
+    assert "PartitionSpec('data'" in out.stdout or "P('data'" in out.stdout, out.stdout
