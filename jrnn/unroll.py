@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from jrnn import tuned
 from jrnn.base import (
     Array,
     Carry,
@@ -79,20 +80,43 @@ def flip_within_lengths(xs: Array, lengths: Array) -> Array:
     return _flip(xs, lengths)
 
 
-def default_strategy(backend: str | None = None) -> dict[str, Any]:
-    """``unroll``'s defaults for ``hoist`` and ``vjp`` on ``backend`` (default: JAX's).
+def default_strategy(
+    backend: str | None = None,
+    *,
+    batch: int | None = None,
+    steps: int | None = None,
+    hidden: int | None = None,
+) -> dict[str, Any]:
+    """``unroll``'s defaults for ``hoist`` and ``vjp`` on ``backend`` (default: JAX's), for
+    a batch of ``batch`` sequences of ``steps`` steps through a cell of ``hidden`` units.
 
-    Chosen by measurement (``benchmarks/``): on CPU projecting in-step and differentiating
-    the scan by autodiff was fastest; on GPU the hoisted projection and the hand-structured
-    VJP were (1.8x at the medium LSTM size on an H200).
+    Chosen by measurement: on GPU the hoisted projection and the hand-structured VJP (1.8x at
+    the medium LSTM size on an H200).  On CPU, with the shape given, the strategy measured
+    fastest at the nearest shape of :data:`jrnn.tuned.CPU` (distance in log-space of batch,
+    T and hidden; written by ``python -m benchmarks.tune``: the hand-structured backward
+    wins for long sequences in small batches, where autodiff accumulates a weight-sized
+    gradient at every step); without it, or with an empty table, in-step projection
+    differentiated by autodiff.  The same shapes always give the same choice.
 
     Examples:
       >>> from jrnn.unroll import default_strategy
       >>> default_strategy("cpu")
       {'hoist': False, 'vjp': 'autodiff'}
+      >>> default_strategy("gpu", batch=8, steps=4096, hidden=256)
+      {'hoist': True, 'vjp': 'hoisted'}
     """
     on_cpu = (backend or jax.default_backend()) == "cpu"
-    return {"hoist": not on_cpu, "vjp": "autodiff" if on_cpu else "hoisted"}
+    if not on_cpu:
+        return {"hoist": True, "vjp": "hoisted"}
+    if None in (batch, steps, hidden) or not tuned.CPU:
+        return {"hoist": False, "vjp": "autodiff"}
+    where = [math.log2(max(v, 1)) for v in (batch, steps, hidden)]
+
+    def distance(entry) -> float:
+        return sum((math.log2(a) - b) ** 2 for a, b in zip(entry[0], where, strict=True))
+
+    _, hoist, vjp = min(tuned.CPU, key=distance)
+    return {"hoist": hoist, "vjp": vjp}
 
 
 def unroll(
@@ -168,17 +192,18 @@ def unroll(
       return_carries: also return the carry after every step, stacked along the time axis
         (aligned like ``ys``; LSTM ``c_t`` included), for diagnostics.
       hoist: project the inputs before the scan (``True``) or inside it (``False``).  The
-        default (``None``) hoists on accelerators and projects inside the step on CPU, where
-        measurement (``benchmarks/quick_lstm.py``) found the hoisted ``[T*B, I] x [I, kH]``
-        product slower than the in-step one for training at every benchmark size.
+        default (``None``) is :func:`default_strategy`'s for this backend and shape: hoisted
+        on accelerators; on CPU the strategy measured fastest for the nearest shape
+        (``jrnn/tuned.py``, ``python -m benchmarks.tune``).
       vjp: how ``jax.grad`` differentiates the scan.  ``"hoisted"`` is a custom VJP built
         from the cell's pieces: the reverse scan holds only the element-wise gate backward
         and one ``[B, k'H] x [k'H, H]`` product per step, and the weight and input gradients
         are computed after it as single large matmuls over all time steps.  ``"autodiff"``
         differentiates the scan as written (and supports forward-mode ``jax.jvp``/``jacfwd``,
-        which custom VJPs do not).  The default (``None``) is ``"autodiff"`` on CPU, where the
-        hoisted form's extra residual traffic measured slower, and ``"hoisted"`` elsewhere.
-        ``return_carries=True`` always uses ``"autodiff"``.
+        which custom VJPs do not: pass ``vjp="autodiff"`` for forward mode).  The default
+        (``None``) is :func:`default_strategy`'s: ``"hoisted"`` on accelerators; on CPU the
+        measured choice for the shape (``"hoisted"`` for long sequences in small batches,
+        ``"autodiff"`` elsewhere).  ``return_carries=True`` always uses ``"autodiff"``.
       remat: memory budget of BPTT.  ``"none"`` keeps every step's residuals; ``"step"``
         checkpoints each step (keeps only the carries, recomputes the gates);
         ``"sqrt"`` checkpoints chunks of about √T steps (keeps about √T carries plus one
@@ -320,7 +345,9 @@ def _run(
         if not time_major:
             resets = jnp.moveaxis(resets, -1, 0)
 
-    defaults = default_strategy()
+    defaults = default_strategy(
+        batch=math.prod(batch_shape), steps=num_steps, hidden=cell.hidden_size
+    )
     hoist = defaults["hoist"] if hoist is None else hoist
     vjp = defaults["vjp"] if vjp is None else vjp
     mask, flipped = None, False
