@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def start(config: Any, args: argparse.Namespace | None = None) -> None:
     """Before JAX starts: joins a multi-host job when asked, and on a CPU makes the host
-    devices ``config.devices`` needs (``auto``: one per core).  Once JAX has started (in a
-    notebook, a test) nothing changes: :func:`mesh_for` uses the devices there are."""
+    devices ``config.devices`` needs (``auto``: :func:`auto_devices` of the cores).  Once
+    JAX has started (in a notebook, a test) nothing changes: :func:`mesh_for` uses the
+    devices there are."""
     import jax
 
     from jrnn.sharding import use_cpu_cores
@@ -64,8 +65,11 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
             jax.distributed.initialize(**flags)
     from jax._src import xla_bridge
 
-    if not xla_bridge.backends_are_initialized():
-        use_cpu_cores(cores() if config.devices == "auto" else config.devices)
+    if not xla_bridge.backends_are_initialized():  # as many host devices as will be used
+        n = config.devices
+        if n == "auto":
+            n = auto_devices(config.batch_size, config.micro_batches, cores())
+        use_cpu_cores(n)
 
 
 def auto_devices(batch_size: int, micro_batches: int, available: int) -> int:
