@@ -13,10 +13,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import linear_scan
 from jrnn.base import (
     Array,
     Carry,
     Cell,
+    Method,
     Params,
     PRNGKey,
     RematMode,
@@ -108,6 +110,7 @@ def unroll(
     remat: RematMode = "none",
     debug: bool = False,
     key: PRNGKey | None = None,
+    method: Method = "scan",
 ) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -184,6 +187,20 @@ def unroll(
         runs.  A plain cell ignores ``key`` (its program is unchanged).  Training a
         regularised cell runs the in-step scan differentiated by autodiff (``hoist`` and
         ``vjp`` are ignored; ``remat`` is honoured).
+      method: how the recurrence is evaluated over time.  ``"scan"`` (default): the
+        sequential ``lax.scan`` above.  For a cell with ``affine`` (an element-wise linear
+        recurrence: :func:`jrnn.mingru`, :func:`jrnn.minlstm`, :func:`jrnn.lru`),
+        ``"newton"`` and ``"quasi-newton"`` evaluate all steps at once by
+        ``jax.lax.associative_scan`` (:mod:`jrnn.linear_scan`; exact, since Newton's method
+        on a linear recurrence converges in one step) with the same ``carry``,
+        ``lengths``, ``reverse``, ``resets``, batch axes, ``time_major`` and
+        ``return_carries`` semantics, differentiated by ordinary autodiff (``hoist``,
+        ``vjp``, ``remat`` and ``unroll`` do not apply); ``"auto"`` takes the associative
+        scan for ``T >= jrnn.linear_scan.ASSOCIATIVE_MIN_STEPS`` (measured, see
+        :func:`jrnn.linear_scan.prefer_associative`) and the sequential scan below.
+        Training a regularised cell (a ``key`` with ``cell.noise``) and ``T = 0`` always
+        run the sequential scan.  For other cells ``"auto"`` is ``"scan"``, and
+        ``"newton"``/``"quasi-newton"`` raise ``NotImplementedError``.
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -221,6 +238,7 @@ def unroll(
         debug=debug,
         where="unroll",
         key=key,
+        method=method,
     )
 
 
@@ -244,6 +262,7 @@ def _run(
     pname: str = "params",
     cname: str = "carry",
     key: PRNGKey | None = None,
+    method: Method = "scan",
 ):
     """:func:`unroll` with the names its messages use (``stack.apply`` passes its own)."""
     if not isinstance(cell, Cell):
@@ -259,6 +278,7 @@ def _run(
     if vjp is not None:
         check_choice("vjp", vjp, ("hoisted", "autodiff"), where)
     check_choice("remat", remat, ("none", "step", "sqrt"), where)
+    check_choice("method", method, ("scan", "newton", "quasi-newton", "auto"), where)
     if key is not None:
         key = check_key(key, where)
 
@@ -316,7 +336,24 @@ def _run(
     if remat != "none":  # recompute inside the scan: project in-step, differentiate the scan
         hoist, vjp = False, "autodiff"
     opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
-    if return_carries:
+    parallel = False
+    if cell.affine is not None and method != "scan":
+        # a linear recurrence: the associative scan is exact (Newton converges in one step)
+        parallel = noise is None and num_steps > 0
+        if method == "auto":
+            parallel = parallel and linear_scan.prefer_associative(num_steps)
+    elif method in ("newton", "quasi-newton"):
+        raise NotImplementedError(
+            f"{where}: `method={method!r}` is implemented only for cells with an element-wise "
+            f"linear recurrence (cell.affine: mingru, minlstm, lru), got {cell.name}; "
+            f"use method='scan'"
+        )
+    if parallel:
+        emit = "carries" if return_carries else "y"
+        carry, out = linear_scan.associative_unroll(
+            cell, params, xs, carry, mask, resets, reverse, emit
+        )
+    elif return_carries:
         carry, out = _forward(opts, params, xs, carry, mask, resets, "carries", noise)
     elif vjp == "autodiff":
         carry, out = _forward(opts, params, xs, carry, mask, resets, "y", noise)
@@ -550,8 +587,9 @@ class Stack(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
-        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False) ->
-        (ys, carries_T)`` (the options as in :func:`unroll`; ``resets`` reaches every layer
+        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False,
+        method="scan") -> (ys, carries_T)`` (the options as in :func:`unroll`, ``method``
+        passed to every layer; ``resets`` reaches every layer
         and both directions, so each episode runs through the whole stack on its own;
         ``key`` drives the inter-layer dropout and, for a regularised cell, is split into
         one independent key per layer and direction);
@@ -685,6 +723,7 @@ def stack(
         vjp: VJPMode | None = None,
         remat: RematMode = "none",
         debug: bool = False,
+        method: Method = "scan",
     ):
         _check_params(params, where)
         if carries is not None:
@@ -719,6 +758,7 @@ def stack(
                     pname=f"params[{layer}][{d}]",
                     cname=f"carries[{layer}][{d}]",
                     key=None if cell_keys is None else cell_keys[layer * num_dirs + d],
+                    method=method,
                 )
                 outs.append(ys)
                 layer_finals.append(c_t)
