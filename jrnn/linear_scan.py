@@ -39,19 +39,29 @@ import jax.numpy as jnp
 from jrnn.base import Array, Carry, Cell, LinearRecurrence, Params
 
 ASSOCIATIVE_MIN_STEPS = 256
-"""``method="auto"`` runs the associative scan from this many time steps on (and the
-sequential ``lax.scan`` below).  Measured on a shared 2-core CPU (``benchmarks/
-linear_scan.py``): see :func:`prefer_associative` and docs/guide/cells.md."""
+"""On an accelerator, ``method="auto"`` runs the associative scan from this many time steps
+on.  Not measured in this repository yet (the sessions so far had CPUs only): it is the
+premise of Feng et al. 2024 and Orvieto et al. 2023, who time the parallel scan on GPUs;
+re-measure with ``benchmarks/linear_scan.py`` on the device and move it."""
 
 
-def prefer_associative(num_steps: int) -> bool:
-    """``method="auto"``'s rule for a cell with ``affine``: the associative scan for
-    ``T >= ASSOCIATIVE_MIN_STEPS``, the sequential scan below.
+def prefer_associative(num_steps: int, backend: str | None = None) -> bool:
+    """``method="auto"``'s rule for a cell with ``affine``: associative scan or ``lax.scan``.
+
+    * CPU (``backend="cpu"``): never.  Measured on a shared 2-core CPU (batch 8, input 16,
+      hidden 32; ``benchmarks/linear_scan.py``, docs/guide/cells.md): the sequential scan
+      was faster at every ``T`` from 64 to 16384, forward and training, for all three cells
+      (e.g. minGRU at ``T = 16384``: 49 ms against 204 ms forward, 0.57 s against 1.0 s
+      forward + backward): an element-wise recurrence is memory-bound, and the
+      associative scan reads and writes the sequence about ``2 log2 T`` times.
+    * other backends: ``T >= ASSOCIATIVE_MIN_STEPS`` (an unmeasured default, see there).
 
     Examples:
-      >>> prefer_associative(64), prefer_associative(4096)
-      (False, True)
-    """
+      >>> prefer_associative(4096, "cpu"), prefer_associative(64, "gpu"), prefer_associative(4096, "gpu")
+      (False, False, True)
+    """  # noqa: E501
+    if (backend or jax.default_backend()) == "cpu":
+        return False
     return num_steps >= ASSOCIATIVE_MIN_STEPS
 
 

@@ -224,6 +224,12 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
         raise TypeError(f"{where}: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
     rate = check_rate("rate", rate, where)
     input_rate = check_rate("input_rate", input_rate, where)
+    if rate > 0.0 and cell.affine is not None:
+        raise ValueError(
+            f"{where}: `rate` must be 0 for {cell.name}, got {rate!r}: its recurrence is "
+            f"element-wise (cell.affine), with no recurrent matmul to drop from; use "
+            f"`input_rate`"
+        )
     if cell.noise is not None:
         raise ValueError(
             f"{where}: `cell` must be a deterministic cell, got the regularised {cell.name}; "
