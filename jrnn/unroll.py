@@ -507,7 +507,7 @@ def _sqrt_remat_scan(body, carry, xs, mask, resets, opts: _ScanOptions):
 
 
 def _flat2(a: Array) -> Array:
-    return a.reshape(-1, a.shape[-1])
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])  # also for a zero-width a
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))

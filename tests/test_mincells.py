@@ -158,6 +158,21 @@ def test_associative_equals_scan_time_major_reverse_without_lengths(name, cell, 
     _close(seq, par)
 
 
+@pytest.mark.parametrize("variant", [0, 4], ids=["mingru", "lru"])
+def test_every_sequential_strategy_agrees_with_the_associative_scan(variant):
+    # the hoisted VJP multiplies by the empty [S, 0] recurrent kernel: zero-width matmuls
+    name, cell, *_ = VARIANTS[variant]
+    p = PARAMS[name]
+
+    def grad(**kw):
+        loss = lambda p: jnp.sum(jnp.sin(jrnn.unroll(cell, p, XS, lengths=LENGTHS, **kw)[0]))
+        return jax.grad(loss)(p)
+
+    want = grad(method="newton")
+    for kw in ({"vjp": "hoisted", "hoist": True}, {"remat": "sqrt"}):
+        _close(grad(**kw), want, 1e-12)
+
+
 def test_resets_equal_separately_unrolled_episodes():
     name, cell = "minlstm", VARIANTS[2][1]
     p, c0 = PARAMS[name], _carry(name, cell)
