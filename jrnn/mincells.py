@@ -254,15 +254,11 @@ def lru(
 
     Parameter layout (real arrays):
 
-    ============  ==========  =====================================================
-    key           shape       meaning
-    ============  ==========  =====================================================
-    ``w_ih``      ``[I, 2N+H]``  columns ``[Re B | Im B | D]``
-    ``w_out``     ``[2N, H]``    rows ``[Re C ; Im C]``
-    ``nu_log``    ``[N]``        ``ν``: ``|λ| = exp(-exp(ν))``
-    ``theta_log`` ``[N]``        ``θ``: ``arg λ = exp(θ)``
-    ``gamma_log`` ``[N]``        ``log γ``
-    ============  ==========  =====================================================
+    - ``w_ih [I, 2N + H]``: columns ``[Re B | Im B | D]``;
+    - ``w_out [2N, H]``: rows ``[Re C ; Im C]``;
+    - ``nu_log [N]``: ``ν``, ``|λ| = exp(-exp(ν))``;
+    - ``theta_log [N]``: ``θ``, ``arg λ = exp(θ)``;
+    - ``gamma_log [N]``: ``log γ``.
 
     Initialisation (the paper's): ``|λ|`` uniform on the ring ``[r_min, r_max]`` (in the
     complex plane), ``arg λ`` uniform in ``[0, max_phase]``, ``Re B, Im B ~ N(0, 1/(2I))``,

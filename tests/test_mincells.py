@@ -348,3 +348,13 @@ def test_cli_config_takes_min_cells_and_refuses_layer_norm():
         Config(task="adding", cell="lru", recurrent_dropout=0.1)
     cell = build_cell("minlstm", 4, dtype=jnp.float32, param_dtype=jnp.float32)
     assert cell.name.startswith("minlstm(hidden_size=4")
+
+
+def test_diagnose_refuses_what_does_not_apply(tmp_path):
+    from jrnn.app.diagnose import diagnose_cells
+    from jrnn.app.errors import UsageError
+
+    with pytest.raises(UsageError, match="--cell lru: diagnose reads the gradient through h_t"):
+        diagnose_cells(("gru", "lru"), tmp_path / "d")
+    with pytest.raises(UsageError, match="--recurrent-scale: --cell mingru has no recurrent"):
+        diagnose_cells(("mingru",), tmp_path / "d", recurrent_scale=2.0)
