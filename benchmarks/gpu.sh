@@ -16,6 +16,8 @@
 # Every timing synchronises (jax.block_until_ready, torch.cuda.synchronize).  Results are
 # rewritten after every (config, cell) group, so the time limit below keeps what was done.
 #
+# With BENCH_NEWTON=1 it then runs benchmarks/newton.py (scan vs DEER vs quasi-DEER; its own
+# limit BENCH_NEWTON_TIMEOUT, default 300 s) into $OUT_DIR/newton_gpu.{json,md}.
 # Environment: OUT (output folder), PYTHON, BENCH_CONFIGS (default medium,large,long),
 # BENCH_TIMEOUT (seconds, default 290), BENCH_ALLOW_CPU=1 (run without a GPU: for testing
 # this script), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: JAX leaves half the GPU to
@@ -65,6 +67,13 @@ timeout --signal=INT "${BENCH_TIMEOUT:-290}" "$PY" -m benchmarks.run \
 
 if [[ $status == 124 ]]; then
   echo "gpu.sh: stopped after ${BENCH_TIMEOUT:-290} s; the groups finished so far are saved"
+fi
+
+# optional: scan vs Newton (DEER) vs quasi-Newton over T and H (benchmarks/newton.py)
+if [[ "${BENCH_NEWTON:-0}" == "1" ]]; then
+  timeout --signal=INT "${BENCH_NEWTON_TIMEOUT:-300}" "$PY" benchmarks/newton.py \
+    --T 1024 4096 16384 65536 --H 8 32 64 --suffix _gpu --out "$OUT_DIR" \
+    2>&1 | tee "$OUT_DIR/newton_log.txt" || true
 fi
 echo "results: $OUT_DIR/results.json, $OUT_DIR/results.md"
 exit "$status"

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "vec2seq",
     ),
     "jrnn.regularisers": ("recurrent_dropout", "zoneout"),
+    "jrnn.sharding": ("use_cpu_cores",),
     "jrnn.train": (
         "TrainState",
         "evaluate",
@@ -63,11 +64,13 @@ _LAZY_SUBMODULES = (
     "losses",
     "mincells",
     "models",
+    "newton",
     "nn",
     "reference",
     "regularisers",
     "sample",
     "seqtasks",
+    "sharding",
     "train",
 )
 

@@ -60,9 +60,7 @@ def compute_dtype(dtype: DType | None, default: DType) -> Any:
     return jnp.dtype(default if dtype is None else dtype)
 
 
-def _check_tokens(
-    name: str, tokens: Any, vocab_size: int, where: str, rank: int | None
-) -> Array:
+def _check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int | None) -> Array:
     """Integer tokens of rank ``rank`` (``None``: any rank >= 1, ``[..., time]``); values in
     ``[0, vocab_size)`` when concrete.
 

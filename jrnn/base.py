@@ -41,8 +41,10 @@ VJPMode = Literal["hoisted", "autodiff"]
 RematMode = Literal["none", "step", "sqrt"]
 """The memory budget of backpropagation through time in :func:`jrnn.unroll`."""
 Method = Literal["scan", "newton", "quasi-newton", "auto"]
-"""How :func:`jrnn.unroll` evaluates the recurrence over time: ``"scan"`` sequentially
-(``lax.scan``); ``"newton"``/``"quasi-newton"`` parallel in time; ``"auto"`` chooses."""
+"""How :func:`jrnn.unroll` evaluates the recurrence: the sequential ``lax.scan``, or in
+parallel over time by Newton's method with full or diagonal Jacobians (:mod:`jrnn.newton`)
+— by an exact associative scan for a cell with ``affine`` (:mod:`jrnn.linear_scan`) — or
+chosen by :func:`jrnn.newton.auto_method`."""
 
 
 class RNNState(NamedTuple):
@@ -240,6 +242,41 @@ def cast_tree(tree: Any, dtype: DType) -> Any:
         return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
 
     return jax.tree.map(cast, tree)
+
+
+def _varying_axes(x: Any) -> set[str]:
+    """The mesh axes ``x`` varies over inside ``shard_map`` (empty outside)."""
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)  # older JAX
+    if vma is None:
+        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", ())
+    return set(vma)
+
+
+def vary_like(tree: Any, *others: Any) -> Any:
+    """``tree`` marked as varying over every mesh axis any leaf of ``others`` varies over.
+
+    Inside ``jax.shard_map`` a value made by ``jnp.zeros`` (the default initial carry, an
+    accumulator) is the same on every device, while a scan body fed a device's shard of
+    the inputs returns a device-varying carry; ``lax.scan`` wants the two types equal.
+    Outside ``shard_map`` (no varying axes) this returns ``tree`` unchanged.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(vary_like(jnp.zeros(()), jnp.ones(3)))
+      0.0
+    """
+    axes: set[str] = set()
+    for x in jax.tree.leaves(others):
+        axes |= _varying_axes(x)
+    if not axes:
+        return tree
+
+    def leaf(x):
+        missing = tuple(sorted(axes - _varying_axes(x)))
+        return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(leaf, tree)
 
 
 # --------------------------------------------------------------------------------------

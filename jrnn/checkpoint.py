@@ -100,6 +100,10 @@ def _to_host(tree: Any) -> Any:
     def leaf(x):
         if _is_key(x):
             x = jax.random.key_data(x)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:  # several hosts
+            from jax.experimental import multihost_utils
+
+            return np.array(multihost_utils.process_allgather(x, tiled=True), copy=True)
         return np.array(x, copy=True)
 
     return jax.tree.map(leaf, tree)
@@ -259,9 +263,7 @@ class Checkpointer:
                 continue
             self._quarantine(bad)
             return result
-        raise CheckpointError(
-            f"no good checkpoint in {self.directory}: " + "; ".join(failures)
-        )
+        raise CheckpointError(f"no good checkpoint in {self.directory}: " + "; ".join(failures))
 
     def _restore_verified(self, template: Any, step: int) -> tuple[Any, dict[str, Any]]:
         abstract = jax.tree.map(

@@ -52,6 +52,7 @@ def _help_task(argv: list[str]) -> tuple[str | None, str | None]:
 def build_parser(task: str | None = None, model: str | None = None) -> argparse.ArgumentParser:
     """The ``jrnn`` parser; ``train --help`` shows ``task``'s (and ``model``'s) defaults."""
     import jrnn
+    from jrnn.app import devices
     from jrnn.app.config import add_train_arguments, arg_type
 
     parser = _Parser(
@@ -76,6 +77,7 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--force", action="store_true", help="start over, replacing the run in --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    devices.add_arguments(t)
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sample", help="print text generated from a text run's latest checkpoint")
@@ -102,11 +104,7 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     )
     d.add_argument("--num", type=arg_type("posint"), metavar="N", default=8, help="examples (8)")
     d.add_argument(
-        "--temperature",
-        type=arg_type("nonneg"),
-        metavar="X",
-        default=0.0,
-        help="sample at this temperature instead (0 = greedy/beam)",
+        "--temperature", type=arg_type("nonneg"), metavar="X", default=0.0, help="sample (0: beam)"
     )
     d.add_argument(
         "--length-penalty",
@@ -116,9 +114,7 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
         help="beam ranking: score / length**A (0.6)",
     )
     d.add_argument("--seed", type=arg_type("int"), default=0, metavar="N", help="sampling seed (0)")
-    d.add_argument(
-        "--plot", metavar="PNG", help="attention models: save the first example's weights"
-    )
+    d.add_argument("--plot", metavar="PNG", help="attention models: plot an example's weights")
     d.set_defaults(func=_cmd_decode)
 
     from jrnn.app.config import CELLS
@@ -227,7 +223,7 @@ def run() -> NoReturn:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jrnn.app import Config, fit, runs
+    from jrnn.app import Config, devices, fit, runs
     from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
     from jrnn.app.loop import check_resume
 
@@ -248,6 +244,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = Config(**{**saved.to_dict(), **explicit})
     else:
         config = Config(**explicit)
+    devices.start(config, args)  # before JAX starts: host devices, multi-host
     try:
         fit(config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
     except NonFiniteLoss as e:

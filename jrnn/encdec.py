@@ -21,7 +21,16 @@ from jrnn._model_common import (
     compute_dtype,
     embed_tokens,
 )
-from jrnn.base import Array, Carry, Cell, DType, Params, check_int, check_lengths
+from jrnn.base import (
+    Array,
+    Carry,
+    Cell,
+    DType,
+    Params,
+    check_int,
+    check_lengths,
+    vary_like,
+)
 from jrnn.unroll import Stack
 
 
@@ -97,6 +106,7 @@ def _teacher_forced(
     """
     scheduled = not (isinstance(sample_prob, (int, float)) and sample_prob == 0)
     tokens = jnp.moveaxis(tgt_in, 1, 0)  # [T', B]
+    state = vary_like(state, tokens, memory, params)  # inside shard_map: typed like the body's
     if not scheduled:
 
         def body(s, tok):

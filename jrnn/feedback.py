@@ -19,7 +19,7 @@ from jrnn._model_common import (
     compute_dtype,
     embed_tokens,
 )
-from jrnn.base import Array, Carry, Cell, DType, Params, check_int
+from jrnn.base import Array, Carry, Cell, DType, Params, check_int, vary_like
 
 
 class FeedbackModel(NamedTuple):
@@ -242,6 +242,7 @@ def output_recurrent(
 
         tm = lambda a: None if a is None else jnp.moveaxis(a, 1, 0)
         init = (initial_carry(p, (batch,)), jnp.full((batch,), start, jnp.int32))
+        init = vary_like(init, inputs, true_prev, p)  # inside shard_map: typed like the body's
         (carry, _), logits = jax.lax.scan(body, init, (tm(inputs), tm(true_prev), tm(own)))
         return jnp.moveaxis(logits, 0, 1), ModelAux(carry=carry)
 

@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jrnn.base import Array, Carry, Params
+from jrnn.base import Array, Carry, Params, check_int, vary_like
+from jrnn.sharding import DATA_AXIS, check_batch_divides, data_size
 
 __all__ = [
     "TrainState",
@@ -100,9 +102,9 @@ def init_train_state(
 
 
 def _check_optimizer(optimizer: Any, where: str) -> None:
-    if not (callable(getattr(optimizer, "init", None)) and callable(
-        getattr(optimizer, "update", None)
-    )):
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
         raise TypeError(
             f"{where}: `optimizer` must be an optax.GradientTransformation (with init and "
             f"update), e.g. optax.adam(1e-3), got {type(optimizer).__name__}"
@@ -153,6 +155,9 @@ def make_train_step(
     has_carry: bool = False,
     skip_nonfinite: bool = False,
     donate: bool = True,
+    mesh: Mesh | None = None,
+    micro_batches: int = 1,
+    loss_weight: Callable[[Any], Array] | None = None,
 ) -> Callable[..., Any]:
     """Builds the jitted training step.
 
@@ -175,6 +180,30 @@ def make_train_step(
         finite, keep the old ``params`` and ``opt_state`` (the step counter and key still
         advance).  Without it the non-finite state is returned and the caller decides.
       donate: donate the state's buffers to the step (update in place).
+      mesh: data parallelism over a ``jax.sharding.Mesh`` with a ``"data"`` axis
+        (:func:`jrnn.sharding.data_mesh`; other axes must have size 1).  Every leaf of
+        ``batch`` (and of ``carry``) is split along its leading (batch) axis over the
+        devices, ``state`` is replicated; each device runs ``loss_fn`` on its shard (inside
+        ``jax.shard_map``), the shards' weighted gradients are summed across devices once per
+        step (one all-reduce, after the backward pass), and clipping and the update see the
+        gradient of the whole batch.  The key a shard's ``loss_fn`` gets is ``state``'s
+        step key folded with the shard's index, so dropout differs between shards.  Inputs
+        on other devices are moved to the mesh.  ``None``: one device, no ``shard_map``.
+      micro_batches: gradient accumulation: each device's batch is cut along its leading
+        axis into this many micro-batches, run one after the other (``lax.scan``, so
+        only one micro-batch's activations are alive), and their weighted gradients summed:
+        a global batch larger than memory still trains.  With ``micro_batches > 1`` each
+        micro-batch's key is split from the step key.
+      loss_weight: ``loss_weight(batch) -> scalar``: the weight of a shard's or a
+        micro-batch's loss (and metrics) when they are combined, e.g. the number of valid
+        tokens for a masked token mean, so that the combined loss and gradient are exactly
+        those of ``loss_fn`` on the whole batch.  ``None``: equal weights, exact for a loss
+        that is a mean over the examples (of equal weight) of the batch.
+
+    With ``mesh`` or ``micro_batches``, ``loss``, ``metrics`` and the gradient are the
+    ``loss_weight``-weighted means over the pieces; the batch size must be divisible by
+    (devices x micro-batches) (checked when the step is traced: ``ValueError`` naming
+    ``batch``).  Without them the step is exactly the plain one.
 
     Returns:
       ``step(state, batch) -> (state, metrics)`` or, with ``has_carry``,
@@ -242,29 +271,162 @@ def make_train_step(
         )
         return params, opt_state, metrics
 
+    micro_batches = check_int("micro_batches", micro_batches, where)
+    if loss_weight is not None and not callable(loss_weight):
+        raise TypeError(
+            f"{where}: `loss_weight` must be callable or None, got {type(loss_weight).__name__}"
+        )
+    if mesh is not None:
+        data_size(mesh)  # a Mesh with a "data" axis
+        others = {a: n for a, n in mesh.shape.items() if a != DATA_AXIS and n != 1}
+        if others:
+            raise ValueError(
+                f"{where}: `mesh` may only have the {DATA_AXIS!r} axis (data parallelism), "
+                f"got the further axes {others}"
+            )
+    grad_fn = _grad_fn(loss_fn, has_carry, mesh, micro_batches, loss_weight)
+
     if has_carry:
 
         def step(state: TrainState, carry: Carry, batch: Any):
             _check_state(state, optimizer, "train step")
             key, sub = jax.random.split(state.key)
             carry = jax.lax.stop_gradient(carry)
-            (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, carry, batch, sub
-            )
+            loss, carry, metrics, grads = grad_fn(state.params, carry, batch, sub)
             params, opt_state, metrics = update(state, grads, loss, metrics)
             new_state = TrainState(state.step + 1, params, opt_state, key)
             return new_state, jax.lax.stop_gradient(carry), metrics
 
-        return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+        jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    else:
 
-    def step(state: TrainState, batch: Any):
-        _check_state(state, optimizer, "train step")
-        key, sub = jax.random.split(state.key)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, sub)
-        params, opt_state, metrics = update(state, grads, loss, metrics)
-        return TrainState(state.step + 1, params, opt_state, key), metrics
+        def step(state: TrainState, batch: Any):
+            _check_state(state, optimizer, "train step")
+            key, sub = jax.random.split(state.key)
+            loss, _, metrics, grads = grad_fn(state.params, None, batch, sub)
+            params, opt_state, metrics = update(state, grads, loss, metrics)
+            return TrainState(state.step + 1, params, opt_state, key), metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+        jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
+    if mesh is None:
+        return jitted
+    return _placed(jitted, mesh, has_carry)
+
+
+def _placed(jitted: Callable[..., Any], mesh: Mesh, has_carry: bool) -> Callable[..., Any]:
+    """``jitted`` with its arguments placed on ``mesh`` first (a no-op where they are)."""
+    rep = NamedSharding(mesh, PartitionSpec())
+    split = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+    def put(tree, sharding):
+        return jax.tree.map(
+            lambda x: (
+                x if getattr(x, "sharding", None) == sharding else jax.device_put(x, sharding)
+            ),
+            tree,
+        )
+
+    if has_carry:
+
+        def step(state, carry, batch):
+            return jitted(put(state, rep), put(carry, split), put(batch, split))
+
+    else:
+
+        def step(state, batch):
+            return jitted(put(state, rep), put(batch, split))
+
+    step.jitted = jitted  # for .lower(), cache statistics
+    return step
+
+
+def _grad_fn(
+    loss_fn: Callable[..., Any],
+    has_carry: bool,
+    mesh: Mesh | None,
+    micro_batches: int,
+    loss_weight: Callable[[Any], Array] | None,
+) -> Callable[..., Any]:
+    """``grad_fn(params, carry, batch, key) -> (loss, carry, metrics, grads)``: plain
+    ``value_and_grad`` or the weighted sum over micro-batches and devices."""
+
+    def one(params, carry, batch, key):
+        if has_carry:
+            (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, carry, batch, key
+            )
+        else:
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
+        return loss, carry, metrics, grads
+
+    if mesh is None and micro_batches == 1:
+        return one
+
+    def weighted(params, carry, batch, key):
+        """The weighted sums ``(w*loss, carry, w*metrics, w*grads, w)`` of one piece."""
+        loss, carry, metrics, grads = one(params, carry, batch, key)
+        w = jnp.asarray(1.0 if loss_weight is None else loss_weight(batch), jnp.float32)
+        # a piece of weight 0 (e.g. no valid token) adds exact zeros, even where its loss
+        # is 0/0
+        scale = lambda x: jnp.where(w > 0, x * w.astype(x.dtype), jnp.zeros_like(x))
+        return scale(loss), carry, jax.tree.map(scale, metrics), jax.tree.map(scale, grads), w
+
+    def local(params, carry, batch, key):
+        """One device's batch: its micro-batches one after another, their sums added."""
+        check_batch_divides(batch, micro_batches, "train step")
+        if micro_batches == 1:
+            return weighted(params, carry, batch, key)
+        cut = lambda x: x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:])
+        keys = jax.random.split(key, micro_batches)
+        pieces = (jax.tree.map(cut, carry), jax.tree.map(cut, batch), keys)
+        zero = jax.eval_shape(weighted, params, *jax.tree.map(lambda x: x[0], pieces))
+        zero = (zero[0], None, zero[2], zero[3], zero[4])
+        acc0 = vary_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero), params)
+
+        def body(acc, piece):
+            loss, carry, metrics, grads, w = weighted(params, *piece)
+            acc = jax.tree.map(jnp.add, acc, (loss, None, metrics, grads, w))
+            return acc, carry
+
+        (loss, _, metrics, grads, w), carries = jax.lax.scan(body, acc0, pieces)
+        carry = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), carries)
+        return loss, carry, metrics, grads, w
+
+    def combine(sums):
+        loss, carry, metrics, grads, w = sums
+        mean = lambda x: x / w.astype(x.dtype)
+        return mean(loss), carry, jax.tree.map(mean, metrics), jax.tree.map(mean, grads)
+
+    if mesh is None:
+        return lambda params, carry, batch, key: combine(local(params, carry, batch, key))
+
+    parts = data_size(mesh)
+
+    def sharded(params, carry, batch, key):
+        # the params are replicated; each device differentiates its own loss with respect
+        # to a device-varying view of them, so its gradient is its shard's alone, and the
+        # shards' sums are added once (a replicated loss would be differentiated N times)
+        params = jax.tree.map(lambda p: jax.lax.pcast(p, DATA_AXIS, to="varying"), params)
+        key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+        loss, carry, metrics, grads, w = local(params, carry, batch, key)
+        total = jax.lax.psum(vary_like((loss, metrics, grads, w), params), DATA_AXIS)
+        return total[0], carry, total[1], total[2], total[3]
+
+    split, rep = PartitionSpec(DATA_AXIS), PartitionSpec()
+
+    def grad_fn(params, carry, batch, key):
+        check_batch_divides(batch, parts * micro_batches, "train step")
+        if has_carry:
+            check_batch_divides(carry, parts * micro_batches, "train step", "carry")
+        run = jax.shard_map(
+            sharded,
+            mesh=mesh,
+            in_specs=(rep, split, split, rep),
+            out_specs=(rep, split, rep, rep, rep),
+        )
+        return combine(run(params, carry, batch, key))
+
+    return grad_fn
 
 
 def tbptt_value_and_grad(

@@ -36,6 +36,7 @@ from jrnn.base import (
     check_params,
     check_resets,
     compute_dtype,
+    vary_like,
 )
 
 
@@ -187,21 +188,24 @@ def unroll(
         runs.  A plain cell ignores ``key`` (its program is unchanged).  Training a
         regularised cell runs the in-step scan differentiated by autodiff (``hoist`` and
         ``vjp`` are ignored; ``remat`` is honoured).
-      method: how the recurrence is evaluated over time.  ``"scan"`` (default): the
-        sequential ``lax.scan`` above.  For a cell with ``affine`` (an element-wise linear
-        recurrence: :func:`jrnn.mingru`, :func:`jrnn.minlstm`, :func:`jrnn.lru`),
-        ``"newton"`` and ``"quasi-newton"`` evaluate all steps at once by
-        ``jax.lax.associative_scan`` (:mod:`jrnn.linear_scan`; exact, since Newton's method
-        on a linear recurrence converges in one step) with the same ``carry``,
-        ``lengths``, ``reverse``, ``resets``, batch axes, ``time_major`` and
-        ``return_carries`` semantics, differentiated by ordinary autodiff (``hoist``,
-        ``vjp``, ``remat`` and ``unroll`` do not apply); ``"auto"`` chooses by
-        :func:`jrnn.linear_scan.prefer_associative`: on CPU always the sequential scan
-        (measured faster at every ``T`` up to 16384), elsewhere the associative scan from
-        ``T >= jrnn.linear_scan.ASSOCIATIVE_MIN_STEPS``.
-        Training a regularised cell (a ``key`` with ``cell.noise``) and ``T = 0`` always
-        run the sequential scan.  For other cells ``"auto"`` is ``"scan"``, and
-        ``"newton"``/``"quasi-newton"`` raise ``NotImplementedError``.
+      method: ``"scan"`` (default): the sequential ``lax.scan``.  ``"newton"`` /
+        ``"quasi-newton"``: parallel in time, Newton's method on the whole trajectory with
+        full / diagonal Jacobians (DEER, Lim et al. 2023; quasi-DEER, Gonzalez et al. 2024),
+        stopped on the true residual and falling back to the scan where it does not
+        converge, so the results are the scan's (to the tolerance); gradients by the
+        implicit function theorem (see :mod:`jrnn.newton`, and
+        :func:`jrnn.newton.solve` for its options and diagnostics).  ``hoist``, ``vjp``,
+        ``remat`` and ``unroll`` do not apply to it; it does not train regularised cells
+        (with ``key``).  ``"auto"``: :func:`jrnn.newton.auto_method` picks (the scan on CPU).
+        A cell with ``affine`` (an element-wise linear recurrence: :func:`jrnn.mingru`,
+        :func:`jrnn.minlstm`, :func:`jrnn.lru`) is instead evaluated by
+        ``jax.lax.associative_scan`` for ``"newton"``/``"quasi-newton"`` (exact: Newton's
+        method on a linear recurrence converges in one step; :mod:`jrnn.linear_scan`),
+        with the same ``carry``, ``lengths``, ``reverse``, ``resets``, batch axes,
+        ``time_major`` and ``return_carries`` semantics and ordinary autodiff; for it
+        ``"auto"`` follows :func:`jrnn.linear_scan.prefer_associative` (the scan on CPU,
+        measured faster at every ``T`` up to 16384).  Training it with a ``key`` and
+        :func:`jrnn.newton.solve` use the paths above.
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -264,8 +268,13 @@ def _run(
     cname: str = "carry",
     key: PRNGKey | None = None,
     method: Method = "scan",
+    newton_options: Any = None,
+    return_info: bool = False,
 ):
-    """:func:`unroll` with the names its messages use (``stack.apply`` passes its own)."""
+    """:func:`unroll` with the names its messages use (``stack.apply`` passes its own).
+
+    ``newton_options`` (a :class:`jrnn.newton.NewtonOptions`) and ``return_info`` (append
+    the :class:`jrnn.newton.NewtonInfo`) serve :func:`jrnn.newton.solve`."""
     if not isinstance(cell, Cell):
         raise TypeError(f"{where}: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
     reverse = check_bool("reverse", reverse, where)
@@ -303,6 +312,7 @@ def _run(
         carry = cast_tree(carry, dtype)
     else:
         carry = template
+    carry = vary_like(carry, xs, params)  # inside shard_map: typed like the body's output
     xs = xs.astype(dtype)
     if resets is not None:
         r_layout = "[T, *batch]" if time_major else "[*batch, T]"
@@ -324,10 +334,25 @@ def _run(
         xs = jnp.where(mask[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
         resets = _carry_resets(resets, mask, reverse)
+    guess = None if newton_options is None else newton_options.guess
+    if guess is not None:  # a warm start of jrnn.newton: time-major like xs
+        nb = len(batch_shape)
+        g_shape = (  # each carry leaf with a time axis where xs has it
+            (lambda a: (num_steps, *a.shape))
+            if time_major
+            else (lambda a: (*a.shape[:nb], num_steps, *a.shape[nb:]))
+        )
+        g_template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(g_shape(a), a.dtype), template)
+        guess = check_carry(guess, g_template, where, "guess", cell.name)
+        if not time_major:
+            guess = jax.tree.map(lambda a: jnp.moveaxis(a, nb, 0), guess)
+        guess = cast_tree(guess, dtype)
     if lengths is not None and reverse:  # run forward over the sequences flipped within
         xs = _flip(xs, lengths)  # their lengths
         if resets is not None:
             resets = _flip(resets, lengths)
+        if guess is not None:
+            guess = jax.tree.map(lambda a: _flip(a, lengths), guess)
         reverse, flipped = False, True
 
     noise = None
@@ -336,35 +361,60 @@ def _run(
         hoist, vjp = False, "autodiff"
     if remat != "none":  # recompute inside the scan: project in-step, differentiate the scan
         hoist, vjp = False, "autodiff"
-    opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
-    parallel = False
-    if cell.affine is not None and method != "scan":
+    info = None
+    affine = False
+    if cell.affine is not None and method != "scan" and noise is None and newton_options is None:
         # a linear recurrence: the associative scan is exact (Newton converges in one step)
-        parallel = noise is None and num_steps > 0
-        if method == "auto":
-            parallel = parallel and linear_scan.prefer_associative(num_steps)
-    elif method in ("newton", "quasi-newton"):
-        raise NotImplementedError(
-            f"{where}: `method={method!r}` is implemented only for cells with an element-wise "
-            f"linear recurrence (cell.affine: mingru, minlstm, lru), got {cell.name}; "
-            f"use method='scan'"
-        )
-    if parallel:
+        affine = num_steps > 0 and (method != "auto" or linear_scan.prefer_associative(num_steps))
+        method = method if affine else "scan"
+    if method != "scan" and not affine:  # parallel in time (jrnn.newton); "auto" may choose
+        from jrnn import newton  # the scan
+
+        method = newton.resolve_method(method, template, xs.shape, noise is not None, where)
+    if affine:
         emit = "carries" if return_carries else "y"
         carry, out = linear_scan.associative_unroll(
             cell, params, xs, carry, mask, resets, reverse, emit
         )
+    elif method != "scan":
+        options = newton.check_options(newton_options or newton.NewtonOptions(), where)
+        carry, out, info = newton.parallel_forward(
+            cell,
+            params,
+            xs,
+            carry,
+            mask,
+            resets,
+            reverse=reverse,
+            method=method,
+            options=options,
+            guess=guess,
+        )
+        out = out if return_carries else out[0]
     elif return_carries:
-        carry, out = _forward(opts, params, xs, carry, mask, resets, "carries", noise)
+        carry, out = _forward(
+            _ScanOptions(cell, hoist, reverse, unroll, remat),
+            params,
+            xs,
+            carry,
+            mask,
+            resets,
+            "carries",
+            noise,
+        )
     elif vjp == "autodiff":
+        opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
         carry, out = _forward(opts, params, xs, carry, mask, resets, "y", noise)
     else:
+        opts = _ScanOptions(cell, hoist, reverse, unroll, remat)
         out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
     if flipped:
         out = jax.tree.map(lambda a: _flip(a, lengths), out)
 
     if not time_major:
         out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2), out)
+    if return_info:
+        return out, carry, info
     if return_carries:
         ys, carries = out
         return ys, carry, carries

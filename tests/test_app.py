@@ -223,7 +223,14 @@ def test_config_round_trips_and_splits_fixed_from_free_keys():
     c = Config(task="runsum", arch="outrec-hidden", hidden=12, sample_prob=0.25)
     assert Config.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert set(FIXED_KEYS) | set(FREE_KEYS) == set(c.to_dict())
-    assert set(FREE_KEYS) == {"checkpoint_every", "eval_every", "log_every", "sample_length"}
+    assert set(FREE_KEYS) == {
+        "checkpoint_every",
+        "eval_every",
+        "log_every",
+        "sample_length",
+        "devices",
+        "micro_batches",
+    }
     old = {k: v for k, v in c.to_dict().items() if k not in ("arch", "min_len", "pool")}
     assert Config.from_dict(old).arch == "outrec"  # runs written before --model: the task's
 

@@ -244,6 +244,19 @@ def test_log_space_scan_is_stable_where_the_gates_saturate():
 # ---- methods, stacks, wrappers ----------------------------------------------------------
 
 
+def test_newton_solve_and_training_keys_take_the_general_paths():
+    # jrnn.newton.solve (explicit options) runs the Newton solver, which converges at once
+    name, cell = "minlstm", VARIANTS[2][1]
+    p = PARAMS[name]
+    ys, _, info = jrnn.newton.solve(cell, p, XS, lengths=LENGTHS)
+    _close(ys, jrnn.unroll(cell, p, XS, lengths=LENGTHS, method="newton")[0], 1e-8)
+    assert bool(jnp.all(info.converged))
+    # training a regularised affine cell with a parallel method: refused as for any cell
+    drop = jrnn.recurrent_dropout(cell, 0.0, input_rate=0.5)
+    with pytest.raises(ValueError, match="cannot train a regularised cell"):
+        jrnn.unroll(drop, p, XS, key=jax.random.key(0), method="newton")
+
+
 def test_methods_auto_and_quasi_newton():
     name, cell = "lru", VARIANTS[4][1]
     p = PARAMS[name]
@@ -279,7 +292,7 @@ def test_wrappers_and_other_cells():
     assert jrnn.recurrent_dropout(jrnn.mingru(H), 0.0, input_rate=0.1).affine is not None
     cell = jrnn.recurrent_dropout(jrnn.mingru(H, **F64), 0.0, input_rate=0.5)
     p = PARAMS["mingru"]
-    ys, _ = jrnn.unroll(cell, p, XS, key=jax.random.key(0), method="newton")  # sequential
+    ys, _ = jrnn.unroll(cell, p, XS, key=jax.random.key(0), method="auto")  # sequential
     assert ys.shape == (B, T, H)
     _close(jrnn.unroll(cell, p, XS, method="newton"), jrnn.unroll(cell, p, XS), 1e-12)
 
@@ -321,9 +334,6 @@ def test_unroll_refuses_bad_method_params_and_inputs():
     cell, p = VARIANTS[0][1], PARAMS["mingru"]
     with pytest.raises(ValueError, match="unroll: `method` must be 'scan', 'newton', 'quasi-"):
         jrnn.unroll(cell, p, XS, method="parallel")
-    with pytest.raises(NotImplementedError, match="method='newton'.* got lstm"):
-        lstm = jrnn.lstm(H)
-        jrnn.unroll(lstm, lstm.init(jax.random.key(0), I), XS, method="newton")
     with pytest.raises(ValueError, match=r"unroll: `params\['w_ih'\]` must have shape \[4, 6\]"):
         jrnn.unroll(cell, {**p, "w_ih": p["w_ih"][:, :4]}, XS, method="newton")
     with pytest.raises(ValueError, match=r"unroll: `xs` must have shape \[\*batch, T, input_"):

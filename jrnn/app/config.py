@@ -73,7 +73,7 @@ _REQUIRED = object()  # no common default: every task sets it
 class Meta(NamedTuple):
     """A config field's flag: ``kind`` is one of ``int``, ``posint``, ``natural`` (>= 0),
     ``posfloat``, ``nonneg``, ``rate`` ([0, 1)), ``unit`` ([0, 1]), ``bool``, ``choice``,
-    ``path``."""
+    ``path``, ``devices`` (a positive int or ``auto``)."""
 
     help: str
     group: str
@@ -181,6 +181,22 @@ class Config:
         scope="uses",
         strict=True,
     )
+    devices: int | str = _f(
+        "devices each batch is split over: N, or auto (every CPU core or local accelerator "
+        "that gets >= 8 sequences)",
+        _O,
+        "devices",
+        "auto",
+        metavar="N|auto",
+        free=True,
+    )
+    micro_batches: int = _f(
+        "gradient accumulation: each device's batch is run as N micro-batches in turn",
+        _O,
+        "posint",
+        1,
+        free=True,
+    )
     seed: int = _f("seed of everything random", _O, "int", 0)
     skip_nonfinite: bool = _f(
         "skip updates with a non-finite loss instead of stopping", _O, "bool", False
@@ -268,6 +284,8 @@ LATER_KEYS: dict[str, Any] = {
     "layer_norm": False,
     "zoneout": 0.0,
     "recurrent_dropout": 0.0,
+    "devices": 1,
+    "micro_batches": 1,
 }
 """Keys added after the first release, with what older runs computed ("arch": the task's)."""
 
@@ -340,6 +358,13 @@ def _convert(kind: str, value: Any, text: bool) -> Any:
         if not math.isfinite(value) or not ok[0]:
             raise ValueError(f"must be {ok[1]}, got {shown}")
         return value
+    if kind == "devices":
+        if value == "auto":
+            return value
+        try:
+            return _convert("posint", value, text)
+        except ValueError:
+            raise ValueError(f"must be a positive integer or auto, got {value!r}") from None
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"must be True or False, got {value!r}")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jrnn.app import runs
+from jrnn.app import devices, runs
 from jrnn.app.config import FIXED_KEYS, Config, canonical
 from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
 
@@ -115,7 +115,7 @@ def fit(
       out_dir: the run folder (created if needed).
       resume: continue the run in ``out_dir`` from its latest checkpoint; ``config`` must
         equal the saved one but for the schedule (``checkpoint_every``, ``eval_every``,
-        ``log_every``, ``sample_length``).
+        ``log_every``, ``sample_length``) and the devices (``devices``, ``micro_batches``).
       force: replace a run in ``out_dir`` (only jrnn's files there are removed).
       progress: draw a tqdm progress bar on stderr.
 
@@ -144,7 +144,9 @@ def fit(
         raise TypeError(f"fit: config must be a jrnn.app.Config, got {type(config).__name__}")
     out = Path(out_dir)
     _check_out(config, out, resume, force)
+    devices.start(config)
     corpus = load_data(config)
+    mesh = devices.mesh_for(config)
     if resume and corpus is not None:
         if runs.read_vocab(out, "--resume: ") != corpus.vocab.to_json():
             raise UsageError(
@@ -156,7 +158,7 @@ def fit(
         locked = out.is_dir()
         if locked:
             held.enter_context(runs.lock(out))
-        return _train(config, out, resume, force, corpus, progress, None if locked else held)
+        return _train(config, out, resume, force, corpus, mesh, progress, held, locked)
 
 
 def _train(
@@ -165,25 +167,29 @@ def _train(
     resume: bool,
     force: bool,
     corpus: Any,
+    mesh: Any,
     progress: bool,
-    lock_into: contextlib.ExitStack | None,
+    held: contextlib.ExitStack,
+    locked: bool,
 ) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
     from tqdm.auto import tqdm
 
     from jrnn import train as jtrain
     from jrnn.app.plots import plot_loss
     from jrnn.app.restore import restore_newest
     from jrnn.checkpoint import Checkpointer
+    from jrnn.sharding import DATA_AXIS, data_size
 
     task, optimizer, state, carry = build_state(config, corpus)
-    if lock_into is not None:  # a new folder: created, then locked before anything is written
+    if not locked:  # a new folder: created, then locked before anything is written
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--out {out}: cannot create the folder: {e.strerror}") from None
-        lock_into.enter_context(runs.lock(out))
+        held.enter_context(runs.lock(out))
     if force:
         runs.clear(out)
     saved = {**config.to_dict(), "config_version": runs.CONFIG_VERSION, "model": task.model.name}
@@ -233,12 +239,21 @@ def _train(
         clip_norm=config.clip or None,
         has_carry=task.has_carry,
         skip_nonfinite=config.skip_nonfinite,
+        mesh=mesh,
+        micro_batches=config.micro_batches,
+        loss_weight=task.loss_weight,
     )
-    batch_fn = jax.jit(task.batch_fn)
+    # with a mesh each batch is made where it is used, one shard per device
+    split = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    batch_fn = jax.jit(task.batch_fn, out_shardings=split)
     eval_step = jtrain.make_eval_step(task.eval_fn)
 
     def run_eval(params):
-        return jtrain.evaluate(eval_step, params, task.eval_batches(), task.eval_carry(params))
+        batches, carry = task.eval_batches(), task.eval_carry(params)
+        if mesh is not None and config.eval_batch_size % data_size(mesh) == 0:
+            batches = (jax.device_put(b, split) for b in batches)  # split like training
+            carry = jax.device_put(carry, split)
+        return jtrain.evaluate(eval_step, params, batches, carry)
 
     stop: dict[str, Any] = {"signal": None}
 

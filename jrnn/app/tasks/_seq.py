@@ -193,6 +193,7 @@ def generation(config: Any, generator: Callable[..., Any]) -> Task:
         baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
         eval_row=token_eval_row,
         show=show,
+        loss_weight=lambda batch: jnp.sum(batch.tgt_lengths),  # a mean over target tokens
     )
 
 
@@ -286,6 +287,7 @@ def tagging(
         baseline=baseline or ("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
         eval_row=token_eval_row,
         show=show,
+        loss_weight=lambda batch: jnp.sum(batch.lengths),  # a mean over valid tokens
     )
 
 

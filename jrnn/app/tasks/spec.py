@@ -72,6 +72,9 @@ class Task(NamedTuple):
       generate: ``generate(params, prompt, length, temperature, seed) -> text`` (charlm).
       eval_extra: ``eval_extra() -> {column: value}`` printed by ``jrnn eval`` (charlm: the
         number of held-out characters scored).
+      loss_weight: ``loss_weight(batch) -> scalar``, the weight of a batch's piece when a
+        step splits it over devices or micro-batches (the valid tokens of a masked token
+        mean); ``None``: equal weights (see :func:`jrnn.make_train_step`).
     """
 
     name: str
@@ -93,6 +96,7 @@ class Task(NamedTuple):
     show: Callable[..., list[str]] | None = None
     generate: Callable[..., str] | None = None
     eval_extra: Callable[[], dict[str, Any]] | None = None
+    loss_weight: Callable[[Any], Any] | None = None
 
 
 # ------------------------------------------------------------------------------------------

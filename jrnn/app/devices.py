@@ -1,0 +1,112 @@
+"""Where a run computes: ``--devices`` (data parallelism over local devices, host devices on
+a CPU) and a multi-host launch (``--coordinator``, ``--num-processes``, ``--process-id``).
+
+The order matters and is kept here: :func:`start` runs before anything starts JAX's
+backends (a CPU's host-device count is fixed then), :func:`mesh_for` after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from jrnn.app.errors import UsageError
+
+__all__ = ["AUTO_MIN_ROWS", "add_arguments", "auto_devices", "cores", "mesh_for", "start"]
+
+AUTO_MIN_ROWS = 8
+"""``--devices auto`` splits a batch only into shards of at least this many sequences:
+below it the per-step exchange between devices costs more than the halved work saves
+(``benchmarks/devices.py``)."""
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The multi-host flags (process-level, not saved in the run's config)."""
+    g = parser.add_argument_group(
+        "multi-host (jax.distributed.initialize; on SLURM, Open MPI, Kubernetes and Cloud TPU "
+        "the flags can be left out: JAX reads the environment)"
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    g.add_argument(
+        "--distributed", action="store_true", help="initialise from the environment alone"
+    )
+
+
+def start(config: Any, args: argparse.Namespace | None = None) -> None:
+    """Before JAX starts: joins a multi-host job when asked, and on a CPU makes the host
+    devices ``config.devices`` needs (``auto``: one per core).  Once JAX has started (in a
+    notebook, a test) nothing changes: :func:`mesh_for` uses the devices there are."""
+    import jax
+
+    from jrnn.sharding import use_cpu_cores
+
+    flags = {}
+    if args is not None:
+        flags = {
+            k: v
+            for k, v in (
+                ("coordinator_address", args.coordinator),
+                ("num_processes", args.num_processes),
+                ("process_id", args.process_id),
+            )
+            if v is not None
+        }
+        if flags or args.distributed:
+            jax.distributed.initialize(**flags)
+    from jax._src import xla_bridge
+
+    if not xla_bridge.backends_are_initialized():
+        use_cpu_cores(cores() if config.devices == "auto" else config.devices)
+
+
+def auto_devices(batch_size: int, micro_batches: int, available: int) -> int:
+    """``--devices auto``: the most devices, at most ``available``, that split each micro-batch
+    into equal shards of at least :data:`AUTO_MIN_ROWS` sequences (1 if none does)."""
+    rows = batch_size // micro_batches
+    best = 1
+    for n in range(2, available + 1):
+        if rows % n == 0 and rows // n >= AUTO_MIN_ROWS:
+            best = n
+    return best
+
+
+def mesh_for(config: Any) -> Any:
+    """The data mesh of ``config.devices`` (``None`` for one device); :class:`UsageError`
+    when the batch does not split or more devices are asked for than exist."""
+    import jax
+
+    from jrnn.sharding import data_mesh
+
+    devices = jax.devices()
+    on_cpu = devices[0].platform == "cpu"
+    available = min(len(devices), cores()) if on_cpu and jax.process_count() == 1 else len(devices)
+    if config.devices == "auto":
+        n = auto_devices(config.batch_size, config.micro_batches, available)
+    else:
+        n = config.devices
+        if n > len(devices):
+            how = (
+                f"; on a CPU, start the process with JAX_NUM_CPU_DEVICES={n} or let jrnn train "
+                f"make them (it does before JAX starts)"
+                if on_cpu
+                else ""
+            )
+            raise UsageError(
+                f"--devices {n}: JAX has {len(devices)} {devices[0].platform} device(s){how}"
+            )
+    parts = n * config.micro_batches
+    if config.batch_size % parts:
+        raise UsageError(
+            f"--batch-size {config.batch_size} does not split over --devices {n} x "
+            f"--micro-batches {config.micro_batches}: it must be a multiple of {parts}"
+        )
+    return data_mesh(n) if n > 1 else None

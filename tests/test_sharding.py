@@ -1,0 +1,287 @@
+"""Data parallelism (``jrnn.sharding``, ``make_train_step(mesh=, micro_batches=,
+loss_weight=)``, ``jrnn train --devices/--micro-batches``) on fake CPU devices.
+
+tests/conftest.py gives this process 4 host devices; the 8-device CLI run and
+``use_cpu_cores`` in a fresh interpreter run in subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jrnn
+from jrnn.app import Config, UsageError, fit
+from jrnn.app.devices import AUTO_MIN_ROWS, auto_devices
+from jrnn.sharding import data_mesh, replicate, shard_batch
+
+pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 fake CPU devices")
+
+B, T, I, H = 16, 6, 3, 5
+
+
+def _record_grads() -> optax.GradientTransformation:
+    """An 'optimizer' whose state is the last gradient it saw (and which never moves)."""
+    return optax.GradientTransformation(
+        lambda params: jax.tree.map(jnp.zeros_like, params),
+        lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
+    )
+
+
+def _problem(dtype=jnp.float64):
+    cell = jrnn.lstm(H, param_dtype=dtype)
+    params = cell.init(jax.random.key(0), I)
+    k1, k2 = jax.random.split(jax.random.key(1))
+    xs = jax.random.normal(k1, (B, T, I), dtype)
+    ys = jax.random.normal(k2, (B, T, H), dtype)
+    lengths = jnp.array([0, 1, 2, 3, 4, 5, 6, 6, 1, 6, 2, 5, 3, 0, 4, 6])  # uneven per shard
+
+    def loss_fn(p, batch, key):  # a masked mean over valid (step, unit) entries
+        x, y, n = batch
+        out, _ = jrnn.unroll(cell, p, x, lengths=n)
+        mask = (jnp.arange(T) < n[:, None])[..., None]
+        total = jnp.sum(jnp.where(mask, (out - y) ** 2, 0.0))
+        count = jnp.maximum(jnp.sum(n) * H, 1).astype(dtype)
+        return total / count, {"mse": total / count}
+
+    return cell, params, (xs, ys, lengths), loss_fn
+
+
+def _weight(batch):
+    return jnp.sum(batch[2])
+
+
+@pytest.mark.parametrize(("devices", "micro"), [(4, 1), (2, 1), (2, 2), (1, 4), (4, 4)])
+def test_sharded_step_gives_the_true_loss_and_gradient(devices, micro):
+    """Each shard differentiates its own loss and the weighted shard gradients are summed
+    once: the result is the whole batch's gradient (not N times it, as a ``pmean`` after
+    differentiating a replicated loss would give), also with uneven valid-token counts per
+    shard and micro-batch (``loss_weight``) and shards without any valid token."""
+    _, params, batch, loss_fn = _problem()
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
+    mesh = data_mesh(devices) if devices > 1 else None
+    opt = _record_grads()
+    step = jrnn.make_train_step(
+        loss_fn, opt, clip_norm=None, mesh=mesh, micro_batches=micro, loss_weight=_weight
+    )
+    state, m = step(jrnn.init_train_state(params, opt, jax.random.key(0)), batch)
+    chex.assert_trees_all_close(state.opt_state, grads, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m["loss"], loss, rtol=1e-12)
+    np.testing.assert_allclose(m["mse"], metrics["mse"], rtol=1e-12)
+    np.testing.assert_allclose(m["grad_norm"], optax.tree.norm(grads), rtol=1e-10)
+
+
+def test_equal_weights_without_loss_weight_for_a_mean_over_examples():
+    cell, params, (xs, ys, _), _ = _problem()
+
+    def loss_fn(p, batch, key):
+        out, _ = jrnn.unroll(cell, p, batch[0])
+        return jnp.mean((out - batch[1]) ** 2), {}
+
+    grads = jax.grad(lambda p: loss_fn(p, (xs, ys), None)[0])(params)
+    opt = _record_grads()
+    step = jrnn.make_train_step(loss_fn, opt, clip_norm=None, mesh=data_mesh(4), micro_batches=2)
+    state, _ = step(jrnn.init_train_state(params, opt, jax.random.key(0)), (xs, ys))
+    chex.assert_trees_all_close(state.opt_state, grads, rtol=1e-10, atol=1e-12)
+
+
+def test_sharded_adam_steps_equal_the_single_device_steps_and_clip_globally():
+    """Three Adam steps with clipping at a norm the gradient exceeds: params equal within
+    1e-6 relative (float32), the clipped norm is the clip (global, not per shard)."""
+    _, params, batch, loss_fn = _problem(jnp.float32)
+    opt = optax.adam(1e-2)
+    results = []
+    for mesh in (None, data_mesh(4)):
+        step = jrnn.make_train_step(
+            loss_fn, opt, clip_norm=0.05, mesh=mesh, loss_weight=_weight, donate=False
+        )
+        state = jrnn.init_train_state(params, opt, jax.random.key(0))
+        for _ in range(3):
+            state, m = step(state, batch)
+        results.append((state.params, m))
+    (p1, m1), (p4, m4) = results
+    chex.assert_trees_all_close(p4, p1, rtol=1e-6, atol=1e-7)
+    assert float(m4["grad_norm"]) > 0.05
+    np.testing.assert_allclose(m4["grad_norm_clipped"], 0.05, rtol=1e-5)
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-6)
+    assert p4["w_hh"].sharding.is_fully_replicated
+
+
+def test_tbptt_carry_is_sharded_like_the_batch_and_matches_one_device():
+    cell, params, (xs, ys, _), _ = _problem()
+
+    def loss_fn(p, carry, batch, key):
+        out, carry = jrnn.unroll(cell, p, batch[0], carry=carry)
+        return jnp.mean((out - batch[1]) ** 2), (carry, {})
+
+    opt = optax.sgd(0.1)
+    runs = []
+    for mesh, micro in ((None, 1), (data_mesh(4), 2)):
+        step = jrnn.make_train_step(
+            loss_fn, opt, has_carry=True, mesh=mesh, micro_batches=micro, donate=False
+        )
+        state = jrnn.init_train_state(params, opt, jax.random.key(0))
+        carry = cell.initial_carry(params, (B,))
+        for w in range(3):  # three consecutive windows of one stream
+            state, carry, m = step(state, carry, (xs + w, ys))
+        runs.append((state.params, carry, m["loss"]))
+    chex.assert_trees_all_close(runs[1], runs[0], rtol=1e-10, atol=1e-12)
+    assert runs[1][1].h.sharding.spec == jax.sharding.PartitionSpec("data")
+
+
+def test_each_shard_and_micro_batch_gets_its_own_key():
+    """The key reaching ``loss_fn`` differs between shards (dropout masks are independent),
+    read back through the carry, which stays split like the batch."""
+
+    def loss_fn(p, carry, batch, key):
+        draw = jax.random.uniform(key, ()) + 0.0 * carry
+        return jnp.sum(p["w"] * batch), (draw, {})
+
+    opt = optax.sgd(0.0)
+    params = {"w": jnp.ones(())}
+    step = jrnn.make_train_step(loss_fn, opt, has_carry=True, mesh=data_mesh(4), micro_batches=2)
+    state = jrnn.init_train_state(params, opt, jax.random.key(0))
+    _, draws, _ = step(state, jnp.zeros(16), jnp.ones(16))
+    pieces = np.asarray(draws).reshape(8, 2)  # 4 devices x 2 micro-batches of 2 rows
+    assert np.all(pieces[:, 0] == pieces[:, 1]) and len(set(pieces[:, 0].tolist())) == 8
+
+
+def test_bad_meshes_and_batches_get_clear_errors():
+    _, params, batch, loss_fn = _problem()
+    opt = optax.sgd(0.1)
+    state = jrnn.init_train_state(params, opt, jax.random.key(0))
+    step = jrnn.make_train_step(loss_fn, opt, mesh=data_mesh(4), micro_batches=8)
+    with pytest.raises(
+        ValueError,
+        match=r"train step: `batch\[0\]` must have a leading batch axis"
+        r" divisible by 32 .* got shape \[16, 6, 3\]",
+    ):
+        step(state, batch)
+    with pytest.raises(ValueError, match="`micro_batches` must be"):
+        jrnn.make_train_step(loss_fn, opt, micro_batches=0)
+    two_d = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
+    with pytest.raises(ValueError, match=r"`mesh` may only have the 'data' axis.*'model': 2"):
+        jrnn.make_train_step(loss_fn, opt, mesh=two_d)
+    other = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("batch",))
+    with pytest.raises(ValueError, match=r"`mesh` has no axis 'data'"):
+        jrnn.make_train_step(loss_fn, opt, mesh=other)
+    with pytest.raises(
+        ValueError,
+        match=r"`devices`=64 but JAX has 4 cpu device\(s\); for more "
+        r"host devices call jrnn.use_cpu_cores\(64\)",
+    ):
+        data_mesh(64)
+    with pytest.raises(TypeError, match="`loss_weight` must be callable"):
+        jrnn.make_train_step(loss_fn, opt, loss_weight=2.0)
+    with pytest.raises(ValueError, match=r"`tree` must have a leading batch axis divisible by 4"):
+        shard_batch(jnp.ones(6), data_mesh(4))
+    assert replicate(jnp.ones(3), data_mesh(2)).sharding.is_fully_replicated
+
+
+def test_use_cpu_cores_before_and_after_jax_starts():
+    assert jrnn.use_cpu_cores(len(jax.devices("cpu"))) == 4  # the count JAX has: a no-op
+    with pytest.raises(
+        RuntimeError,
+        match=r"already started with 4 CPU device\(s\) and cannot "
+        r"change to 3; call jrnn.use_cpu_cores\(3\) right after `import jrnn`",
+    ):
+        jrnn.use_cpu_cores(3)
+    with pytest.raises(ValueError, match="`n` must be >= 1, got 0"):
+        jrnn.use_cpu_cores(0)
+    code = (
+        "import jrnn, jax, os; n = jrnn.use_cpu_cores(3); print(n, len(jax.devices()), "
+        "jrnn.use_cpu_cores() if False else len(os.sched_getaffinity(0)))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:2] == ["3", "3"]
+
+
+def test_auto_devices_rule():
+    assert auto_devices(64, 1, 2) == 2
+    assert auto_devices(64, 1, 8) == 8
+    assert auto_devices(64, 2, 8) == 4  # shards of 32 / 4 = 8 sequences
+    assert auto_devices(2 * AUTO_MIN_ROWS - 1, 1, 2) == 1  # odd: does not split
+    assert auto_devices(AUTO_MIN_ROWS, 1, 2) == 1  # shards would be too small
+    assert auto_devices(48, 1, 8) == 6  # the most devices that divide the batch
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fit_resumes_across_device_counts(tmp_path, capsys):
+    """A run checkpointed on 4 devices resumes on 1 (and one on 1 on 4): the continued
+    run ends where the uninterrupted one does (float32: to 1e-5)."""
+    base = dict(task="adding", steps=20, hidden=16, batch_size=32, seq_len=20)
+    base.update(checkpoint_every=10, eval_every=20, eval_batches=1, log_every=5)
+    full = fit(Config(**base, devices=4), tmp_path / "full", progress=False)
+    for first, then in ((4, 1), (1, 4)):
+        out = tmp_path / f"{first}to{then}"
+        fit(Config(**base, devices=first), out, progress=False)
+        for d in (out / "checkpoints").iterdir():  # as if killed after the step-10 save
+            if d.name == "20":
+                import shutil
+
+                shutil.rmtree(d)
+        resumed = fit(Config(**base, devices=then), out, resume=True, progress=False)
+        assert resumed["val_mse"] == pytest.approx(full["val_mse"], rel=1e-5)
+        a = [r["loss"] for r in _rows(out) if "loss" in r]
+        b = [r["loss"] for r in _rows(tmp_path / "full") if "loss" in r]
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert json.loads((out / "config.json").read_text())["devices"] == 4
+    capsys.readouterr()
+
+
+def test_fit_refuses_batches_that_do_not_split_and_missing_devices(tmp_path):
+    with pytest.raises(
+        UsageError,
+        match=r"--batch-size 30 does not split over --devices 4 x "
+        r"--micro-batches 1: it must be a multiple of 4",
+    ):
+        fit(Config(task="adding", batch_size=30, devices=4), tmp_path / "a", progress=False)
+    with pytest.raises(
+        UsageError,
+        match=r"--devices 16: JAX has 4 cpu device\(s\); on a CPU, "
+        r"start the process with JAX_NUM_CPU_DEVICES=16",
+    ):
+        fit(Config(task="adding", devices=16), tmp_path / "b", progress=False)
+    with pytest.raises(UsageError, match="--devices: must be a positive integer or auto"):
+        Config(task="adding", devices="all")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _cli(*argv, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # jrnn makes its own
+    return subprocess.run(
+        [sys.executable, "-m", "jrnn", *argv], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def test_cli_on_8_devices_logs_the_losses_of_1_device(tmp_path):
+    argv = ["train", "--task", "adding", "--steps", "20", "--batch-size", "64", "--seed", "0"]
+    argv += ["--log-every", "1", "--eval-batches", "1", "--no-progress"]
+    losses = {}
+    for n in ("1", "8"):
+        out = _cli(*argv, "--devices", n, "--out", str(tmp_path / n), cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        losses[n] = [r["loss"] for r in _rows(tmp_path / n) if "loss" in r]
+    assert len(losses["1"]) == 20
+    np.testing.assert_allclose(losses["8"], losses["1"], rtol=0, atol=1e-5)
+
+    bad = _cli(*argv, "--devices", "3", "--out", str(tmp_path / "3"), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "jrnn train: error: --batch-size 64 does not split over --devices 3 x --micro-batches "
+        "1: it must be a multiple of 3"
+    ]
