@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "jrnn.base": ("Cell", "LSTMState", "RNNState"),
     "jrnn.cells": ("gru", "lstm", "simple_rnn"),
+    "jrnn.mincells": ("lru", "mingru", "minlstm"),
     "jrnn.decode": ("Beams", "Decoded", "beam_search", "greedy_decode", "sample_decode"),
     "jrnn.models": (
         "EncoderDecoder",
@@ -59,7 +60,9 @@ _LAZY_SUBMODULES = (
     "decode",
     "diagnostics",
     "interop",
+    "linear_scan",
     "losses",
+    "mincells",
     "models",
     "newton",
     "nn",

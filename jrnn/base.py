@@ -42,8 +42,9 @@ RematMode = Literal["none", "step", "sqrt"]
 """The memory budget of backpropagation through time in :func:`jrnn.unroll`."""
 Method = Literal["scan", "newton", "quasi-newton", "auto"]
 """How :func:`jrnn.unroll` evaluates the recurrence: the sequential ``lax.scan``, or in
-parallel over time by Newton's method with full or diagonal Jacobians (:mod:`jrnn.newton`),
-or chosen by :func:`jrnn.newton.auto_method`."""
+parallel over time by Newton's method with full or diagonal Jacobians (:mod:`jrnn.newton`)
+— by an exact associative scan for a cell with ``affine`` (:mod:`jrnn.linear_scan`) — or
+chosen by :func:`jrnn.newton.auto_method`."""
 
 
 class RNNState(NamedTuple):
@@ -60,6 +61,26 @@ class LSTMState(NamedTuple):
 
     h: Array
     c: Array
+
+
+class LinearRecurrence(NamedTuple):
+    """The element-wise linear recurrence of a cell over a whole sequence (``Cell.affine``).
+
+    ``h_t = a_t * h_{t-1} + b_t`` element-wise, for all ``t`` at once.  ``a``, ``b``:
+    ``[T, *batch, S]``, real, or complex for a diagonal complex state (then ``carry.h`` is
+    the state's real view ``[*batch, 2S] = [Re h | Im h]``).  With ``log_space=True`` they
+    are ``log a_t`` and ``log b_t`` (real, ``b_t > 0``): ``h_t = exp(a_t) * h_{t-1} +
+    exp(b_t)``, composed in log space by :func:`jrnn.linear_scan.associative_unroll`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> LinearRecurrence(jnp.ones((3, 2)), jnp.zeros((3, 2))).log_space
+      False
+    """
+
+    a: Array
+    b: Array
+    log_space: bool = False
 
 
 class Cell(NamedTuple):
@@ -98,6 +119,16 @@ class Cell(NamedTuple):
         -> (carry, y_t)``, the training step given one step's slice of the noise
         (compute-dtype params and carry, unchecked).  ``step`` and ``gates`` stay the
         evaluation (no key) form.
+      affine: ``None`` for a cell whose step is not linear in its carry.  A cell whose
+        carry is ``RNNState(h)`` with an element-wise linear recurrence (:func:`jrnn.mingru`,
+        :func:`jrnn.minlstm`, :func:`jrnn.lru`) sets ``affine(params, xa) ->``
+        :class:`LinearRecurrence` ``(a, b, log_space)``: for the projected time-major inputs
+        ``xa = project(params, xs)`` (``[T, *batch, kH]``, compute-dtype params, unchecked)
+        the coefficients of ``h_t = a_t * h_{t-1} + b_t`` for all steps, so that
+        :func:`jrnn.unroll` (``method="newton"``, ``"quasi-newton"`` or ``"auto"``) can
+        evaluate the sequence with ``jax.lax.associative_scan``.  ``step``/``gates`` must
+        compute the same recurrence (the outputs are ``gates`` applied to the carries the
+        scan finds).  Wrappers that change the recurrence (:func:`jrnn.zoneout`) drop it.
 
     Examples:
       >>> import jrnn
@@ -123,6 +154,7 @@ class Cell(NamedTuple):
     config: tuple[tuple[str, Any], ...] = ()
     noise: Callable[[PRNGKey, Params, tuple[int, ...]], tuple[Any, Any]] | None = None
     train_step: Callable[..., tuple[Carry, Array]] | None = None
+    affine: Callable[[Params, Array], LinearRecurrence] | None = None
 
     def __repr__(self) -> str:
         return self.name

@@ -1107,6 +1107,112 @@ def stack_forward(
 
 
 # --------------------------------------------------------------------------------------
+# Cells with an element-wise linear recurrence: minGRU, minLSTM (Feng et al. 2024, "Were
+# RNNs All We Needed?") and the LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural
+# Networks for Long Sequences"), sequential textbook form
+# --------------------------------------------------------------------------------------
+
+MIN_KINDS = ("mingru", "minlstm", "lru")
+
+
+def _g(x: Array) -> Array:
+    """Feng et al.'s positive candidate: ``x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` else."""
+    return np.where(x >= 0, np.maximum(x, 0.0) + 0.5, sigmoid(x))
+
+
+def _min_step(kind: str, p: Params, h_tm1: Array, x_t: Array, log_space: bool):
+    """One step ``(h_t, y_t)``; for the lru ``h`` is complex ``[B, N]``."""
+    if kind == "lru":
+        n = p["nu_log"].shape[0]
+        lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+        gamma = np.exp(p["gamma_log"])
+        b_mat = p["w_ih"][:, :n] + 1j * p["w_ih"][:, n : 2 * n]
+        d_mat = p["w_ih"][:, 2 * n :]
+        c_mat = p["w_out"][:n] + 1j * p["w_out"][n:]
+        h_t = lam * h_tm1 + gamma * (x_t @ b_mat)
+        return h_t, np.real(h_t @ c_mat) + x_t @ d_mat
+    H = p["b"].shape[0] // (2 if kind == "mingru" else 3)
+    a = x_t @ p["w_ih"] + p["b"]
+    cand = a[:, -H:]
+    h_tilde = _g(cand) if log_space else cand
+    if kind == "mingru":
+        z = sigmoid(a[:, :H])
+        h_t = (1.0 - z) * h_tm1 + z * h_tilde
+    else:
+        f, i = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H])
+        h_t = f / (f + i) * h_tm1 + i / (f + i) * h_tilde
+    return h_t, h_t
+
+
+def min_forward(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    h0: ArrayLike | None = None,
+    lengths: ArrayLike | None = None,
+    reverse: bool = False,
+    log_space: bool = False,
+) -> tuple[Array, Array]:
+    """minGRU, minLSTM or LRU over a batch of (possibly padded) sequences, step by step.
+
+    Equations (row vectors; ``σ`` the logistic function, ``g`` the positive candidate of
+    the log-space variant, used only with ``log_space=True``)::
+
+        mingru:   z = σ(x @ w_ih[:, :H] + b[:H]),  h̃ = x @ w_ih[:, H:] + b[H:]  (or g(·))
+                  h_t = (1 - z) * h_{t-1} + z * h̃,  y_t = h_t
+        minlstm:  f, i = σ(·_f), σ(·_i) (blocks f, i, h̃ of w_ih [I, 3H], b [3H])
+                  h_t = f / (f + i) * h_{t-1} + i / (f + i) * h̃,  y_t = h_t
+        lru:      λ = exp(-exp(nu_log) + i exp(theta_log)),  γ = exp(gamma_log)
+                  B = w_ih[:, :N] + i w_ih[:, N:2N],  D = w_ih[:, 2N:],  C = w_out[:N] + i w_out[N:]
+                  h_t = λ * h_{t-1} + γ * (x_t @ B)  (complex),  y_t = Re(h_t @ C) + x_t @ D
+
+    Args:
+      kind: ``"mingru"``, ``"minlstm"`` or ``"lru"``.
+      params: the jrnn cell's parameter dict.
+      xs: ``[B, T, I]``.
+      h0: initial state ``[B, H]`` (lru: the real view ``[B, 2N] = [Re h | Im h]``);
+        ``None`` means zeros.
+      lengths, reverse: as in :func:`forward`.
+      log_space: the log-space variant's positive candidate ``g`` (min cells).
+
+    Returns:
+      ``(ys [B, T, H], h_T)`` (lru: ``h_T`` as the real view ``[B, 2N]``).
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_ih": np.array([[0.0, 1.0]]), "b": np.zeros(2)}  # z = 0.5, h̃ = x
+      >>> ys, h = min_forward("mingru", p, np.ones((1, 3, 1)))
+      >>> ys[0, :, 0].tolist()                          # h_t = h_{t-1} / 2 + 1 / 2
+      [0.5, 0.75, 0.875]
+    """  # noqa: E501
+    if kind not in MIN_KINDS:
+        raise ValueError(f"kind: expected one of {MIN_KINDS}, got {kind!r}")
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xs = _as_sequence_batch(xs)
+    B, T, _ = xs.shape
+    lengths = _check_lengths(lengths, B, T)
+    if kind == "lru":
+        width, out = 2 * p["nu_log"].shape[0], p["w_out"].shape[1]
+    else:
+        width = out = p["b"].shape[0] // (2 if kind == "mingru" else 3)
+    h = np.zeros((B, width)) if h0 is None else np.asarray(h0, np.float64).reshape(B, width)
+    if kind == "lru":
+        h = h[:, : width // 2] + 1j * h[:, width // 2 :]
+    rows = np.arange(B)
+    pos, valid = _step_order(lengths, T, reverse)
+    ys = np.zeros((B, T, out))
+    for s in range(T):
+        v = valid[s][:, None]
+        x_t = np.where(v, xs[rows, pos[s]], 0.0)
+        h_t, y_t = _min_step(kind, p, h, x_t, log_space)
+        h = np.where(v, h_t, h)
+        ys[rows, pos[s]] = np.where(v, y_t, 0.0)
+    if kind == "lru":
+        h = np.concatenate([h.real, h.imag], axis=-1)
+    return ys, h
+
+
+# --------------------------------------------------------------------------------------
 # The lecture's Elman network with softmax output (column vectors, one sequence)
 # --------------------------------------------------------------------------------------
 

@@ -117,7 +117,9 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
     Returns:
       A :class:`jrnn.Cell` with the base cell's ``init``, parameters and carry;
       ``step``/``gates`` are the evaluation form, ``noise``/``train_step`` the training one
-      (keep masks ``[T, *batch, width]`` per component, sampled before the scan).
+      (keep masks ``[T, *batch, width]`` per component, sampled before the scan).  Its
+      ``affine`` is ``None`` (the blend is not the base cell's linear recurrence), so it
+      always runs the sequential scan.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -176,6 +178,7 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
         config=(*inner.config, ("zoneout", rates)),
         noise=noise if stochastic else None,
         train_step=train_step if stochastic else None,
+        affine=None,  # the blend changes the recurrence: always the sequential scan
     )
 
 
@@ -202,7 +205,9 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
 
     Returns:
       A :class:`jrnn.Cell` with the base cell's ``init``, parameters, ``step`` and
-      ``gates``, plus ``noise``/``train_step`` for training.
+      ``gates``, plus ``noise``/``train_step`` for training.  The base cell's ``affine``
+      is kept: evaluation may use the associative scan, training (a key) runs the
+      sequential one.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -219,6 +224,12 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
         raise TypeError(f"{where}: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
     rate = check_rate("rate", rate, where)
     input_rate = check_rate("input_rate", input_rate, where)
+    if rate > 0.0 and cell.affine is not None:
+        raise ValueError(
+            f"{where}: `rate` must be 0 for {cell.name}, got {rate!r}: its recurrence is "
+            f"element-wise (cell.affine), with no recurrent matmul to drop from; use "
+            f"`input_rate`"
+        )
     if cell.noise is not None:
         raise ValueError(
             f"{where}: `cell` must be a deterministic cell, got the regularised {cell.name}; "

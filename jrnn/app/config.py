@@ -61,7 +61,9 @@ ENCODER_DECODERS = ("seq2seq", "attention", "vec2seq")
 SCORES = ("general", "dot", "additive")
 POOLS = ("last", "mean", "max")
 CONDITIONS = ("both", "init", "input")
-CELLS = ("rnn", "lstm", "lstm-peephole", "gru", "gru-reset-after")
+CELLS = ("rnn", "lstm", "lstm-peephole", "gru", "gru-reset-after", "mingru", "minlstm", "lru")
+LINEAR_CELLS = ("mingru", "minlstm", "lru")
+"""Cells with an element-wise linear recurrence (no layer norm, no recurrent matmul)."""
 DTYPES = ("float32", "bfloat16", "float64")
 GROUPS = ("task and data", "model", "optimisation", "schedule")
 
@@ -233,6 +235,13 @@ class Config:
             raise UsageError(
                 f"--zoneout and --recurrent-dropout apply to --model {', '.join(REGULARISED)} "
                 f"only, not {arch}"
+            )
+        if self.cell in LINEAR_CELLS and (self.layer_norm or self.recurrent_dropout):
+            flag = "--layer-norm" if self.layer_norm else "--recurrent-dropout"
+            raise UsageError(
+                f"{flag} does not apply to --cell {self.cell} (a linear recurrence without a "
+                f"recurrent matmul); it applies to --cell "
+                f"{', '.join(c for c in CELLS if c not in LINEAR_CELLS)}"
             )
         if spec.check is not None:
             spec.check(self)

@@ -139,6 +139,13 @@ def diagnose_cells(
     for name in cells:
         if name not in CELLS:
             raise UsageError(f"--cell: invalid choice: {name!r} (choose from {', '.join(CELLS)})")
+        if name == "lru":
+            raise UsageError(
+                "--cell lru: diagnose reads the gradient through h_t = y_t, but the LRU's "
+                "output is a read-out of its complex state"
+            )
+        if name in ("mingru", "minlstm") and recurrent_scale != 1.0:
+            raise UsageError(f"--recurrent-scale: --cell {name} has no recurrent matrix w_hh")
     if len(set(cells)) != len(cells):
         raise UsageError(f"--cell: each cell once, got {' '.join(cells)}")
     if task not in DIAGNOSE_TASKS:
