@@ -146,7 +146,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
         ax.plot(vs, vv, color=colour, lw=2, marker="o", ms=3, label=r["variant"])
     ax.set_xlabel("training step")
     ax.set_ylabel("bits/char")
-    ax.set_ylim(1.0, 3.0)
+    ax.set_ylim(0.0, 3.2)
     ax.grid(alpha=0.3)
     ax.set_title("LSTM H=512 char LM: held-out (bold) and training (faint) bits/char", fontsize=9)
     ax.legend(fontsize=8)
