@@ -82,7 +82,9 @@ def _activation(
     for name, fn in ACTIVATIONS.items():
         if fn is activation:
             return fn, name
-    return activation, getattr(activation, "__name__", "custom")
+    name = getattr(activation, "__name__", "custom")
+    # a callable is named after a known function only if it is that function
+    return activation, f"custom_{name}" if name in ACTIVATIONS else name
 
 
 def _check_flag(name: str, value: Any, where: str) -> bool:

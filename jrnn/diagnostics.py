@@ -60,6 +60,7 @@ from jrnn.base import (
     compute_dtype,
     input_size_of,
 )
+from jrnn.cells import ACTIVATIONS, block_layer_norm
 from jrnn.unroll import Stack, flip_within_lengths
 
 __all__ = [
@@ -524,9 +525,10 @@ class GateSaturation(NamedTuple):
     """Saturation of one gate over time (see :func:`gate_saturation`).
 
     Attributes:
-      kind: ``"sigmoid"`` or ``"tanh"``.
-      low: ``[T]``, fraction of units below ``1 - threshold`` (sigmoid) or ``-threshold``
-        (tanh).
+      kind: the gate's function: ``"sigmoid"`` or ``"hard_sigmoid"`` (values in ``[0, 1]``),
+        or ``"tanh"`` (values in ``[-1, 1]``).
+      low: ``[T]``, fraction of units below ``1 - threshold`` (``[0, 1]`` functions) or
+        ``-threshold`` (tanh).
       high: ``[T]``, fraction of units above ``threshold``.
     """
 
@@ -540,49 +542,63 @@ class GateSaturation(NamedTuple):
         return self.low + self.high
 
 
-def _rnn_gates(cell: Cell, params, carry, xa, ha):
-    match = re.search(r"activation=(\w+)", cell.name)
-    act = match.group(1) if match else "?"
-    if act not in ("tanh", "sigmoid"):
-        raise ValueError(
-            f"gate_saturation: a simple_rnn saturates only with activation 'tanh' or "
-            f"'sigmoid', got {act!r} (from cell.name {cell.name!r})"
-        )
-    fn = jnp.tanh if act == "tanh" else jax.nn.sigmoid
-    return {act: (act, fn(xa + ha))}
+_BOUNDED = {"sigmoid": 0.0, "hard_sigmoid": 0.0, "tanh": -1.0}
+"""Functions that saturate, by the name a cell records in its config -> their lower bound
+(the upper bound is 1)."""
+
+_Fn = tuple[str, Callable[[Array], Array]]  # (name, function)
 
 
-def _lstm_gates(cell: Cell, params, carry, xa, ha):
+def _rnn_gates(params, carry, xa, ha, *, act: _Fn, gate: _Fn, ln: bool):
+    del carry, gate
+    if ln:
+        ha = block_layer_norm(ha, params["ln_hh_scale"])
+    return {act[0]: (act[0], act[1](xa + ha))}
+
+
+def _lstm_gates(params, carry, xa, ha, *, act: _Fn, gate: _Fn, ln: bool):
+    if ln:
+        ha = block_layer_norm(ha, params["ln_hh_scale"], 4)
     a_i, a_f, a_g, a_o = jnp.split(xa + ha, 4, axis=-1)
     c_tm1 = carry.c
     if "w_peep" in params:  # Graves' peepholes: i, f see c_{t-1}, o sees c_t
         p_i, p_f, p_o = params["w_peep"]
         a_i, a_f = a_i + p_i * c_tm1, a_f + p_f * c_tm1
-    i, f, g = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g)
+    sigma, tanh = gate[1], act[1]
+    i, f, g = sigma(a_i), sigma(a_f), tanh(a_g)
     if "w_peep" in params:
         a_o = a_o + p_o * (f * c_tm1 + i * g)
-    o = jax.nn.sigmoid(a_o)
-    return {"i": ("sigmoid", i), "f": ("sigmoid", f), "g": ("tanh", g), "o": ("sigmoid", o)}
+    o = sigma(a_o)
+    return {"i": (gate[0], i), "f": (gate[0], f), "g": (act[0], g), "o": (gate[0], o)}
 
 
-def _gru_gates(cell: Cell, params, carry, xa, ha):
+def _gru_gates(params, carry, xa, ha, *, act: _Fn, gate: _Fn, ln: bool):
     xr, xz, xn = jnp.split(xa, 3, axis=-1)
+    size = carry.h.shape[-1]
+    sigma, tanh = gate[1], act[1]
     if "b_hn" in params:  # reset-after (cuDNN / PyTorch)
+        if ln:
+            ha = block_layer_norm(ha, params["ln_hh_scale"], 3)
         hr, hz, hn = jnp.split(ha, 3, axis=-1)
-        r = jax.nn.sigmoid(xr + hr)
-        n = jnp.tanh(xn + r * (hn + params["b_hn"]))
+        r = sigma(xr + hr)
+        n = tanh(xn + r * (hn + params["b_hn"]))
     else:  # Cho's reset-before form
+        if ln:
+            ha = block_layer_norm(ha, params["ln_hh_scale"][: 2 * size], 2)
         hr, hz = jnp.split(ha, 2, axis=-1)
-        r = jax.nn.sigmoid(xr + hr)
-        size = carry.h.shape[-1]
-        n = jnp.tanh(xn + (r * carry.h) @ params["w_hh"][:, 2 * size :])
-    z = jax.nn.sigmoid(xz + hz)
-    return {"r": ("sigmoid", r), "z": ("sigmoid", z), "n": ("tanh", n)}
+        r = sigma(xr + hr)
+        rn = (r * carry.h) @ params["w_hh"][:, 2 * size :]
+        if ln:
+            rn = block_layer_norm(rn, params["ln_hh_scale"][2 * size :])
+        n = tanh(xn + rn)
+    z = sigma(xz + hz)
+    return {"r": (gate[0], r), "z": (gate[0], z), "n": (act[0], n)}
 
 
-# The per-cell knowledge of gate layouts: cell-name prefix -> gates(cell, params, carry_{t-1},
-# xa_t, ha_t) -> {gate: (kind, values [..., H])}; options are read from the params' keys
-# (w_peep, b_hn) and, for the simple RNN's activation, from the name.
+# The per-cell knowledge of gate layouts: cell kind -> gates(params, carry_{t-1}, xa_t, ha_t,
+# act=, gate=, ln=) -> {gate: (function name, values [..., H])}.  ``xa_t`` is the cell's own
+# ``project`` (layer-normalised there); options are read from the params' keys (w_peep, b_hn)
+# and from the cell's config (layer_norm, gate_fn, activation).
 _GATE_TABLE: dict[str, Callable[..., dict[str, tuple[str, Array]]]] = {
     "simple_rnn": _rnn_gates,
     "lstm": _lstm_gates,
@@ -591,21 +607,35 @@ _GATE_TABLE: dict[str, Callable[..., dict[str, tuple[str, Array]]]] = {
 
 
 def _gate_fn(cell: Cell, where: str):
+    """``gates(params, carry, xa, ha)`` for ``cell``: its gate values by name."""
     prefix = re.match(r"\s*([A-Za-z_]+)", str(cell.name))
-    fn = _GATE_TABLE.get(prefix.group(1) if prefix else "")
+    kind = prefix.group(1) if prefix else ""
+    fn = _GATE_TABLE.get(kind)
     if fn is None:
         raise ValueError(
             f"{where}: no gate layout known for cell {cell.name!r}; expected a cell whose name "
             f"starts with one of {sorted(_GATE_TABLE)}"
         )
     config = dict(cell.config)
-    fns = (config.get("gate_fn", "sigmoid"), config.get("activation", "tanh"))
-    if config.get("layer_norm") or ("gate_fn" in config and fns != ("sigmoid", "tanh")):
+
+    def named(arg: str, default: str) -> _Fn:
+        name = config.get(arg, default)
+        if name not in ACTIVATIONS:
+            raise ValueError(
+                f"{where}: the `{arg}` of {cell.name} is a custom function {name!r}; gate "
+                f"saturation evaluates only the named functions {sorted(ACTIVATIONS)}"
+            )
+        return name, ACTIVATIONS[name]
+
+    act = named("activation", "tanh")
+    gate = named("gate_fn", "sigmoid") if kind != "simple_rnn" else act
+    if kind == "simple_rnn" and act[0] not in _BOUNDED:
         raise ValueError(
-            f"{where}: the gate table knows only the plain cells (sigmoid gates, tanh, no layer "
-            f"normalisation); {cell.name} is not one"
+            f"{where}: a simple_rnn saturates only with a bounded activation "
+            f"{sorted(_BOUNDED)}, got {act[0]!r} (from the config of {cell.name})"
         )
-    return fn
+    ln = bool(config.get("layer_norm", False))
+    return lambda params, carry, xa, ha: fn(params, carry, xa, ha, act=act, gate=gate, ln=ln)
 
 
 def gate_saturation(
@@ -620,20 +650,30 @@ def gate_saturation(
     r"""Fraction of saturated gates over time: where gradients stop flowing through a gate.
 
     A sigmoid gate near 0 or 1 and a tanh unit near ±1 have derivative near 0
-    (``σ' = σ(1 - σ)``, ``tanh' = 1 - tanh²``), so the gradient through them vanishes; a
-    forget gate saturated at 1 is the LSTM's open memory path.  Gates per cell (the table
-    ``_GATE_TABLE`` in this module): LSTM ``i, f, o`` (sigmoid) and ``g`` (tanh), with Graves'
-    peepholes where the params have ``w_peep``; GRU ``r, z`` (sigmoid) and ``n`` (tanh), Cho's
-    form or reset-after (params with ``b_hn``); simple RNN its activation (``tanh`` or
-    ``sigmoid``; other activations raise ``ValueError``).
+    (``σ' = σ(1 - σ)``, ``tanh' = 1 - tanh²``; the hard sigmoid's is exactly 0 at its
+    bounds), so the gradient through them vanishes; a forget gate saturated at 1 is the
+    LSTM's open memory path.  Gates per cell (the table ``_GATE_TABLE`` in this module):
+    LSTM ``i, f, o`` (its ``gate_fn``) and ``g`` (its ``activation``), with Graves'
+    peepholes where the params have ``w_peep``; GRU ``r, z`` (``gate_fn``) and ``n``
+    (``activation``), Cho's form or reset-after (params with ``b_hn``); simple RNN its
+    ``activation``.  The values are the cell's own: with ``layer_norm=True`` the
+    pre-activations are normalised and scaled as in the cell (the input part is the cell's
+    ``project``), then passed through the cell's ``gate_fn`` / ``activation``.
+
+    Only functions with a bounded range saturate: ``"sigmoid"``, ``"hard_sigmoid"`` (values
+    in ``[0, 1]``) and ``"tanh"`` (``[-1, 1]``).  Gates computed with another named function
+    (e.g. an LSTM's ``activation="relu"`` candidate ``g``) are left out of the result; a
+    simple RNN with such an activation, or a cell whose ``gate_fn``/``activation`` is a
+    custom callable (its range is unknown), raises ``ValueError``.
 
     Args:
-      cell: a built-in :class:`jrnn.Cell` (``simple_rnn``, ``lstm``, ``gru``).
+      cell: a built-in :class:`jrnn.Cell` (``simple_rnn``, ``lstm``, ``gru``; any
+        ``layer_norm``, ``gate_fn`` and ``activation`` of :data:`jrnn.cells.ACTIVATIONS`).
       params: its parameters.
       xs: ``[*batch, T, input_size]``.
       lengths: optional int ``[*batch]``; only valid steps are counted.
       carry: optional initial carry (default zeros).
-      threshold: sigmoid gates count as saturated below ``1 - threshold`` or above
+      threshold: ``[0, 1]`` gates count as saturated below ``1 - threshold`` or above
         ``threshold``, tanh units below ``-threshold`` or above ``threshold``.
 
     Returns:
@@ -650,6 +690,10 @@ def gate_saturation(
       (['f', 'g', 'i', 'o'], 'sigmoid', (6,))
       >>> float(sat["f"].high.min()), float(sat["i"].total.max())
       (1.0, 0.0)
+      >>> ln = jrnn.lstm(8, layer_norm=True, gate_fn="hard_sigmoid", activation="relu")
+      >>> sat = gate_saturation(ln, ln.init(jax.random.key(0), 2), jnp.ones((3, 6, 2)))
+      >>> sorted(sat), sat["f"].kind  # the relu candidate g does not saturate
+      (['f', 'i', 'o'], 'hard_sigmoid')
     """
     where = "gate_saturation"
     _check_cell(cell, where)
@@ -660,7 +704,7 @@ def gate_saturation(
     _, before, _ = _perturbed_scan(cell, prep, None)
     xa = cell.project(prep.params, prep.xs)
     ha = before.h @ cell.recurrent_kernel(prep.params)
-    values = gates_fn(cell, prep.params, before, xa, ha)
+    values = gates_fn(prep.params, before, xa, ha)
     num_steps = prep.xs.shape[0]
     mask = prep.mask
     if mask is None:
@@ -676,7 +720,9 @@ def gate_saturation(
 
     out = {}
     for name, (kind, v) in values.items():
-        lo = 1.0 - threshold if kind == "sigmoid" else -threshold
+        if kind not in _BOUNDED:  # e.g. an LSTM's relu candidate: nothing to saturate
+            continue
+        lo = 1.0 - threshold if _BOUNDED[kind] == 0.0 else -threshold
         out[name] = GateSaturation(kind, fraction(v < lo), fraction(v > threshold))
     return out
 

@@ -88,3 +88,36 @@ def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
     md = (tmp_path / "results.md").read_text()
     assert "### GRU training step" in md and "### GRU forward (inference)" in md
     assert "| jrnn |" in md and "tiny tok/s" in md and "jrnn / fastest peer" in md
+
+
+def test_regularisers_effect_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    """``benchmarks.regularisers_effect`` at a toy size: two ``jrnn train`` runs, then the
+    curves and the table from their run folders."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.regularisers_effect",
+        "--variants=plain,zoneout 0.1",
+        "--hidden=8",
+        "--max-chars=20000",
+        "--steps=4",
+        "--eval-every=2",
+        "--log-every=2",
+        "--nice=0",
+        f"--runs={tmp_path / 'runs'}",
+        f"--out={tmp_path}",
+        f"--plot={tmp_path / 'effect.png'}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "regularisers_effect.json").read_text())
+    assert [r["variant"] for r in result["runs"]] == ["plain", "zoneout 0.1"]
+    for r in result["runs"]:
+        assert [s for s, _ in r["val_bpc_curve"]] == [2, 4]
+        assert [s for s, _ in r["train_bpc_curve"]] == [2, 4]
+        assert math.isfinite(r["best_val_bpc"]) and r["best_val_bpc"] <= r["final_val_bpc"]
+    assert "--zoneout 0.1" not in result["train_command"]  # the shared flags only
+    table = (tmp_path / "regularisers_effect.md").read_text()
+    assert "| zoneout 0.1 |" in table and (tmp_path / "effect.png").stat().st_size > 0

@@ -327,6 +327,155 @@ def test_gate_saturation_matches_reference_gates(name, kind):
     assert max(float(s.total.max()) for s in got.values()) > 0.1
 
 
+_NP_FNS = {
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    "hard_sigmoid": lambda v: np.clip(v + 3.0, 0.0, 6.0) / 6.0,
+    "tanh": np.tanh,
+    "relu": lambda v: np.maximum(v, 0.0),
+}
+
+
+def _np_ln(v, gain, blocks):
+    """Per-block layer norm (population variance, ε = 1e-5) times the gain, NumPy."""
+    u = v.reshape(v.shape[0], blocks, -1)
+    u = (u - u.mean(-1, keepdims=True)) / np.sqrt(u.var(-1, keepdims=True) + 1e-5)
+    return u.reshape(v.shape) * gain
+
+
+def direct_gates(kind, params, xs, gate_fn, activation, ln):
+    """{gate: [B, T, H]} computed directly in NumPy from the cell equations, with layer
+    norm and the named functions (no jrnn code)."""
+    p = {k: np.asarray(v) for k, v in params.items()}
+    xs = np.asarray(xs)
+    sig, act = _NP_FNS[gate_fn], _NP_FNS[activation]
+    norm = _np_ln if ln else (lambda v, g, k: v)
+    ones = lambda n: np.ones(n)
+    n_b = xs.shape[0]
+    h = np.zeros((n_b, H))
+    c = np.zeros((n_b, H))
+    out: dict[str, list] = {}
+    for t in range(xs.shape[1]):
+        x = xs[:, t]
+        if kind == "rnn":
+            h = act(
+                norm(x @ p["w_ih"], p.get("ln_ih_scale", ones(H)), 1)
+                + p["b"]
+                + norm(h @ p["w_hh"], p.get("ln_hh_scale", ones(H)), 1)
+            )
+            gates = {activation: h}
+        elif kind == "lstm":
+            z = (
+                norm(x @ p["w_ih"], p.get("ln_ih_scale"), 4)
+                + p["b"]
+                + norm(h @ p["w_hh"], p.get("ln_hh_scale"), 4)
+            )
+            a_i, a_f, a_g, a_o = (z[:, k * H : (k + 1) * H] for k in range(4))
+            peep = p.get("w_peep", np.zeros((3, H)))
+            i, f = sig(a_i + peep[0] * c), sig(a_f + peep[1] * c)
+            g = act(a_g)
+            c = f * c + i * g
+            o = sig(a_o + peep[2] * c)
+            c_out = norm(c, p.get("ln_c_scale"), 1) + p.get("ln_c_bias", 0.0)
+            h = o * act(c_out)
+            gates = {"i": i, "f": f, "g": g, "o": o}
+        else:
+            gx = norm(x @ p["w_ih"], p.get("ln_ih_scale"), 3) + p["b"]
+            g_hh = p.get("ln_hh_scale", ones(3 * H))
+            if "b_hn" in p:
+                gh = norm(h @ p["w_hh"], g_hh, 3)
+                r = sig(gx[:, :H] + gh[:, :H])
+                z = sig(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+                n = act(gx[:, 2 * H :] + r * (gh[:, 2 * H :] + p["b_hn"]))
+            else:
+                gh = norm(h @ p["w_hh"][:, : 2 * H], g_hh[: 2 * H], 2)
+                r = sig(gx[:, :H] + gh[:, :H])
+                z = sig(gx[:, H : 2 * H] + gh[:, H:])
+                n = act(gx[:, 2 * H :] + norm((r * h) @ p["w_hh"][:, 2 * H :], g_hh[2 * H :], 1))
+            h = (1 - z) * h + z * n
+            gates = {"r": r, "z": z, "n": n}
+        for name, v in gates.items():
+            out.setdefault(name, []).append(v)
+    return {name: np.stack(v, axis=1) for name, v in out.items()}
+
+
+OPTION_CELLS = [
+    # (id, kind, factory kwargs)
+    ("rnn_ln", "rnn", dict(activation="tanh", layer_norm=True)),
+    ("rnn_hard_sigmoid", "rnn", dict(activation="hard_sigmoid")),
+    ("lstm_ln", "lstm", dict(layer_norm=True)),
+    ("lstm_ln_peephole_hard", "lstm", dict(layer_norm=True, peephole=True, gate_fn="hard_sigmoid")),
+    ("lstm_ln_relu", "lstm", dict(layer_norm=True, activation="relu")),
+    ("lstm_hard_relu", "lstm", dict(gate_fn="hard_sigmoid", activation="relu")),
+    ("gru_ln", "gru", dict(layer_norm=True, gate_fn="hard_sigmoid")),
+    ("gru_ln_reset_after", "gru", dict(layer_norm=True, reset_after=True)),
+    ("gru_hard_relu", "gru", dict(reset_after=True, gate_fn="hard_sigmoid", activation="relu")),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, kw", [c[1:] for c in OPTION_CELLS], ids=[c[0] for c in OPTION_CELLS]
+)
+def test_gate_saturation_with_layer_norm_and_gate_functions(kind, kw):
+    make = {"rnn": jrnn.simple_rnn, "lstm": jrnn.lstm, "gru": jrnn.gru}[kind]
+    cell = make(H, param_dtype=F64, **kw)
+    key = jax.random.key(3)
+    params = random_params(cell, key, I, scale=1.5)
+    xs = 2.0 * jax.random.normal(jax.random.fold_in(key, 7), (B, T, I), F64)
+    lengths = np.array([T, 4])
+    got = gate_saturation(cell, params, xs, lengths=jnp.asarray(lengths, jnp.int32))
+    gate_fn = kw.get("gate_fn", "sigmoid") if kind != "rnn" else kw["activation"]
+    activation = kw.get("activation", "tanh")
+    want = direct_gates(kind, params, xs, gate_fn, activation, kw.get("layer_norm", False))
+    # relu units do not saturate: they are left out
+    want = {g: v for g, v in want.items() if not (activation == "relu" and g in ("g", "n"))}
+    assert sorted(got) == sorted(want)
+    valid = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
+    for g, v in want.items():
+        fn = activation if g in ("g", "n") or kind == "rnn" else gate_fn
+        assert got[g].kind == fn
+        lo = -0.95 if fn == "tanh" else 0.05
+        for side, hit in (("low", v < lo), ("high", v > 0.95)):
+            expect = (hit.mean(axis=-1) * valid).sum(0) / valid.sum(0)
+            np.testing.assert_allclose(getattr(got[g], side), expect, atol=1e-12)
+    assert max(float(s.total.max()) for s in got.values()) > 0.1
+
+
+def test_gate_saturation_with_layer_norm_matches_reference_gates():
+    """The float64 reference's layer-normalised steps (sigmoid gates, tanh) give the same
+    gate values as the direct NumPy computation above, so both agree with jrnn."""
+    cell = jrnn.lstm(H, peephole=True, layer_norm=True, param_dtype=F64)
+    params = random_params(cell, jax.random.key(1), I, scale=1.5)
+    xs = 2.0 * jax.random.normal(jax.random.key(2), (B, T, I), F64)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    h, c = np.zeros((B, H)), np.zeros((B, H))
+    want = direct_gates("lstm", params, xs, "sigmoid", "tanh", True)
+    for t in range(T):
+        (h, c), cache = reference._ln_lstm_step(p, (h, c), np.asarray(xs[:, t]))
+        for g in "ifgo":
+            np.testing.assert_allclose(want[g][:, t], cache[f"{g}_t"], rtol=1e-12, atol=1e-12)
+    got = gate_saturation(cell, params, xs)
+    for g, v in want.items():
+        np.testing.assert_allclose(got[g].high, (v > 0.95).mean(axis=(0, 2)), atol=1e-12)
+
+
+def test_gate_saturation_refuses_custom_functions():
+    for cell in (
+        jrnn.lstm(H, gate_fn=lambda v: jax.nn.sigmoid(2 * v), param_dtype=F64),
+        jrnn.gru(H, layer_norm=True, activation=lambda v: v, param_dtype=F64),
+    ):
+        params = cell.init(jax.random.key(0), I)
+        with pytest.raises(ValueError, match="is a custom function '<lambda>'"):
+            gate_saturation(cell, params, jnp.zeros((B, T, I), F64))
+
+    def sigmoid(v):  # named like a known function, but another one
+        return jax.nn.sigmoid(2 * v)
+
+    cell = jrnn.lstm(H, gate_fn=sigmoid, param_dtype=F64)
+    assert "gate_fn=custom_sigmoid" in cell.name
+    with pytest.raises(ValueError, match="custom function 'custom_sigmoid'"):
+        gate_saturation(cell, cell.init(jax.random.key(0), I), jnp.zeros((B, T, I), F64))
+
+
 def test_forget_bias_saturates_the_forget_gate():
     xs = jnp.zeros((2, 5, I), F64)
     for bias, want in ((5.0, 1.0), (0.0, 0.0)):
@@ -355,7 +504,7 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="input_size=3"):
         jacobian_product_norms(cell, params, xs[..., :2])
     relu = jrnn.simple_rnn(H, activation="relu", param_dtype=F64)
-    with pytest.raises(ValueError, match="activation 'tanh' or 'sigmoid', got 'relu'"):
+    with pytest.raises(ValueError, match=r"bounded activation \[.*\], got 'relu'"):
         gate_saturation(relu, relu.init(jax.random.key(0), I), xs)
     odd = cell._replace(name="mycell(4)")
     with pytest.raises(ValueError, match="no gate layout known for cell 'mycell"):

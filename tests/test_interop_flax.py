@@ -1,4 +1,5 @@
-"""Flax cell converters (``jrnn.interop.from_flax``) against Flax's own forward passes.
+"""Flax cell converters (``jrnn.interop.from_flax``, ``to_flax``) against Flax's own forward
+passes.
 
 Every supported Flax cell (linen and NNX ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``)
 gets random parameters (biases included), runs a few steps with its own ``__call__``, and
@@ -17,7 +18,7 @@ import pytest
 from flax import nnx
 
 import jrnn
-from jrnn.interop import carry_from_flax, carry_to_flax, from_flax
+from jrnn.interop import carry_from_flax, carry_to_flax, from_flax, to_flax
 
 B, T, I, H = 2, 4, 3, 5
 
@@ -148,8 +149,8 @@ def test_bad_input_raises():
         from_flax(nn.SimpleCell(H), {})
     with pytest.raises(TypeError, match="unsupported module .*Dense"):
         from_flax(nn.Dense(H), {})
-    with pytest.raises(ValueError, match="gate_fn=sigmoid and activation_fn=tanh"):
-        from_flax(nn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid), {})
+    with pytest.raises(ValueError, match=r"GRUCell's gate_fn must be one of .*hard_sigmoid"):
+        from_flax(nn.GRUCell(H, gate_fn=jnp.tanh), {})
     with pytest.raises(ValueError, match=r"`params` has no if/kernel"):
         from_flax(nn.LSTMCell(H), {"ii": {"kernel": jnp.zeros((I, H))}})
     with pytest.raises(ValueError, match="needs its `params`"):
@@ -162,3 +163,99 @@ def test_bad_input_raises():
     bad["hi"] = {"kernel": bad["hi"]["kernel"], "bias": jnp.zeros((H + 1,), jnp.float32)}
     with pytest.raises(ValueError, match=r"fused jrnn parameter `b` must have last axis 20"):
         from_flax(nn.LSTMCell(H), bad)
+
+
+# --------------------------------------------------------------------------------------
+# gate functions, and jrnn -> Flax
+
+FUNCTIONS = [
+    ("hard_sigmoid-relu", jax.nn.hard_sigmoid, jax.nn.relu),
+    ("sigmoid-gelu", jax.nn.sigmoid, jax.nn.gelu),
+    ("hard_sigmoid-tanh", jax.nn.hard_sigmoid, jnp.tanh),
+]
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "OptimizedLSTMCell", "GRUCell"])
+@pytest.mark.parametrize("fns", FUNCTIONS, ids=[f[0] for f in FUNCTIONS])
+def test_linen_gate_functions_carry_over(kind, fns):
+    _, gate_fn, act = fns
+    module = getattr(nn, kind)(H, gate_fn=gate_fn, activation_fn=act, param_dtype=jnp.float64)
+    xs, h0, c0 = inputs(jnp.float64)
+    xs = 3.0 * xs  # reach the hard sigmoid's flat parts and relu's negative side
+    carry0 = (c0, h0) if "LSTM" in kind else h0
+    variables = randomize(module.init(jax.random.key(0), carry0, xs[:, 0]), jax.random.key(5))
+    step = lambda c, x: module.apply(variables, c, x)
+    cell, _ = compare(module, variables, step, carry0, xs, 1e-12)
+    config = dict(cell.config)
+    names = {v: k for k, v in jrnn.cells.ACTIVATIONS.items()}
+    assert (config["gate_fn"], config["activation"]) == (names[gate_fn], names[act])
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell"])
+def test_nnx_gate_functions_carry_over(kind):
+    module = getattr(nnx, kind)(
+        I,
+        H,
+        gate_fn=jax.nn.hard_sigmoid,
+        activation_fn=jax.nn.relu,
+        param_dtype=jnp.float64,
+        rngs=nnx.Rngs(0),
+    )
+    nnx.update(module, randomize(nnx.state(module, nnx.Param), jax.random.key(6)))
+    xs, h0, c0 = inputs(jnp.float64)
+    carry0 = (c0, h0) if "LSTM" in kind else h0
+    cell, _ = compare(module, None, module, carry0, 3.0 * xs, 1e-12)
+    assert "gate_fn=hard_sigmoid, activation=relu" in cell.name
+
+
+def test_custom_lstm_functions_pass_through():
+    """A callable jrnn has no name for is handed to the jrnn LSTM as it is."""
+    gate = lambda v: 0.5 * (jnp.tanh(v) + 1.0)
+    module = nn.LSTMCell(H, gate_fn=gate, activation_fn=jnp.sin, param_dtype=jnp.float64)
+    xs, h0, c0 = inputs(jnp.float64)
+    variables = randomize(module.init(jax.random.key(0), (c0, h0), xs[:, 0]), jax.random.key(7))
+    step = lambda c, x: module.apply(variables, c, x)
+    cell, _ = compare(module, variables, step, (c0, h0), xs, 1e-12)
+    assert "gate_fn=<lambda>, activation=sin" in cell.name
+
+
+JRNN_CELLS = {
+    "lstm": lambda **kw: jrnn.lstm(H, **kw),
+    "gru_reset_after": lambda **kw: jrnn.gru(H, reset_after=True, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(JRNN_CELLS))
+@pytest.mark.parametrize("fns", FUNCTIONS, ids=[f[0] for f in FUNCTIONS])
+def test_to_flax_matches_jrnn_and_round_trips(name, fns):
+    _, gate_fn, act = fns
+    cell = JRNN_CELLS[name](gate_fn=gate_fn, activation=act, param_dtype=jnp.float64)
+    params = randomize(cell.init(jax.random.key(0), I), jax.random.key(8))
+    module, variables = to_flax(cell, params)
+    assert module.gate_fn is gate_fn and module.activation_fn is act
+    assert module.param_dtype == jnp.float64
+    xs, h0, c0 = inputs(jnp.float64)
+    carry0 = (c0, h0) if name == "lstm" else h0
+    step = lambda c, x: module.apply(variables, c, x)
+    back, p = compare(module, variables, step, carry0, 3.0 * xs, 1e-12)
+    # and back: the same functions, the same parameters
+    assert back.name.replace("forget_bias=0.0", "forget_bias=1.0") == cell.name
+    jax.tree.map(np.testing.assert_array_equal, p, params)
+
+
+def test_to_flax_refuses_what_flax_cannot_express():
+    cases = [
+        (jrnn.lstm(H, peephole=True), "peepholes"),
+        (jrnn.lstm(H, proj_size=2), "a projection"),
+        (jrnn.lstm(H, layer_norm=True), "layer norm"),
+        (jrnn.gru(H), "reset-before"),
+        (jrnn.simple_rnn(H), "simple_rnn"),
+        (jrnn.gru(H, reset_after=True, gate_fn="tanh"), r"gate_fn must be one of"),
+        (jrnn.lstm(H, activation=jnp.sin), "custom function 'sin'"),
+    ]
+    for cell, match in cases:
+        with pytest.raises(ValueError, match=match):
+            to_flax(cell, cell.init(jax.random.key(0), I))
+    cell = jrnn.lstm(H)
+    with pytest.raises(ValueError, match="w_hh"):
+        to_flax(cell, {**cell.init(jax.random.key(0), I), "w_hh": jnp.zeros((H, H))})

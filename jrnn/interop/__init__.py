@@ -4,7 +4,8 @@
   their ``*Cell`` versions (``from_torch``, ``to_torch``), recurrent states
   (``carry_from_torch``, ``carry_to_torch``) and gradients (``grads_from_torch``).
 - :mod:`jrnn.interop.flax`: Flax linen/NNX ``LSTMCell``, ``OptimizedLSTMCell`` and ``GRUCell``
-  parameters -> jrnn cells (``from_flax``, ``carry_from_flax``, ``carry_to_flax``).
+  parameters -> jrnn cells and back to linen, with their ``gate_fn``/``activation_fn``
+  (``from_flax``, ``to_flax``, ``carry_from_flax``, ``carry_to_flax``).
 - :mod:`jrnn.interop.equinox`: ``equinox.nn.LSTMCell`` / ``GRUCell`` -> jrnn cells
   (``from_equinox``, ``carry_from_equinox``, ``carry_to_equinox``).
 
@@ -14,7 +15,7 @@ The Flax modules that wrap jrnn cells live in :mod:`jrnn.nn`.
 """
 
 from jrnn.interop.equinox import carry_from_equinox, carry_to_equinox, from_equinox
-from jrnn.interop.flax import carry_from_flax, carry_to_flax, from_flax
+from jrnn.interop.flax import carry_from_flax, carry_to_flax, from_flax, to_flax
 from jrnn.interop.torch import (
     carry_from_torch,
     carry_to_torch,
@@ -34,5 +35,6 @@ __all__ = [
     "from_flax",
     "from_torch",
     "grads_from_torch",
+    "to_flax",
     "to_torch",
 ]

@@ -3,8 +3,19 @@
 ``from_flax(module, params)`` returns ``(cell, jrnn_params)`` such that ``cell.step`` computes
 what the Flax cell computes.  Supported: linen ``LSTMCell``, ``OptimizedLSTMCell`` (same
 parameters as ``LSTMCell``), ``GRUCell``; NNX ``LSTMCell``, ``OptimizedLSTMCell``,
-``GRUCell`` (parameters read from the module itself).  Flax's defaults only: ``gate_fn =
-sigmoid`` and ``activation_fn = tanh`` (anything else raises).
+``GRUCell`` (parameters read from the module itself).  ``to_flax(cell, params)`` is the
+inverse for linen: a ``jrnn.lstm`` (no peepholes, projection or layer norm) or a reset-after
+``jrnn.gru`` (no layer norm) becomes a linen ``LSTMCell`` / ``GRUCell`` and its variables.
+
+Gate functions: Flax's ``gate_fn`` is jrnn's ``gate_fn`` and Flax's ``activation_fn`` is
+jrnn's ``activation`` (the LSTM's candidate and output function, the GRU's candidate).  A
+function jrnn knows by name (:data:`jrnn.cells.ACTIVATIONS`: ``jax.nn.sigmoid``,
+``jax.nn.hard_sigmoid``, ``jnp.tanh``, ``jax.nn.relu``, ``jax.nn.gelu``) maps to that name;
+``from_flax`` passes any other callable on to the jrnn cell as it is.  The GRU's ``z`` is
+negated on the way (below), which is exact only for a gate function with
+``gate_fn(-a) = 1 - gate_fn(a)``: ``sigmoid`` and ``hard_sigmoid``; a Flax GRU with another
+``gate_fn`` raises.  ``to_flax`` exports only named functions (a jrnn cell keeps a custom
+callable's name, not the callable).
 
 Layouts (Flax kernels are already ``x @ kernel``, so nothing is transposed):
 
@@ -28,31 +39,49 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn.base import Cell, LSTMState, Params, RNNState
-from jrnn.cells import gru, lstm
+from jrnn.base import Cell, LSTMState, Params, RNNState, check_params
+from jrnn.cells import ACTIVATIONS, gru, lstm
+from jrnn.interop._common import cell_info, float_dtype
 
-__all__ = ["carry_from_flax", "carry_to_flax", "from_flax"]
+__all__ = ["carry_from_flax", "carry_to_flax", "from_flax", "to_flax"]
 
 _LSTM_TYPES = (nn.LSTMCell, nn.OptimizedLSTMCell, nnx.LSTMCell, nnx.OptimizedLSTMCell)
 _GRU_TYPES = (nn.GRUCell, nnx.GRUCell)
 
 
+_SYMMETRIC_GATES = ("hard_sigmoid", "sigmoid")
+"""Gate functions with ``g(-a) = 1 - g(a)``: the GRU's negated ``z`` is exact only for them."""
+
+
 def _kind(module: Any, where: str) -> str:
     if isinstance(module, _LSTM_TYPES):
-        kind = "lstm"
-    elif isinstance(module, _GRU_TYPES):
-        kind = "gru"
-    else:
-        raise TypeError(
-            f"{where}: unsupported module {type(module).__module__}.{type(module).__name__}; "
-            f"expected flax.linen or flax.nnx LSTMCell, OptimizedLSTMCell or GRUCell"
-        )
-    if module.gate_fn is not jax.nn.sigmoid or module.activation_fn is not jnp.tanh:
+        return "lstm"
+    if isinstance(module, _GRU_TYPES):
+        return "gru"
+    raise TypeError(
+        f"{where}: unsupported module {type(module).__module__}.{type(module).__name__}; "
+        f"expected flax.linen or flax.nnx LSTMCell, OptimizedLSTMCell or GRUCell"
+    )
+
+
+def _jrnn_fn(fn: Any) -> Any:
+    """A Flax function as a jrnn ``gate_fn``/``activation``: its name if jrnn knows it."""
+    for name, known in ACTIVATIONS.items():
+        if fn is known:
+            return name
+    return fn
+
+
+def _functions(module: Any, kind: str, where: str) -> tuple[Any, Any]:
+    """``(gate_fn, activation)`` for the jrnn cell of ``module``."""
+    gate_fn, activation = _jrnn_fn(module.gate_fn), _jrnn_fn(module.activation_fn)
+    if kind == "gru" and gate_fn not in _SYMMETRIC_GATES:
         raise ValueError(
-            f"{where}: only Flax's default gate_fn=sigmoid and activation_fn=tanh map to a "
-            f"jrnn cell; got gate_fn={module.gate_fn!r}, activation_fn={module.activation_fn!r}"
+            f"{where}: a Flax GRUCell's gate_fn must be one of {list(_SYMMETRIC_GATES)} "
+            f"(jrnn's z is Flax's 1 - z, exact only when gate_fn(-a) = 1 - gate_fn(a)); got "
+            f"gate_fn={module.gate_fn!r}"
         )
-    return kind
+    return gate_fn, activation
 
 
 def _get(tree: Mapping[str, Any], name: str, leaf: str, where: str) -> jax.Array:
@@ -124,13 +153,16 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
 
     Returns:
       ``(cell, jrnn_params)``: ``jrnn.lstm(H)`` or ``jrnn.gru(H, reset_after=True)`` (with
-      the module's ``dtype`` as compute dtype and the parameters' dtype as ``param_dtype``)
-      and ``{"w_ih": [I, kH], "w_hh": [H, kH], "b": [kH]}`` (plus ``b_hn`` for the GRU).
+      the module's ``dtype`` as compute dtype, the parameters' dtype as ``param_dtype``, and
+      the module's ``gate_fn``/``activation_fn`` as ``gate_fn``/``activation``, by name where
+      jrnn has one) and ``{"w_ih": [I, kH], "w_hh": [H, kH], "b": [kH]}`` (plus ``b_hn``
+      for the GRU).
 
     Raises:
       TypeError: an unsupported module.
-      ValueError: non-default gate/activation functions, or parameters that are not the
-        module's (the message names the parameter).
+      ValueError: a GRU whose ``gate_fn`` is not ``sigmoid``/``hard_sigmoid`` (see the module
+        docstring), or parameters that are not the module's (the message names the
+        parameter).
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
@@ -145,9 +177,14 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
       >>> _, y2 = cell.step(params, carry_from_flax(module, carry), x)
       >>> bool(np.allclose(y, y2, atol=1e-6))
       True
+      >>> hard = nn.GRUCell(features=4, gate_fn=nn.hard_sigmoid, activation_fn=nn.relu)
+      >>> from_flax(hard, hard.init(jax.random.key(1), jnp.zeros((2, 4)), x))[0]
+      gru(hidden_size=4, reset_after=True, layer_norm=False, gate_fn=hard_sigmoid,
+          activation=relu, dtype=None, param_dtype=float32)
     """
     where = "from_flax"
     kind = _kind(module, where)
+    gate_fn, activation = _functions(module, kind, where)
     is_nnx = isinstance(module, nnx.Module)
     if is_nnx and params is not None:
         raise ValueError(f"{where}: an NNX module holds its parameters; do not pass `params`")
@@ -176,11 +213,115 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
             )
     dtype = getattr(module, "dtype", None)
     param_dtype = p["w_ih"].dtype
+    fns = {"gate_fn": gate_fn, "activation": activation}
     if kind == "lstm":
-        cell = lstm(hidden, forget_bias=0.0, dtype=dtype, param_dtype=param_dtype)
+        cell = lstm(hidden, forget_bias=0.0, dtype=dtype, param_dtype=param_dtype, **fns)
     else:
-        cell = gru(hidden, reset_after=True, dtype=dtype, param_dtype=param_dtype)
+        cell = gru(hidden, reset_after=True, dtype=dtype, param_dtype=param_dtype, **fns)
     return cell, p
+
+
+def to_flax(cell: Cell, params: Params) -> tuple[nn.Module, dict[str, Any]]:
+    """Converts a jrnn cell and its parameters to a linen cell and its variables.
+
+    The inverse of :func:`from_flax` for linen: ``module.apply(variables, carry, x)``
+    computes what ``cell.step(params, carry, x)`` computes (carries converted by
+    :func:`carry_to_flax` / :func:`carry_from_flax`).
+
+    Args:
+      cell: a ``jrnn.lstm`` without peepholes, projection or layer norm, or a
+        ``jrnn.gru(H, reset_after=True)`` without layer norm (Flax's GRU is the reset-after
+        form), with named ``gate_fn``/``activation`` (the GRU's ``gate_fn`` ``sigmoid`` or
+        ``hard_sigmoid``).
+      params: its parameters, ``{"w_ih": [I, kH], "w_hh": [H, kH], "b": [kH]}`` (plus
+        ``b_hn [H]`` for the GRU).
+
+    Returns:
+      ``(module, variables)``: ``nn.LSTMCell(H)`` or ``nn.GRUCell(H)`` with the cell's
+      functions, ``dtype`` and the parameters' dtype as ``param_dtype``, and
+      ``{"params": {...}}`` in Flax's layout (per-gate ``i*``/``h*`` kernels and biases;
+      the GRU's ``z`` blocks negated).
+
+    Raises:
+      ValueError: a cell Flax has no equivalent of, a custom function, or params that are
+        not the cell's.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np, jrnn
+      >>> cell = jrnn.lstm(4, gate_fn="hard_sigmoid", activation="relu")
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> module, variables = to_flax(cell, params)
+      >>> module.gate_fn is jax.nn.hard_sigmoid, sorted(variables["params"])[:3]
+      (True, ['hf', 'hg', 'hi'])
+      >>> carry, x = cell.initial_carry(params, (2,)), jnp.ones((2, 3))
+      >>> _, y = cell.step(params, carry, x)
+      >>> _, y_flax = module.apply(variables, carry_to_flax(module, carry), x)
+      >>> bool(np.allclose(y, y_flax, atol=1e-6))
+      True
+    """
+    where = "to_flax"
+    info = cell_info(cell, where)
+    config = dict(cell.config)
+    unsupported = []
+    if info.kind == "simple_rnn":
+        unsupported.append("the Elman recurrence (a simple_rnn)")
+    if info.peephole:
+        unsupported.append("peepholes")
+    if info.proj_size is not None:
+        unsupported.append("a projection")
+    if config.get("layer_norm"):
+        unsupported.append("layer norm")
+    if info.kind == "gru" and not info.reset_after:
+        unsupported.append("Cho's reset-before form (Flax's GRUCell is reset-after)")
+    if unsupported:
+        raise ValueError(
+            f"{where}: Flax has no cell with {', '.join(unsupported)}; got {cell.name}"
+        )
+    check_params(cell, params, where)
+    fns = {}
+    for arg in ("gate_fn", "activation"):
+        name = config[arg]
+        if name not in ACTIVATIONS:
+            raise ValueError(
+                f"{where}: the cell's `{arg}` is a custom function {name!r}; only the named "
+                f"functions {sorted(ACTIVATIONS)} can be exported"
+            )
+        fns[arg] = ACTIVATIONS[name]
+    if info.kind == "gru" and config["gate_fn"] not in _SYMMETRIC_GATES:
+        raise ValueError(
+            f"{where}: a GRU's gate_fn must be one of {list(_SYMMETRIC_GATES)} for Flax "
+            f"(Flax's z is jrnn's 1 - z); got {config['gate_fn']!r}"
+        )
+    param_dtype = float_dtype(params, where)
+    h = info.hidden_size
+
+    def blocks(key: str) -> list[jax.Array]:
+        a = jnp.asarray(params[key])
+        return [a[..., k * h : (k + 1) * h] for k in range(a.shape[-1] // h)]
+
+    w_ih, w_hh, b = blocks("w_ih"), blocks("w_hh"), blocks("b")
+    kw: dict[str, Any] = dict(
+        gate_fn=fns["gate_fn"], activation_fn=fns["activation"], param_dtype=param_dtype
+    )
+    if cell.dtype is not None:
+        kw["dtype"] = cell.dtype
+    tree: dict[str, dict[str, jax.Array]]
+    if info.kind == "lstm":
+        module = nn.LSTMCell(h, **kw)
+        tree = {f"i{g}": {"kernel": w_ih[k]} for k, g in enumerate("ifgo")}
+        tree |= {f"h{g}": {"kernel": w_hh[k], "bias": b[k]} for k, g in enumerate("ifgo")}
+    else:
+        module = nn.GRUCell(h, **kw)
+        # jrnn's z is Flax's 1 - z: negate its blocks (gate_fn(-a) = 1 - gate_fn(a)).
+        tree = {
+            "ir": {"kernel": w_ih[0], "bias": b[0]},
+            "iz": {"kernel": -w_ih[1], "bias": -b[1]},
+            "in": {"kernel": w_ih[2], "bias": b[2]},
+            "hr": {"kernel": w_hh[0]},
+            "hz": {"kernel": -w_hh[1]},
+            "hn": {"kernel": w_hh[2], "bias": jnp.asarray(params["b_hn"])},
+        }
+    return module, {"params": tree}
 
 
 def carry_from_flax(module: Any, carry: Any) -> LSTMState | RNNState:
