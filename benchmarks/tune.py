@@ -120,14 +120,14 @@ def main() -> None:
         return
     table = "\n".join(
         f"    (({r['batch']}, {r['T']}, {r['hidden']}), {r['best']['hoist']}, "
-        f"{r['best']['vjp']!r}),"
+        f"{json.dumps(r['best']['vjp'])}),"
         for r in rows
     )
     (ROOT / "jrnn" / "tuned.py").write_text(
         '"""The fastest training strategy of :func:`jrnn.unroll` on CPU, by shape, as measured\n'
         "by ``python -m benchmarks.tune`` (do not edit by hand: run it again on another\n"
         'machine).  ``(batch, T, hidden) -> (hoist, vjp)`` for an LSTM training step."""\n\n'
-        f"MACHINE = {info['cpu_model']!r}\n\n"
+        f"MACHINE = {json.dumps(info['cpu_model'])}\n\n"
         "CPU: tuple[tuple[tuple[int, int, int], bool, str], ...] = (\n"
         f"{table}\n)\n"
     )

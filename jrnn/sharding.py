@@ -16,6 +16,7 @@ Nothing here holds state: the mesh is an argument, never a global.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -31,9 +32,11 @@ __all__ = [
     "check_batch_divides",
     "data_mesh",
     "data_size",
+    "MIN_SPLIT_WORK",
     "host_mesh",
     "replicate",
     "shard_batch",
+    "split_devices",
     "use_cpu_cores",
 ]
 
@@ -220,19 +223,44 @@ def _host_mesh(n: int) -> Mesh:
     return Mesh(np.array(jax.devices("cpu")[:n]), (DATA_AXIS,))
 
 
-def host_mesh(xs: Any, batch_shape: tuple[int, ...]) -> Mesh | None:
+MIN_SPLIT_WORK = 1 << 22
+"""A batch is split over host devices only when each device's share of the recurrent work,
+``rows x T x hidden^2`` multiply-adds per gate, is at least this: below it the exchange
+between devices costs more than the halved work saves (measured, ``benchmarks/devices.py``:
+``B=16, T=32, H=32`` on 2 devices ran at 0.5-0.6x of one; ``B=32, T=64, H=128`` at
+1.3-1.9x)."""
+
+
+def split_devices(rows: int, steps: int, hidden: int, available: int) -> int:
+    """The most of ``available`` host devices that divide ``rows`` into shards each worth
+    :data:`MIN_SPLIT_WORK`; 1 when none does.
+
+    Examples:
+      >>> split_devices(64, 128, 256, 2), split_devices(16, 32, 32, 2)
+      (2, 1)
+    """
+    best = 1
+    for n in range(2, available + 1):
+        if rows % n == 0 and (rows // n) * steps * hidden * hidden >= MIN_SPLIT_WORK:
+            best = n
+    return best
+
+
+def host_mesh(xs: Any, batch_shape: tuple[int, ...], hidden: int) -> Mesh | None:
     """The host devices :func:`jrnn.unroll` splits a batch over, or ``None``.
 
     Only in a process whose CPU backend was made several devices by
     :func:`use_cpu_cores` (or ``JAX_NUM_CPU_DEVICES``; the ``XLA_FLAGS`` fake devices of a
     test do not count), on the CPU backend, outside ``shard_map`` (a caller that splits its
-    batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch: the
-    most of those devices that divide the first batch axis (at least 2).
+    batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch of
+    time-major ``xs [T, *batch, F]`` large enough (:func:`split_devices`): the most of
+    those devices that divide the first batch axis.
     """
     n = jax.config.jax_num_cpu_devices
     if n is None or n <= 1 or not batch_shape or _varying_axes(xs):
         return None
     if jax.default_backend() != "cpu":
         return None
-    parts = max((d for d in range(2, n + 1) if batch_shape[0] % d == 0), default=None)
-    return None if parts is None else _host_mesh(parts)
+    rows = batch_shape[0]
+    parts = split_devices(rows, xs.shape[0] * (math.prod(batch_shape) // rows), hidden, n)
+    return _host_mesh(parts) if parts > 1 else None

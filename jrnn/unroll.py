@@ -147,7 +147,8 @@ def unroll(
 
     Every core of a CPU: in a process where :func:`jrnn.use_cpu_cores` made several host
     devices, the scan runs inside ``jax.shard_map`` with the first batch axis split over
-    them (the most that divide it) and the parameters replicated, so a plain
+    them (the most that divide it into shards worth the exchange,
+    :func:`jrnn.sharding.split_devices`) and the parameters replicated, so a plain
     ``jax.jit(jax.grad(...))`` step uses every core; outputs and gradients are those of the
     unsplit scan.  Inside a caller's own ``shard_map`` (``make_train_step(mesh=...)``) or
     on an accelerator nothing changes.
@@ -436,7 +437,7 @@ def _run(
             out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
             return carry, out
 
-        mesh = host_mesh(xs, batch_shape)
+        mesh = host_mesh(xs, batch_shape, cell.hidden_size)
         if mesh is None:
             carry, out = scan(params, xs, carry, mask, resets, noise)
         else:  # every core of the CPU: the batch split over its host devices

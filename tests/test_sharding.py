@@ -21,8 +21,8 @@ import pytest
 
 import jrnn
 from jrnn.app import Config, UsageError, fit
-from jrnn.app.devices import AUTO_MIN_ROWS, auto_devices
-from jrnn.sharding import data_mesh, replicate, shard_batch
+from jrnn.app.devices import auto_devices
+from jrnn.sharding import MIN_SPLIT_WORK, data_mesh, replicate, shard_batch, split_devices
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 fake CPU devices")
 
@@ -207,13 +207,20 @@ def test_use_cpu_cores_before_and_after_jax_starts():
     assert out.stdout.split()[:2] == ["3", "3"]
 
 
-def test_auto_devices_rule():
-    assert auto_devices(64, 1, 2) == 2
-    assert auto_devices(64, 1, 8) == 8
-    assert auto_devices(64, 2, 8) == 4  # shards of 32 / 4 = 8 sequences
-    assert auto_devices(2 * AUTO_MIN_ROWS - 1, 1, 2) == 1  # odd: does not split
-    assert auto_devices(AUTO_MIN_ROWS, 1, 2) == 1  # shards would be too small
-    assert auto_devices(48, 1, 8) == 6  # the most devices that divide the batch
+def test_split_devices_rule():
+    """Host devices only where each one's share of the recurrent work is worth the
+    exchange (``MIN_SPLIT_WORK``), the most that divide the batch."""
+    assert split_devices(64, 128, 256, 2) == 2  # the default char LM: split
+    assert split_devices(64, 128, 256, 8) == 8
+    assert split_devices(36, 128, 256, 8) == 6  # the most devices that divide the batch
+    assert split_devices(63, 128, 256, 2) == 1  # odd: does not split
+    assert split_devices(16, 32, 32, 2) == 1  # measured slower on 2 devices
+    rows = 2 * MIN_SPLIT_WORK // (10 * 20 * 20)
+    assert split_devices(rows, 10, 20, 2) == 2 and split_devices(rows - 2, 10, 20, 2) == 1
+    assert auto_devices(Config(task="adding", batch_size=64, seq_len=50, hidden=64), 2) == 2
+    assert auto_devices(Config(task="adding", batch_size=16, seq_len=20, hidden=16), 2) == 1
+    big = Config(task="charlm", batch_size=64, micro_batches=64)  # micro-batches of 1 row
+    assert auto_devices(big, 2) == 1
 
 
 def _rows(out):
@@ -290,6 +297,7 @@ def test_cli_on_8_devices_logs_the_losses_of_1_device(tmp_path):
 _SPLIT_UNROLL = """
 import jrnn
 jrnn.use_cpu_cores(2)
+jrnn.sharding.MIN_SPLIT_WORK = 0  # split even this small problem
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 cell = jrnn.lstm(6, param_dtype=jnp.float64)
@@ -304,7 +312,7 @@ worst = 0.0
 for kw in ({}, {"vjp": "hoisted"}, {"remat": "sqrt"}, {"reverse": True}):
     grad = jax.jit(jax.grad(lambda p, x: loss(p, x, lengths, resets, **kw), argnums=(0, 1)))
     gp, gx = grad(params, xs)  # the batch of 4 split over the 2 host devices
-    assert jrnn.sharding.host_mesh(xs, (4,)) is not None
+    assert jrnn.sharding.host_mesh(xs, (4,), 6) is not None
     # one sequence at a time (a batch of 1 is not split)
     each = [jax.grad(loss, argnums=(0, 1))(params, xs[i:i+1], lengths[i:i+1], resets[i:i+1], **kw)
             for i in range(4)]
@@ -323,7 +331,7 @@ def test_unroll_splits_the_batch_over_host_devices_after_use_cpu_cores(tmp_path)
     host devices (outputs split along the batch) and its gradients equal those of unrolling
     each sequence alone (float64, every strategy, lengths, resets, reverse); in this test
     process (fake devices from XLA_FLAGS, not use_cpu_cores) nothing is split."""
-    assert jrnn.sharding.host_mesh(jnp.ones((4, 5, 3)), (4,)) is None
+    assert jrnn.sharding.host_mesh(jnp.ones((5, 4, 3)), (4,), 1024) is None
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(
         [sys.executable, "-c", _SPLIT_UNROLL], env=env, capture_output=True, text=True

@@ -182,8 +182,8 @@ class Config:
         strict=True,
     )
     devices: int | str = _f(
-        "devices each batch is split over: N, or auto (every CPU core or local accelerator "
-        "that gets >= 8 sequences)",
+        "devices each batch is split over: N, or auto (as many CPU cores or accelerators "
+        "as the batch's work is worth)",
         _O,
         "devices",
         "auto",

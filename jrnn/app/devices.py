@@ -13,12 +13,7 @@ from typing import Any
 
 from jrnn.app.errors import UsageError
 
-__all__ = ["AUTO_MIN_ROWS", "add_arguments", "auto_devices", "cores", "mesh_for", "start"]
-
-AUTO_MIN_ROWS = 8
-"""``--devices auto`` splits a batch only into shards of at least this many sequences:
-below it the per-step exchange between devices costs more than the halved work saves
-(``benchmarks/devices.py``)."""
+__all__ = ["add_arguments", "auto_devices", "cores", "mesh_for", "start"]
 
 
 def cores() -> int:
@@ -68,19 +63,18 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
     if not xla_bridge.backends_are_initialized():  # as many host devices as will be used
         n = config.devices
         if n == "auto":
-            n = auto_devices(config.batch_size, config.micro_batches, cores())
+            n = auto_devices(config, cores())
         use_cpu_cores(n)
 
 
-def auto_devices(batch_size: int, micro_batches: int, available: int) -> int:
-    """``--devices auto``: the most devices, at most ``available``, that split each micro-batch
-    into equal shards of at least :data:`AUTO_MIN_ROWS` sequences (1 if none does)."""
-    rows = batch_size // micro_batches
-    best = 1
-    for n in range(2, available + 1):
-        if rows % n == 0 and rows // n >= AUTO_MIN_ROWS:
-            best = n
-    return best
+def auto_devices(config: Any, available: int) -> int:
+    """``--devices auto``: the most devices, at most ``available``, that split each
+    micro-batch into shards worth the exchange (:func:`jrnn.sharding.split_devices` of its
+    rows, ``seq_len`` and ``hidden``); 1 if none does."""
+    from jrnn.sharding import split_devices
+
+    rows = config.batch_size // config.micro_batches
+    return split_devices(rows, config.seq_len, config.hidden, available)
 
 
 def mesh_for(config: Any) -> Any:
@@ -94,7 +88,7 @@ def mesh_for(config: Any) -> Any:
     on_cpu = devices[0].platform == "cpu"
     available = min(len(devices), cores()) if on_cpu and jax.process_count() == 1 else len(devices)
     if config.devices == "auto":
-        n = auto_devices(config.batch_size, config.micro_batches, available)
+        n = auto_devices(config, available)
     else:
         n = config.devices
         if n > len(devices):
