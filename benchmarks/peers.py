@@ -230,7 +230,12 @@ def build_jrnn(
     d = jrnn_defaults()
     note = ""
     if not kwargs:
+        d = jrnn.unroll_defaults(batch=cfg.batch, steps=cfg.steps, hidden=cfg.hidden)
         note = f"defaults on {jax.default_backend()}: hoist={d['hoist']}, vjp={d['vjp']}"
+        devices = jax.config.jax_num_cpu_devices
+        if jax.default_backend() == "cpu" and devices and devices > 1:
+            split = jrnn.sharding.split_devices(cfg.batch, cfg.steps, cfg.hidden, devices)
+            note += f"; {split} of {devices} host devices (jrnn.use_cpu_cores)"
     if cell == "gru":
         note = "; ".join(filter(None, [note, "gru(reset_after=True)"]))
     family = "jrnn" if not kwargs else "jrnn-variants"

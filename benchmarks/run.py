@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--max-redos", type=int, default=2, help="passes re-timing flagged rounds")
     ap.add_argument("--torch-threads", type=int, default=None, help="default: usable cores")
+    ap.add_argument(
+        "--host-devices",
+        type=int,
+        default=1,
+        help="jrnn.use_cpu_cores(N) first: jrnn.unroll splits worthwhile batches over N host "
+        "devices (the JAX peers still run on one device)",
+    )
     args = ap.parse_args(argv)
     if args.rounds is None:
         args.rounds = 5 if args.quick else 7
@@ -366,6 +373,10 @@ def write(result: dict[str, Any], out: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     args.config_list = [peers.parse_config(c) for c in _csv(args.configs)]
+    if args.host_devices > 1:  # before JAX starts its backend
+        import jrnn
+
+        jrnn.use_cpu_cores(args.host_devices)
     families = set(_csv(args.impls))
     if "torch" in families:
         try:
