@@ -336,7 +336,6 @@ def _placed(jitted: Callable[..., Any], mesh: Mesh, has_carry: bool) -> Callable
         def step(state, batch):
             return jitted(put(state, rep), put(batch, split))
 
-    step.jitted = jitted  # for .lower(), cache statistics
     return step
 
 

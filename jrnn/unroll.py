@@ -355,8 +355,11 @@ def _run(
         if not time_major:
             resets = jnp.moveaxis(resets, -1, 0)
 
-    defaults = default_strategy(
-        batch=math.prod(batch_shape), steps=num_steps, hidden=cell.hidden_size
+    mesh = host_mesh(xs, batch_shape, cell.hidden_size)  # every core of a CPU, if worth it
+    defaults = default_strategy(  # measured for the batch each device runs
+        batch=math.prod(batch_shape) // (1 if mesh is None else mesh.size),
+        steps=num_steps,
+        hidden=cell.hidden_size,
     )
     hoist = defaults["hoist"] if hoist is None else hoist
     vjp = defaults["vjp"] if vjp is None else vjp
@@ -437,7 +440,6 @@ def _run(
             out, carry = _scan_hoisted_vjp(opts, params, xs, carry, mask, resets)
             return carry, out
 
-        mesh = host_mesh(xs, batch_shape, cell.hidden_size)
         if mesh is None:
             carry, out = scan(params, xs, carry, mask, resets, noise)
         else:  # every core of the CPU: the batch split over its host devices
