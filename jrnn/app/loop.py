@@ -158,7 +158,7 @@ def fit(
         locked = out.is_dir()
         if locked:
             held.enter_context(runs.lock(out))
-        return _train(config, out, resume, force, corpus, mesh, progress, held, locked)
+        return _train(config, out, resume, force, corpus, mesh, progress, None if locked else held)
 
 
 def _train(
@@ -169,8 +169,7 @@ def _train(
     corpus: Any,
     mesh: Any,
     progress: bool,
-    held: contextlib.ExitStack,
-    locked: bool,
+    lock_into: contextlib.ExitStack | None,
 ) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
@@ -184,12 +183,12 @@ def _train(
     from jrnn.sharding import DATA_AXIS, data_size
 
     task, optimizer, state, carry = build_state(config, corpus)
-    if not locked:  # a new folder: created, then locked before anything is written
+    if lock_into is not None:  # a new folder: created, then locked before anything is written
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--out {out}: cannot create the folder: {e.strerror}") from None
-        held.enter_context(runs.lock(out))
+        lock_into.enter_context(runs.lock(out))
     if force:
         runs.clear(out)
     saved = {**config.to_dict(), "config_version": runs.CONFIG_VERSION, "model": task.model.name}
