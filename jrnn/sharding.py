@@ -29,6 +29,8 @@ from jrnn.base import _varying_axes
 
 __all__ = [
     "DATA_AXIS",
+    "backends_started",
+    "cpu_cores",
     "check_batch_divides",
     "data_mesh",
     "data_size",
@@ -51,10 +53,17 @@ def _how(n: int | str = "n") -> str:
     )
 
 
-def _backends_started() -> bool:
+def backends_started() -> bool:
+    """Whether JAX has started its backends (after which the host-device count is fixed)."""
     from jax._src import xla_bridge
 
     return xla_bridge.backends_are_initialized()
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may use (``os.sched_getaffinity`` where there is one)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
 
 
 def use_cpu_cores(n: int | None = None) -> int:
@@ -87,14 +96,13 @@ def use_cpu_cores(n: int | None = None) -> int:
       True
     """
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        n = n or 1
+        n = cpu_cores()
     if isinstance(n, bool) or not isinstance(n, int | np.integer):
         raise TypeError(f"use_cpu_cores: `n` must be an int or None, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"use_cpu_cores: `n` must be >= 1, got {n}")
     n = int(n)
-    if _backends_started():
+    if backends_started():
         have = len(jax.devices("cpu"))
         if have != n:
             raise RuntimeError(

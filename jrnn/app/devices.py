@@ -8,18 +8,11 @@ backends (a CPU's host-device count is fixed then), :func:`mesh_for` after.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from jrnn.app.errors import UsageError
 
-__all__ = ["add_arguments", "auto_devices", "cores", "mesh_for", "start"]
-
-
-def cores() -> int:
-    """The CPU cores this process may use."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, n or 1)
+__all__ = ["add_arguments", "auto_devices", "mesh_for", "start"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +36,7 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
     devices there are."""
     import jax
 
-    from jrnn.sharding import use_cpu_cores
+    from jrnn.sharding import backends_started, cpu_cores, use_cpu_cores
 
     flags = {}
     if args is not None:
@@ -58,12 +51,10 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
         }
         if flags or args.distributed:
             jax.distributed.initialize(**flags)
-    from jax._src import xla_bridge
-
-    if not xla_bridge.backends_are_initialized():  # as many host devices as will be used
+    if not backends_started():  # as many host devices as will be used
         n = config.devices
         if n == "auto":
-            n = auto_devices(config, cores())
+            n = auto_devices(config, cpu_cores())
         use_cpu_cores(n)
 
 
@@ -82,11 +73,13 @@ def mesh_for(config: Any) -> Any:
     when the batch does not split or more devices are asked for than exist."""
     import jax
 
-    from jrnn.sharding import data_mesh
+    from jrnn.sharding import cpu_cores, data_mesh
 
     devices = jax.devices()
     on_cpu = devices[0].platform == "cpu"
-    available = min(len(devices), cores()) if on_cpu and jax.process_count() == 1 else len(devices)
+    available = len(devices)
+    if on_cpu and jax.process_count() == 1:  # host devices: at most one per core
+        available = min(available, cpu_cores())
     if config.devices == "auto":
         n = auto_devices(config, available)
     else:
