@@ -236,3 +236,24 @@ def test_unknown_remat():
     cell, params, _, _ = _cell(VARIANTS[0])
     with pytest.raises(ValueError, match="`remat` must be 'none', 'step' or 'sqrt', got 'all'"):
         jrnn.unroll(cell, params, jnp.ones((2, 3, I)), remat="all")
+
+
+def test_default_strategy_is_the_measured_table_and_deterministic():
+    """On CPU the default for a shape is the strategy measured fastest at the nearest shape
+    of ``jrnn/tuned.py`` (written by ``python -m benchmarks.tune``): exactly the entry at a
+    measured shape, the same choice for the same shapes, and in-step autodiff without a
+    shape; accelerators always get the hoisted projection and backward."""
+    from jrnn import tuned
+    from jrnn.unroll import default_strategy
+
+    assert tuned.CPU, "jrnn/tuned.py holds no measurements"
+    for (batch, steps, hidden), hoist, vjp in tuned.CPU:
+        got = default_strategy("cpu", batch=batch, steps=steps, hidden=hidden)
+        assert got == {"hoist": hoist, "vjp": vjp}
+    shapes = [(2, 5, 4), (3, 3000, 200), (1000, 16, 1024), (8, 4096, 256)]
+    first = [default_strategy("cpu", batch=b, steps=t, hidden=h) for b, t, h in shapes]
+    assert first == [default_strategy("cpu", batch=b, steps=t, hidden=h) for b, t, h in shapes]
+    assert first[3] == {"hoist": True, "vjp": "hoisted"}  # long sequences, small batch
+    assert first[0] == {"hoist": False, "vjp": "autodiff"}  # tiny: the autodiff default
+    assert default_strategy("cpu") == {"hoist": False, "vjp": "autodiff"}
+    assert default_strategy("gpu", batch=2, steps=5, hidden=4) == {"hoist": True, "vjp": "hoisted"}
