@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -339,3 +340,35 @@ def test_unroll_splits_the_batch_over_host_devices_after_use_cpu_cores(tmp_path)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[0]) < 1e-12, out.stdout
     assert "PartitionSpec('data'" in out.stdout or "P('data'" in out.stdout, out.stdout
+
+
+def _while_bodies(hlo: str) -> dict[str, str]:
+    """The text of every computation that is the body of a ``while`` in ``hlo``."""
+    names = set(re.findall(r"body=%?([\w.\-]+)", hlo))
+    blocks = re.split(r"\n(?=%?[\w.\-]+ [({])|\n(?=ENTRY )", hlo)
+    return {b.split()[0].lstrip("%"): b for b in blocks if b.split()[0].lstrip("%") in names}
+
+
+def test_the_gradient_is_exchanged_once_per_step_not_per_time_step():
+    """The sharded step's compiled program has its all-reduce outside the scans (one per
+    step, after the backward pass); a plain jit with a batch sharding puts one inside the
+    backward scan, once per time step: the reason for ``shard_map``."""
+    cell, params, (xs, ys, _), _ = _problem(jnp.float32)
+
+    def loss_fn(p, batch, key):
+        out, _ = jrnn.unroll(cell, p, batch[0])
+        return jnp.mean((out - batch[1]) ** 2), {}
+
+    opt = optax.sgd(0.1)
+    state = jrnn.init_train_state(params, opt, jax.random.key(0))
+    mesh = data_mesh(2)
+    batch = shard_batch((xs, ys), mesh)
+    step = jax.jit(lambda s, b: jrnn.make_train_step(loss_fn, opt, mesh=mesh, donate=False)(s, b))
+    hlo = step.lower(replicate(state, mesh), batch).compile().as_text()
+    bodies = _while_bodies(hlo)
+    assert bodies and "all-reduce(" in hlo
+    assert not any("all-reduce(" in b for b in bodies.values())
+
+    auto = jax.jit(jax.grad(lambda p, b: loss_fn(p, b, None)[0]))
+    hlo = auto.lower(replicate(params, mesh), batch).compile().as_text()
+    assert any("all-reduce(" in b for b in _while_bodies(hlo).values())
