@@ -216,6 +216,8 @@ def test_split_devices_rule():
     assert split_devices(36, 128, 256, 8) == 6  # the most devices that divide the batch
     assert split_devices(63, 128, 256, 2) == 1  # odd: does not split
     assert split_devices(16, 32, 32, 2) == 1  # measured slower on 2 devices
+    assert split_devices(64, 256, 512, 2) == 1  # so was the large size (XLA threads it)
+    assert split_devices(64, 256, 512, 8) == 8  # but 8 rows per device are small again
     rows = 2 * -(-MIN_SPLIT_WORK // (10 * 20 * 20))  # the smallest even batch worth it
     assert split_devices(rows, 10, 20, 2) == 2 and split_devices(rows - 2, 10, 20, 2) == 1
     assert auto_devices(Config(task="adding", batch_size=64, seq_len=50, hidden=64), 2) == 2
