@@ -23,10 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-CONFIGS = {  # batch, T, input, hidden (small/medium/long as in benchmarks/run.py)
+CONFIGS = {  # batch, T, input, hidden (small/medium/large/long as in benchmarks/run.py)
     "tiny": (16, 32, 8, 32),
     "small": (32, 64, 64, 128),
     "medium": (64, 128, 128, 256),
+    "large": (64, 256, 256, 512),
     "long": (8, 4096, 64, 256),
 }
 OUT = Path(__file__).resolve().parent / "results"

@@ -244,7 +244,7 @@ MAX_SPLIT_STEP = 1 << 22
 """...and only while each device's per-step recurrent product stays small,
 ``rows x hidden^2 <= MAX_SPLIT_STEP``: a larger product is already spread over the cores
 by XLA:CPU's own matmul threads, and splitting the batch measured slower (``B=64, H=512``:
-0.92x for the LSTM, 0.94x for the GRU on 2 devices; ``B=64, H=256``: 1.16-1.34x)."""
+0.97x for the LSTM, 0.95x for the GRU on 2 devices; ``B=64, H=256``: 1.19-1.34x)."""
 
 
 def split_devices(rows: int, steps: int, hidden: int, available: int) -> int:
