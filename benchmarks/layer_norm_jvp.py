@@ -16,8 +16,6 @@ Run: ``python -m benchmarks.layer_norm_jvp [--rounds N]``.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,8 +25,14 @@ import optax
 
 import jrnn
 import jrnn.cells
-from benchmarks.measure import machine_info
-from benchmarks.regularisers import INPUT, SIZES, time_calls, train_step
+from benchmarks.regularisers import (
+    INPUT,
+    SIZES,
+    ratio_rows,
+    time_calls,
+    train_step,
+    write_results,
+)
 
 OUT = Path(__file__).resolve().parent / "results"
 EPS = jrnn.cells.LN_EPSILON
@@ -125,44 +129,9 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, (step, state) in prepared.items():
                     times[name].append(time_calls(step, state, (xs, ys, k[3]), args.iters))
-            for name in prepared:
-                ratios = [t / p for t, p in zip(times[name], times["plain"], strict=True)]
-                rows.append(
-                    {
-                        "cell": kind,
-                        "size": size,
-                        "batch": batch,
-                        "T": steps,
-                        "hidden": hidden,
-                        "variant": name,
-                        "step_ms": 1e3 * statistics.median(times[name]),
-                        "ratio_to_plain": statistics.median(ratios),
-                    }
-                )
-                print(f"{kind} {size} {name}: {rows[-1]['ratio_to_plain']:.2f}x plain", flush=True)
+            rows += ratio_rows(kind, size, (batch, steps, hidden), times)
 
-    info = machine_info()
-    OUT.mkdir(exist_ok=True)
-    result = {"machine": info, "rounds": args.rounds, "iters": args.iters, "rows": rows}
-    (OUT / "layer_norm_jvp.json").write_text(json.dumps(result, indent=1) + "\n")
-    load = info.get("loadavg_at_start") or (float("nan"),)
-    lines = [
-        f"Training step (forward, BPTT, Adam) relative to the plain cell, median of "
-        f"{args.rounds} interleaved rounds; {info['cpu_model']} ({info['usable_cores']} cores "
-        f"usable, load average at start {load[0]:.1f}), {len(info['jax_devices'])} device(s), "
-        f"backend {info['jax_backend']}, matmul precision "
-        f"{jax.config.jax_default_matmul_precision or 'default'}.",
-        "",
-        "| cell | size (B, T, H) | variant | step (ms) | × plain |",
-        "|---|---|---|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['cell']} | {r['size']} ({r['batch']}, {r['T']}, {r['hidden']}) | "
-            f"{r['variant']} | {r['step_ms']:.1f} | {r['ratio_to_plain']:.2f} |"
-        )
-    (OUT / "layer_norm_jvp.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("layer_norm_jvp", rows, args)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,60 @@ def time_calls(step, state, args, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def ratio_rows(
+    kind: str, size: str, shape: tuple[int, int, int], times: dict[str, list[float]]
+) -> list[dict]:
+    """One row per variant: median step time and median per-round ratio to ``"plain"``."""
+    batch, steps, hidden = shape
+    rows = []
+    for name, ts in times.items():
+        ratios = [t / p for t, p in zip(ts, times["plain"], strict=True)]
+        rows.append(
+            {
+                "cell": kind,
+                "size": size,
+                "batch": batch,
+                "T": steps,
+                "hidden": hidden,
+                "variant": name,
+                "step_ms": 1e3 * statistics.median(ts),
+                "ratio_to_plain": statistics.median(ratios),
+            }
+        )
+        print(
+            f"{kind} {size} {name}: {rows[-1]['step_ms']:.1f} ms, "
+            f"{rows[-1]['ratio_to_plain']:.2f}x plain",
+            flush=True,
+        )
+    return rows
+
+
+def write_results(name: str, rows: list[dict], args: argparse.Namespace) -> None:
+    """``benchmarks/results/{name}.json`` (every row and the machine) and ``{name}.md``."""
+    info = machine_info()
+    OUT.mkdir(exist_ok=True)
+    result = {"machine": info, "rounds": args.rounds, "iters": args.iters, "rows": rows}
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    load = info.get("loadavg_at_start") or (float("nan"),)
+    lines = [
+        f"Training step (forward, BPTT, Adam) relative to the plain cell, median of "
+        f"{args.rounds} interleaved rounds; {info['cpu_model']} ({info['usable_cores']} cores "
+        f"usable, load average at start {load[0]:.1f}), {len(info['jax_devices'])} device(s), "
+        f"backend {info['jax_backend']}, matmul precision "
+        f"{jax.config.jax_default_matmul_precision or 'default'}.",
+        "",
+        "| cell | size (B, T, H) | variant | step (ms) | × plain |",
+        "|---|---|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['cell']} | {r['size']} ({r['batch']}, {r['T']}, {r['hidden']}) | "
+            f"{r['variant']} | {r['step_ms']:.1f} | {r['ratio_to_plain']:.2f} |"
+        )
+    (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -93,46 +147,9 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, (step, state) in prepared.items():
                     times[name].append(time_calls(step, state, (xs, ys, k[3]), args.iters))
-            plain = times["plain"]
-            for name in cells:
-                ratios = [t / p for t, p in zip(times[name], plain, strict=True)]
-                rows.append(
-                    {
-                        "cell": kind,
-                        "size": size,
-                        "batch": batch,
-                        "T": steps,
-                        "hidden": hidden,
-                        "variant": name,
-                        "step_ms": 1e3 * statistics.median(times[name]),
-                        "ratio_to_plain": statistics.median(ratios),
-                    }
-                )
-                print(
-                    f"{kind} {size} {name}: {rows[-1]['step_ms']:.1f} ms, "
-                    f"{rows[-1]['ratio_to_plain']:.2f}x plain"
-                )
+            rows += ratio_rows(kind, size, (batch, steps, hidden), times)
 
-    info = machine_info()
-    OUT.mkdir(exist_ok=True)
-    result = {"machine": info, "rounds": args.rounds, "iters": args.iters, "rows": rows}
-    (OUT / "regularisers.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [
-        f"Training step (forward, BPTT, Adam) relative to the plain cell, median of "
-        f"{args.rounds} interleaved rounds; {info['cpu_model']} ({info['usable_cores']} cores "
-        f"usable), {len(info['jax_devices'])} device(s), backend {info['jax_backend']}, matmul "
-        f"precision {jax.config.jax_default_matmul_precision or 'default'}.",
-        "",
-        "| cell | size (B, T, H) | variant | step (ms) | × plain |",
-        "|---|---|---|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['cell']} | {r['size']} ({r['batch']}, {r['T']}, {r['hidden']}) | "
-            f"{r['variant']} | {r['step_ms']:.1f} | {r['ratio_to_plain']:.2f} |"
-        )
-    (OUT / "regularisers.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("regularisers", rows, args)
 
 
 if __name__ == "__main__":
