@@ -1,6 +1,8 @@
 """unroll semantics: batching, vmap, time-major, unroll factor, lengths, reverse, carries;
 stacks against manual composition and the reference."""
 
+from functools import partial
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -257,3 +259,39 @@ def test_default_strategy_is_the_measured_table_and_deterministic():
     assert first[0] == {"hoist": False, "vjp": "autodiff"}  # tiny: the autodiff default
     assert default_strategy("cpu") == {"hoist": False, "vjp": "autodiff"}
     assert default_strategy("gpu", batch=2, steps=5, hidden=4) == {"hoist": True, "vjp": "hoisted"}
+
+
+def test_inference_projects_in_step_on_cpu_while_training_keeps_the_hoisted_strategy():
+    """At a shape whose training strategy is the hoisted projection (B=4, T=2048), a call
+    that is not differentiated runs the in-step scan: its program holds no ``[T, B, 4H]``
+    projection buffer (an explicit ``hoist=True`` does), its outputs are those of
+    ``hoist=True``, and ``jax.grad`` still differentiates the hoisted strategy."""
+    from jrnn.unroll import default_strategy
+
+    B, T, H = 4, 2048, 64
+    assert default_strategy("cpu", batch=B, steps=T, hidden=H)["hoist"] is True
+    cell = jrnn.lstm(H)
+    params = cell.init(jax.random.key(0), 8)
+    xs = jax.random.normal(jax.random.key(1), (B, T, 8))
+
+    def forward(**kw):
+        return jax.jit(lambda p, x: jrnn.unroll(cell, p, x, **kw)[0])
+
+    def temp_bytes(f):
+        return f.lower(params, xs).compile().memory_analysis().temp_size_in_bytes
+
+    projection = T * B * 4 * H * 4  # float32 bytes
+    assert temp_bytes(forward(hoist=True)) - temp_bytes(forward()) >= projection
+    np.testing.assert_allclose(
+        forward()(params, xs), forward(hoist=True)(params, xs), rtol=1e-5, atol=1e-6
+    )
+
+    def loss(p, **kw):
+        return jnp.sum(jrnn.unroll(cell, p, xs[:, :64], **kw)[0] ** 2)
+
+    chex.assert_trees_all_close(
+        jax.grad(loss)(params),
+        jax.grad(partial(loss, vjp="autodiff"))(params),
+        rtol=1e-4,
+        atol=1e-5,
+    )
