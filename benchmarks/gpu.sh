@@ -8,9 +8,14 @@
 # it need not be installed.  Missing peers are skipped with a note in the results.
 #
 # What it runs (one process, so every ratio is measured side by side):
-#   * configs medium and large: jrnn, Flax linen and NNX, Equinox, Haiku and PyTorch
-#     (torch .cuda(): cuDNN), training step and forward pass, LSTM and GRU, 5 rounds;
-#   * config long (B=8, T=4096): jrnn vs PyTorch only, 3 rounds;
+#   * configs medium and large: jrnn, Flax linen and NNX, Equinox, Haiku, JAX's cuDNN LSTM
+#     (jax.experimental.rnn.lstm) and PyTorch (torch .cuda(): cuDNN), training step and
+#     forward pass, LSTM and GRU, 5 rounds;
+#   * config long (B=8, T=4096): jrnn vs the two cuDNN LSTMs only, 3 rounds;
+#   * every row at the same float32 matmul precision, full float32 by default
+#     (BENCH_PRECISION=highest; tf32 gives everyone TensorFloat-32 products; default leaves
+#     each library's own: JAX TF32, PyTorch float32 matmuls with TF32 in cuDNN), stated in
+#     the row's precision column;
 #   * at medium, jrnn's hoist=True/False x vjp="hoisted"/"autodiff" grid (and remat=step),
 #     to choose the GPU defaults by measurement.
 # Every timing synchronises (jax.block_until_ready, torch.cuda.synchronize).  Results are
@@ -19,6 +24,7 @@
 # With BENCH_NEWTON=1 it then runs benchmarks/newton.py (scan vs DEER vs quasi-DEER; its own
 # limit BENCH_NEWTON_TIMEOUT, default 300 s) into $OUT_DIR/newton_gpu.{json,md}.
 # Environment: OUT (output folder), PYTHON, BENCH_CONFIGS (default medium,large,long),
+# BENCH_PRECISION (highest | tf32 | default; default highest),
 # BENCH_TIMEOUT (seconds, default 290), BENCH_ALLOW_CPU=1 (run without a GPU: for testing
 # this script), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: JAX leaves half the GPU to
 # PyTorch in the same process).
@@ -59,8 +65,9 @@ status=0
 timeout --signal=INT "${BENCH_TIMEOUT:-290}" "$PY" -m benchmarks.run \
   --configs "${BENCH_CONFIGS:-medium,large,long}" \
   --rounds 5 --long-rounds 3 --target-time 0.05 \
-  --impls jrnn,jrnn-variants,flax,nnx,equinox,haiku,torch \
-  --long-impls jrnn,torch \
+  --impls jrnn,jrnn-variants,flax,nnx,equinox,haiku,jax-rnn,torch \
+  --long-impls jrnn,jax-rnn,torch \
+  --precision "${BENCH_PRECISION:-highest}" \
   --variants grid --variant-configs medium \
   --quiet-wait 2 --max-redos 1 \
   --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/log.txt" || status=$?

@@ -435,6 +435,7 @@ def detail_table(group: dict[str, Any]) -> str:
             "first call s",
             "peak MiB",
             "RSS growth MiB",
+            "precision",
             "rounds (flagged)",
         ]
     )
@@ -451,6 +452,7 @@ def detail_table(group: dict[str, Any]) -> str:
                 _fmt(r.get("first_call_s"), ".2f"),
                 _mib((r.get("xla_memory") or {}).get("peak_bytes", r.get("device_peak_bytes"))),
                 _mib(r.get("rss_growth_bytes")),
+                r.get("precision", "—"),
                 f"{len(r['times_s'])} ({len(r['flagged_rounds'])})",
             ]
         )
@@ -505,7 +507,9 @@ def markdown_report(result: dict[str, Any]) -> str:
         "compares the time with plain jnp.dot products at the same shapes timed in the same "
         "rounds. peak MiB: XLA's temp + output bytes (JAX), torch.cuda.max_memory_allocated "
         "growth (PyTorch on CUDA); RSS growth: peak resident memory growth of the process "
-        "while compiling and warming up (coarse). See benchmarks/README.md.",
+        "while compiling and warming up (coarse); precision: what float32 matmuls computed "
+        f"(--precision {result['settings'].get('precision', 'default')}). See "
+        "benchmarks/README.md.",
         "",
         "## Summary",
         "",

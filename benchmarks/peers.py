@@ -15,6 +15,7 @@ averaged over batch), ``optax.adam(1e-3)``; PyTorch does the same with ``torch.o
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,17 @@ LEARNING_RATE = 1e-3
 GATES = {"lstm": 4, "gru": 3}
 
 #: Families selectable with ``--impls``, in the order they are built.
-FAMILIES = ("jrnn", "jrnn-variants", "flax", "nnx", "equinox", "haiku", "torch", "numpy")
+FAMILIES = (
+    "jrnn",
+    "jrnn-variants",
+    "flax",
+    "nnx",
+    "equinox",
+    "haiku",
+    "jax-rnn",
+    "torch",
+    "numpy",
+)
 
 
 class Missing(Exception):
@@ -126,6 +137,47 @@ class Impl:
     framework: str  # "jax" | "torch" | "numpy"
     modes: dict[str, ModeFn] = field(default_factory=dict)
     note: str = ""
+    precision: str = ""  # the float32 matmul precision it ran at (see `precision_of`)
+
+
+PRECISIONS = ("default", "highest", "tf32")
+"""``--precision``: each library's own default, or the same for everyone: full float32
+(``highest``) or TensorFloat-32 products (``tf32``)."""
+
+
+def set_precision(precision: str) -> None:
+    """Sets the float32 matmul precision of JAX and (when imported) PyTorch; ``"default"``
+    leaves each library's own default (JAX on NVIDIA GPUs: TF32 products; PyTorch: full
+    float32 matmuls, TF32 in cuDNN)."""
+    if precision == "default":
+        return
+    jax.config.update(
+        "jax_default_matmul_precision", "highest" if precision == "highest" else "tensorfloat32"
+    )
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def precision_of(framework: str) -> str:
+    """What float32 matmuls of ``framework`` compute right now, for every result row."""
+    if framework == "jax":
+        p = jax.config.jax_default_matmul_precision
+        if jax.default_backend() == "cpu":
+            return "float32"
+        return {None: "XLA default (TF32 on NVIDIA)", "highest": "float32"}.get(p, str(p))
+    if framework == "torch" and "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if not torch.cuda.is_available():
+            return "float32"
+        on = lambda flag: "TF32" if flag else "float32"
+        return (
+            f"cuDNN {on(torch.backends.cudnn.allow_tf32)}, "
+            f"matmul {on(torch.backends.cuda.matmul.allow_tf32)}"
+        )
+    return "float64" if framework == "numpy" else "float32"
 
 
 def _require(module: str) -> Any:
@@ -357,6 +409,32 @@ def build_haiku(cell: str, cfg: Config, data: Data) -> Impl:
 
 
 # --------------------------------------------------------------------------------------
+# JAX's cuDNN LSTM
+
+
+def build_jax_rnn(cell: str, cfg: Config, data: Data) -> Impl:
+    """``jax.experimental.rnn.lstm``: JAX's binding of the cuDNN LSTM (one layer,
+    batch-major, one flat weight vector); CUDA only, LSTM only.  It computes jrnn's LSTM
+    with ``w_ih = W_ih.T``, ``w_hh = W_hh.T``, ``b = b_ih + b_hh`` (gates ``i, f, g, o``;
+    tested against ``jax.experimental.rnn.lstm_ref``)."""
+    if cell != "lstm":
+        raise Unsupported("jax.experimental.rnn has an LSTM only")
+    if jax.default_backend() != "gpu":
+        raise Unsupported(f"jax.experimental.rnn.lstm needs cuDNN, not {jax.default_backend()}")
+    from jax.experimental import rnn
+
+    weights = rnn.init_lstm_weight(jax.random.key(0), cfg.inputs, cfg.hidden, 1, False)
+    zeros = jnp.zeros((1, cfg.batch, cfg.hidden), jnp.float32)
+    lengths = jnp.full((cfg.batch,), cfg.steps, jnp.int32)
+
+    def apply(w, xs):
+        ys, _, _ = rnn.lstm(xs, zeros, zeros, w, lengths, cfg.inputs, cfg.hidden, 1, 0.0, False)
+        return ys
+
+    return jax_impl("jax.experimental.rnn.lstm (cuDNN)", "jax-rnn", apply, weights, data)
+
+
+# --------------------------------------------------------------------------------------
 # PyTorch
 
 
@@ -455,6 +533,8 @@ def builders(
         yield "equinox", lambda: build_equinox(cell, cfg, data)
     if "haiku" in families:
         yield "haiku", lambda: build_haiku(cell, cfg, data)
+    if "jax-rnn" in families:
+        yield "jax.experimental.rnn", lambda: build_jax_rnn(cell, cfg, data)
     if "torch" in families:
         yield "torch", lambda: build_torch(cell, cfg, data)
     if "numpy" in families:

@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         ],
     }
     lines = [
-        f"GRU H={args.hidden}, B={args.batch}, T={args.time}, I={args.input} "
-        f"({result['device']})",
+        f"GRU H={args.hidden}, B={args.batch}, T={args.time}, I={args.input} ({result['device']})",
         "",
         "| loss | remat | temp memory | vs none | time | vs none |",
         "|---|---|---|---|---|---|",

@@ -76,6 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-redos", type=int, default=2, help="passes re-timing flagged rounds")
     ap.add_argument("--torch-threads", type=int, default=None, help="default: usable cores")
     ap.add_argument(
+        "--precision",
+        choices=peers.PRECISIONS,
+        default="default",
+        help="float32 matmul precision: each library's default, or the same for all "
+        "(highest: full float32; tf32: TensorFloat-32 products on NVIDIA GPUs)",
+    )
+    ap.add_argument(
         "--host-devices",
         type=int,
         default=1,
@@ -305,6 +312,7 @@ def run_group(
                 "framework": e.impl.framework,
                 "mode": e.mode,
                 "note": e.impl.note,
+                "precision": e.impl.precision or peers.precision_of(e.impl.framework),
                 "iters_per_timing": e.iters,
                 "times_s": e.times,
                 "foreign_cores": e.foreign,
@@ -386,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 torch.set_num_threads(args.torch_threads or measure.usable_cores())
         except ImportError:
             pass
+    peers.set_precision(args.precision)
     out = Path(args.out)
     settings = {k: v for k, v in vars(args).items() if k != "config_list"} | {
         "configs": [c.as_dict() for c in args.config_list],

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
     have_torch = importlib.util.find_spec("torch") is not None
-    impls = "jrnn,flax" + (",torch" if have_torch else "")
+    impls = "jrnn,flax,jax-rnn" + (",torch" if have_torch else "")
     env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_")}  # keeps the cache
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -37,6 +37,7 @@ def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
         "--target-time=0.002",
         "--quiet-wait=0",
         "--max-redos=0",
+        "--precision=highest",
         f"--out={tmp_path}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -63,6 +64,10 @@ def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
         assert any(n.startswith("torch nn.GRU") for n in names), names
     for mode in ("train", "forward"):
         assert ("jrnn", mode) in rows
+    # JAX's cuDNN LSTM is skipped with its reason (a GRU, and no GPU here)
+    assert any(s.startswith("jax.experimental.rnn: ") for s in group["skipped"]), group
+    assert {r["precision"] for r in group["results"]} == {"float32"}
+    assert result["settings"]["precision"] == "highest"
 
     tokens = 4 * 8
     for r in group["results"]:
@@ -88,6 +93,38 @@ def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
     md = (tmp_path / "results.md").read_text()
     assert "### GRU training step" in md and "### GRU forward (inference)" in md
     assert "| jrnn |" in md and "tiny tok/s" in md and "jrnn / fastest peer" in md
+    assert "| precision |" in md and "(--precision highest)" in md
+
+
+def test_the_jax_cudnn_peer_computes_jrnns_lstm() -> None:
+    """The ``jax.experimental.rnn`` peer's flat cuDNN weights, mapped as its docstring says
+    (``w_ih = W_ih.T``, ``w_hh = W_hh.T``, ``b = b_ih + b_hh``), make ``jrnn.lstm`` compute
+    JAX's reference of that cuDNN LSTM (``lstm_ref``, which runs on CPU): the speed rows
+    compare the same function."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental import rnn
+
+    import jrnn
+
+    B, T, I, H = 3, 7, 5, 6
+    f64 = jnp.float64  # this test session runs in float64 with strict dtype promotion
+    weights = rnn.init_lstm_weight(jax.random.key(0), I, H, 1, False).astype(f64)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I), f64)
+    h0 = jax.random.normal(jax.random.key(2), (1, B, H), f64)
+    c0 = jax.random.normal(jax.random.key(3), (1, B, H), f64)
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, I, H, 1, False)
+    lengths = jnp.full((B,), T, jnp.int32)
+    ys_ref, h_ref, c_ref = rnn.lstm_ref(
+        xs, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, I, H, 1, 0.0, False
+    )
+    params = {"w_ih": w_ih[0].T, "w_hh": w_hh[0].T, "b": b_ih[0] + b_hh[0]}
+    carry = jrnn.LSTMState(h=h0[0], c=c0[0])
+    ys, last = jrnn.unroll(jrnn.lstm(H), params, xs, carry=carry)
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(last.h, h_ref[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(last.c, c_ref[0], rtol=1e-12, atol=1e-12)
 
 
 def test_regularisers_effect_writes_json_markdown_and_plot(tmp_path: Path) -> None:
