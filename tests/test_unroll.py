@@ -295,3 +295,31 @@ def test_inference_projects_in_step_on_cpu_while_training_keeps_the_hoisted_stra
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_the_hoisted_backward_saves_step_vjps_only_when_they_are_per_step_data():
+    """The hoisted VJP's forward saves each step's VJP of the gates (the backward then only
+    applies it) when every residual is per-step data: the plain LSTM, the reset-after GRU
+    and the Elman cell.  Cells whose step VJP keeps a parameter (the reset-before GRU's
+    ``w_hn``, peepholes, layer-norm gains, a projection) save the step's inputs and
+    linearise again, so no parameter is stored once per step.  Gradients agree either way
+    (the equivalence tests above run both kinds of cell)."""
+    from jrnn.unroll import _saves_step_vjps, _ScanOptions
+
+    xs = jnp.ones((6, 3, 5), jnp.float32)  # [T, B, I], the cells' dtype
+    mask = jnp.ones((6, 3), bool)
+    expected = {
+        "lstm": (jrnn.lstm(4), True),
+        "gru reset-after": (jrnn.gru(4, reset_after=True), True),
+        "elman": (jrnn.simple_rnn(4), True),
+        "gru reset-before": (jrnn.gru(4), False),
+        "peephole lstm": (jrnn.lstm(4, peephole=True), False),
+        "layer-norm lstm": (jrnn.lstm(4, layer_norm=True), False),
+        "projected lstm": (jrnn.lstm(4, proj_size=2), False),
+    }
+    for name, (cell, saves) in expected.items():
+        params = cell.init(jax.random.key(0), 5)
+        carry = cell.initial_carry(params, (3,))
+        for m in (None, mask):
+            opts = _ScanOptions(cell, True, False, 1)
+            assert _saves_step_vjps(opts, params, xs, carry, m) is saves, name
