@@ -724,7 +724,11 @@ def _scan_bwd(opts, res, cotangents):
             zero = lambda d: jnp.zeros_like(d)
             dc0 = jax.tree.map(lambda a, d: a + jnp.where(r, d, zero(d)), dc0, dc_tm1)
             dc_tm1 = jax.tree.map(lambda d: jnp.where(r, zero(d), d), dc_tm1)
-        return (dc_tm1, jax.tree.map(jnp.add, dgp, dg), dc0), (dxa_t, dha_t)
+        # one array where both products entered as a sum (the LSTM's xa + ha): written once
+        return (dc_tm1, jax.tree.map(jnp.add, dgp, dg), dc0), (
+            dxa_t,
+            None if dha_t is dxa_t else dha_t,
+        )
 
     zeros_gp = jax.tree.map(jnp.zeros_like, gate_params)
     zeros_c0 = None if resets is None else jax.tree.map(jnp.zeros_like, dcarry_T)
@@ -737,6 +741,7 @@ def _scan_bwd(opts, res, cotangents):
     )
     if resets is not None:
         dcarry0 = jax.tree.map(jnp.add, dcarry0, dc0)
+    dha = dxa if dha is None else dha
     h_prev = residuals[0] if saved else residuals[0].h
     dw_rec = _flat2(h_prev).T @ _flat2(dha)
     _, rec_vjp = jax.vjp(cell.recurrent_kernel, params)
