@@ -9,7 +9,7 @@ CPU: tuple[tuple[tuple[int, int, int], bool, str], ...] = (
     ((4, 2048, 128), True, "hoisted"),
     ((4, 2048, 256), True, "hoisted"),
     ((4, 2048, 512), True, "hoisted"),
-    ((8, 1024, 64), False, "autodiff"),
+    ((8, 1024, 64), True, "hoisted"),
     ((8, 1024, 128), True, "hoisted"),
     ((8, 1024, 256), True, "hoisted"),
     ((8, 1024, 512), True, "hoisted"),
