@@ -80,6 +80,12 @@ def flip_within_lengths(xs: Array, lengths: Array) -> Array:
     return _flip(xs, lengths)
 
 
+TIME_WEIGHT = 0.25
+"""Weight of the sequence length in :func:`default_strategy`'s distance (batch and hidden
+size weigh 1): the cost per token of a strategy depends on the batch and the width far more
+than on ``T`` (the hoisted VJP at B=8, H=256: 45k tokens/s at T=128, 33k at T=4096)."""
+
+
 def default_strategy(
     backend: str | None = None,
     *,
@@ -93,9 +99,10 @@ def default_strategy(
     Chosen by measurement: on GPU the hoisted projection and the hand-structured VJP (1.8x at
     the medium LSTM size on an H200).  On CPU, with the shape given, the strategy measured
     fastest at the nearest shape of :data:`jrnn.tuned.CPU` (distance in log-space of batch,
-    T and hidden; written by ``python -m benchmarks.tune``: the hand-structured backward
-    wins for long sequences in small batches, where autodiff accumulates a weight-sized
-    gradient at every step); without it, or with an empty table, in-step projection
+    T and hidden, T weighted by :data:`TIME_WEIGHT`; written by ``python -m benchmarks.tune``:
+    the hand-structured backward wins for long sequences in small batches, where autodiff
+    accumulates a weight-sized gradient at every step; between equally near entries the
+    in-step autodiff form); without it, or with an empty table, in-step projection
     differentiated by autodiff.  The same shapes always give the same choice.
 
     Examples:
@@ -113,9 +120,11 @@ def default_strategy(
     where = [math.log2(max(v, 1)) for v in (batch, steps, hidden)]
 
     def distance(entry) -> float:
-        return sum((math.log2(a) - b) ** 2 for a, b in zip(entry[0], where, strict=True))
+        d = [(math.log2(a) - b) ** 2 for a, b in zip(entry[0], where, strict=True)]
+        return d[0] + TIME_WEIGHT * d[1] + d[2]
 
-    _, hoist, vjp = min(tuned.CPU, key=distance)
+    # equally near entries: the in-step autodiff form (no custom rule, less memory)
+    _, hoist, vjp = min(tuned.CPU, key=lambda e: (distance(e), (e[1], e[2]) != (False, "autodiff")))
     return {"hoist": hoist, "vjp": vjp}
 
 
@@ -197,7 +206,7 @@ def unroll(
         on accelerators; on CPU the strategy measured fastest for the nearest shape
         (``jrnn/tuned.py``, ``python -m benchmarks.tune``).  On CPU a call that is not
         differentiated (inference) projects inside the scan whatever the training strategy:
-        measured 1.6-2.1x faster there, as it writes no ``[T, *batch, kH]`` buffer.
+        measured 1.6-2.1x faster there (``docs/guide/unroll.md``).
       vjp: how ``jax.grad`` differentiates the scan.  ``"hoisted"`` is a custom VJP built
         from the cell's pieces: the reverse scan holds only the element-wise gate backward
         and one ``[B, k'H] x [k'H, H]`` product per step (the forward pass saves each step's
