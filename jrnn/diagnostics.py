@@ -66,6 +66,7 @@ from jrnn.unroll import Stack, flip_within_lengths
 __all__ = [
     "GateSaturation",
     "JacobianProducts",
+    "batch_geometric_mean",
     "gate_saturation",
     "jacobian_product_norms",
     "plot_gate_saturation",
@@ -731,8 +732,17 @@ def gate_saturation(
 # plots (matplotlib is imported only here)
 
 
-def _curve(values: Any) -> np.ndarray:
-    """``[T]`` from ``[*batch, T]``: the geometric mean over batch (zeros ignored)."""
+def batch_geometric_mean(values: Any) -> np.ndarray:
+    """One curve ``[T]`` from norms ``[*batch, T]``: the geometric mean over the batch, as
+    the plots draw it (zeros, e.g. padded steps, are ignored; ``-inf`` logs where every
+    entry is zero give 0).  A ``[T]`` input is returned as it is.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jrnn.diagnostics import batch_geometric_mean
+      >>> batch_geometric_mean(np.array([[1.0, 4.0, 0.0], [4.0, 1.0, 2.0]])).tolist()
+      [2.0, 2.0, 2.0]
+    """
     a = np.asarray(values, dtype=np.float64)
     if a.ndim == 1:
         return a
@@ -769,7 +779,7 @@ def plot_grad_norms(
     else:
         fig = ax.figure
     for label, values in curves.items():
-        c = _curve(values)
+        c = batch_geometric_mean(values)
         ax.semilogy(np.arange(len(c)), np.where(c > 0, c, np.nan), label=label)
     ax.set_xlabel("time step t")
     ax.set_ylabel(ylabel)

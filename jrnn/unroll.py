@@ -206,7 +206,7 @@ def unroll(
         on accelerators; on CPU the strategy measured fastest for the nearest shape
         (``jrnn/tuned.py``, ``python -m benchmarks.tune``).  On CPU a call that is not
         differentiated (inference) projects inside the scan whatever the training strategy:
-        measured 1.6-2.1x faster there (``docs/guide/unroll.md``).
+        measured 1.7-2.3x faster there (``docs/guide/unroll.md``).
       vjp: how ``jax.grad`` differentiates the scan.  ``"hoisted"`` is a custom VJP built
         from the cell's pieces: the reverse scan holds only the element-wise gate backward
         and one ``[B, k'H] x [k'H, H]`` product per step (the forward pass saves each step's

@@ -288,9 +288,9 @@ def _loss_free(cell: Any, params: Any, xs: Any, lengths: Any) -> dict[str, Any]:
 
 
 def _geo_mean(values: Any) -> list[float]:
-    from jrnn.diagnostics import _curve
+    from jrnn.diagnostics import batch_geometric_mean
 
-    return [float(v) for v in _curve(values)]
+    return [float(v) for v in batch_geometric_mean(values)]
 
 
 def _write(out: Path, setup: dict, entries: dict[str, dict], title: str) -> dict[str, Any]:
