@@ -151,30 +151,30 @@ def main() -> None:
         p.wait()
 
     sys.path.insert(0, str(ROOT))
-    from benchmarks.measure import machine_info
+    from benchmarks.measure import machine_info, write_result
 
     info = machine_info()
-    OUT.mkdir(exist_ok=True)
-    result = {"machine": info, "rounds": args.rounds, "configs": CONFIGS, "rows": rows}
-    (OUT / "devices.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [
+    caption = (
         f"Training step (forward, BPTT, Adam, clipping) on N host devices of one CPU, "
         f"tokens/s (median of {args.rounds} interleaved rounds) and speed-up over "
         f"{args.devices[0]} device(s); {info['cpu_model']} ({info['usable_cores']} cores "
         f"usable), backend {info['jax_backend']}, float32, matmul precision "
-        f"{info['jax_default_matmul_precision'] or 'default'}.",
-        "",
-        "| config (B, T, I, H) | cell | backward | devices | tokens/s | speed-up |",
-        "|---|---|---|---:|---:|---:|",
+        f"{info['jax_default_matmul_precision'] or 'default'}."
+    )
+    header = ["config (B, T, I, H)", "cell", "backward", "devices:", "tokens/s:", "speed-up:"]
+    table = [
+        [
+            "{} ({}, {}, {}, {})".format(r["config"], *CONFIGS[r["config"]]),
+            r["cell"],
+            r["vjp"],
+            r["devices"],
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['speedup']:.2f}×",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        b, t, i, h = CONFIGS[r["config"]]
-        lines.append(
-            f"| {r['config']} ({b}, {t}, {i}, {h}) | {r['cell']} | {r['vjp']} | {r['devices']} "
-            f"| {r['tokens_per_s']:,.0f} | {r['speedup']:.2f}× |"
-        )
-    (OUT / "devices.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = {"machine": info, "rounds": args.rounds, "configs": CONFIGS, "rows": rows}
+    write_result(OUT, "devices", result, caption, header, table)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Run: ``PYTHONPATH=$PWD python benchmarks/inference.py [--rounds N]`` (about a mi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import jax
 
 import jrnn
-from benchmarks.measure import machine_info
+from benchmarks.measure import machine_info, write_result
 
 SHAPES = ((8, 4096, 64, 256), (16, 512, 128, 256), (32, 64, 64, 128), (4, 2048, 64, 128))
 OPTIONS = {"default": {}, "hoist=True": {"hoist": True}, "hoist=False": {"hoist": False}}
@@ -73,26 +72,20 @@ def main() -> None:
             )
             print(name, (b, t, i, h), {k: f"{v / 1e3:.0f}k" for k, v in rate.items()}, flush=True)
     machine = machine_info()
-    result = {"machine": machine, "rounds": args.rounds, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "inference.json").write_text(json.dumps(result, indent=1))
-    lines = [
+    caption = (
         f"Forward pass (`jax.jit` of `jrnn.unroll`, not differentiated), tokens/s, median of "
         f"{args.rounds} interleaved rounds; {machine['cpu_model']} "
-        f"({machine['usable_cores']} cores usable), 1 device, float32.",
-        "",
-        "| cell | B/T/I/H | default | hoist=True | hoist=False | default / hoist=True |",
-        "|---|---|---:|---:|---:|---:|",
+        f"({machine['usable_cores']} cores usable), 1 device, float32."
+    )
+    header = ["cell", "B/T/I/H", "default:", "hoist=True:", "hoist=False:", "default / hoist=True:"]
+    table = [
+        [r["cell"], "/".join(map(str, r["shape"]))]
+        + [f"{r['tokens_per_s'][k] / 1e3:.0f}k" for k in OPTIONS]
+        + [f"{r['default_over_hoisted']:.2f}"]
+        for r in rows
     ]
-    for r in rows:
-        v = r["tokens_per_s"]
-        lines.append(
-            f"| {r['cell']} | {'/'.join(map(str, r['shape']))} | {v['default'] / 1e3:.0f}k | "
-            f"{v['hoist=True'] / 1e3:.0f}k | {v['hoist=False'] / 1e3:.0f}k | "
-            f"{r['default_over_hoisted']:.2f} |"
-        )
-    (OUT / "inference.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = {"machine": machine, "rounds": args.rounds, "rows": rows}
+    write_result(OUT, "inference", result, caption, header, table)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Nothing here knows about RNNs except :func:`matmul_flops`; ``benchmarks.run`` dr
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import platform
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # --------------------------------------------------------------------------------------
@@ -481,6 +483,20 @@ def detail_table(group: dict[str, Any]) -> str:
         lines.append("Notes: " + "; ".join(group["notes"]) + ".")
         lines.append("")
     return "\n".join(lines)
+
+
+def write_result(
+    out: Path, name: str, result: dict[str, Any], caption: str, header: Sequence[str], rows
+) -> None:
+    """``out/{name}.json`` (``result``) and ``out/{name}.md``: ``caption``, then a table with
+    ``header`` (a trailing ``:`` right-aligns a column) and ``rows`` (cell texts); printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    align = ["---:" if h.endswith(":") else "---" for h in header]
+    lines = [caption, "", "| " + " | ".join(h.rstrip(":") for h in header) + " |"]
+    lines += ["|" + "|".join(align) + "|"] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def markdown_report(result: dict[str, Any]) -> str:
