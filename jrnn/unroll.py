@@ -667,8 +667,9 @@ def _scan_hoisted_vjp(opts: _ScanOptions, params, xs, carry, mask, resets):
 
 def _saves_step_vjps(opts: _ScanOptions, params, xs, carry, mask) -> bool:
     """Whether the forward pass saves every step's VJP of the element-wise gates (then the
-    backward only applies them: no transcendental is evaluated twice; 1.3-1.5x faster on
-    CPU) rather than the step's inputs (and linearises the gates again in the backward).
+    backward only applies them: no transcendental is evaluated twice; 1.2-1.3x faster
+    training on CPU, ``benchmarks/results/tune.md``) rather than the step's inputs (and
+    linearises the gates again in the backward).
 
     Only when every residual of that VJP is per-step data ``[*batch, ...]``: a residual
     that is a parameter (a reset-before GRU's ``w_hn``, peepholes, layer-norm gains) would
@@ -755,7 +756,7 @@ def _scan_bwd(opts, res, cotangents):
     dw_rec = _flat2(h_prev).T @ _flat2(dha)
     _, rec_vjp = jax.vjp(cell.recurrent_kernel, params)
     _, proj_vjp = jax.vjp(cell.project, params, _flat2(xs))  # 2-d: one plain matmul each
-    _, gp_vjp = jax.vjp(lambda p: {k: p[k] for k in cell.gate_params}, params)
+    _, gp_vjp = jax.vjp(partial(_gate_params, cell), params)
     (dp_rec,) = rec_vjp(dw_rec)
     dp_proj, dxs = proj_vjp(_flat2(dxa))
     dxs = dxs.reshape(xs.shape)
