@@ -667,7 +667,7 @@ def _scan_hoisted_vjp(opts: _ScanOptions, params, xs, carry, mask, resets):
 
 def _saves_step_vjps(opts: _ScanOptions, params, xs, carry, mask) -> bool:
     """Whether the forward pass saves every step's VJP of the element-wise gates (then the
-    backward only applies them: no transcendental is evaluated twice; 1.2-1.3x faster
+    backward only applies them: no transcendental is evaluated twice; 1.1-1.3x faster
     training on CPU, ``benchmarks/results/tune.md``) rather than the step's inputs (and
     linearises the gates again in the backward).
 
