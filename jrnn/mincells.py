@@ -85,6 +85,15 @@ def _dense_cell(
 # minGRU
 
 
+def _mix_affine(d: Array, u: Array, log_space: bool) -> LinearRecurrence:
+    """``h_t = σ(-d) * h_{t-1} + σ(d) * u``, the affine map of both min cells (``d = k`` for
+    minGRU, ``log(i / f)`` for minLSTM); in log space its log coefficients, with ``u``
+    through ``log g``."""
+    if log_space:
+        return LinearRecurrence(-jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(u), True)
+    return LinearRecurrence(jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * u)
+
+
 def mingru(
     hidden_size: int,
     *,
@@ -142,9 +151,7 @@ def mingru(
 
     def affine(params, xa):
         k, u = jnp.split(xa, 2, axis=-1)
-        if log_space:
-            return LinearRecurrence(-jax.nn.softplus(k), -jax.nn.softplus(-k) + _log_g(u), True)
-        return LinearRecurrence(jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * u)
+        return _mix_affine(k, u, log_space)
 
     return _dense_cell(
         "mingru", h, 2, log_space, gates, affine, dtype, param_dtype, kernel_init, bias_init
@@ -212,9 +219,7 @@ def minlstm(
     def affine(params, xa):
         kf, ki, u = jnp.split(xa, 3, axis=-1)
         d = jax.nn.softplus(-kf) - jax.nn.softplus(-ki)  # log(i / f)
-        if log_space:
-            return LinearRecurrence(-jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(u), True)
-        return LinearRecurrence(jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * u)
+        return _mix_affine(d, u, log_space)
 
     return _dense_cell(
         "minlstm", h, 3, log_space, gates, affine, dtype, param_dtype, kernel_init, bias_init

@@ -155,26 +155,36 @@ RNN_PARAMS = {"w_ih": np.ones((2, 3)), "w_hh": np.zeros((3, 3)), "b": np.zeros(3
 CASES = {
     # decode
     "decode_model_not_encdec": (
-        lambda t: greedy_decode(jrnn.lstm(4), {}, SRC, max_len=3), TypeError, "model"
+        lambda t: greedy_decode(jrnn.lstm(4), {}, SRC, max_len=3),
+        TypeError,
+        "model",
     ),
     "decode_max_len_zero": (lambda t: _greedy(max_len=0), ValueError, "max_len"),
     "decode_src_id_out_of_vocab": (lambda t: _greedy(src=SRC.at[0, 0].set(6)), ValueError, "src"),
     "decode_src_float": (lambda t: _greedy(src=SRC.astype(jnp.float32)), TypeError, "src"),
     "decode_src_rank": (lambda t: _greedy(src=SRC[0]), ValueError, "src"),
     "decode_src_lengths_too_long": (
-        lambda t: _greedy(src_lengths=LENS.at[0].set(4)), ValueError, "src_lengths"
+        lambda t: _greedy(src_lengths=LENS.at[0].set(4)),
+        ValueError,
+        "src_lengths",
     ),
     "decode_src_lengths_shape": (
-        lambda t: _greedy(src_lengths=LENS[:1]), ValueError, "src_lengths"
+        lambda t: _greedy(src_lengths=LENS[:1]),
+        ValueError,
+        "src_lengths",
     ),
     "beam_size_zero": (lambda t: _beam(beam_size=0), ValueError, "beam_size"),
     "beam_negative_length_penalty": (
-        lambda t: _beam(length_penalty=-0.5), ValueError, "length_penalty"
+        lambda t: _beam(length_penalty=-0.5),
+        ValueError,
+        "length_penalty",
     ),
     "sample_negative_temperature": (lambda t: _sample(temperature=-1.0), ValueError, "temperature"),
     "sample_int_key": (lambda t: _sample(key=3), TypeError, "key"),
     "scores_tgt_out_of_vocab": (
-        lambda t: _scores(jnp.array([[3, 7], [2, 0]]), jnp.array([2, 1])), ValueError, "tgt_out"
+        lambda t: _scores(jnp.array([[3, 7], [2, 0]]), jnp.array([2, 1])),
+        ValueError,
+        "tgt_out",
     ),
     "scores_float_tgt_lengths": (
         lambda t: _scores(jnp.array([[3, 2], [2, 0]]), jnp.array([2.0, 1.0])),
@@ -187,23 +197,33 @@ CASES = {
     "xent_labels_shape": (lambda t: _xent(labels=LABELS[:, :2]), ValueError, "labels"),
     "xent_label_out_of_range": (lambda t: _xent(labels=LABELS + 1), ValueError, "labels"),
     "xent_lengths_shape": (
-        lambda t: _xent(lengths=np.array([1, 2, 3], np.int32)), ValueError, "lengths"
+        lambda t: _xent(lengths=np.array([1, 2, 3], np.int32)),
+        ValueError,
+        "lengths",
     ),
     "xent_mask_dtype": (lambda t: _xent(mask=np.ones((2, 3), np.int32)), TypeError, "mask"),
     "xent_reduction": (lambda t: _xent(reduction="avg"), ValueError, "reduction"),
     "mse_targets_shape": (
-        lambda t: losses.sequence_mse(LOGITS, LOGITS[:, :2]), ValueError, "targets"
+        lambda t: losses.sequence_mse(LOGITS, LOGITS[:, :2]),
+        ValueError,
+        "targets",
     ),
     "length_mask_num_steps": (
-        lambda t: losses.length_mask(np.array([1]), -2), ValueError, "num_steps"
+        lambda t: losses.length_mask(np.array([1]), -2),
+        ValueError,
+        "num_steps",
     ),
     # attention
     "attention_unknown_kind": (lambda t: attention("cosine"), ValueError, "kind"),
     "attention_query_size": (
-        lambda t: _att_apply(jnp.zeros((2, 7), jnp.float32)), ValueError, "query"
+        lambda t: _att_apply(jnp.zeros((2, 7), jnp.float32)),
+        ValueError,
+        "query",
     ),
     "attention_query_batch": (
-        lambda t: _att_apply(jnp.zeros((4, 3), jnp.float32)), ValueError, "query"
+        lambda t: _att_apply(jnp.zeros((4, 3), jnp.float32)),
+        ValueError,
+        "query",
     ),
     "attention_memory_type": (lambda t: _att_memory_not_prepared(), TypeError, "memory"),
     "attention_values_int": (
@@ -212,39 +232,56 @@ CASES = {
         "values",
     ),
     "masked_softmax_mask_shape": (
-        lambda t: masked_softmax(jnp.zeros((2, 5)), jnp.ones((2, 4), bool)), ValueError, "mask"
+        lambda t: masked_softmax(jnp.zeros((2, 5)), jnp.ones((2, 4), bool)),
+        ValueError,
+        "mask",
     ),
     # checkpoint
     "checkpoint_negative_step": (lambda t: _ckpt(t, "negative_step"), ValueError, "step"),
     "checkpoint_metadata_not_dict": (lambda t: _ckpt(t, "metadata"), TypeError, "metadata"),
     "checkpoint_missing_step": (
-        lambda t: _ckpt(t, "restore_missing_step"), CheckpointError, "step"
+        lambda t: _ckpt(t, "restore_missing_step"),
+        CheckpointError,
+        "step",
     ),
     "checkpoint_max_to_keep": (
-        lambda t: Checkpointer(t / "ck", max_to_keep=0), ValueError, "max_to_keep"
+        lambda t: Checkpointer(t / "ck", max_to_keep=0),
+        ValueError,
+        "max_to_keep",
     ),
     # train
     "train_optimizer_factory": (
-        lambda t: make_train_step(_quad, optax.adam), TypeError, "optimizer"
+        lambda t: make_train_step(_quad, optax.adam),
+        TypeError,
+        "optimizer",
     ),
     "train_negative_clip_norm": (
-        lambda t: make_train_step(_quad, optax.sgd(0.1), clip_norm=-1.0), ValueError, "clip_norm"
+        lambda t: make_train_step(_quad, optax.sgd(0.1), clip_norm=-1.0),
+        ValueError,
+        "clip_norm",
     ),
     "train_int_key": (
-        lambda t: init_train_state({"w": jnp.zeros(2)}, optax.sgd(0.1), 0), TypeError, "key"
+        lambda t: init_train_state({"w": jnp.zeros(2)}, optax.sgd(0.1), 0),
+        TypeError,
+        "key",
     ),
     "train_state_not_trainstate": (
-        lambda t: _step_with(({"w": jnp.zeros(2)},)), TypeError, "state"
+        lambda t: _step_with(({"w": jnp.zeros(2)},)),
+        TypeError,
+        "state",
     ),
     "train_opt_state_mismatch": (
-        lambda t: _step_with(init_train_state({"w": jnp.zeros(2)}, optax.adam(0.1),
-                                              jax.random.key(0))),
+        lambda t: _step_with(
+            init_train_state({"w": jnp.zeros(2)}, optax.adam(0.1), jax.random.key(0))
+        ),
         ValueError,
         "state.opt_state",
     ),
     "tbptt_windows_ragged": (
         lambda t: tbptt_value_and_grad(
-            lambda p, c, w: (jnp.sum(w["a"]) * p, c), 1.0, 0.0,
+            lambda p, c, w: (jnp.sum(w["a"]) * p, c),
+            1.0,
+            0.0,
             {"a": jnp.ones((2, 3)), "b": jnp.ones((3,))},
         ),
         ValueError,
@@ -260,14 +297,20 @@ CASES = {
     # nn
     "nnx_rnn_input_size": (lambda t: _nnx_input_size(), ValueError, "input_size"),
     "linen_stack_dict_keys": (
-        lambda t: stack_params_from_dict({"layer_1": {}}), ValueError, "tree"
+        lambda t: stack_params_from_dict({"layer_1": {}}),
+        ValueError,
+        "tree",
     ),
     # reference (NumPy ground truth)
     "reference_unknown_kind": (
-        lambda t: ref.forward("elman", RNN_PARAMS, np.ones((1, 2, 2)), None), ValueError, "kind"
+        lambda t: ref.forward("elman", RNN_PARAMS, np.ones((1, 2, 2)), None),
+        ValueError,
+        "kind",
     ),
     "reference_xs_features": (
-        lambda t: ref.forward("rnn", RNN_PARAMS, np.ones((1, 2, 5)), None), ValueError, "xs"
+        lambda t: ref.forward("rnn", RNN_PARAMS, np.ones((1, 2, 5)), None),
+        ValueError,
+        "xs",
     ),
 }
 

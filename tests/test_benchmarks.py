@@ -19,12 +19,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """This environment without XLA flags (it keeps the compilation cache), ``REPO`` on the
+    path, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env | extra
+
+
 def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:
     have_torch = importlib.util.find_spec("torch") is not None
     impls = "jrnn,flax,jax-rnn" + (",torch" if have_torch else "")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_")}  # keeps the cache
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = _env(JAX_PLATFORMS="cpu")
     cmd = [
         sys.executable,
         "-m",
@@ -130,8 +136,7 @@ def test_the_jax_cudnn_peer_computes_jrnns_lstm() -> None:
 def test_regularisers_effect_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     """``benchmarks.regularisers_effect`` at a toy size: two ``jrnn train`` runs, then the
     curves and the table from their run folders."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_")}  # keeps the cache
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = _env()
     cmd = [
         sys.executable,
         "-m",

@@ -226,8 +226,9 @@ def test_traced_out_of_range_values_are_clipped_not_nan():
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
     cold = jax.jit(
-        lambda t: sample_decode(model, params, src, lengths, key=jax.random.key(0), max_len=5,
-                                temperature=t)
+        lambda t: sample_decode(
+            model, params, src, lengths, key=jax.random.key(0), max_len=5, temperature=t
+        )
     )(jnp.float32(-1.0))
     greedy = greedy_decode(model, params, src, lengths, max_len=5)
     np.testing.assert_array_equal(cold.tokens, greedy.tokens)
