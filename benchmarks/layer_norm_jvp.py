@@ -28,8 +28,8 @@ import jrnn.cells
 from benchmarks.regularisers import (
     INPUT,
     SIZES,
+    interleaved_times,
     ratio_rows,
-    time_calls,
     train_step,
     write_results,
 )
@@ -125,10 +125,7 @@ def main() -> None:
                 finally:
                     jrnn.cells.block_layer_norm = library
                 prepared[name] = (step, state)
-            times = {name: [] for name in prepared}
-            for _ in range(args.rounds):
-                for name, (step, state) in prepared.items():
-                    times[name].append(time_calls(step, state, (xs, ys, k[3]), args.iters))
+            times = interleaved_times(prepared, (xs, ys, k[3]), args.rounds, args.iters)
             rows += ratio_rows(kind, size, (batch, steps, hidden), times)
 
     write_results("layer_norm_jvp", rows, args)

@@ -68,6 +68,16 @@ def time_calls(step, state, args, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def interleaved_times(prepared: dict, args_: tuple, rounds: int, iters: int) -> dict:
+    """``{name: [seconds per step, one per round]}`` for ``prepared = {name: (step,
+    state)}``, every variant timed once per round in turn."""
+    times = {name: [] for name in prepared}
+    for _ in range(rounds):
+        for name, (step, state) in prepared.items():
+            times[name].append(time_calls(step, state, args_, iters))
+    return times
+
+
 def ratio_rows(
     kind: str, size: str, shape: tuple[int, int, int], times: dict[str, list[float]]
 ) -> list[dict]:
@@ -143,10 +153,7 @@ def main() -> None:
                 state = (params, opt.init(params))
                 step(*state, xs, ys, k[3])[2].block_until_ready()  # compile
                 prepared[name] = (step, state)
-            times = {name: [] for name in cells}
-            for _ in range(args.rounds):
-                for name, (step, state) in prepared.items():
-                    times[name].append(time_calls(step, state, (xs, ys, k[3]), args.iters))
+            times = interleaved_times(prepared, (xs, ys, k[3]), args.rounds, args.iters)
             rows += ratio_rows(kind, size, (batch, steps, hidden), times)
 
     write_results("regularisers", rows, args)
