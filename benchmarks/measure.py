@@ -312,7 +312,12 @@ def machine_info() -> dict[str, Any]:
         },
         "env": {
             k: os.environ[k]
-            for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+            for k in (
+                "XLA_FLAGS",
+                "OMP_NUM_THREADS",
+                "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                "GLIBC_TUNABLES",  # glibc.malloc.hugetlb: benchmarks/hugepages.py
+            )
             if k in os.environ
         },
         # None: XLA's default float32 matmul precision (TF32 on recent NVIDIA GPUs)
@@ -513,6 +518,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
         + (f"; torch threads {m['torch_threads']}" if "torch_threads" in m else "")
         + (f", oneDNN {'on' if m.get('torch_mkldnn') else 'off'}" if "torch_mkldnn" in m else "")
+        + "".join(f"; {k}={val}" for k, val in m.get("env", {}).items())
         + ".",
         "",
         f"Method: median of {result['settings']['rounds']} interleaved rounds (long config: "

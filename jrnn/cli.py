@@ -203,7 +203,14 @@ def run() -> NoReturn:
     one-line rule, so the command drops exactly those (and skipping interpreter shutdown
     keeps the rest from arriving after the error line).  An uncaught exception still ends
     the normal way, with its traceback.
+
+    First of all, where it helps, the command starts itself again once with transparent
+    huge pages for XLA:CPU's buffers (:mod:`jrnn.app.hugepages`; a ``glibc.malloc.hugetlb``
+    in ``GLIBC_TUNABLES``, ``=0`` included, is kept as it is).
     """
+    from jrnn.app.hugepages import restart_with_huge_pages
+
+    restart_with_huge_pages()
     previous = sys.unraisablehook
 
     def drop_closed_loop_noise(u: sys.UnraisableHookArgs) -> None:

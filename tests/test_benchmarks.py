@@ -163,3 +163,20 @@ def test_regularisers_effect_writes_json_markdown_and_plot(tmp_path: Path) -> No
     assert "--zoneout 0.1" not in result["train_command"]  # the shared flags only
     table = (tmp_path / "regularisers_effect.md").read_text()
     assert "| zoneout 0.1 |" in table and (tmp_path / "effect.png").stat().st_size > 0
+
+
+def test_hugepages_compares_both_settings_in_their_own_processes(tmp_path: Path) -> None:
+    """``benchmarks.hugepages`` at a toy size: a ``jrnn train`` run per setting, the table
+    of their speeds and page faults."""
+    flags = "--hidden 8 --embed 4 --max-chars 20000 --batch-size 4 --seq-len 16 --log-every 2"
+    cmd = [sys.executable, "-m", "benchmarks.hugepages", "--pairs=1", "--steps=8"]
+    cmd += ["--warmup=2", f"--train-flags={flags}", f"--out={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "hugepages.json").read_text())
+    for setting in ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=1"):
+        (run,) = result["runs"][setting]
+        assert run["jrnn train (default)/tokens_per_s"] > 0
+        assert run["jrnn train (default)/faults_per_step"] > 0
+    table = (tmp_path / "hugepages.md").read_text()
+    assert "| jrnn train (default)/tokens_per_s |" in table
