@@ -21,6 +21,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from jrnn.app.hugepages import restart_with_huge_pages
+
 __all__ = ["build_parser", "main"]
 
 
@@ -193,23 +195,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The ``jrnn`` command (console script and ``python -m jrnn``): :func:`main`, then an
-    immediate exit with its code.
+    immediate exit with its code.  First, where it helps, it starts itself again once with
+    huge pages for XLA:CPU's buffers (:mod:`jrnn.app.hugepages`; a user's setting is kept).
 
     Every file a command writes is closed before :func:`main` returns (checkpoints are
     waited for, metrics and plots written), so nothing is lost by skipping interpreter
     shutdown.  A restore that fails on a corrupt checkpoint leaves TensorStore reads in
     flight whose callbacks later find orbax's event loop closed; Python reports those as
     "unraisable" ``RuntimeError('Event loop is closed')`` tracebacks, which would break the
-    one-line rule, so the command drops exactly those (and skipping interpreter shutdown
-    keeps the rest from arriving after the error line).  An uncaught exception still ends
-    the normal way, with its traceback.
-
-    First of all, where it helps, the command starts itself again once with transparent
-    huge pages for XLA:CPU's buffers (:mod:`jrnn.app.hugepages`; a ``glibc.malloc.hugetlb``
-    in ``GLIBC_TUNABLES``, ``=0`` included, is kept as it is).
+    one-line rule, so the command drops exactly those (skipping shutdown keeps the rest from
+    arriving after the error line).  An uncaught exception ends as usual, with its traceback.
     """
-    from jrnn.app.hugepages import restart_with_huge_pages
-
     restart_with_huge_pages()
     previous = sys.unraisablehook
 
