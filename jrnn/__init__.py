@@ -11,16 +11,15 @@ first use, so the ``jrnn`` command refuses bad input without importing JAX.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
 
 # Each public name and the module it comes from: the one table of the package's surface.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "jrnn.base": ("Cell", "LSTMState", "RNNState"),
+    "jrnn.base": ("Cell", "FastPath", "LSTMState", "RNNState"),
     "jrnn.cells": ("gru", "lstm", "simple_rnn"),
+    "jrnn.custom": ("custom_cell",),
     "jrnn.mincells": ("lru", "mingru", "minlstm"),
     "jrnn.decode": ("Beams", "Decoded", "beam_search", "greedy_decode", "sample_decode"),
     "jrnn.models": (
@@ -45,7 +44,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "make_train_step",
         "tbptt_value_and_grad",
     ),
-    "jrnn.unroll": ("Stack", "flip_within_lengths", "stack", "unroll", "unroll_defaults"),
+    "jrnn.prepare": ("flip_within_lengths",),
+    "jrnn.stacks": ("Stack", "stack"),
+    "jrnn.strategy": ("unroll_defaults",),
+    "jrnn.unrolling": ("unroll",),
 }
 _RENAMED = {"unroll_defaults": "default_strategy"}  # public name -> name in its module
 
@@ -56,9 +58,14 @@ _LAZY_SUBMODULES = (
     "base",
     "cells",
     "checkpoint",
+    "checks",
+    "custom",
     "data",
     "decode",
     "diagnostics",
+    "diagonals",
+    "forward",
+    "hoisted",
     "interop",
     "linear_scan",
     "losses",
@@ -66,12 +73,17 @@ _LAZY_SUBMODULES = (
     "models",
     "newton",
     "nn",
+    "prepare",
     "reference",
     "regularisers",
     "sample",
+    "scan",
     "seqtasks",
     "sharding",
+    "stacks",
+    "strategy",
     "train",
+    "unrolling",
 )
 
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)
@@ -84,7 +96,7 @@ def _load() -> None:
     for module_name, names in _EXPORTS.items():
         module = importlib.import_module(module_name)
         values.update({name: getattr(module, _RENAMED.get(name, name)) for name in names})
-    globals().update(values)  # after the imports: ``jrnn.unroll`` is the function
+    globals().update(values)
 
 
 def __getattr__(name: str) -> Any:
@@ -98,16 +110,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | set(_LAZY_SUBMODULES))
-
-
-class _Package(types.ModuleType):
-    """Keeps a public name (``jrnn.unroll``, the function) from being replaced by the
-    submodule of the same name when that submodule is imported (``import jrnn.unroll``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in __all__ and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

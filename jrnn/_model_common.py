@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn.base import Array, Carry, Cell, DType
-from jrnn.unroll import Stack
+from jrnn.stacks import Stack
 
 
 class ModelAux(NamedTuple):
@@ -89,6 +89,6 @@ def _dense_init(key: jax.Array, rows: int, cols: int, dtype: Any) -> Array:
 
 
 def _as_stack(rnn: Cell | Stack) -> Stack:
-    from jrnn.unroll import stack
+    from jrnn.stacks import stack
 
     return rnn if isinstance(rnn, Stack) else stack(rnn)

@@ -39,7 +39,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Params, check_int
+from jrnn.base import Array, Params
+from jrnn.checks import check_int
 
 __all__ = ["SCORES", "Attention", "AttentionMemory", "attention", "masked_softmax"]
 

@@ -1,34 +1,26 @@
-"""The cell protocol, state containers and the checks shared by every entry point.
+"""The cell contract, the state containers and the dtype rules.
 
-A recurrent cell is data plus pure functions (like ``optax.GradientTransformation``):
-a factory such as :func:`jrnn.lstm` closes over hyper-parameters and returns a
-:class:`Cell` whose fields are pure functions of an explicit parameter pytree.
+A recurrent cell is data plus pure functions (like ``optax.GradientTransformation``): a
+:class:`Cell` whose ``init``, ``initial_carry`` and ``step`` are pure functions of an
+explicit parameter pytree.  That is the whole contract: :func:`jrnn.custom_cell` makes a
+cell of three functions of your own, and every feature of jrnn runs it.
 
-``step`` is split so that sequences run fast and differentiate fast.  With the
-pre-activations ``xa = x @ w_ih + b`` (``project``, one large matmul for all time steps at
-once) and ``ha = h_{t-1} @ recurrent_kernel(params)`` (the only matmul in the loop), a step
-is ``gates(params, carry, xa, ha)``: element-wise gate math only.  ``unroll`` builds both the
-scan body and a hand-structured backward pass from these three pieces, for any cell.
+Optional capabilities make a cell faster or let it do more: ``fast`` (:class:`FastPath`:
+the input projection ``unroll`` can hoist out of the scan and the pieces of its
+hand-structured backward pass), ``noise``/``train_step`` (a regulariser's randomness) and
+``affine`` (an element-wise linear recurrence, evaluated by an associative scan).  The
+built-in cells give the ones that apply to them.
 
-Validation.  Every entry point (``cell.step``, :func:`jrnn.unroll`, ``stack.apply``, and the
-models) checks its arguments with the functions below: :func:`check_params`,
-:func:`check_carry`, :func:`check_lengths`, :func:`check_resets`, :func:`check_bool`.  They
-read only shapes and dtypes, so they run once at trace time (and vanish from a jitted
-computation); a bad argument raises a ``ValueError``/``TypeError`` that names the function,
-the argument, the expected and the actual value.  Values are checked only where they are
-concrete: traced ``lengths`` are clamped to ``[0, T]`` (see :func:`check_lengths`) and
-traced integer ``resets`` count as set where nonzero (see :func:`check_resets`).
+The argument checks every entry point shares are in :mod:`jrnn.checks`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = jax.Array
 Params = Any  # a pytree of arrays, usually a dict
@@ -83,31 +75,71 @@ class LinearRecurrence(NamedTuple):
     log_space: bool = False
 
 
+class FastPath(NamedTuple):
+    """The step of a cell split for speed: an optional capability of :class:`Cell`.
+
+    With the input part of the pre-activations ``xa_t = project(params, x_t)`` and the
+    recurrent product ``ha_t = carry.h @ recurrent_kernel(params)``, a step is ``gates(params,
+    carry, xa_t, ha_t)``.  A cell that gives these pieces lets :func:`jrnn.unroll` project
+    the inputs of all time steps in one matmul before the scan (``hoist``) and run the
+    hand-structured backward pass (``vjp="hoisted"``: the weight gradients as single large
+    matmuls after the reverse scan).  The built-in cells give it; a cell of your own may
+    (``jrnn.custom_cell(..., fast=...)``, see the guide "Write your own cell").  ``cell.step``
+    must compute exactly ``gates(params, carry, project(params, x_t), carry.h @
+    recurrent_kernel(params))``, and the carry must have a field ``h``.
+
+    Attributes:
+      project: ``project(params, xs) -> xa`` ``[..., K]`` for inputs ``xs [..., input_size]``
+        of any leading shape (all time steps at once when hoisted).
+      recurrent_kernel: ``recurrent_kernel(params) -> w [h_size, K']``, the matrix that
+        multiplies ``carry.h`` in every step (``[h_size, 0]`` for a cell without one).
+      gates: ``gates(params, carry, xa_t, ha_t) -> (carry, y_t)``: the rest of the step
+        (element-wise gate math, plus any product it keeps, e.g. Cho's GRU's ``(r * h) @
+        w_hn``).  The parameters it reads are found by tracing it: the hand-structured
+        backward differentiates those per step and all others once, after the scan.
+      diagonal: optional ``diagonal(params, carry, xa_t) -> [D]``, the exact diagonal of
+        the step Jacobian ``∂s_t/∂s_{t-1}`` on the flat carry (one sequence, no batch axes),
+        for ``method="quasi-newton"``; ``None``: ``D`` Jacobian-vector products.
+
+    Examples:
+      >>> import jrnn
+      >>> sorted(jrnn.lstm(4).fast._fields)
+      ['diagonal', 'gates', 'project', 'recurrent_kernel']
+    """
+
+    project: Callable[[Params, Array], Array]
+    recurrent_kernel: Callable[[Params], Array]
+    gates: Callable[[Params, Carry, Array, Array], tuple[Carry, Array]]
+    diagonal: Callable[[Params, Carry, Array], Array] | None = None
+
+
 class Cell(NamedTuple):
     """A recurrent cell as pure functions over an explicit parameter pytree.
 
+    The contract is three functions and their sizes; everything else is an optional
+    capability that makes the cell faster or lets it do more.  :func:`jrnn.custom_cell`
+    builds one from your own functions, the factories (:func:`jrnn.lstm`, ...) build the
+    built-in ones.
+
     Attributes:
-      init: ``init(key, input_size) -> params``.
-      initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
+      init: ``init(key, input_size) -> params``, any pytree of arrays.
+      initial_carry: ``initial_carry(params, batch_shape=()) -> carry``, a pytree of arrays
+        with leading axes ``batch_shape`` (zeros for the built-in cells).
       step: ``step(params, carry, x_t) -> (carry, y_t)`` with ``x_t: [*batch, input_size]``
         (``[input_size]`` for one unbatched input) and ``y_t: [*batch, output_size]``; with
         ``params`` bound it is the function ``lax.scan`` wants.  It checks its arguments
-        (:func:`check_params`, :func:`check_carry`) at trace time.
-      project: ``project(params, xs) -> xa``: the input part of every gate's pre-activation,
-        ``xs @ w_ih + b`` for inputs of any leading shape (``[..., kH]``).
-      recurrent_kernel: ``recurrent_kernel(params) -> w [H, k'H]``: the weight that multiplies
-        ``carry.h`` in every step, ``ha_t = h_{t-1} @ w``.
-      gates: ``gates(params, carry, xa_t, ha_t) -> (carry, y_t)``: the element-wise rest of
-        a step; it may read only the parameters named in ``gate_params``.
-      gate_params: names of the parameters ``gates`` reads (e.g. ``("w_peep",)``).
-      hidden_size: ``H``.
-      output_size: size of ``y_t`` (``H`` unless the cell projects its output).
+        (:func:`jrnn.checks.check_params`, :func:`jrnn.checks.check_carry`) at trace time.
+      hidden_size: the cell's width ``H`` (what the CPU strategy table and the batch split
+        read: the gates' width for the built-in cells).
+      output_size: the size of ``y_t`` (``H`` unless the cell projects its output).
+      name: the cell and its hyper-parameters, e.g. ``"lstm(hidden_size=256, peephole=False,
+        ...)"``; also its ``repr``.
+      config: the hyper-parameters as ``(name, value)`` pairs (``dict(cell.config)``).
       dtype: compute dtype, or ``None`` to compute in the parameters' dtype.
       param_dtype: storage dtype of the parameters made by ``init``.
-      name: the cell and its hyper-parameters, e.g. ``"lstm(hidden_size=256, peephole=False,
-        forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh,
-        dtype=None, param_dtype=float32)"``; also its ``repr``.
-      config: the hyper-parameters as ``(name, value)`` pairs (``dict(cell.config)``).
+      fast: ``None``, or the step split for speed (:class:`FastPath`): the input projection
+        :func:`jrnn.unroll` can hoist out of the scan, the recurrent kernel and the gates of
+        its hand-structured backward pass.
       noise: ``None`` for a deterministic cell.  A stochastic (regularised) cell such as
         :func:`jrnn.zoneout` or :func:`jrnn.recurrent_dropout` sets ``noise(key, params,
         xs_shape) -> (seq_noise, step_noise)``: for time-major inputs of shape ``xs_shape =
@@ -117,18 +149,19 @@ class Cell(NamedTuple):
         :func:`jrnn.unroll` calls it only when it is given a ``key`` (training).
       train_step: with ``noise``: ``train_step(params, carry, x_t, seq_noise, step_noise_t)
         -> (carry, y_t)``, the training step given one step's slice of the noise
-        (compute-dtype params and carry, unchecked).  ``step`` and ``gates`` stay the
-        evaluation (no key) form.
-      affine: ``None`` for a cell whose step is not linear in its carry.  A cell whose
-        carry is ``RNNState(h)`` with an element-wise linear recurrence (:func:`jrnn.mingru`,
-        :func:`jrnn.minlstm`, :func:`jrnn.lru`) sets ``affine(params, xa) ->``
-        :class:`LinearRecurrence` ``(a, b, log_space)``: for the projected time-major inputs
-        ``xa = project(params, xs)`` (``[T, *batch, kH]``, compute-dtype params, unchecked)
-        the coefficients of ``h_t = a_t * h_{t-1} + b_t`` for all steps, so that
-        :func:`jrnn.unroll` (``method="newton"``, ``"quasi-newton"`` or ``"auto"``) can
-        evaluate the sequence with ``jax.lax.associative_scan``.  ``step``/``gates`` must
-        compute the same recurrence (the outputs are ``gates`` applied to the carries the
-        scan finds).  Wrappers that change the recurrence (:func:`jrnn.zoneout`) drop it.
+        (compute-dtype params and carry, unchecked).  ``step`` stays the evaluation (no
+        key) form.
+      affine: ``None`` for a cell whose step is not linear in its carry.  A cell with
+        ``fast`` whose carry is ``RNNState(h)`` with an element-wise linear recurrence
+        (:func:`jrnn.mingru`, :func:`jrnn.minlstm`, :func:`jrnn.lru`) sets ``affine(params,
+        xa) ->`` :class:`LinearRecurrence` ``(a, b, log_space)``: for the projected
+        time-major inputs ``xa = fast.project(params, xs)`` (``[T, *batch, K]``,
+        compute-dtype params, unchecked) the coefficients of ``h_t = a_t * h_{t-1} + b_t``
+        for all steps, so that :func:`jrnn.unroll` (``method="newton"``, ``"quasi-newton"``
+        or ``"auto"``) can evaluate the sequence with ``jax.lax.associative_scan``.  The
+        step must compute the same recurrence (the outputs are ``fast.gates`` applied to
+        the carries the scan finds).  Wrappers that change the recurrence
+        (:func:`jrnn.zoneout`) drop it.
 
     Examples:
       >>> import jrnn
@@ -142,16 +175,13 @@ class Cell(NamedTuple):
     init: Callable[[PRNGKey, int], Params]
     initial_carry: Callable[..., Carry]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
-    project: Callable[[Params, Array], Array]
-    recurrent_kernel: Callable[[Params], Array]
-    gates: Callable[[Params, Carry, Array, Array], tuple[Carry, Array]]
-    gate_params: tuple[str, ...]
     hidden_size: int
     output_size: int
-    dtype: DType | None
-    param_dtype: DType
-    name: str
+    name: str = "custom"
     config: tuple[tuple[str, Any], ...] = ()
+    dtype: DType | None = None
+    param_dtype: DType = jnp.float32
+    fast: FastPath | None = None
     noise: Callable[[PRNGKey, Params, tuple[int, ...]], tuple[Any, Any]] | None = None
     train_step: Callable[..., tuple[Carry, Array]] | None = None
     affine: Callable[[Params, Array], LinearRecurrence] | None = None
@@ -192,18 +222,38 @@ def kind_of(cell: Cell) -> str:
     return cell.name.split("(")[0]
 
 
-def recur(cell: Cell, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry, Array]:
-    """One step given the projected input ``xa_t`` (compute-dtype params and carry).
+def recur(fast: FastPath, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry, Array]:
+    """One step of a :class:`FastPath` given the projected input ``xa_t`` (compute-dtype
+    params and carry).
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
       >>> cell = jrnn.gru(4)
       >>> p = cell.init(jax.random.key(0), 3)
       >>> x, c = jnp.ones((2, 3), p["w_ih"].dtype), cell.initial_carry(p, (2,))
-      >>> bool(jnp.allclose(recur(cell, p, c, cell.project(p, x))[1], cell.step(p, c, x)[1]))
+      >>> xa = cell.fast.project(p, x)
+      >>> bool(jnp.allclose(recur(cell.fast, p, c, xa)[1], cell.step(p, c, x)[1]))
       True
     """
-    return cell.gates(params, carry, xa_t, carry.h @ cell.recurrent_kernel(params))
+    return fast.gates(params, carry, xa_t, carry.h @ fast.recurrent_kernel(params))
+
+
+def core_step(cell: Cell) -> Callable[[Params, Carry, Array], tuple[Carry, Array]]:
+    """The step the engines run: ``recur`` of the projected input for a cell with ``fast``
+    (nothing checked), else ``cell.step`` (whose checks run once, at trace time).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.lstm(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> c, x = cell.initial_carry(p, (2,)), jnp.ones((2, 3))
+      >>> bool(jnp.array_equal(core_step(cell)(p, c, x)[1], cell.step(p, c, x)[1]))
+      True
+    """
+    fast = cell.fast
+    if fast is None:
+        return cell.step
+    return lambda params, carry, x_t: recur(fast, params, carry, fast.project(params, x_t))
 
 
 # --------------------------------------------------------------------------------------
@@ -244,8 +294,14 @@ def cast_tree(tree: Any, dtype: DType) -> Any:
     return jax.tree.map(cast, tree)
 
 
-def _varying_axes(x: Any) -> set[str]:
-    """The mesh axes ``x`` varies over inside ``shard_map`` (empty outside)."""
+def varying_axes(x: Any) -> set[str]:
+    """The mesh axes ``x`` varies over inside ``shard_map`` (empty outside).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> varying_axes(jnp.ones(3))
+      set()
+    """
     aval = jax.typeof(x)
     vma = getattr(aval, "vma", None)  # older JAX
     if vma is None:
@@ -268,608 +324,12 @@ def vary_like(tree: Any, *others: Any) -> Any:
     """
     axes: set[str] = set()
     for x in jax.tree.leaves(others):
-        axes |= _varying_axes(x)
+        axes |= varying_axes(x)
     if not axes:
         return tree
 
     def leaf(x):
-        missing = tuple(sorted(axes - _varying_axes(x)))
+        missing = tuple(sorted(axes - varying_axes(x)))
         return jax.lax.pcast(x, missing, to="varying") if missing else x
 
     return jax.tree.map(leaf, tree)
-
-
-# --------------------------------------------------------------------------------------
-# checks (all run at trace time on static shapes)
-
-
-def _shape_str(shape: tuple[int | str, ...]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _dtype_of(x: Any) -> np.dtype:
-    dt = getattr(x, "dtype", None)
-    return np.dtype(dt) if dt is not None else np.asarray(x).dtype
-
-
-def check_int(name: str, value: Any, where: str, minimum: int = 1) -> int:
-    """Returns ``value`` if it is an int (not a bool) ``>= minimum``, else ``ValueError``.
-
-    Examples:
-      >>> check_int("num_layers", 2, "stack")
-      2
-      >>> check_int("num_layers", 0, "stack")
-      Traceback (most recent call last):
-      ...
-      ValueError: stack: `num_layers` must be a positive int, got 0
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{where}: `{name}` must be {what}, got {value!r}")
-    return value
-
-
-def check_bool(name: str, value: Any, where: str) -> bool:
-    """Returns ``value`` as a Python bool; ``TypeError`` for a traced array or a non-bool.
-
-    Flags such as ``reverse`` choose the program that is traced, so they must be known at
-    trace time (pass them as static arguments of ``jax.jit``).
-
-    Examples:
-      >>> check_bool("reverse", True, "unroll")
-      True
-    """
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(
-            f"{where}: `{name}` must be a Python bool, got a traced array; it selects the "
-            f"computation, so pass it as a static argument (jax.jit(..., static_argnames=))"
-        )
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    raise TypeError(f"{where}: `{name}` must be a Python bool, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...], where: str) -> Any:
-    """Returns ``value`` if it is one of ``choices``, else ``ValueError`` listing them.
-
-    Examples:
-      >>> check_choice("remat", "all", ("none", "step", "sqrt"), "unroll")
-      Traceback (most recent call last):
-      ...
-      ValueError: unroll: `remat` must be 'none', 'step' or 'sqrt', got 'all'
-    """
-    if not isinstance(value, str) or value not in choices:
-        listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
-        raise ValueError(f"{where}: `{name}` must be {listed}, got {value!r}")
-    return value
-
-
-def check_key(key: Any, where: str, name: str = "key") -> PRNGKey:
-    """Returns ``key`` if it is one PRNG key, else ``TypeError``.
-
-    A key is a typed key array of shape ``[]`` (``jax.random.key(0)``) or a raw ``uint32``
-    key of shape ``[2]`` (``jax.random.PRNGKey(0)``).
-
-    Examples:
-      >>> import jax
-      >>> check_key(jax.random.key(0), "unroll").shape
-      ()
-      >>> check_key(0, "unroll")
-      Traceback (most recent call last):
-      ...
-      TypeError: unroll: `key` must be a PRNG key of shape [] (jax.random.key(0)) or a raw uint32 key of shape [2] (jax.random.PRNGKey(0)), got int 0
-    """  # noqa: E501
-    dt = getattr(key, "dtype", None)
-    shape = tuple(getattr(key, "shape", ()))
-    if dt is not None:
-        if jnp.issubdtype(dt, jax.dtypes.prng_key) and shape == ():
-            return key
-        if dt == jnp.uint32 and shape == (2,):
-            return key
-        got = f"an array of dtype {dt} and shape {_shape_str(shape)}"
-    else:
-        got = f"{type(key).__name__} {key!r}"
-    raise TypeError(
-        f"{where}: `{name}` must be a PRNG key of shape [] (jax.random.key(0)) or a raw "
-        f"uint32 key of shape [2] (jax.random.PRNGKey(0)), got {got}"
-    )
-
-
-def check_rate(name: str, value: Any, where: str) -> float:
-    """Returns ``value`` as a float if it is a real number in ``[0, 1)``, else an error.
-
-    Examples:
-      >>> check_rate("rate", 0.25, "zoneout")
-      0.25
-      >>> check_rate("rate", 1.0, "zoneout")
-      Traceback (most recent call last):
-      ...
-      ValueError: zoneout: `rate` must lie in [0, 1), got 1.0
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"{where}: `{name}` must be a float in [0, 1), got {value!r}")
-    value = float(value)
-    if not (0.0 <= value < 1.0):
-        raise ValueError(f"{where}: `{name}` must lie in [0, 1), got {value!r}")
-    return value
-
-
-def check_float_input(name: str, x: Any, where: str) -> Array:
-    """Returns ``x`` as an array; raises ``TypeError`` unless it has a floating dtype.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> check_float_input("xs", jnp.zeros(2, jnp.int32), "unroll")
-      Traceback (most recent call last):
-      ...
-      TypeError: unroll: `xs` must be a floating-point array, got dtype int32; cast it, e.g. xs.astype(jnp.float32)
-    """  # noqa: E501
-    if isinstance(x, jax.Array):  # the common case: no conversion
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(
-                f"{where}: `{name}` must be a floating-point array, got dtype {x.dtype}; "
-                f"cast it, e.g. {name}.astype(jnp.float32)"
-            )
-        return x
-    if isinstance(x, Mapping | tuple | list):
-        try:
-            x = jnp.asarray(x)
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                f"{where}: `{name}` must be a floating-point array, got {type(x).__name__}"
-            ) from e
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{where}: `{name}` must be a floating-point array, got dtype {x.dtype}; "
-            f"cast it, e.g. {name}.astype(jnp.float32)"
-        )
-    return x
-
-
-def input_size_of(params: Params) -> int | None:
-    """The input size recorded in ``params['w_ih']`` (``None`` for cells without one).
-
-    Examples:
-      >>> import jax, jrnn
-      >>> input_size_of(jrnn.gru(4).init(jax.random.key(0), 3))
-      3
-    """
-    if isinstance(params, Mapping) and "w_ih" in params:
-        shape = np.shape(params["w_ih"])
-        return int(shape[0]) if shape else None
-    return None
-
-
-def check_features(name: str, x: Array, expected: int | None, where: str, layout: str) -> None:
-    """Raises ``ValueError`` unless the last axis of ``x`` has size ``expected``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> check_features("x_t", jnp.zeros((2, 5)), 3, "lstm.step", "[*batch, input_size]")
-      Traceback (most recent call last):
-      ...
-      ValueError: lstm.step: `x_t` must have shape [*batch, input_size] with input_size=3 (from params['w_ih']), got shape [2, 5]
-    """  # noqa: E501
-    if expected is not None and (x.ndim == 0 or x.shape[-1] != expected):
-        raise ValueError(
-            f"{where}: `{name}` must have shape {layout} with input_size={expected} "
-            f"(from params['w_ih']), got shape {_shape_str(x.shape)}"
-        )
-
-
-# ---- parameters ---------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1024)
-def _init_layout(init: Callable, input_size: int) -> Any:
-    return jax.eval_shape(lambda key: init(key, input_size), jax.random.key(0))
-
-
-def param_layout(cell: Cell, input_size: int) -> Any:
-    """The ``jax.ShapeDtypeStruct`` tree of ``cell.init(key, input_size)``.
-
-    Computed by ``jax.eval_shape`` (nothing is allocated) and remembered per ``(init,
-    input_size)``, so the layout every check compares against is exactly what ``init``
-    makes and cannot drift from it.
-
-    Examples:
-      >>> import jrnn
-      >>> {k: v.shape for k, v in param_layout(jrnn.gru(4), 3).items()}
-      {'b': (12,), 'w_hh': (4, 12), 'w_ih': (3, 12)}
-    """
-    try:
-        return _init_layout(cell.init, input_size)
-    except TypeError:  # an unhashable init: compute without the cache
-        return _init_layout.__wrapped__(cell.init, input_size)
-
-
-def guess_cell(params: Any) -> tuple[str, dict[str, Any]] | None:
-    """Which jrnn cell made ``params`` (a dict with ``w_hh``), from its keys and shapes.
-
-    Returns ``(kind, config)``, e.g. ``("gru", {"hidden_size": 4, "reset_after": True})``,
-    or ``None`` when the params look like none of the built-in cells.  ``"layer_norm":
-    True`` is added for the params of a layer-normalised cell (with ``ln_ih_scale``).
-
-    Examples:
-      >>> import jax, jrnn
-      >>> guess_cell(jrnn.lstm(4, peephole=True).init(jax.random.key(0), 3))
-      ('lstm', {'hidden_size': 4, 'peephole': True, 'proj_size': None})
-    """
-    if not isinstance(params, Mapping) or "w_hh" not in params:
-        return None
-    shape = np.shape(params["w_hh"])
-    if len(shape) != 2 or shape[0] == 0:
-        return None
-    rows, cols = (int(d) for d in shape)
-    keys = set(params)
-    ln = {"layer_norm": True} if "ln_ih_scale" in keys else {}
-    if "b_hn" in keys:
-        return "gru", {"hidden_size": cols // 3, "reset_after": True, **ln}
-    if keys & {"w_peep", "w_proj", "ln_c_scale"} or cols == 4 * rows:
-        proj = int(np.shape(params["w_proj"])[-1]) if "w_proj" in keys else None
-        peep = "w_peep" in keys
-        return "lstm", {"hidden_size": cols // 4, "peephole": peep, "proj_size": proj, **ln}
-    if cols == 3 * rows:
-        return "gru", {"hidden_size": rows, "reset_after": False, **ln}
-    if cols == rows:
-        return "simple_rnn", {"hidden_size": rows, **ln}
-    return None
-
-
-def _hint(cell: Cell, params: Any) -> str:
-    """`` — did you mean lstm(peephole=True)?`` or `` — these look like the parameters of
-    gru(...)``, or ``""``."""
-    guess = guess_cell(params)
-    if guess is None:
-        return ""
-    kind, config = guess
-    if kind == kind_of(cell):
-        own = dict(cell.config)
-        config = {**config, "layer_norm": config.get("layer_norm", False)}
-        diff = {k: v for k, v in config.items() if k in own and own[k] != v}
-        diff.pop("hidden_size", None)
-        return f" — did you mean {describe(kind, diff)}?" if diff else ""
-    return f" — these look like the parameters of {describe(kind, config)}"
-
-
-def _explain(cell: Cell, key: str, shape: tuple[int, ...], input_size: int | None) -> str:
-    parts = []
-    if key == "w_ih" and input_size is not None:
-        parts.append(f"input_size={input_size} from params['w_ih']")
-    parts.append(f"hidden_size={cell.hidden_size}")
-    if cell.output_size != cell.hidden_size:
-        parts.append(f"output_size={cell.output_size}")
-    if shape and shape[-1] % cell.hidden_size == 0 and shape[-1] // cell.hidden_size > 1:
-        parts.append(f"{shape[-1] // cell.hidden_size} gates")
-    return ", ".join(parts)
-
-
-def check_params(cell: Cell, params: Params, where: str, name: str = "params") -> int | None:
-    """Checks ``params`` against the layout ``cell.init`` makes; returns the input size.
-
-    The input size is read from ``params['w_ih']`` and the expected keys, shapes and
-    floating dtypes come from :func:`param_layout`.  Shapes only: nothing is computed, so
-    it is cheap and works on tracers.
-
-    Raises:
-      ValueError: a missing or unknown key (with a hint naming the configuration or the
-        cell the params look like), or a wrong shape.
-      TypeError: ``params`` is not a dict, or a leaf is not a floating-point array.
-
-    Examples:
-      >>> import jax, jrnn
-      >>> cell = jrnn.lstm(4)
-      >>> check_params(cell, cell.init(jax.random.key(0), 3), "demo")
-      3
-      >>> check_params(cell, jrnn.lstm(4, peephole=True).init(jax.random.key(0), 3), "demo")
-      Traceback (most recent call last):
-      ...
-      ValueError: demo: unknown key 'w_peep' in `params` for lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32) — did you mean lstm(peephole=True)?
-    """  # noqa: E501
-    base = param_layout(cell, 1)
-    if not isinstance(base, Mapping):  # a custom cell with non-dict params: structure only
-        want, got = jax.tree.structure(base), jax.tree.structure(params)
-        if want != got:
-            raise ValueError(f"{where}: `{name}` must have the structure {want}, got {got}")
-        return None
-    if not isinstance(params, Mapping):
-        extra = ""
-        if isinstance(params, tuple | list):
-            extra = " (nested tuples are a jrnn.stack's params: run them with stack.apply)"
-        raise TypeError(
-            f"{where}: `{name}` must be a dict of arrays as {cell.name}.init makes (keys "
-            f"{sorted(base)}), got {type(params).__name__}{extra}"
-        )
-    input_size = None
-    layout = base
-    if "w_ih" in base:
-        if "w_ih" not in params:
-            raise ValueError(
-                f"{where}: `{name}` is missing key 'w_ih' for {cell.name} (got keys "
-                f"{sorted(params)}){_hint(cell, params)}"
-            )
-        w_shape = np.shape(params["w_ih"])
-        kh = base["w_ih"].shape[-1]
-        if len(w_shape) != 2 or w_shape[0] < 1:
-            raise ValueError(
-                f"{where}: `{name}['w_ih']` must have shape [input_size, {kh}] "
-                f"({_explain(cell, 'w_ih', (1, kh), None)}), got {_shape_str(w_shape)}"
-            )
-        input_size = int(w_shape[0])
-        layout = param_layout(cell, input_size)
-    unknown = sorted(set(params) - set(layout))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key {unknown[0]!r} in `{name}` for {cell.name}{_hint(cell, params)}"
-        )
-    missing = sorted(set(layout) - set(params))
-    if missing:
-        raise ValueError(
-            f"{where}: `{name}` is missing key {missing[0]!r} for {cell.name}{_hint(cell, params)}"
-        )
-    order = sorted(layout, key=lambda k: (k != "w_hh", k != "w_ih", k != "b", k))
-    for key in order:  # the most telling mismatch first
-        spec, leaf = layout[key], params[key]
-        dt = _dtype_of(leaf)
-        if not jnp.issubdtype(dt, jnp.floating):
-            raise TypeError(
-                f"{where}: `{name}['{key}']` must be a floating-point array, got dtype {dt}"
-            )
-        shape = tuple(np.shape(leaf))
-        if shape != tuple(spec.shape):
-            raise ValueError(
-                f"{where}: `{name}['{key}']` must have shape {_shape_str(spec.shape)} "
-                f"({_explain(cell, key, spec.shape, input_size)}), got {_shape_str(shape)}"
-                f"{_hint(cell, params) if key in ('w_hh', 'w_ih', 'b') else ''}"
-            )
-    return input_size
-
-
-# ---- carries ------------------------------------------------------------------------
-
-
-def _leaf_names(tree: Any, name: str) -> list[str]:
-    """``carry.h``, ``carry.c`` for NamedTuples; ``carry[0]``... otherwise."""
-    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
-    out = []
-    for path, _ in paths:
-        s = name
-        for p in path:
-            if isinstance(p, jax.tree_util.GetAttrKey):
-                s += f".{p.name}"
-            elif isinstance(p, jax.tree_util.SequenceKey):
-                s += f"[{p.idx}]"
-            elif isinstance(p, jax.tree_util.DictKey):
-                s += f"[{p.key!r}]"
-            else:
-                s += str(p)
-        out.append(s)
-    return out
-
-
-def _type_name(tree: Any) -> str:
-    t = type(tree)
-    if hasattr(t, "_fields"):
-        return f"{t.__name__}({', '.join(t._fields)})"
-    return t.__name__
-
-
-def check_carry(
-    carry: Carry,
-    template: Carry,
-    where: str,
-    name: str = "carry",
-    owner: str | None = None,
-    batch_shape: tuple[int, ...] | None = None,
-) -> Carry:
-    """Checks ``carry`` against the structure and shapes of ``template`` and returns it
-    with array leaves.
-
-    ``template`` is a carry of the right shapes (e.g. ``cell.initial_carry(params,
-    batch_shape)``, or its ``jax.eval_shape``).  Shapes must match exactly: a carry with a
-    different batch shape is an error, never broadcast.  Dtypes are not cast here.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp, jrnn
-      >>> cell = jrnn.lstm(4)
-      >>> p = cell.init(jax.random.key(0), 3)
-      >>> template = cell.initial_carry(p, (2,))
-      >>> check_carry(jrnn.RNNState(jnp.zeros((2, 4))), template, "demo", owner=cell.name)
-      Traceback (most recent call last):
-      ...
-      TypeError: demo: `carry` must be an LSTMState(h, c) (the carry of lstm(hidden_size=4, peephole=False, forget_bias=1.0, proj_size=None, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32)), got RNNState(h)
-    """  # noqa: E501
-    t_leaves, t_def = jax.tree.flatten(template)
-    of = f" (the carry of {owner})" if owner else ""
-    if type(carry) is not type(template) and hasattr(type(template), "_fields"):
-        raise TypeError(
-            f"{where}: `{name}` must be an {_type_name(template)}{of}, got {_type_name(carry)}"
-        )
-    try:
-        leaves = t_def.flatten_up_to(carry)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{where}: `{name}` must have the structure {t_def}{of}, "
-            f"got {jax.tree.structure(carry)}"
-        ) from e
-    out = []
-    for i, (leaf, t) in enumerate(zip(leaves, t_leaves, strict=True)):
-        dt = _dtype_of(leaf)
-        if not (jnp.issubdtype(dt, jnp.floating) and np.shape(leaf) == t.shape):
-            leaf_name = _leaf_names(template, name)[i]  # only on the way to an error
-            leaf = check_float_input(leaf_name, leaf, where)
-            bs = f"batch_shape={tuple(batch_shape)}, " if batch_shape is not None else ""
-            raise ValueError(
-                f"{where}: `{leaf_name}` must have shape {_shape_str(t.shape)} "
-                f"([*batch, features]: {bs}features={t.shape[-1] if t.shape else None}), "
-                f"got {_shape_str(leaf.shape)}"
-            )
-        out.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
-    return jax.tree.unflatten(t_def, out)
-
-
-@functools.lru_cache(maxsize=1024)
-def _carry_layout(initial_carry: Callable, init: Callable, input_size: int, batch_shape) -> Any:
-    params = _init_layout.__wrapped__(init, input_size)
-    return jax.eval_shape(lambda p: initial_carry(p, batch_shape), params)
-
-
-def carry_layout(cell: Cell, input_size: int, batch_shape: tuple[int, ...]) -> Carry:
-    """The ``jax.ShapeDtypeStruct`` tree of ``cell``'s carry for ``batch_shape`` (cached).
-
-    Examples:
-      >>> import jrnn
-      >>> carry_layout(jrnn.lstm(4, proj_size=2), 3, (5,)).c.shape
-      (5, 4)
-    """
-    batch_shape = tuple(int(d) for d in batch_shape)
-    try:
-        return _carry_layout(cell.initial_carry, cell.init, input_size, batch_shape)
-    except TypeError:
-        return _carry_layout.__wrapped__(cell.initial_carry, cell.init, input_size, batch_shape)
-
-
-# ---- lengths ------------------------------------------------------------------------
-
-
-def check_lengths(
-    lengths: Any,
-    batch_shape: tuple[int, ...],
-    num_steps: int,
-    where: str,
-    name: str = "lengths",
-    *,
-    debug: bool = False,
-) -> Array:
-    """Checks sequence lengths and returns them as int32 ``[*batch]`` in ``[0, T]``.
-
-    The one lengths validator of jrnn.  Shape and dtype are always checked.  Values are
-    checked where they are concrete: lengths outside ``[0, T]`` raise ``ValueError``.  Under
-    ``jax.jit`` (traced lengths) values cannot be checked, so they are **clamped** to
-    ``[0, T]``: a length above ``T`` means the whole padded sequence, a negative one an empty
-    sequence.  With ``debug=True`` traced lengths are instead checked by
-    ``jax.experimental.checkify``: wrap the jitted function,
-    ``err, out = checkify.checkify(jax.jit(f))(...)``, and ``err.throw()`` raises the same
-    message (without ``checkify.checkify`` JAX refuses to trace the check).
-
-    Args:
-      lengths: int ``[*batch]``.
-      batch_shape: the batch shape the lengths must have.
-      num_steps: ``T``, the padded length.
-      where: the calling function, for the message.
-      name: the argument's name, for the message.
-      debug: check traced values with ``checkify`` instead of clamping them.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> check_lengths(jnp.array([3, 0]), (2,), 5, "demo").tolist()
-      [3, 0]
-      >>> jax.jit(lambda n: check_lengths(n, (2,), 5, "demo"))(jnp.array([9, -1])).tolist()
-      [5, 0]
-      >>> check_lengths(jnp.array([9, -1]), (2,), 5, "demo")
-      Traceback (most recent call last):
-      ...
-      ValueError: demo: `lengths` must lie in [0, T=5], got values in [-1, 9]
-    """
-    traced = isinstance(lengths, jax.core.Tracer)
-    concrete = None if traced else np.asarray(lengths)
-    if concrete is not None and concrete.dtype == object:
-        raise TypeError(f"{where}: `{name}` must be an integer array, got {lengths!r}")
-    lengths = jnp.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"{where}: `{name}` must be an integer array, got dtype {lengths.dtype}")
-    if lengths.shape != tuple(batch_shape):
-        raise ValueError(
-            f"{where}: `{name}` must have the batch shape {_shape_str(batch_shape)} of xs, "
-            f"got shape {_shape_str(lengths.shape)}"
-        )
-    message = f"{where}: `{name}` must lie in [0, T={num_steps}], got values in "
-    if concrete is not None:
-        if concrete.size:
-            lo, hi = int(concrete.min()), int(concrete.max())
-            if lo < 0 or hi > num_steps:
-                raise ValueError(message + f"[{lo}, {hi}]")
-        return lengths.astype(jnp.int32)
-    lengths = lengths.astype(jnp.int32)
-    if debug and lengths.size:
-        from jax.experimental import checkify
-
-        lo, hi = jnp.min(lengths), jnp.max(lengths)
-        checkify.check((lo >= 0) & (hi <= num_steps), message + "[{lo}, {hi}]", lo=lo, hi=hi)
-    return jnp.clip(lengths, 0, num_steps)
-
-
-# ---- resets -------------------------------------------------------------------------
-
-
-def check_resets(
-    resets: Any,
-    shape: tuple[int, ...],
-    where: str,
-    layout: str,
-    name: str = "resets",
-    *,
-    debug: bool = False,
-) -> Array:
-    """Checks episode-reset flags and returns them as a bool array of ``shape``.
-
-    The one resets validator of jrnn.  ``resets`` is bool, or an integer array of 0/1
-    (e.g. an environment's ``done`` flags as ints); floats are refused (cast them with
-    ``.astype(bool)``).  The shape must be exactly ``shape`` (never broadcast).  Integer
-    values are checked where they are concrete: anything but 0/1 raises ``ValueError``.
-    Under ``jax.jit`` (traced integers) values cannot be checked, so a nonzero value counts
-    as set; with ``debug=True`` traced integers are instead checked by
-    ``jax.experimental.checkify`` (as for :func:`check_lengths`).
-
-    Args:
-      resets: bool or 0/1 int array of shape ``shape``.
-      shape: the expected shape, e.g. ``(*batch, T)``.
-      where: the calling function, for the message.
-      layout: the expected layout in words, e.g. ``"[*batch, T]"``, for the message.
-      name: the argument's name, for the message.
-      debug: check traced integer values with ``checkify`` instead of reading nonzero as set.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> check_resets(jnp.array([[0, 1, 0]]), (1, 3), "demo", "[*batch, T]").tolist()
-      [[False, True, False]]
-      >>> check_resets(jnp.zeros((2, 3), bool), (2, 4), "demo", "[*batch, T]")
-      Traceback (most recent call last):
-      ...
-      ValueError: demo: `resets` must have shape [*batch, T] = [2, 4] (the batch shape and time steps of xs), got shape [2, 3]
-      >>> check_resets(jnp.zeros((2, 4)), (2, 4), "demo", "[*batch, T]")
-      Traceback (most recent call last):
-      ...
-      TypeError: demo: `resets` must be a bool array (or integers 0/1), got dtype float32; use resets.astype(bool)
-    """  # noqa: E501
-    traced = isinstance(resets, jax.core.Tracer)
-    concrete = None if traced else np.asarray(resets)
-    if concrete is not None and concrete.dtype == object:
-        raise TypeError(f"{where}: `{name}` must be a bool array, got {resets!r}")
-    resets = jnp.asarray(resets)
-    dt = resets.dtype
-    if dt != jnp.bool_ and not jnp.issubdtype(dt, jnp.integer):
-        raise TypeError(
-            f"{where}: `{name}` must be a bool array (or integers 0/1), got dtype {dt}; "
-            f"use {name}.astype(bool)"
-        )
-    if resets.shape != tuple(shape):
-        raise ValueError(
-            f"{where}: `{name}` must have shape {layout} = {_shape_str(shape)} (the batch "
-            f"shape and time steps of xs), got shape {_shape_str(resets.shape)}"
-        )
-    if dt == jnp.bool_:
-        return resets
-    message = f"{where}: `{name}` must hold only 0 and 1 (or be bool), got values in "
-    if concrete is not None:
-        if concrete.size:
-            lo, hi = int(concrete.min()), int(concrete.max())
-            if lo < 0 or hi > 1:
-                raise ValueError(message + f"[{lo}, {hi}]")
-    elif debug and resets.size:
-        from jax.experimental import checkify
-
-        lo, hi = jnp.min(resets), jnp.max(resets)
-        checkify.check((lo >= 0) & (hi <= 1), message + "[{lo}, {hi}]", lo=lo, hi=hi)
-    return resets != 0

@@ -27,24 +27,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import diagonals
 from jrnn.base import (
     Array,
     Cell,
     DType,
+    FastPath,
     LSTMState,
     Params,
     PRNGKey,
     RNNState,
-    carry_layout,
     cast_tree,
+    compute_dtype,
+    describe,
+    recur,
+)
+from jrnn.checks import (
+    carry_layout,
+    check_batch_shape,
     check_carry,
     check_features,
     check_float_input,
     check_int,
     check_params,
-    compute_dtype,
-    describe,
-    recur,
 )
 
 Initializer = Callable[..., Array]
@@ -85,13 +90,6 @@ def _activation(
     name = getattr(activation, "__name__", "custom")
     # a callable is named after a known function only if it is that function
     return activation, f"custom_{name}" if name in ACTIVATIONS else name
-
-
-def _check_flag(name: str, value: Any, where: str) -> bool:
-    """``value`` as a Python bool; ``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    raise ValueError(f"{where}: `{name}` must be a Python bool (True or False), got {value!r}")
 
 
 def block_layer_norm(a: Array, scale: Array, blocks: int = 1) -> Array:
@@ -135,7 +133,21 @@ def _init_dtype(param_dtype: DType) -> jnp.dtype:
     return dt
 
 
-def _make_cell(
+def check_flag(name: str, value: Any, where: str) -> bool:
+    """``value`` as a Python bool; ``ValueError`` naming ``name`` otherwise.
+
+    Examples:
+      >>> check_flag("peephole", 1, "lstm")
+      Traceback (most recent call last):
+      ...
+      ValueError: lstm: `peephole` must be a Python bool (True or False), got 1
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise ValueError(f"{where}: `{name}` must be a Python bool (True or False), got {value!r}")
+
+
+def make_cell(
     *,
     kind: str,
     config: dict[str, Any],
@@ -143,28 +155,45 @@ def _make_cell(
     output_size: int,
     make_params: Callable[[PRNGKey, int, DType], Params],
     gates: Callable[[Params, Any, Array, Array], tuple[Any, Array]],
-    project: Callable[[Params, Array], Array] | None = None,
-    recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
-    gate_params: tuple[str, ...] = (),
     zero_carry: Callable[[tuple[int, ...], DType], Any],
     dtype: DType | None,
     param_dtype: DType,
+    project: Callable[[Params, Array], Array] | None = None,
+    recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
+    diagonal: Callable[[FastPath], Any] | None = None,
 ) -> Cell:
-    """Builds a :class:`Cell` from a cell's element-wise ``gates`` and adds the checks.
+    """Builds a built-in :class:`Cell` from its :class:`FastPath` pieces and adds the checks.
 
     ``make_params(key, input_size, dtype)`` makes the parameters in ``dtype``; ``init``
-    casts them to ``param_dtype``.
+    casts them to ``param_dtype``.  ``project`` defaults to ``xs @ w_ih + b``;
+    ``diagonal(fast)`` makes the step Jacobian's exact diagonal (:mod:`jrnn.diagonals`).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> cell = make_cell(
+      ...     kind="linear", config={"hidden_size": 2}, hidden_size=2, output_size=2,
+      ...     make_params=lambda key, i, dt: {"w_ih": jnp.ones((i, 2), dt),
+      ...                                     "w_hh": jnp.eye(2, dtype=dt), "b": jnp.zeros(2, dt)},
+      ...     gates=lambda p, c, xa, ha: (RNNState(xa + ha), xa + ha),
+      ...     zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (2,), dt)),
+      ...     dtype=None, param_dtype=jnp.float32)
+      >>> p = cell.init(None, 3)
+      >>> cell.step(p, cell.initial_carry(p), jnp.ones(3))[1].tolist()
+      [3.0, 3.0]
     """
     config = {**config, "dtype": dtype, "param_dtype": param_dtype}
     name = describe(kind, config)
-    project = _project if project is None else project
+    fast = FastPath(_project if project is None else project, recurrent_kernel, gates)
+    if diagonal is not None:
+        fast = fast._replace(diagonal=diagonal(fast))
 
     def init(key: PRNGKey, input_size: int) -> Params:
         check_int("input_size", input_size, f"{kind}.init")
         return cast_tree(make_params(key, input_size, _init_dtype(param_dtype)), param_dtype)
 
     def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Any:
-        return zero_carry(tuple(batch_shape), compute_dtype(cell, params))
+        batch_shape = check_batch_shape(batch_shape, f"{kind}.initial_carry")
+        return zero_carry(batch_shape, compute_dtype(cell, params))
 
     def step(params: Params, carry: Any, x_t: Array) -> tuple[Any, Array]:
         where = f"{kind}.step"
@@ -181,22 +210,19 @@ def _make_cell(
         dt = compute_dtype(cell, params)
         params = cast_tree(params, dt)
         carry = cast_tree(carry, dt)
-        return recur(cell, params, carry, project(params, x_t.astype(dt)))
+        return recur(fast, params, carry, fast.project(params, x_t.astype(dt)))
 
     cell = Cell(
         init=init,
         initial_carry=initial_carry,
         step=step,
-        project=project,
-        recurrent_kernel=recurrent_kernel,
-        gates=gates,
-        gate_params=gate_params,
         hidden_size=hidden_size,
         output_size=output_size,
-        dtype=dtype,
-        param_dtype=param_dtype,
         name=name,
         config=tuple(config.items()),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        fast=fast,
     )
     return cell
 
@@ -283,7 +309,7 @@ def simple_rnn(
     where = "simple_rnn"
     hidden_size = check_int("hidden_size", hidden_size, where)
     act, act_name = _activation(activation, where, "activation")
-    ln = _check_flag("layer_norm", layer_norm, where)
+    ln = check_flag("layer_norm", layer_norm, where)
     h = hidden_size
 
     def make_params(key, input_size, dt):
@@ -303,7 +329,7 @@ def simple_rnn(
         h_t = act(xa + ha)
         return RNNState(h_t), h_t
 
-    return _make_cell(
+    return make_cell(
         kind="simple_rnn",
         config={"hidden_size": h, "activation": act_name, "layer_norm": ln},
         hidden_size=h,
@@ -311,7 +337,7 @@ def simple_rnn(
         make_params=make_params,
         gates=gates,
         project=_ln_project(1) if ln else None,
-        gate_params=("ln_hh_scale",) if ln else (),
+        diagonal=None if ln else diagonals.unit_wise,
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
@@ -412,10 +438,10 @@ def lstm(
     """  # noqa: E501
     where = "lstm"
     hidden_size = check_int("hidden_size", hidden_size, where)
-    peephole = _check_flag("peephole", peephole, where)
+    peephole = check_flag("peephole", peephole, where)
     if proj_size is not None:
         check_int("proj_size", proj_size, where)
-    ln = _check_flag("layer_norm", layer_norm, where)
+    ln = check_flag("layer_norm", layer_norm, where)
     sigma, gate_name = _activation(gate_fn, where, "gate_fn")
     act, act_name = _activation(activation, where, "activation")
     h = hidden_size
@@ -463,10 +489,7 @@ def lstm(
             h_t = h_t @ params["w_proj"]
         return LSTMState(h_t, c_t), h_t
 
-    gate_params = ("w_peep",) if peephole else ()
-    gate_params += ("w_proj",) if proj_size else ()
-    gate_params += ("ln_hh_scale", "ln_c_scale", "ln_c_bias") if ln else ()
-    return _make_cell(
+    return make_cell(
         kind="lstm",
         config={
             "hidden_size": h,
@@ -482,7 +505,7 @@ def lstm(
         make_params=make_params,
         gates=gates,
         project=_ln_project(4) if ln else None,
-        gate_params=gate_params,
+        diagonal=None if ln or proj_size is not None else diagonals.unit_wise,
         zero_carry=lambda bs, dt: LSTMState(jnp.zeros(bs + (p_out,), dt), jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,
@@ -565,8 +588,8 @@ def gru(
     """  # noqa: E501
     where = "gru"
     hidden_size = check_int("hidden_size", hidden_size, where)
-    reset_after = _check_flag("reset_after", reset_after, where)
-    ln = _check_flag("layer_norm", layer_norm, where)
+    reset_after = check_flag("reset_after", reset_after, where)
+    ln = check_flag("layer_norm", layer_norm, where)
     sigma, gate_name = _activation(gate_fn, where, "gate_fn")
     act, act_name = _activation(activation, where, "activation")
     h = hidden_size
@@ -611,9 +634,13 @@ def gru(
         h_t = (1 - z_t) * h_tm1 + z_t * n_t
         return RNNState(h_t), h_t
 
-    gate_params = ("b_hn",) if reset_after else ("w_hh",)
-    gate_params += ("ln_hh_scale",) if ln else ()
-    return _make_cell(
+    if ln:
+        diagonal = None
+    elif reset_after:
+        diagonal = diagonals.unit_wise
+    else:
+        diagonal = lambda fast: diagonals.gru_reset_before(sigma, act)
+    return make_cell(
         kind="gru",
         config={
             "hidden_size": h,
@@ -628,7 +655,7 @@ def gru(
         gates=gates,
         project=_ln_project(3) if ln else None,
         recurrent_kernel=recurrent_kernel,
-        gate_params=gate_params,
+        diagonal=diagonal,
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (h,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,

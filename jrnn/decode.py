@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Array, Params, check_int, check_lengths
+from jrnn.base import Array, Params
+from jrnn.checks import check_int, check_lengths
 from jrnn.models import EncoderDecoder
 
 __all__ = [

@@ -36,6 +36,7 @@ Time indices are 0-based: ``h_t`` is the hidden state after reading ``xs[..., t,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
@@ -44,24 +45,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import (
-    Array,
-    Carry,
-    Cell,
-    Params,
-    PRNGKey,
-    _shape_str,
-    cast_tree,
-    check_carry,
-    check_features,
+from jrnn.base import Array, Carry, Cell, Params, PRNGKey
+from jrnn.cells import ACTIVATIONS, block_layer_norm
+from jrnn.checks import (
     check_float_input,
     check_int,
     check_lengths,
-    compute_dtype,
-    input_size_of,
+    shape_str,
+    type_name,
 )
-from jrnn.cells import ACTIVATIONS, block_layer_norm
-from jrnn.unroll import Stack, flip_within_lengths
+from jrnn.forward import mask_step
+from jrnn.prepare import Options, Prepared, flip_within_lengths, prepare, step_mask
+from jrnn.stacks import Stack
 
 __all__ = [
     "GateSaturation",
@@ -81,15 +76,6 @@ __all__ = [
 # the scan shared by every diagnostic
 
 
-class _Prepared(NamedTuple):
-    params: Params  # cast to the compute dtype
-    xs: Array  # time-major [T, *batch, I], compute dtype
-    carry: Carry  # initial carry [*batch, ...]
-    lengths: Array | None  # int32 [*batch]
-    mask: Array | None  # bool [T, *batch]
-    batch_shape: tuple[int, ...]
-
-
 def _check_cell(cell: Any, where: str, stacks: bool = False) -> None:
     if isinstance(cell, Stack):
         if stacks:
@@ -103,66 +89,49 @@ def _check_cell(cell: Any, where: str, stacks: bool = False) -> None:
         raise TypeError(f"{where}: `cell` must be {expected}, got {type(cell).__name__}")
 
 
-def _prepare(cell: Cell, params, xs, carry, lengths, where: str) -> _Prepared:
-    xs = check_float_input("xs", xs, where)
-    layout = "[*batch, T, input_size]"
-    if xs.ndim < 2:
-        raise ValueError(
-            f"{where}: `xs` must have shape {layout} (rank >= 2), got {_shape_str(xs.shape)}"
-        )
-    check_features("xs", xs, input_size_of(params), where, layout)
-    xs = jnp.moveaxis(xs, -2, 0)
-    num_steps, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
-    dtype = compute_dtype(cell, params)
-    params = cast_tree(params, dtype)
-    template = cell.initial_carry(params, batch_shape)
-    carry = template if carry is None else check_carry(carry, template, where)
-    mask = None
-    if lengths is not None:
-        lengths = check_lengths(lengths, batch_shape, num_steps, where)
-        steps = jnp.arange(num_steps, dtype=lengths.dtype)
-        mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
-    return _Prepared(params, xs.astype(dtype), carry, lengths, mask, batch_shape)
+def _prepare(cell: Cell, params, xs, carry, lengths, where: str) -> Prepared:
+    """:func:`jrnn.unroll`'s own preparation (checks, compute dtype, time-major, mask)."""
+    return prepare(cell, params, xs, carry, lengths, None, None, Options(), where=where)
 
 
-def _masked_step(cell: Cell, params, carry, x_t, m_t):
-    """``cell.step`` plus masking like :func:`jrnn.unroll`: padded steps keep the carry and
-    output zeros."""
-    new_carry, y_t = cell.step(params, carry, x_t)
-    if m_t is None:
-        return new_carry, y_t
-    m = m_t[..., None]
-    new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, carry)
-    return new_carry, jnp.where(m, y_t, jnp.zeros_like(y_t))
+def _state(carry: Carry) -> Any:
+    """The part of a carry the diagnostics follow: ``h`` where the carry has one (every
+    built-in cell; the LSTM's ``c`` is held), else every leaf of the carry."""
+    return carry.h if hasattr(carry, "h") else carry
 
 
-def _flip(a: Array, lengths: Array | None) -> Array:
-    """Reverses time-major ``a`` within each sequence's length (all of it without lengths)."""
-    return jnp.flip(a, 0) if lengths is None else flip_within_lengths(a, lengths)
+def _add_to_state(carry: Carry, y_t: Array, e_t: Any) -> tuple[Carry, Array]:
+    """``carry`` with the perturbation ``e_t`` added to its state (:func:`_state`), and
+    ``y_t`` with the perturbation of the leaf it is (the output of every built-in cell is
+    its ``h``); an output computed apart from the carry is left as it is."""
+    if hasattr(carry, "h"):
+        y_t = y_t + e_t if y_t is carry.h else y_t
+        return carry._replace(h=carry.h + e_t), y_t
+    leaves, treedef = jax.tree.flatten(carry)
+    e_leaves = jax.tree.leaves(e_t)
+    for leaf, e in zip(leaves, e_leaves, strict=True):
+        if y_t is leaf:
+            y_t = y_t + e
+    return jax.tree.unflatten(treedef, [a + e for a, e in zip(leaves, e_leaves, strict=True)]), y_t
 
 
-def _perturbed_scan(cell: Cell, prep: _Prepared, eps: Array | None, reverse: bool = False):
-    """Runs ``cell`` over ``prep.xs`` adding ``eps[t]`` to ``h`` (and to ``y_t = h_t``) right
-    after step ``t``.  Returns time-major ``(ys, carries_before_each_step, carry_T)``; with
-    ``reverse`` every time-indexed array (``xs``, ``eps``, the outputs) is indexed by input
-    position, the scan reading each sequence from its last valid step back."""
+def _perturbed_scan(cell: Cell, prep: Prepared, eps: Any, reverse: bool = False):
+    """Runs ``cell`` over ``prep.xs`` adding ``eps[t]`` to the state (:func:`_state`; and to
+    ``y_t`` where it is that state) right after step ``t``.  Returns time-major ``(ys,
+    carries_before_each_step, carry_T)``; with ``reverse`` every time-indexed array (``xs``,
+    ``eps``, the outputs) is indexed by input position, the scan reading each sequence from
+    its last valid step back."""
     xs, mask = prep.xs, prep.mask
     if reverse:
         xs = _flip(xs, prep.lengths)
-        eps = None if eps is None else _flip(eps, prep.lengths)
+        eps = None if eps is None else jax.tree.map(lambda a: _flip(a, prep.lengths), eps)
 
     def body(c, inp):
         x_t, m_t, e_t = inp
-        new_c, y_t = _masked_step(cell, prep.params, c, x_t, m_t)
+        new_c, y_t = cell.step(prep.params, c, x_t)
         if e_t is not None:
-            if y_t.shape != new_c.h.shape:
-                raise ValueError(
-                    f"state_grad_norms: the cell's output y_t must be its hidden state h_t, "
-                    f"got y_t {_shape_str(y_t.shape)} and h_t {_shape_str(new_c.h.shape)}"
-                )
-            e_t = e_t if m_t is None else jnp.where(m_t[..., None], e_t, jnp.zeros_like(e_t))
-            new_c = new_c._replace(h=new_c.h + e_t)
-            y_t = y_t + e_t
+            new_c, y_t = _add_to_state(new_c, y_t, _zero_padding(e_t, m_t))
+        new_c, y_t = mask_step(c, new_c, y_t, m_t)
         return new_c, (y_t, c)
 
     carry_T, (ys, before) = jax.lax.scan(body, prep.carry, (xs, mask, eps))
@@ -172,12 +141,27 @@ def _perturbed_scan(cell: Cell, prep: _Prepared, eps: Array | None, reverse: boo
     return ys, before, carry_T
 
 
-def _feature_norm(a: Array) -> Array:
-    return jnp.sqrt(jnp.sum(jnp.square(a), axis=-1))
+def _flip(a: Array, lengths: Array | None) -> Array:
+    """Reverses time-major ``a`` within each sequence's length (all of it without lengths)."""
+    return jnp.flip(a, 0) if lengths is None else flip_within_lengths(a, lengths)
 
 
-def _zero_padding(values: Array, mask: Array | None) -> Array:
-    return values if mask is None else jnp.where(mask, values, jnp.zeros_like(values))
+def _state_norm(tree: Any, nb: int) -> Array:
+    """``[T, *batch]``: the Euclidean norm over every feature of every leaf of a
+    time-major tree (leaves ``[T, *batch, ...]``, ``nb`` batch axes)."""
+    return jnp.sqrt(_tree_sqnorm(tree, 1 + nb))
+
+
+def _zero_padding(values: Any, mask: Array | None) -> Any:
+    """``values`` (any pytree of ``[*mask.shape, ...]`` leaves) zero where ``mask`` is false."""
+    if mask is None:
+        return values
+
+    def zero(a):
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))
+        return jnp.where(m, a, jnp.zeros_like(a))
+
+    return jax.tree.map(zero, values)
 
 
 def _batch_first(a: Array) -> Array:
@@ -205,14 +189,17 @@ def state_grad_norms(
     step ``t``: through ``y_t`` and through every later step -- the lecture's BPTT recursion,
     for the Elman network ``∇h(t) = Wᵀ diag(1 - h(t+1)²) ∇h(t+1) + Vᵀ ∇o(t)``.  It is computed
     in one backward pass as the gradient of ``L`` with respect to zero perturbations
-    ``eps_t [*batch, H]`` added to ``h`` after each step (and to ``y_t``, which is ``h_t`` for
-    every built-in cell).  For the LSTM this is the derivative with respect to ``h`` with
-    ``c`` held (``c_t``'s own path to the loss continues through the next steps); with
-    ``proj_size=P``, ``h`` is the ``[*batch, P]`` projected state.
+    ``eps_t [*batch, H]`` added to ``h`` after each step (and to ``y_t`` where ``y_t`` is
+    ``h_t``, as for every built-in cell).  For the LSTM this is the derivative with respect
+    to ``h`` with ``c`` held (``c_t``'s own path to the loss continues through the next
+    steps); with ``proj_size=P``, ``h`` is the ``[*batch, P]`` projected state.  A cell of
+    your own (:func:`jrnn.custom_cell`) whose carry has no field ``h`` is perturbed in
+    every leaf of its carry, and the norm is taken over all of them; an output ``y_t`` that
+    is not one of the carry's leaves counts through the later steps only.
 
     Args:
-      cell: a :class:`jrnn.Cell` whose output ``y_t`` is ``h_t`` (every built-in cell), or a
-        :class:`jrnn.Stack` of such cells (evaluated without dropout).
+      cell: a :class:`jrnn.Cell` (any, built-in or your own), or a :class:`jrnn.Stack`
+        (evaluated without dropout).
       params: its parameters (for a stack the nested ``[layer][direction]`` tuples).
       xs: ``[*batch, T, input_size]``.
       loss_fn: ``ys [*batch, T, output_size] -> scalar`` (for a bidirectional stack
@@ -252,22 +239,27 @@ def state_grad_norms(
             raise ValueError(f"{where}: `carry` is supported for cells only, got a jrnn.Stack")
         return _stack_grad_norms(cell, params, xs, loss_fn, lengths)
     prep = _prepare(cell, params, xs, carry, lengths, where)
-    h0 = prep.carry.h
-    eps0 = jnp.zeros((prep.xs.shape[0],) + h0.shape, h0.dtype)
+    nb = len(prep.batch_shape)
 
     def loss(eps):
         ys, _, _ = _perturbed_scan(cell, prep, eps)
-        return _scalar_loss(loss_fn, jnp.moveaxis(ys, 0, -2), where)
+        return _scalar_loss(loss_fn, jnp.moveaxis(ys, 0, nb), where)
 
-    grads = jax.grad(loss)(eps0)
-    return _batch_first(_zero_padding(_feature_norm(grads), prep.mask))
+    grads = jax.grad(loss)(_zero_perturbation(prep))
+    return _batch_first(_zero_padding(_state_norm(grads, nb), prep.mask))
+
+
+def _zero_perturbation(prep: Prepared) -> Any:
+    """Zeros ``[T, *batch, ...]`` shaped like the state (:func:`_state`) at every step."""
+    zeros = lambda a: jnp.zeros((prep.num_steps, *a.shape), a.dtype)
+    return jax.tree.map(zeros, _state(prep.carry))
 
 
 def _scalar_loss(loss_fn, ys, where):
     out = loss_fn(ys)
     if jnp.shape(out) != ():
         raise ValueError(
-            f"{where}: `loss_fn` must return a scalar, got shape {_shape_str(jnp.shape(out))}"
+            f"{where}: `loss_fn` must return a scalar, got shape {shape_str(jnp.shape(out))}"
         )
     return out
 
@@ -280,34 +272,33 @@ def _stack_grad_norms(stack: Stack, params, xs, loss_fn, lengths) -> Array:
     if xs.ndim < 2:
         raise ValueError(
             f"{where}: `xs` must have shape [*batch, T, input_size] (rank >= 2), "
-            f"got {_shape_str(xs.shape)}"
+            f"got {shape_str(xs.shape)}"
         )
     num_steps, batch_shape = xs.shape[-2], tuple(xs.shape[:-2])
+    nb = len(batch_shape)
     mask = None
     if lengths is not None:
-        lengths = check_lengths(lengths, batch_shape, num_steps, where)
-        steps = jnp.arange(num_steps, dtype=lengths.dtype)
-        mask = steps.reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
-    dtype = compute_dtype(cell, params[0][0])
-    size = cell.initial_carry(cast_tree(params[0][0], dtype)).h.shape[-1]
-    eps0 = tuple(
-        tuple(jnp.zeros((num_steps, *batch_shape, size), dtype) for _ in range(num_dirs))
-        for _ in range(stack.num_layers)
-    )
+        mask = step_mask(check_lengths(lengths, batch_shape, num_steps, where), num_steps)
 
-    def loss(eps):
-        inputs = xs
+    def layer_inputs(eps):  # every layer's prepared inputs on the way to the loss
+        inputs, preps = xs, []
         for layer, layer_params in enumerate(params):
             outs = []
             for d, p in enumerate(layer_params):
                 prep = _prepare(cell, p, inputs, None, lengths, where)
-                ys, _, _ = _perturbed_scan(cell, prep, eps[layer][d], reverse=d == 1)
-                outs.append(jnp.moveaxis(ys, 0, -2))
+                preps.append(prep)
+                if eps is not None:
+                    ys, _, _ = _perturbed_scan(cell, prep, eps[layer][d], reverse=d == 1)
+                    outs.append(jnp.moveaxis(ys, 0, nb))
+            if eps is None:
+                return preps  # the first layer's alone: every layer has the same state
             inputs = outs[0] if num_dirs == 1 else jnp.concatenate(outs, axis=-1)
-        return _scalar_loss(loss_fn, inputs, where)
+        return inputs
 
-    grads = jax.grad(loss)(eps0)
-    norms = [[_batch_first(_zero_padding(_feature_norm(g), mask)) for g in gl] for gl in grads]
+    zero = _zero_perturbation(layer_inputs(None)[0])
+    eps0 = tuple(tuple(zero for _ in range(num_dirs)) for _ in range(stack.num_layers))
+    grads = jax.grad(lambda eps: _scalar_loss(loss_fn, layer_inputs(eps), where))(eps0)
+    norms = [[_batch_first(_zero_padding(_state_norm(g, nb), mask)) for g in gl] for gl in grads]
     return jnp.stack([jnp.stack(row) for row in norms])
 
 
@@ -315,28 +306,32 @@ def _stack_grad_norms(stack: Stack, params, xs, loss_fn, lengths) -> Array:
 # step Jacobians and their products
 
 
-def _tree_sqnorm(tree) -> Array:
-    """Squared norm per batch element: sums over the feature axis of every leaf."""
-    return sum(jnp.sum(jnp.square(a), axis=-1) for a in jax.tree.leaves(tree))
+def _tree_sqnorm(tree, keep: int) -> Array:
+    """Squared norm over every axis after the first ``keep`` of every leaf, summed over the
+    leaves: one number per (step,) batch element."""
+    return sum(
+        jnp.sum(jnp.square(a), axis=tuple(range(keep, a.ndim))) for a in jax.tree.leaves(tree)
+    )
 
 
-def _tree_normalize(tree):
-    n = jnp.sqrt(_tree_sqnorm(tree))
+def _tree_normalize(tree, nb: int):
+    n = jnp.sqrt(_tree_sqnorm(tree, nb))
     safe = jnp.where(n > 0, n, jnp.ones_like(n))
-    return jax.tree.map(lambda a: a / safe[..., None], tree)
+    return jax.tree.map(lambda a: a / safe.reshape(safe.shape + (1,) * (a.ndim - safe.ndim)), tree)
 
 
-def _spectral_norm(f, primal, v0, num_iters: int) -> Array:
+def _spectral_norm(f, primal, v0, num_iters: int, nb: int) -> Array:
     """Per-batch-element ``‖J‖₂`` of ``J = ∂f/∂primal`` at ``primal`` by power iteration on
-    ``JᵀJ`` (``jax.jvp`` then ``jax.vjp``); ``f`` acts on each batch element separately."""
+    ``JᵀJ`` (``jax.jvp`` then ``jax.vjp``); ``f`` acts on each batch element separately
+    (``nb`` batch axes)."""
     _, f_vjp = jax.vjp(f, primal)
     jvp = lambda v: jax.jvp(f, (primal,), (v,))[1]
 
     def body(_, v):
-        return _tree_normalize(f_vjp(jvp(v))[0])
+        return _tree_normalize(f_vjp(jvp(v))[0], nb)
 
-    v = jax.lax.fori_loop(0, num_iters, body, _tree_normalize(v0))
-    return jnp.sqrt(_tree_sqnorm(jvp(v)))
+    v = jax.lax.fori_loop(0, num_iters, body, _tree_normalize(v0, nb))
+    return jnp.sqrt(_tree_sqnorm(jvp(v), nb))
 
 
 def step_jacobian_norms(
@@ -403,6 +398,13 @@ def step_jacobian_norms(
     _, before, _ = _perturbed_scan(cell, prep, None)
     key = jax.random.key(0) if key is None else key
 
+    if wrt == "h" and not hasattr(prep.carry, "h"):
+        raise ValueError(
+            f"{where}: `wrt`='h' needs a carry with a field `h`; the carry of {cell.name} is "
+            f"{type_name(prep.carry)}: use wrt='carry'"
+        )
+    nb = len(prep.batch_shape)
+
     def one_step(c_tm1, x_t, k):
         if wrt == "h":
             f = lambda h: cell.step(prep.params, c_tm1._replace(h=h), x_t)[0].h
@@ -416,7 +418,7 @@ def step_jacobian_norms(
             treedef,
             [jax.random.normal(kk, a.shape, a.dtype) for kk, a in zip(keys, leaves, strict=True)],
         )
-        return _spectral_norm(f, primal, v0, num_iters)
+        return _spectral_norm(f, primal, v0, num_iters, nb)
 
     keys = jax.random.split(key, prep.xs.shape[0])
     norms = jax.vmap(one_step)(before, prep.xs, keys)
@@ -489,20 +491,15 @@ def jacobian_product_norms(
     _check_cell(cell, where)
     prep = _prepare(cell, params, xs, carry, lengths, where)
     _, before, _ = _perturbed_scan(cell, prep, None)
-    num_steps = prep.xs.shape[0]
-    h_size = prep.carry.h.shape[-1]
-    eye = jnp.eye(h_size, dtype=prep.carry.h.dtype)
-    # rows r of ∂h_T/∂carry: one cotangent per row, leading axis r
-    rows0 = jax.tree.map(lambda a: jnp.zeros((h_size,) + a.shape, a.dtype), prep.carry)
-    eye = eye.reshape((h_size,) + (1,) * len(prep.batch_shape) + (h_size,))
-    rows0 = rows0._replace(h=jnp.broadcast_to(eye, rows0.h.shape))
+    num_steps, nb = prep.num_steps, len(prep.batch_shape)
+    rows0 = _identity_rows(prep.carry, nb)  # rows r of ∂s_T/∂carry, leading axis r
     mask = prep.mask
 
     def body(rows, inp):
         c_tm1, x_t, m_t = inp
-        g_h = jnp.moveaxis(rows.h, 0, -2)  # [*batch, P(rows), P]
-        norm_t = jnp.linalg.svd(g_h, compute_uv=False)[..., 0]
-        _, step_vjp = jax.vjp(lambda c: _masked_step(cell, prep.params, c, x_t, m_t)[0], c_tm1)
+        norm_t = jnp.linalg.svd(_state_matrix(rows, nb), compute_uv=False)[..., 0]
+        step = lambda c: mask_step(c, *cell.step(prep.params, c, x_t), m_t)[0]
+        _, step_vjp = jax.vjp(step, c_tm1)
         rows = jax.vmap(lambda r: step_vjp(r)[0])(rows)
         return rows, norm_t
 
@@ -516,6 +513,34 @@ def jacobian_product_norms(
     norms = _zero_padding(norms, mask)
     lyap = _zero_padding(lyap.astype(norms.dtype), mask)
     return JacobianProducts(_batch_first(norms), _batch_first(lyap))
+
+
+def _identity_rows(carry: Carry, nb: int) -> Carry:
+    """Cotangents of the whole carry, one per number of the state (:func:`_state`), ``P``
+    of them on a leading axis: row ``r`` is 1 at the state's ``r``-th number of every batch
+    element and 0 elsewhere."""
+    state = jax.tree.leaves(_state(carry))
+    sizes = [math.prod(a.shape[nb:]) for a in state]
+    P, offsets = sum(sizes), np.cumsum([0, *sizes])
+    eye = jnp.eye(P, dtype=state[0].dtype)
+
+    def rows(a, i):
+        block = eye[:, offsets[i] : offsets[i + 1]].reshape((P,) + (1,) * nb + a.shape[nb:])
+        return jnp.broadcast_to(block.astype(a.dtype), (P, *a.shape))
+
+    state_rows = jax.tree.unflatten(
+        jax.tree.structure(_state(carry)), [rows(a, i) for i, a in enumerate(state)]
+    )
+    if not hasattr(carry, "h"):
+        return state_rows
+    zeros = jax.tree.map(lambda a: jnp.zeros((P, *a.shape), a.dtype), carry)
+    return zeros._replace(h=state_rows)
+
+
+def _state_matrix(rows: Carry, nb: int) -> Array:
+    """``[*batch, P(rows), P]``: the state's part of every row of ``rows``."""
+    flat = [a.reshape(a.shape[: 1 + nb] + (-1,)) for a in jax.tree.leaves(_state(rows))]
+    return jnp.moveaxis(jnp.concatenate(flat, axis=-1), 0, -2)
 
 
 # --------------------------------------------------------------------------------------
@@ -703,8 +728,8 @@ def gate_saturation(
         raise ValueError(f"{where}: `threshold` must lie in (0.5, 1), got {threshold!r}")
     prep = _prepare(cell, params, xs, carry, lengths, where)
     _, before, _ = _perturbed_scan(cell, prep, None)
-    xa = cell.project(prep.params, prep.xs)
-    ha = before.h @ cell.recurrent_kernel(prep.params)
+    xa = cell.fast.project(prep.params, prep.xs)
+    ha = before.h @ cell.fast.recurrent_kernel(prep.params)
     values = gates_fn(prep.params, before, xa, ha)
     num_steps = prep.xs.shape[0]
     mask = prep.mask

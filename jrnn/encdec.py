@@ -21,17 +21,9 @@ from jrnn._model_common import (
     compute_dtype,
     embed_tokens,
 )
-from jrnn.base import (
-    Array,
-    Carry,
-    Cell,
-    DType,
-    Params,
-    check_int,
-    check_lengths,
-    vary_like,
-)
-from jrnn.unroll import Stack
+from jrnn.base import Array, Carry, Cell, DType, Params, vary_like
+from jrnn.checks import check_int, check_lengths
+from jrnn.stacks import Stack
 
 
 class EncoderDecoder(NamedTuple):

@@ -19,7 +19,8 @@ from jrnn._model_common import (
     compute_dtype,
     embed_tokens,
 )
-from jrnn.base import Array, Carry, Cell, DType, Params, check_int, vary_like
+from jrnn.base import Array, Carry, Cell, DType, Params, vary_like
+from jrnn.checks import check_int
 
 
 class FeedbackModel(NamedTuple):

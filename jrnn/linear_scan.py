@@ -10,7 +10,7 @@ so ``jax.lax.associative_scan`` finds every prefix map ``h_t = A_t * h_0 + B_t``
 ``O(log T)`` depth (Blelloch's scan; the "parallel scan" of Martin & Cundy 2018 and of
 Feng et al. 2024, "Were RNNs All We Needed?").  This is exact: Newton's method on a linear
 recurrence converges in one step, so :func:`jrnn.unroll` runs it for ``method="newton"``,
-``"quasi-newton"`` and, where it measured faster, ``"auto"``.
+``"quasi-newton"`` and, where it measured faster, ``"auto"`` (:mod:`jrnn.strategy`).
 
 * Log space (``LinearRecurrence.log_space``): the coefficients are ``log a_t``, ``log b_t``
   and the composition is ``(α_1 + α_2, logaddexp(β_1 + α_2, β_2))``; the initial state
@@ -24,7 +24,7 @@ recurrence converges in one step, so :func:`jrnn.unroll` runs it for ``method="n
   and composing with a flagged map forgets everything before it, so ``A_t, B_t`` run from
   the last episode start and ``h_t = A_t * h_0 + B_t`` restarts every episode from the
   initial carry exactly as separately unrolled episodes.
-* Outputs: the carries the scan finds are fed, all steps at once, to ``cell.gates`` with
+* Outputs: the carries the scan finds are fed, all steps at once, to ``cell.fast.gates`` with
   the carry each step read, which returns ``y_t`` (``h_t`` for the min cells,
   ``Re(C h_t) + D x_t`` for the LRU).
 
@@ -37,32 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.base import Array, Carry, Cell, LinearRecurrence, Params
-
-ASSOCIATIVE_MIN_STEPS = 256
-"""On an accelerator, ``method="auto"`` runs the associative scan from this many time steps
-on.  Not measured in this repository yet (the sessions so far had CPUs only): it is the
-premise of Feng et al. 2024 and Orvieto et al. 2023, who time the parallel scan on GPUs;
-re-measure with ``benchmarks/linear_scan.py`` on the device and move it."""
-
-
-def prefer_associative(num_steps: int, backend: str | None = None) -> bool:
-    """``method="auto"``'s rule for a cell with ``affine``: associative scan or ``lax.scan``.
-
-    * CPU (``backend="cpu"``): never.  Measured on a shared 2-core CPU (batch 8, input 16,
-      hidden 32; ``benchmarks/linear_scan.py``, docs/guide/cells.md): the sequential scan
-      was faster at every ``T`` from 64 to 16384, forward and training, for all three cells
-      (e.g. minGRU at ``T = 16384``: 49 ms against 204 ms forward, 0.57 s against 1.0 s
-      forward + backward): an element-wise recurrence is memory-bound, and the
-      associative scan reads and writes the sequence about ``2 log2 T`` times.
-    * other backends: ``T >= ASSOCIATIVE_MIN_STEPS`` (an unmeasured default, see there).
-
-    Examples:
-      >>> prefer_associative(4096, "cpu"), prefer_associative(64, "gpu"), prefer_associative(4096, "gpu")
-      (False, False, True)
-    """  # noqa: E501
-    if (backend or jax.default_backend()) == "cpu":
-        return False
-    return num_steps >= ASSOCIATIVE_MIN_STEPS
+from jrnn.prepare import Prepared
 
 
 def _neg_big(dtype) -> Array:
@@ -144,7 +119,8 @@ def associative_unroll(
         xs, mask, resets = flip(xs), flip(mask), flip(resets)
     h0 = carry.h
     dtype = h0.dtype
-    xa = cell.project(params, xs)
+    fast = cell.fast
+    xa = fast.project(params, xs)
     rec = cell.affine(params, xa)
     if not isinstance(rec, LinearRecurrence):
         raise TypeError(
@@ -178,7 +154,7 @@ def associative_unroll(
     if resets is not None:
         h_read = jnp.where(resets[..., None], h0, h_read)
     c_read = carry._replace(h=h_read)
-    _, ys = cell.gates(params, c_read, xa, h_read @ cell.recurrent_kernel(params))
+    _, ys = fast.gates(params, c_read, xa, h_read @ fast.recurrent_kernel(params))
     if mask is not None:
         ys = jnp.where(mask[..., None], ys, jnp.zeros_like(ys))
     carry_t = carry._replace(h=hs[-1])  # after the last step read
@@ -188,3 +164,13 @@ def associative_unroll(
     if emit == "carries":
         return carry_t, (ys, carries)
     return carry_t, ys
+
+
+def run(cell: Cell, prep: Prepared, plan) -> tuple:
+    """The associative engine of :func:`jrnn.unroll`: ``(carry_T, out, None)`` like
+    :func:`jrnn.scan.run`'s."""
+    emit = "carries" if plan.return_carries else "y"
+    carry, out = associative_unroll(
+        cell, prep.params, prep.xs, prep.carry, prep.mask, prep.resets, prep.reverse, emit
+    )
+    return carry, out, None

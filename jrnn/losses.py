@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jrnn.base import check_int
+from jrnn.checks import check_int
 
 __all__ = ["length_mask", "sequence_mse", "sequence_softmax_cross_entropy"]
 

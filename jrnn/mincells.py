@@ -24,8 +24,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Cell, DType, LinearRecurrence, Params, RNNState, check_int
-from jrnn.cells import Initializer, _check_flag, _make_cell
+from jrnn.base import Array, Cell, DType, LinearRecurrence, Params, RNNState
+from jrnn.cells import Initializer, check_flag, make_cell
+from jrnn.checks import check_int
 
 __all__ = ["lru", "mingru", "minlstm"]
 
@@ -66,7 +67,7 @@ def _dense_cell(
             "b": bias_init(k2, (blocks * h,), dt),
         }
 
-    cell = _make_cell(
+    cell = make_cell(
         kind=kind,
         config={"hidden_size": h, "log_space": log_space},
         hidden_size=h,
@@ -140,7 +141,7 @@ def mingru(
     """
     where = "mingru"
     h = check_int("hidden_size", hidden_size, where)
-    log_space = _check_flag("log_space", log_space, where)
+    log_space = check_flag("log_space", log_space, where)
 
     def gates(params, carry, xa, ha):
         k, u = jnp.split(xa, 2, axis=-1)
@@ -207,7 +208,7 @@ def minlstm(
     """
     where = "minlstm"
     h = check_int("hidden_size", hidden_size, where)
-    log_space = _check_flag("log_space", log_space, where)
+    log_space = check_flag("log_space", log_space, where)
 
     def gates(params, carry, xa, ha):
         kf, ki, u = jnp.split(xa, 3, axis=-1)
@@ -348,7 +349,7 @@ def lru(
         b = jax.lax.complex(gamma * bu_re, gamma * bu_im)
         return LinearRecurrence(jnp.broadcast_to(a, b.shape), b)
 
-    cell = _make_cell(
+    cell = make_cell(
         kind="lru",
         config={
             "hidden_size": h,
@@ -363,7 +364,6 @@ def lru(
         gates=gates,
         project=lambda params, xs: xs @ params["w_ih"],
         recurrent_kernel=_no_recurrent_kernel(2 * n),
-        gate_params=("nu_log", "theta_log", "gamma_log", "w_out"),
         zero_carry=lambda bs, dt: RNNState(jnp.zeros(bs + (2 * n,), dt)),
         dtype=dtype,
         param_dtype=param_dtype,

@@ -44,10 +44,12 @@ import jax
 import jax.numpy as jnp
 
 from jrnn._model_common import ModelAux, _check_tokens, compute_dtype, embed_tokens
-from jrnn.base import Array, Carry, Cell, DType, Params, check_int
+from jrnn.base import Array, Carry, Cell, DType, Params
+from jrnn.checks import check_int
 from jrnn.encdec import EncoderDecoder, seq2seq, vec2seq
 from jrnn.feedback import FeedbackModel, output_recurrent
-from jrnn.unroll import Stack, unroll
+from jrnn.stacks import Stack
+from jrnn.unrolling import unroll
 
 __all__ = [
     "READOUTS",
@@ -389,7 +391,7 @@ def tagger(
       A :class:`Model`: ``apply(params, inputs, lengths=..., resets=...) -> (o [B, T,
       num_tags], aux)`` with ``aux.carry`` the stack's final carries.
     """
-    from jrnn.unroll import stack
+    from jrnn.stacks import stack
 
     net = stack(cell, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout)
     return sequence_model(

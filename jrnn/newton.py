@@ -66,17 +66,11 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jrnn.base import (
-    Array,
-    Carry,
-    Cell,
-    Params,
-    check_bool,
-    check_choice,
-    check_int,
-    kind_of,
-    recur,
-)
+from jrnn import scan
+from jrnn.base import Array, Carry, Cell, Params, core_step
+from jrnn.checks import check_bool, check_choice, check_int
+from jrnn.prepare import Options, Prepared, check_options, finish, prepare
+from jrnn.strategy import Plan, plan
 
 NewtonMethod = Literal["newton", "quasi-newton"]
 """The parallel-in-time solvers: full Jacobians (DEER) or their diagonals (quasi-DEER)."""
@@ -142,7 +136,7 @@ def _phi(cell: Cell, params, s_prev, x_t, s0, m_t, r_t):
     reset (``r_t``: read ``s0``) and the padding (``m_t`` false: identity, ``y = 0``)."""
     _, unravel = _unravel_fn(cell, params)
     s_in = jnp.where(r_t, s0, s_prev)
-    new_c, y_t = recur(cell, params, unravel(s_in), cell.project(params, x_t))
+    new_c, y_t = core_step(cell)(params, unravel(s_in), x_t)
     s_t = jnp.where(m_t, _ravel(new_c), s_in)
     return s_t, jnp.where(m_t, y_t, jnp.zeros_like(y_t))
 
@@ -168,83 +162,6 @@ def _full_jacobians(cell, params, s_prev, xs, s0, mask, resets) -> Array:
     return jax.vmap(jax.jacfwd(f))(s_prev, xs, mask, resets)
 
 
-def _unitwise(cell: Cell) -> bool:
-    """Whether unit ``j`` of every carry field of ``cell.gates`` depends only on unit ``j``
-    of the carry and units ``{kH + j}`` of ``ha`` (so one JVP per carry field gives the
-    exact diagonal)."""
-    cfg = dict(cell.config)
-    kind = kind_of(cell)
-    if cfg.get("layer_norm", False):
-        return False
-    if kind == "simple_rnn":
-        return True
-    if kind == "lstm":
-        return cfg.get("proj_size") is None
-    if kind == "gru":
-        return bool(cfg.get("reset_after"))
-    return False
-
-
-def _known_fn(name: Any):
-    from jrnn.cells import ACTIVATIONS
-
-    return ACTIVATIONS.get(name) if isinstance(name, str) else None
-
-
-def _derivative(fn, a: Array) -> Array:
-    """``fn'(a)`` of an element-wise ``fn`` (one JVP with tangent 1)."""
-    return jax.jvp(fn, (a,), (jnp.ones_like(a),))[1]
-
-
-def _diag_blocks(w: Array, h: int) -> Array:
-    """``[k*h]``: the diagonals of the ``k`` ``[h, h]`` blocks of ``w [h, k*h]``."""
-    k = w.shape[1] // h
-    return jnp.concatenate([jnp.diagonal(w[:, i * h : (i + 1) * h]) for i in range(k)])
-
-
-def _diag_unitwise(cell, params, carry, xa):
-    """Diagonal for unit-wise gates: per carry field ``f``, one JVP of ``gates`` with tangent
-    1 on field ``f`` (and, for ``h``, the block diagonals of ``w_rec`` on ``ha``)."""
-    w = cell.recurrent_kernel(params)
-    ha = carry.h @ w
-    gates = lambda c, a: cell.gates(params, c, xa, a)[0]
-    diags = []
-    for field in carry._fields:
-        c_dot = carry._replace(
-            **{
-                f: (jnp.ones_like if f == field else jnp.zeros_like)(getattr(carry, f))
-                for f in carry._fields
-            }
-        )
-        ha_dot = _diag_blocks(w, w.shape[0]) if field == "h" else jnp.zeros_like(ha)
-        _, out_dot = jax.jvp(gates, (carry, ha), (c_dot, ha_dot))
-        diags.append(getattr(out_dot, field))
-    return jnp.concatenate(diags)
-
-
-def _diag_gru_reset_before(cell, params, carry, xa):
-    r"""Cho's GRU, by hand (``(r*h) @ w_hn`` couples all units through ``r``)::
-
-    ∂h_j/∂h_{t-1,j} = (1 - z_j) + (n_j - h_{t-1,j}) σ'(a_z)_j W_z[j,j]
-                      + z_j act'(a_n)_j (r_j W_n[j,j] + Σ_i W_r[j,i] W_n[i,j] h_i σ'(a_r)_i)
-    """
-    cfg = dict(cell.config)
-    sigma, act = _known_fn(cfg["gate_fn"]), _known_fn(cfg["activation"])
-    h_tm1 = carry.h
-    H = h_tm1.shape[-1]
-    w = params["w_hh"]
-    w_r, w_z, w_n = w[:, :H], w[:, H : 2 * H], w[:, 2 * H :]
-    x_r, x_z, x_n = jnp.split(xa, 3, axis=-1)
-    a_r, a_z = x_r + h_tm1 @ w_r, x_z + h_tm1 @ w_z
-    r, z = sigma(a_r), sigma(a_z)
-    a_n = x_n + (r * h_tm1) @ w_n
-    n = act(a_n)
-    dz = _derivative(sigma, a_z) * jnp.diagonal(w_z)
-    coupled = (w_r * w_n.T) @ (h_tm1 * _derivative(sigma, a_r))
-    dn = _derivative(act, a_n) * (r * jnp.diagonal(w_n) + coupled)
-    return (1 - z) + (n - h_tm1) * dz + z * dn
-
-
 def _diag_generic(f, s: Array) -> Array:
     """Exact diagonal of ``∂f/∂s`` for any ``f``: ``D`` JVPs, one basis vector at a time
     (``lax.map``), so the memory stays that of one JVP (``O(D)`` per step)."""
@@ -252,40 +169,33 @@ def _diag_generic(f, s: Array) -> Array:
     return jax.lax.map(lambda e: jnp.vdot(e, jax.jvp(f, (s,), (e,))[1]), eye)
 
 
-def diag_kind(cell: Cell) -> Literal["unit-wise", "gru-reset-before", "generic"]:
-    """How :func:`jacobian_diagonal` obtains the diagonal for ``cell``.
+def diag_kind(cell: Cell) -> str:
+    """How :func:`jacobian_diagonal` obtains the diagonal for ``cell``: the name of the
+    cell's own exact diagonal (``cell.fast.diagonal``, :mod:`jrnn.diagonals`), or
+    ``"generic"`` (``D`` Jacobian-vector products).
 
     Examples:
       >>> import jrnn
       >>> [diag_kind(c) for c in (jrnn.lstm(4), jrnn.gru(4), jrnn.lstm(4, layer_norm=True))]
-      ['unit-wise', 'gru-reset-before', 'generic']
+      ['unit_wise', 'gru_reset_before', 'generic']
     """
-    if _unitwise(cell):
-        return "unit-wise"
-    cfg = dict(cell.config)
-    if (
-        kind_of(cell) == "gru"
-        and not cfg.get("reset_after")
-        and not cfg.get("layer_norm")
-        and _known_fn(cfg.get("gate_fn")) is not None
-        and _known_fn(cfg.get("activation")) is not None
-    ):
-        return "gru-reset-before"
-    return "generic"
+    fast = cell.fast
+    if fast is None or fast.diagonal is None:
+        return "generic"
+    return getattr(fast.diagonal, "__name__", "custom")
 
 
 def jacobian_diagonal(cell: Cell, params: Params, carry: Carry, x_t: Array) -> Array:
     r"""The diagonal of ``∂ s_t / ∂ s_{t-1}`` of one step, on the flat state ``[D]``.
 
-    ``s`` is the carry flattened field by field (LSTM: ``[h, c]``).  Three ways, all exact:
+    ``s`` is the carry flattened field by field (LSTM: ``[h, c]``).  All exact:
 
-    * ``"unit-wise"`` (``simple_rnn``, ``lstm`` incl. peepholes, ``gru(reset_after=True)``;
+    * ``"unit_wise"`` (``simple_rnn``, ``lstm`` incl. peepholes, ``gru(reset_after=True)``;
       no layer norm, no projection): the gates are element-wise per unit given
-      ``ha = h_{t-1} @ w_rec``, so ``∂s_j/∂s_j`` sums the direct path and the paths through
-      ``ha_{kH+j}`` (weight ``w_rec[j, kH+j]``): one JVP per carry field, e.g. for the
-      Elman cell ``act'(a_t) * diag(w_hh)``, for the LSTM's ``c``
-      ``f_t + c_{t-1} σ'(a_f) p_f + g_t σ'(a_i) p_i``;
-    * ``"gru-reset-before"``: by hand (see ``_diag_gru_reset_before``), ``O(H²)`` per step;
+      ``ha = h_{t-1} @ w_rec``: one JVP per carry field (:func:`jrnn.diagonals.unit_wise`);
+    * ``"gru_reset_before"``: by hand, ``O(H²)`` per step
+      (:func:`jrnn.diagonals.gru_reset_before`);
+    * a cell's own ``cell.fast.diagonal`` (a custom cell may give one);
     * ``"generic"`` (any other cell): ``D`` JVPs, one basis vector at a time, memory
       ``O(D)`` per step (``O(T·D)`` for a sequence) and the compute of a full Jacobian.
 
@@ -310,15 +220,12 @@ def jacobian_diagonal(cell: Cell, params: Params, carry: Carry, x_t: Array) -> A
       >>> bool(jnp.allclose(d, jnp.diagonal(full(s)), atol=1e-6))
       True
     """
-    xa = cell.project(params, x_t)
-    how = diag_kind(cell)
-    if how == "unit-wise":
-        return _diag_unitwise(cell, params, carry, xa)
-    if how == "gru-reset-before":
-        return _diag_gru_reset_before(cell, params, carry, xa)
+    fast = cell.fast
+    if fast is not None and fast.diagonal is not None:
+        return fast.diagonal(params, carry, fast.project(params, x_t))
     flat, unravel = ravel_pytree(carry)
-    f = lambda s: _ravel(recur(cell, params, unravel(s), xa)[0])
-    return _diag_generic(f, flat)
+    step = core_step(cell)
+    return _diag_generic(lambda s: _ravel(step(params, unravel(s), x_t)[0]), flat)
 
 
 def _diag_jacobians(cell, params, s_prev, xs, s0, mask, resets) -> Array:
@@ -500,59 +407,14 @@ def default_tol(dtype: Any) -> float:
     return DEFAULT_TOL.get(jnp.dtype(dtype).itemsize, 1e-5)
 
 
-AUTO_MIN_STEPS = 8192
-"""``method="auto"`` considers the parallel solvers only from this many steps on."""
-AUTO_MAX_STATE = 64
-"""... and only for a flat state of at most this many numbers per sequence."""
-
-
-def auto_method(num_steps: int, state_size: int, backend: str | None = None) -> str:
-    """``unroll(method="auto")``'s choice: ``"scan"`` or ``"quasi-newton"``.
-
-    On CPU always ``"scan"``: measured (``benchmarks/newton.py``,
-    ``benchmarks/results/newton.md``), the sequential scan beat Newton and quasi-Newton at
-    every size (T up to 16k, H up to 64), since a CPU has no parallel width for the
-    ``T``-fold work of one iteration.  On an accelerator ``"quasi-newton"`` when
-    ``num_steps >= AUTO_MIN_STEPS`` and ``state_size <= AUTO_MAX_STATE`` (the long-sequence,
-    small-state regime where DEER/ELK report speed-ups), else ``"scan"``: a provisional
-    rule, not yet measured on a GPU here; it cannot give a wrong answer (a solve that does
-    not converge falls back to the scan), only a slower one.
+class NewtonOptions(NamedTuple):
+    """Options of the parallel solvers (see :func:`solve`; hashable, part of the
+    :class:`jrnn.strategy.Plan`).
 
     Examples:
-      >>> auto_method(16384, 32, "cpu"), auto_method(16384, 32, "gpu"), auto_method(64, 32, "gpu")
-      ('scan', 'quasi-newton', 'scan')
+      >>> NewtonOptions().damping
+      'none'
     """
-    backend = backend or jax.default_backend()
-    if backend == "cpu":
-        return "scan"
-    if num_steps >= AUTO_MIN_STEPS and state_size <= AUTO_MAX_STATE:
-        return "quasi-newton"
-    return "scan"
-
-
-def resolve_method(
-    method: str, template: Carry, xs_shape: tuple[int, ...], training_noise: bool, where: str
-) -> str:
-    """``unroll``'s method for time-major inputs of shape ``xs_shape`` (``[T, *batch, I]``)
-    and a carry like ``template`` (``[*batch, ...]``): ``"auto"`` resolved by
-    :func:`auto_method`; the scan for empty sequences; an error for a regularised cell's
-    training (its noise is drawn inside the scan)."""
-    num_steps, nb = xs_shape[0], len(xs_shape) - 2
-    if method == "auto":
-        if training_noise:
-            return "scan"
-        state_size = sum(math.prod(a.shape[nb:]) for a in jax.tree.leaves(template))
-        return auto_method(num_steps, state_size)
-    if training_noise:
-        raise ValueError(
-            f"{where}: `method`={method!r} cannot train a regularised cell (with a `key`); "
-            f"use method='scan'"
-        )
-    return "scan" if num_steps == 0 else method
-
-
-class NewtonOptions(NamedTuple):
-    """Options of the parallel solvers (see :func:`solve`)."""
 
     tol: float | None = None
     max_iters: int | None = None
@@ -560,11 +422,17 @@ class NewtonOptions(NamedTuple):
     trust_radius: float = 1.0
     backward: Backward | None = None
     fallback: bool = True
-    guess: Carry | None = None
 
 
-def check_options(opts: NewtonOptions, where: str) -> NewtonOptions:
-    """Checks :class:`NewtonOptions` at trace time; errors name the argument."""
+def check_solver(opts: NewtonOptions, where: str) -> NewtonOptions:
+    """Checks :class:`NewtonOptions` at trace time; errors name the argument.
+
+    Examples:
+      >>> check_solver(NewtonOptions(tol=0.0), "newton.solve")
+      Traceback (most recent call last):
+      ...
+      ValueError: newton.solve: `tol` must be a positive float or None, got 0.0
+    """
     if opts.tol is not None and (
         isinstance(opts.tol, bool) or not isinstance(opts.tol, int | float) or opts.tol <= 0
     ):
@@ -586,80 +454,55 @@ def check_options(opts: NewtonOptions, where: str) -> NewtonOptions:
     return opts
 
 
-def parallel_forward(
-    cell: Cell,
-    params: Params,
-    xs: Array,
-    carry: Carry,
-    mask: Array | None,
-    resets: Array | None,
-    *,
-    reverse: bool,
-    method: str,
-    options: NewtonOptions,
-    guess: Carry | None = None,
-):
-    """:func:`jrnn.unroll`'s parallel path on prepared inputs (as ``unroll`` hands them to
-    its scan): time-major ``xs [T, *batch, I]``, ``mask``/``resets`` ``[T, *batch]`` (or
-    ``None``), the compute-dtype ``carry``, ``reverse`` (the whole sequence: no lengths),
-    ``guess``: the time-major carry pytree ``[T, *batch, ...]`` or ``None``.
-
-    Returns ``(carry_T, (ys, carries), info)`` time-major, like the scan's outputs."""
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
-    n = len(batch_shape)
-    B = 1
-    for d in batch_shape:
-        B *= d
-    D, _ = _unravel_fn(cell, params)
-    dtype = xs.dtype
-    tol = default_tol(dtype) if options.tol is None else float(options.tol)
+def run(cell: Cell, prep: Prepared, plan: Plan) -> tuple:
+    """The Newton engine of :func:`jrnn.unroll` (``plan.engine`` ``"newton"`` or
+    ``"quasi-newton"``): ``(carry_T, out, info)`` time-major like the scan's, with the
+    :class:`NewtonInfo` of every sequence."""
+    method, options = plan.engine, plan.solver or NewtonOptions()
+    xs, mask, resets = prep.xs, prep.mask, prep.resets
+    num_steps, batch_shape = prep.num_steps, prep.batch_shape
+    n, B = len(batch_shape), math.prod(batch_shape)
+    D, unravel = _unravel_fn(cell, prep.params)
+    tol = default_tol(xs.dtype) if options.tol is None else float(options.tol)
     max_iters = min(num_steps, 100) if options.max_iters is None else options.max_iters
     backward = options.backward or ("parallel" if method == "newton" else "sequential")
     cfg = _Config(
-        cell,
-        method,
-        tol,
-        max_iters,
-        options.damping,
-        backward,
-        bool(options.fallback),
+        cell, method, tol, max_iters, options.damping, backward, bool(options.fallback),
         float(options.trust_radius),
-    )
+    )  # fmt: skip
+
+    flip = (lambda a: jnp.flip(a, 0)) if prep.reverse else (lambda a: a)
 
     def batch_major(a):  # [T, *batch, ...] -> [B, T, ...]
-        a = jnp.moveaxis(a, 0, n)
+        a = jnp.moveaxis(flip(a), 0, n)
         return a.reshape((B, num_steps) + a.shape[n + 1 :])
-
-    if mask is None:
-        mask = jnp.ones((num_steps, *batch_shape), bool)
-    if resets is None:
-        resets = jnp.zeros((num_steps, *batch_shape), bool)
-    flip = (lambda a: jnp.flip(a, 0)) if reverse else (lambda a: a)
-    xs_b, mask_b, resets_b = (batch_major(flip(a)) for a in (xs, mask, resets))
-    s0 = jax.vmap(_ravel)(jax.tree.map(lambda a: a.reshape((B,) + a.shape[n:]), carry))
-    if guess is None:
-        S0 = jnp.broadcast_to(s0[:, None], (B, num_steps, D))
-    else:
-        g = jax.tree.map(lambda a: batch_major(flip(a)), guess)
-        S0 = jax.vmap(jax.vmap(_ravel))(g).astype(dtype)
-    S0 = jax.lax.stop_gradient(S0)
-
-    S, info = _trajectory(cfg, params, xs_b, s0, mask_b, resets_b, S0)
-    S_prev = jax.vmap(_shift)(S, s0)
-    ys = jax.vmap(lambda *a: _phi_all(cell, params, *a)[1])(S_prev, xs_b, s0, mask_b, resets_b)
-
-    _, unravel = _unravel_fn(cell, params)
 
     def time_major(a):  # [B, T, ...] -> [T, *batch, ...]
         a = a.reshape(batch_shape + (num_steps,) + a.shape[2:])
         return flip(jnp.moveaxis(a, n, 0))
 
+    if mask is None:
+        mask = jnp.ones((num_steps, *batch_shape), bool)
+    if resets is None:
+        resets = jnp.zeros((num_steps, *batch_shape), bool)
+    xs_b, mask_b, resets_b = (batch_major(a) for a in (xs, mask, resets))
+    s0 = jax.vmap(_ravel)(jax.tree.map(lambda a: a.reshape((B,) + a.shape[n:]), prep.carry))
+    if prep.guess is None:
+        S0 = jnp.broadcast_to(s0[:, None], (B, num_steps, D))
+    else:
+        g = jax.tree.map(batch_major, prep.guess)
+        S0 = jax.vmap(jax.vmap(_ravel))(g).astype(xs.dtype)
+    S, info = _trajectory(cfg, prep.params, xs_b, s0, mask_b, resets_b, jax.lax.stop_gradient(S0))
+    S_prev = jax.vmap(_shift)(S, s0)
+    phi_ys = lambda *a: _phi_all(cell, prep.params, *a)[1]
+    ys = jax.vmap(phi_ys)(S_prev, xs_b, s0, mask_b, resets_b)
     carries = jax.tree.map(time_major, jax.vmap(jax.vmap(unravel))(S))
     carry_T = jax.tree.map(
         lambda a: a.reshape(batch_shape + a.shape[1:]), jax.vmap(unravel)(S[:, -1])
     )
     info = jax.tree.map(lambda a: a.reshape(batch_shape), info)
-    return carry_T, (time_major(ys), carries), info
+    out = (time_major(ys), carries) if plan.return_carries else time_major(ys)
+    return carry_T, out, info
 
 
 def solve(
@@ -726,27 +569,21 @@ def solve(
       >>> info.converged.tolist(), bool(jnp.all(info.iterations < 50))
       ([True, True], True)
     """
-    from jrnn.unroll import _run
-
-    check_choice("method", method, ("newton", "quasi-newton"), "newton.solve")
-    options = NewtonOptions(tol, max_iters, damping, trust_radius, backward, fallback, guess)
-    return _run(
-        cell,
-        params,
-        xs,
-        carry,
-        lengths,
-        reverse=reverse,
-        resets=resets,
-        time_major=time_major,
-        unroll=1,
-        return_carries=False,
-        hoist=None,
-        vjp=None,
-        remat="none",
-        debug=False,
-        where="newton.solve",
-        method=method,
-        newton_options=options,
-        return_info=True,
+    where = "newton.solve"
+    check_choice("method", method, ("newton", "quasi-newton"), where)
+    solver = check_solver(
+        NewtonOptions(tol, max_iters, damping, trust_radius, backward, fallback), where
     )
+    options = check_options(Options(reverse=reverse, time_major=time_major, method=method), where)
+    prep = prepare(
+        cell, params, xs, carry, lengths, resets, None, options, where=where, guess=guess
+    )
+    how = plan(cell, prep, options, where=where, solver=solver)
+    if how.engine == "scan":  # an empty sequence: nothing to solve, no iteration taken
+        carry_T, out, _ = scan.run(cell, prep, how)
+        zeros = jnp.zeros(prep.batch_shape, jnp.int32)
+        info = NewtonInfo(zeros, zeros.astype(prep.xs.dtype), zeros == 0, zeros != 0)
+    else:
+        carry_T, out, info = run(cell, prep, how)
+    ys, carry_T = finish(prep, carry_T, out, options)
+    return ys, carry_T, info

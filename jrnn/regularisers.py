@@ -18,23 +18,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import (
-    Array,
-    Carry,
-    Cell,
-    Params,
-    PRNGKey,
-    _type_name,
-    cast_tree,
-    check_rate,
-    compute_dtype,
-    recur,
-)
+from jrnn.base import Array, Carry, Cell, Params, PRNGKey, cast_tree, compute_dtype, core_step
+from jrnn.checks import check_rate, type_name
 
 
 def _carry_template(cell: Cell) -> Carry:
     """The carry's structure (``ShapeDtypeStruct`` leaves) for one unbatched sequence."""
     return jax.eval_shape(lambda k: cell.initial_carry(cell.init(k, 1), ()), jax.random.key(0))
+
+
+def _check_h(cell: Cell, where: str, what: str) -> None:
+    """``ValueError`` unless the cell's carry has a field ``h``."""
+    template = _carry_template(cell)
+    if not hasattr(template, "h"):
+        raise ValueError(
+            f"{where}: {what}, but the carry of {cell.name} has no field `h` (got "
+            f"{type_name(template)}); give the cell a NamedTuple carry with an `h` field"
+        )
 
 
 def _component_rates(cell: Cell, rate: Any, where: str) -> tuple[float, ...]:
@@ -44,7 +44,7 @@ def _component_rates(cell: Cell, rate: Any, where: str) -> tuple[float, ...]:
     if isinstance(rate, tuple | list):
         want_fields = getattr(type(template), "_fields", None)
         got_fields = getattr(type(rate), "_fields", None)
-        expected = f"{len(leaves)} rates matching the carry {_type_name(template)}"
+        expected = f"{len(leaves)} rates matching the carry {type_name(template)}"
         if len(rate) != len(leaves) or (
             got_fields is not None and want_fields is not None and got_fields != want_fields
         ):
@@ -91,7 +91,7 @@ def _inner_train_step(cell: Cell, params, carry, x_t, seq_noise, step_noise_t):
     """One training step of ``cell``: its own ``train_step`` if it is stochastic."""
     if cell.noise is not None:
         return cell.train_step(params, carry, x_t, seq_noise, step_noise_t)
-    return recur(cell, params, carry, cell.project(params, x_t))
+    return core_step(cell)(params, carry, x_t)
 
 
 def zoneout(cell: Cell, rate: Any) -> Cell:
@@ -108,8 +108,8 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
     reference implementation).
 
     Args:
-      cell: any :class:`jrnn.Cell`, also a :func:`recurrent_dropout` cell (write
-        ``zoneout(recurrent_dropout(cell, p), z)``; the other order is refused).
+      cell: any :class:`jrnn.Cell` whose carry has a field ``h``, also a :func:`recurrent_dropout`
+        cell (write ``zoneout(recurrent_dropout(cell, p), z)``; the other order is refused).
       rate: a float in ``[0, 1)`` for every component, or one rate per carry component,
         e.g. ``jrnn.LSTMState(h=0.05, c=0.5)`` (the paper's LSTM setting) or ``(0.05,
         0.5)``.  A component with rate 0 is left alone (no noise is sampled for it).
@@ -135,12 +135,17 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
     if not isinstance(cell, Cell):
         raise TypeError(f"{where}: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
     rates = _component_rates(cell, rate, where)
+    _check_h(cell, where, "its output is the zoned-out hidden state `carry.h`")
     inner = cell
+    fast = None
+    if inner.fast is not None:
 
-    def gates(params: Params, carry: Carry, xa: Array, ha: Array) -> tuple[Carry, Array]:
-        new, _ = inner.gates(params, carry, xa, ha)
-        new = _blend_eval(rates, carry, new)
-        return new, new.h
+        def gates(params: Params, carry: Carry, xa: Array, ha: Array) -> tuple[Carry, Array]:
+            new, _ = inner.fast.gates(params, carry, xa, ha)
+            new = _blend_eval(rates, carry, new)
+            return new, new.h
+
+        fast = inner.fast._replace(gates=gates, diagonal=None)
 
     def step(params: Params, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
         new, _ = inner.step(params, carry, x_t)  # checks the arguments
@@ -173,7 +178,7 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
     stochastic = any(r > 0.0 for r in rates) or inner.noise is not None
     return inner._replace(
         step=step,
-        gates=gates,
+        fast=fast,
         name=f"zoneout({inner.name}, rate={_fmt_rate(rate)})",
         config=(*inner.config, ("zoneout", rates)),
         noise=noise if stochastic else None,
@@ -194,12 +199,16 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
     - ``m_x = Bernoulli(1 - input_rate) / (1 - input_rate)``, ``[*batch, I]``, on the
       inputs when ``input_rate > 0``: ``xa_t = project(x_t * m_x)``.
 
-    The carry itself is not masked (only what the recurrent matmul reads).  Evaluation (no
-    key): exactly the base cell (the same functions, bit-identical outputs).
+    The carry itself is not masked (only what the recurrent matmul reads).  A cell without
+    a :class:`jrnn.FastPath` (a :func:`jrnn.custom_cell` of three functions) has no
+    recurrent matmul to intercept: its ``step`` reads ``carry.h * m_h`` in place of
+    ``carry.h`` (in every use; for the Elman cell and the LSTM that is the same thing, since
+    they read ``h`` only through the matmul).  Evaluation (no key): exactly the base cell
+    (the same functions, bit-identical outputs).
 
     Args:
-      cell: any deterministic :class:`jrnn.Cell` (wrap the result in :func:`zoneout` to
-        combine the two).
+      cell: any deterministic :class:`jrnn.Cell` whose carry has a field ``h`` (wrap the
+        result in :func:`zoneout` to combine the two).
       rate: drop rate of ``h`` in the recurrent matmul, a float in ``[0, 1)``.
       input_rate: drop rate of the inputs, a float in ``[0, 1)`` (default 0: none).
 
@@ -235,6 +244,8 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
             f"{where}: `cell` must be a deterministic cell, got the regularised {cell.name}; "
             f"apply recurrent_dropout first, e.g. zoneout(recurrent_dropout(cell, p), z)"
         )
+    if rate > 0.0:
+        _check_h(cell, where, "`rate` drops units of the hidden state `carry.h`")
     inner = cell
 
     def _mask(key: PRNGKey, r: float, shape: tuple[int, ...], dtype) -> Array | None:
@@ -256,11 +267,13 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
 
     def train_step(params, carry, x_t, seq_noise, step_noise_t):
         m_h, m_x = seq_noise
-        h = carry.h if m_h is None else carry.h * m_h
         x = x_t if m_x is None else x_t * m_x
-        return inner.gates(
-            params, carry, inner.project(params, x), h @ inner.recurrent_kernel(params)
-        )
+        fast = inner.fast
+        if fast is None:  # no recurrent matmul to intercept: the step reads the masked h
+            seen = carry if m_h is None else carry._replace(h=carry.h * m_h)
+            return inner.step(params, seen, x)
+        h = carry.h if m_h is None else carry.h * m_h
+        return fast.gates(params, carry, fast.project(params, x), h @ fast.recurrent_kernel(params))
 
     stochastic = rate > 0.0 or input_rate > 0.0
     return inner._replace(

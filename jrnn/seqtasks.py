@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import check_int
+from jrnn.checks import check_int
 
 __all__ = [
     "ADDING_PROBLEM_BASELINE_MSE",

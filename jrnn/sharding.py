@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jrnn.base import _varying_axes
+from jrnn.base import varying_axes
 
 __all__ = [
     "DATA_AXIS",
@@ -36,7 +36,8 @@ __all__ = [
     "data_size",
     "MAX_SPLIT_STEP",
     "MIN_SPLIT_WORK",
-    "host_mesh",
+    "host_devices_mesh",
+    "host_split",
     "replicate",
     "shard_batch",
     "split_devices",
@@ -228,7 +229,13 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 @functools.cache
-def _host_mesh(n: int) -> Mesh:
+def host_devices_mesh(n: int) -> Mesh:
+    """The one-axis mesh of the first ``n`` CPU (host) devices, axis :data:`DATA_AXIS`.
+
+    Examples:
+      >>> host_devices_mesh(1).shape
+      OrderedDict({'data': 1})
+    """
     return Mesh(np.array(jax.devices("cpu")[:n]), (DATA_AXIS,))
 
 
@@ -267,21 +274,25 @@ def split_devices(rows: int, steps: int, hidden: int, available: int) -> int:
     return best
 
 
-def host_mesh(xs: Any, batch_shape: tuple[int, ...], hidden: int) -> Mesh | None:
-    """The host devices :func:`jrnn.unroll` splits a batch over, or ``None``.
+def host_split(xs: Any, batch_shape: tuple[int, ...], hidden: int) -> int:
+    """How many host devices :func:`jrnn.unroll` splits a batch over (1: no split).
 
-    Only in a process whose CPU backend was made several devices by
+    More than 1 only in a process whose CPU backend was made several devices by
     :func:`use_cpu_cores` (or ``JAX_NUM_CPU_DEVICES``; the ``XLA_FLAGS`` fake devices of a
     test do not count), on the CPU backend, outside ``shard_map`` (a caller that splits its
     batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch of
     time-major ``xs [T, *batch, F]`` large enough (:func:`split_devices`): the most of
     those devices that divide the first batch axis.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> host_split(jnp.ones((5, 4, 3)), (4,), 1024)  # one CPU device in a doctest
+      1
     """
     n = jax.config.jax_num_cpu_devices
-    if n is None or n <= 1 or not batch_shape or _varying_axes(xs):
-        return None
+    if n is None or n <= 1 or not batch_shape or varying_axes(xs):
+        return 1
     if jax.default_backend() != "cpu":
-        return None
+        return 1
     rows = batch_shape[0]
-    parts = split_devices(rows, xs.shape[0] * (math.prod(batch_shape) // rows), hidden, n)
-    return _host_mesh(parts) if parts > 1 else None
+    return split_devices(rows, xs.shape[0] * (math.prod(batch_shape) // rows), hidden, n)

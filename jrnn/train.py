@@ -32,7 +32,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jrnn.base import Array, Carry, Params, check_int, vary_like
+from jrnn.base import Array, Carry, Params, vary_like
+from jrnn.checks import check_int
 from jrnn.sharding import DATA_AXIS, check_batch_divides, data_size
 
 __all__ = [

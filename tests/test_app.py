@@ -73,13 +73,16 @@ def test_importing_the_library_loads_no_app_module():
 
 
 def test_lazy_package_exports_every_public_name():
-    """``import jrnn`` loads no JAX; the first public name used loads them all, and the
-    function ``jrnn.unroll`` is not replaced by the submodule of the same name."""
+    """``import jrnn`` loads no JAX; the first public name used loads them all; no public
+    name is also the name of a submodule (the function ``jrnn.unroll`` lives in
+    ``jrnn.unrolling``, ``jrnn.stack`` in ``jrnn.stacks``)."""
     code = (
         "import sys, jrnn\nassert 'jax' not in sys.modules, 'import jrnn loaded jax'\n"
-        "import jrnn.models, jrnn.unroll\nassert callable(jrnn.unroll), jrnn.unroll\n"
+        "import jrnn.models, jrnn.unrolling, jrnn.stacks\nassert callable(jrnn.unroll)\n"
+        "import pkgutil\nmods = {m.name for m in pkgutil.iter_modules(jrnn.__path__)}\n"
+        "assert not mods & set(jrnn.__all__), mods & set(jrnn.__all__)\n"
         "missing = [n for n in jrnn.__all__ if n not in vars(jrnn)]\nassert not missing, missing\n"
-        "from jrnn import lstm, unroll_defaults\nfrom jrnn.unroll import default_strategy\n"
+        "from jrnn import lstm, unroll_defaults\nfrom jrnn.strategy import default_strategy\n"
         "assert unroll_defaults is default_strategy and jrnn.lstm is lstm\n"
         "assert set(jrnn.__all__) <= set(dir(jrnn))\n"
         "assert callable(jrnn.train.make_train_step) and jrnn.models.seq2seq is jrnn.seq2seq\n"

@@ -20,7 +20,7 @@ from jax.test_util import check_grads
 
 import jrnn
 from jrnn import reference as ref
-from jrnn.linear_scan import prefer_associative
+from jrnn.strategy import prefer_associative
 from tests.helpers import np_params, random_carry, random_params
 
 B, T, I, H, N = 3, 7, 4, 3, 2
@@ -213,11 +213,11 @@ _JITTED = {m: _jitted(m) for m in ("scan", "newton")}
 def test_log_space_coefficients_are_the_logs_of_the_step(factory):
     cell = factory(H, log_space=True, **F64)
     p = PARAMS["mingru_log" if factory is jrnn.mingru else "minlstm_log"]
-    xa = cell.project(p, XS)
+    xa = cell.fast.project(p, XS)
     la, lb, log_space = cell.affine(p, xa)
     assert log_space
     h = jnp.abs(jax.random.normal(jax.random.key(5), (B, T, H), jnp.float64))
-    new, _ = cell.gates(p, jrnn.RNNState(h), xa, jnp.zeros((B, T, 0), jnp.float64))
+    new, _ = cell.fast.gates(p, jrnn.RNNState(h), xa, jnp.zeros((B, T, 0), jnp.float64))
     _close(jnp.exp(la) * h + jnp.exp(lb), new.h, 1e-13)
 
 

@@ -176,7 +176,7 @@ def test_stack_apply_and_auto():
     want = apply("scan")
     chex.assert_trees_all_close(apply("quasi-newton"), want, atol=1e-8, rtol=0)
     chex.assert_trees_all_close(apply("auto"), want, atol=1e-12, rtol=0)  # the scan on CPU
-    assert newton.auto_method(1 << 16, 8, "cpu") == "scan"
+    assert jrnn.strategy.auto_method(1 << 16, 8, "cpu") == "scan"
 
 
 def test_bad_input_names_the_argument():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn.base import check_params
+from jrnn.checks import check_params
 
 F64 = jnp.float64
 

@@ -315,7 +315,7 @@ worst = 0.0
 for kw in ({}, {"vjp": "hoisted"}, {"remat": "sqrt"}, {"reverse": True}):
     grad = jax.jit(jax.grad(lambda p, x: loss(p, x, lengths, resets, **kw), argnums=(0, 1)))
     gp, gx = grad(params, xs)  # the batch of 4 split over the 2 host devices
-    assert jrnn.sharding.host_mesh(xs, (4,), 6) is not None
+    assert jrnn.sharding.host_split(xs, (4,), 6) > 1
     # one sequence at a time (a batch of 1 is not split)
     each = [jax.grad(loss, argnums=(0, 1))(params, xs[i:i+1], lengths[i:i+1], resets[i:i+1], **kw)
             for i in range(4)]
@@ -334,7 +334,7 @@ def test_unroll_splits_the_batch_over_host_devices_after_use_cpu_cores(tmp_path)
     host devices (outputs split along the batch) and its gradients equal those of unrolling
     each sequence alone (float64, every strategy, lengths, resets, reverse); in this test
     process (fake devices from XLA_FLAGS, not use_cpu_cores) nothing is split."""
-    assert jrnn.sharding.host_mesh(jnp.ones((5, 4, 3)), (4,), 1024) is None
+    assert jrnn.sharding.host_split(jnp.ones((5, 4, 3)), (4,), 1024) == 1
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(
         [sys.executable, "-c", _SPLIT_UNROLL], env=env, capture_output=True, text=True

@@ -246,7 +246,7 @@ def test_default_strategy_is_the_measured_table_and_deterministic():
     measured shape, the same choice for the same shapes, and in-step autodiff without a
     shape; accelerators always get the hoisted projection and backward."""
     from jrnn import tuned
-    from jrnn.unroll import default_strategy
+    from jrnn.strategy import default_strategy
 
     assert tuned.CPU, "jrnn/tuned.py holds no measurements"
     for (batch, steps, hidden), hoist, vjp in tuned.CPU:
@@ -272,7 +272,7 @@ def test_inference_projects_in_step_on_cpu_while_training_keeps_the_hoisted_stra
     that is not differentiated runs the in-step scan: its program holds no ``[T, B, 4H]``
     projection buffer (an explicit ``hoist=True`` does), its outputs are those of
     ``hoist=True``, and ``jax.grad`` still differentiates the hoisted strategy."""
-    from jrnn.unroll import default_strategy
+    from jrnn.strategy import default_strategy
 
     B, T, H = 4, 2048, 64
     assert default_strategy("cpu", batch=B, steps=T, hidden=H)["hoist"] is True
@@ -310,7 +310,7 @@ def test_the_hoisted_backward_saves_step_vjps_only_when_they_are_per_step_data()
     ``w_hn``, peepholes, layer-norm gains, a projection) save the step's inputs and
     linearise again, so no parameter is stored once per step.  Gradients agree either way
     (the equivalence tests above run both kinds of cell)."""
-    from jrnn.unroll import _saves_step_vjps, _ScanOptions
+    from jrnn.hoisted import per_step_residuals
 
     xs = jnp.ones((6, 3, 5), jnp.float32)  # [T, B, I], the cells' dtype
     mask = jnp.ones((6, 3), bool)
@@ -327,5 +327,4 @@ def test_the_hoisted_backward_saves_step_vjps_only_when_they_are_per_step_data()
         params = cell.init(jax.random.key(0), 5)
         carry = cell.initial_carry(params, (3,))
         for m in (None, mask):
-            opts = _ScanOptions(cell, True, False, 1)
-            assert _saves_step_vjps(opts, params, xs, carry, m) is saves, name
+            assert per_step_residuals(cell, params, xs, carry, m) is saves, name

@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jrnn.base import Cell, check_params
-from jrnn.unroll import Stack
+from jrnn.base import Cell
+from jrnn.checks import check_params
+from jrnn.stacks import Stack
 
 NUM_GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 

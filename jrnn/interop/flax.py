@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn.base import Cell, LSTMState, Params, RNNState, check_params
+from jrnn.base import Cell, LSTMState, Params, RNNState
 from jrnn.cells import ACTIVATIONS, gru, lstm
+from jrnn.checks import check_params
 from jrnn.interop._common import cell_info, float_dtype
 
 __all__ = ["carry_from_flax", "carry_to_flax", "from_flax", "to_flax"]

@@ -41,15 +41,16 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Cell, LSTMState, Params, RNNState, check_params
+from jrnn.base import Cell, LSTMState, Params, RNNState
 from jrnn.cells import gru, lstm, simple_rnn
+from jrnn.checks import check_params
 from jrnn.interop._common import (
     CellInfo,
     cell_info,
     check_stack_params,
     float_dtype,
 )
-from jrnn.unroll import Stack, stack
+from jrnn.stacks import Stack, stack
 
 __all__ = ["carry_from_torch", "carry_to_torch", "from_torch", "grads_from_torch", "to_torch"]
 

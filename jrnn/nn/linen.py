@@ -32,126 +32,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Carry, Params
+from jrnn.base import Array, Carry
 from jrnn.base import Cell as JrnnCell
-from jrnn.unroll import Stack, unroll
+from jrnn.nn._common import (
+    check_target,
+    needs_key,
+    run,
+    stack_params_from_dict,
+    stack_params_to_dict,
+)
+from jrnn.stacks import Stack
 
 __all__ = ["RNN", "Cell", "stack_params_from_dict", "stack_params_to_dict"]
-
-_DIRECTIONS = ("forward", "backward")
-
-
-def stack_params_to_dict(params: Any) -> dict[str, dict[str, Params]]:
-    """jrnn stack params ``[layer][direction]`` -> ``{"layer_l": {"forward"|"backward": p}}``.
-
-    Examples:
-      >>> import jax, jrnn
-      >>> net = jrnn.stack(jrnn.gru(4), num_layers=2, bidirectional=True)
-      >>> tree = stack_params_to_dict(net.init(jax.random.key(0), 3))
-      >>> sorted(tree), sorted(tree["layer_1"]), tree["layer_1"]["backward"]["w_ih"].shape
-      (['layer_0', 'layer_1'], ['backward', 'forward'], (8, 12))
-    """
-    return {
-        f"layer_{layer}": {_DIRECTIONS[d]: p for d, p in enumerate(layer_params)}
-        for layer, layer_params in enumerate(params)
-    }
-
-
-def stack_params_from_dict(tree: Any) -> tuple[tuple[Params, ...], ...]:
-    """The inverse of :func:`stack_params_to_dict` (any mapping type, e.g. a FrozenDict).
-
-    Raises:
-      ValueError: keys other than ``layer_0 .. layer_{L-1}``, or a layer without
-        ``forward``.
-
-    Examples:
-      >>> import jax, jrnn
-      >>> net = jrnn.stack(jrnn.lstm(4), num_layers=2)
-      >>> params = net.init(jax.random.key(0), 3)
-      >>> back = stack_params_from_dict(stack_params_to_dict(params))
-      >>> len(back), len(back[0]), back[1][0]["w_ih"].shape     # [layer][direction]
-      (2, 1, (4, 16))
-    """
-    names = sorted(tree) if hasattr(tree, "keys") else None
-    want = [f"layer_{i}" for i in range(len(tree))] if names is not None else None
-    if names is None or sorted(want) != names:
-        raise ValueError(
-            f"stack_params_from_dict: `tree` must map layer_0 .. layer_{{L-1}} to "
-            f"{{'forward': ..., 'backward': ...}}, got keys {names}"
-        )
-    for name in want:
-        if not hasattr(tree[name], "keys") or "forward" not in tree[name]:
-            raise ValueError(
-                f"stack_params_from_dict: `tree['{name}']` must have a 'forward' entry (and "
-                f"'backward' for a bidirectional stack), got "
-                f"{sorted(tree[name]) if hasattr(tree[name], 'keys') else type(tree[name])}"
-            )
-    num_layers = len(tree)
-    out = []
-    for layer in range(num_layers):
-        entry = tree[f"layer_{layer}"]
-        out.append(tuple(entry[name] for name in _DIRECTIONS if name in entry))
-    return tuple(out)
-
-
-def _check_target(cell: Any, where: str) -> None:
-    if not isinstance(cell, JrnnCell | Stack):
-        raise TypeError(
-            f"{where}: `cell` must be a jrnn.Cell or a jrnn.Stack, got {type(cell).__name__}"
-        )
-
-
-def _needs_dropout_key(cell: JrnnCell | Stack, deterministic: bool | None, where: str) -> bool:
-    """Whether a call must draw a dropout key (a stack with ``dropout > 0``, not
-    deterministic); raises when that is undecided (``deterministic`` is ``None``)."""
-    if not isinstance(cell, Stack) or cell.dropout == 0.0:
-        return False
-    if deterministic is None:
-        raise ValueError(
-            f"{where}: the stack has dropout={cell.dropout}; pass `deterministic` (True for "
-            f"evaluation, False for training) to the constructor or the call"
-        )
-    return not deterministic
-
-
-def _run(
-    cell: JrnnCell | Stack,
-    params: Any,
-    xs: Array,
-    initial_carry: Carry | None,
-    lengths: Array | None,
-    reverse: bool,
-    time_major: bool,
-    unroll_factor: int,
-    key: jax.Array | None,
-    where: str,
-) -> tuple[Array, Carry]:
-    """``jrnn.unroll`` for a cell, ``Stack.apply`` for a stack: ``(ys, final carry)``."""
-    if isinstance(cell, Stack):
-        if reverse:
-            raise ValueError(
-                f"{where}: `reverse` applies to a single cell; a bidirectional stack "
-                f"already reads both ways (jrnn.stack(..., bidirectional=True))"
-            )
-        return cell.apply(
-            params,
-            xs,
-            carries=initial_carry,
-            lengths=lengths,
-            key=key,
-            time_major=time_major,
-            unroll=unroll_factor,
-        )
-    return unroll(
-        cell,
-        params,
-        xs,
-        carry=initial_carry,
-        lengths=lengths,
-        reverse=reverse,
-        time_major=time_major,
-        unroll=unroll_factor,
-    )
 
 
 class RNN(nn.Module):
@@ -166,8 +58,11 @@ class RNN(nn.Module):
       time_major: inputs and outputs are ``[T, *batch, F]`` instead of ``[*batch, T, F]``.
       return_carry: return ``(final_carry, ys)`` (Flax's order) instead of ``ys``.
       unroll: passed to ``lax.scan``.
-      deterministic: default for the call's ``deterministic`` (a stack's dropout acts only
-        when it is ``False``; the key comes from the ``"dropout"`` RNG stream).
+      deterministic: default for the call's ``deterministic``.  Randomness acts only when it
+        is ``False``: a stack's dropout between layers and a regularised cell's noise
+        (:func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`, a custom cell with
+        ``noise``); the key comes from the ``"dropout"`` RNG stream.  Undecided (``None``
+        here and in the call) with such randomness is an error.
 
     Parameters: ``"cell"`` (the cell's own param dict, from ``cell.init`` with the module's
     ``"params"`` RNG) or ``"stack"`` (:func:`stack_params_to_dict` of ``stack.init``).
@@ -211,14 +106,15 @@ class RNN(nn.Module):
           initial_carry: the cell's carry ``[*batch, .]`` (or a stack's carries
             ``[layer][direction]``); default zeros.
           lengths: optional int ``[*batch]``; steps ``t >= lengths`` are padding.
-          deterministic: overrides the attribute (stacks with dropout only).
+          deterministic: overrides the attribute (for stacks with dropout and regularised
+            cells).
           return_carry: overrides the attribute.
 
         Returns:
           ``ys`` ``[*batch, T, D * output_size]``, or ``(final_carry, ys)``.
         """
         where = "jrnn.nn.linen.RNN"
-        _check_target(self.cell, where)
+        check_target(self.cell, where)
         input_size = int(jnp.shape(xs)[-1])
         if isinstance(self.cell, Stack):
             tree = self.param(
@@ -228,8 +124,8 @@ class RNN(nn.Module):
         else:
             params = self.param("cell", lambda k: self.cell.init(k, input_size))
         det = self.deterministic if deterministic is None else deterministic
-        key = self.make_rng("dropout") if _needs_dropout_key(self.cell, det, where) else None
-        ys, carry = _run(
+        key = self.make_rng("dropout") if needs_key(self.cell, det, where) else None
+        ys, carry = run(
             self.cell,
             params,
             xs,

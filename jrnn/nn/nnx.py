@@ -32,16 +32,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jrnn.base import Array, Carry, Params, check_int
+from jrnn.base import Array, Carry, Params
 from jrnn.base import Cell as JrnnCell
-from jrnn.nn.linen import (
-    _check_target,
-    _needs_dropout_key,
-    _run,
+from jrnn.checks import check_int
+from jrnn.nn._common import (
+    check_target,
+    needs_key,
+    randomness,
+    run,
     stack_params_from_dict,
     stack_params_to_dict,
 )
-from jrnn.unroll import Stack
+from jrnn.stacks import Stack
 
 __all__ = ["RNN", "Cell"]
 
@@ -84,9 +86,12 @@ class RNN(nnx.Module):
       time_major: inputs and outputs are ``[T, *batch, F]``.
       return_carry: return ``(final_carry, ys)`` (Flax's order) instead of ``ys``.
       unroll: passed to ``lax.scan``.
-      deterministic: ``True`` turns a stack's dropout off (``module.eval()`` sets it).
-      rngs: ``rngs.params()`` initialises the parameters; a stack with dropout keeps a fork
-        of the ``"dropout"`` stream (or ``"default"``) for its masks (without either, pass
+      deterministic: ``True`` turns randomness off (``module.eval()`` sets it,
+        ``module.train()`` clears it): a stack's dropout between layers and a regularised
+        cell's noise (:func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`, a custom cell
+        with ``noise``).
+      rngs: ``rngs.params()`` initialises the parameters; a module with randomness keeps a
+        fork of the ``"dropout"`` stream (or ``"default"``) for it (without either, pass
         ``rngs`` to every non-deterministic call).
 
     Attributes:
@@ -124,7 +129,7 @@ class RNN(nnx.Module):
         rngs: nnx.Rngs,
     ):
         where = "jrnn.nn.nnx.RNN"
-        _check_target(cell, where)
+        check_target(cell, where)
         check_int("input_size", input_size, where)
         self.cell = nnx.static(cell)
         self.reverse = reverse
@@ -137,11 +142,7 @@ class RNN(nnx.Module):
             params = stack_params_to_dict(params)
         self.params = _to_variables(params)
         self.rngs = nnx.data(None)
-        if (
-            isinstance(cell, Stack)
-            and cell.dropout > 0.0
-            and ("dropout" in rngs or "default" in rngs)
-        ):
+        if randomness(cell) is not None and ("dropout" in rngs or "default" in rngs):
             self.rngs = rngs["dropout"].fork()
 
     def jrnn_params(self) -> Any:
@@ -177,9 +178,9 @@ class RNN(nnx.Module):
         where = "jrnn.nn.nnx.RNN"
         det = self.deterministic if deterministic is None else deterministic
         key = None
-        if _needs_dropout_key(self.cell, det, where):
+        if needs_key(self.cell, det, where):
             key = _dropout_key(rngs if rngs is not None else self.rngs, where)
-        ys, carry = _run(
+        ys, carry = run(
             self.cell,
             self.jrnn_params(),
             xs,

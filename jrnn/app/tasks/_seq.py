@@ -32,7 +32,7 @@ from jrnn.app.tasks.spec import Task
 from jrnn.decode import beam_search, greedy_decode, sample_decode
 from jrnn.losses import sequence_softmax_cross_entropy
 from jrnn.models import EncoderDecoder, output_recurrent, seq2seq, vec2seq
-from jrnn.unroll import stack
+from jrnn.stacks import stack
 
 __all__ = ["classify", "generation", "setup", "tagging"]
 

@@ -14,7 +14,7 @@ from jrnn.cells import gru, lstm, simple_rnn
 from jrnn.mincells import lru, mingru, minlstm
 from jrnn.models import Model, sequence_model
 from jrnn.regularisers import recurrent_dropout, zoneout
-from jrnn.unroll import stack
+from jrnn.stacks import stack
 
 __all__ = [
     "VAL_KEY",

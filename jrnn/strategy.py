@@ -1,0 +1,277 @@
+"""How :func:`jrnn.unroll` runs a call: every choice in one place, one :class:`Plan`.
+
+``unroll`` is prepare → plan → engine → finish.  :func:`plan` turns the cell, the
+prepared inputs (their shapes), the user's options and the backend into a :class:`Plan`:
+
+* the engine: the sequential ``lax.scan`` (:mod:`jrnn.scan`), the exact associative scan
+  of an element-wise linear recurrence (:mod:`jrnn.linear_scan`), or Newton's method in
+  parallel over time (:mod:`jrnn.newton`) -- ``method`` as asked, ``"auto"`` by
+  :func:`auto_method` and :func:`prefer_associative`;
+* for the scan: whether the input projection is hoisted out of it, whether ``jax.grad``
+  differentiates it by autodiff or by the hand-structured VJP (:mod:`jrnn.hoisted`), the
+  defaults measured per shape on CPU (:func:`default_strategy`, :data:`jrnn.tuned.CPU`),
+  and the overrides (training a regularised cell, ``remat``, ``return_carries``, a cell
+  without :class:`jrnn.base.FastPath`);
+* how many of a CPU's host devices split the batch (:func:`jrnn.sharding.host_split`).
+
+The same inputs always give the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, NamedTuple
+
+import jax
+
+from jrnn import hoisted, tuned
+from jrnn.base import Cell
+from jrnn.prepare import Options, Prepared
+from jrnn.sharding import host_split
+
+Engine = Literal["scan", "associative", "newton", "quasi-newton"]
+
+
+class Plan(NamedTuple):
+    """One call of :func:`jrnn.unroll`, decided (hashable).
+
+    Attributes:
+      engine: ``"scan"``, ``"associative"``, ``"newton"`` or ``"quasi-newton"``.
+      hoist: the scan projects the inputs before it (training; ``infer_hoist`` alone).
+      vjp: ``"hoisted"`` (the hand-structured backward) or ``"autodiff"``.
+      infer_hoist: whether the hoisted VJP's primal, run when not differentiated (the
+        inference path), projects before the scan.
+      devices: host devices the scan's batch is split over (1: not split).
+      save_step_vjps: the hoisted VJP's forward saves each step's VJP of the gates.
+      remat, unroll, return_carries: as given to :func:`jrnn.unroll`.
+      solver: the :class:`jrnn.newton.NewtonOptions` of a Newton engine, else ``None``.
+    """
+
+    engine: Engine
+    hoist: bool
+    vjp: str
+    infer_hoist: bool
+    devices: int
+    save_step_vjps: bool
+    remat: str
+    unroll: int | bool
+    return_carries: bool
+    solver: Any = None
+
+
+TIME_WEIGHT = 0.25
+"""Weight of the sequence length in :func:`default_strategy`'s distance (batch and hidden
+size weigh 1).  A modelling choice: a step's work is set by the batch and the width, ``T``
+only counts the steps, and the table's grid varies ``B`` and ``T`` together (``B·T =
+8192``), so without it a shape between two rows is matched by its length as much as by its
+batch."""
+
+
+def default_strategy(
+    backend: str | None = None,
+    *,
+    batch: int | None = None,
+    steps: int | None = None,
+    hidden: int | None = None,
+) -> dict[str, Any]:
+    """``unroll``'s defaults for ``hoist`` and ``vjp`` on ``backend`` (default: JAX's), for
+    a batch of ``batch`` sequences of ``steps`` steps through a cell of ``hidden`` units.
+
+    Chosen by measurement: on GPU the hoisted projection and the hand-structured VJP (1.8x at
+    the medium LSTM size on an H200).  On CPU, with the shape given, the strategy measured
+    fastest at the nearest shape of :data:`jrnn.tuned.CPU` (distance in log-space of batch,
+    T and hidden, T weighted by :data:`TIME_WEIGHT`; written by ``python -m benchmarks.tune``:
+    the hand-structured backward wins for long sequences in small batches, where autodiff
+    accumulates a weight-sized gradient at every step; between equally near entries the
+    in-step autodiff form); without it, or with an empty table, in-step projection
+    differentiated by autodiff.  The same shapes always give the same choice.
+
+    Examples:
+      >>> from jrnn.strategy import default_strategy
+      >>> default_strategy("cpu")
+      {'hoist': False, 'vjp': 'autodiff'}
+      >>> default_strategy("gpu", batch=8, steps=4096, hidden=256)
+      {'hoist': True, 'vjp': 'hoisted'}
+    """
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    if not on_cpu:
+        return {"hoist": True, "vjp": "hoisted"}
+    if None in (batch, steps, hidden) or not tuned.CPU:
+        return {"hoist": False, "vjp": "autodiff"}
+    where = [math.log2(max(v, 1)) for v in (batch, steps, hidden)]
+
+    def distance(entry) -> float:
+        d = [(math.log2(a) - b) ** 2 for a, b in zip(entry[0], where, strict=True)]
+        return d[0] + TIME_WEIGHT * d[1] + d[2]
+
+    # equally near entries: the in-step autodiff form (no custom rule, less memory)
+    _, hoist, vjp = min(tuned.CPU, key=lambda e: (distance(e), (e[1], e[2]) != (False, "autodiff")))
+    return {"hoist": hoist, "vjp": vjp}
+
+
+AUTO_MIN_STEPS = 8192
+"""``method="auto"`` considers the parallel solvers only from this many steps on."""
+AUTO_MAX_STATE = 64
+"""... and only for a flat state of at most this many numbers per sequence."""
+
+
+def auto_method(num_steps: int, state_size: int, backend: str | None = None) -> str:
+    """``unroll(method="auto")``'s choice for a cell without ``affine``: ``"scan"`` or
+    ``"quasi-newton"``.
+
+    On CPU always ``"scan"``: measured (``benchmarks/newton.py``,
+    ``benchmarks/results/newton.md``), the sequential scan beat Newton and quasi-Newton at
+    every size (T up to 16k, H up to 64), since a CPU has no parallel width for the
+    ``T``-fold work of one iteration.  On an accelerator ``"quasi-newton"`` when
+    ``num_steps >= AUTO_MIN_STEPS`` and ``state_size <= AUTO_MAX_STATE`` (the long-sequence,
+    small-state regime where DEER/ELK report speed-ups), else ``"scan"``: a provisional
+    rule, not yet measured on a GPU here; it cannot give a wrong answer (a solve that does
+    not converge falls back to the scan), only a slower one.
+
+    Examples:
+      >>> auto_method(16384, 32, "cpu"), auto_method(16384, 32, "gpu"), auto_method(64, 32, "gpu")
+      ('scan', 'quasi-newton', 'scan')
+    """
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        return "scan"
+    if num_steps >= AUTO_MIN_STEPS and state_size <= AUTO_MAX_STATE:
+        return "quasi-newton"
+    return "scan"
+
+
+ASSOCIATIVE_MIN_STEPS = 256
+"""On an accelerator, ``method="auto"`` runs the associative scan from this many time steps
+on.  Not measured in this repository yet (the sessions so far had CPUs only): it is the
+premise of Feng et al. 2024 and Orvieto et al. 2023, who time the parallel scan on GPUs;
+re-measure with ``benchmarks/linear_scan.py`` on the device and move it."""
+
+
+def prefer_associative(num_steps: int, backend: str | None = None) -> bool:
+    """``method="auto"``'s rule for a cell with ``affine``: associative scan or ``lax.scan``.
+
+    * CPU (``backend="cpu"``): never.  Measured on a shared 2-core CPU (batch 8, input 16,
+      hidden 32; ``benchmarks/linear_scan.py``, docs/guide/cells.md): the sequential scan
+      was faster at every ``T`` from 64 to 16384, forward and training, for all three cells
+      (e.g. minGRU at ``T = 16384``: 49 ms against 204 ms forward, 0.57 s against 1.0 s
+      forward + backward): an element-wise recurrence is memory-bound, and the
+      associative scan reads and writes the sequence about ``2 log2 T`` times.
+    * other backends: ``T >= ASSOCIATIVE_MIN_STEPS`` (an unmeasured default, see there).
+
+    Examples:
+      >>> prefer_associative(4096, "cpu"), prefer_associative(64, "gpu"), prefer_associative(4096, "gpu")
+      (False, False, True)
+    """  # noqa: E501
+    if (backend or jax.default_backend()) == "cpu":
+        return False
+    return num_steps >= ASSOCIATIVE_MIN_STEPS
+
+
+def _state_size(prep: Prepared) -> int:
+    """Numbers in one sequence's carry."""
+    nb = len(prep.batch_shape)
+    return sum(math.prod(a.shape[nb:]) for a in jax.tree.leaves(prep.carry))
+
+
+def _engine(cell: Cell, prep: Prepared, method: str, solve: bool, backend: str, where: str):
+    if method == "scan":
+        return "scan"
+    if prep.noise is not None:  # training a regularised cell: its noise is read in the scan
+        if method == "auto":
+            return "scan"
+        raise ValueError(
+            f"{where}: `method`={method!r} cannot train a regularised cell (with a `key`); "
+            f"use method='scan'"
+        )
+    if prep.num_steps == 0:
+        return "scan"
+    if cell.affine is not None and not solve:  # exact: Newton converges in one step
+        if method == "auto":
+            return "associative" if prefer_associative(prep.num_steps, backend) else "scan"
+        return "associative"
+    if method == "auto":
+        return auto_method(prep.num_steps, _state_size(prep), backend)
+    return method
+
+
+def _scan_choice(cell: Cell, prep: Prepared, options: Options, devices: int, backend, where):
+    """``(hoist, vjp, infer_hoist)`` of the sequential engine."""
+    if cell.fast is None:  # the step as written: in the scan, differentiated by autodiff
+        for asked, arg in ((options.hoist, "hoist=True"), (options.vjp == "hoisted", "vjp=")):
+            if asked:
+                raise ValueError(
+                    f"{where}: `{arg}` needs the cell's FastPath (its input projection and "
+                    f"recurrent kernel); {cell.name} has none (see jrnn.custom_cell(fast=...))"
+                )
+        return False, "autodiff", False
+    if prep.noise is not None or options.remat != "none":
+        return False, "autodiff", False  # noise and remat act inside the step
+    batch = math.prod(prep.batch_shape) // devices  # what each device runs
+    defaults = default_strategy(backend, batch=batch, steps=prep.num_steps, hidden=cell.hidden_size)
+    # inference (the custom VJP's primal) on CPU: in-step unless the caller chose
+    infer_hoist = options.hoist if options.hoist is not None else backend != "cpu"
+    hoist = defaults["hoist"] if options.hoist is None else options.hoist
+    vjp = defaults["vjp"] if options.vjp is None else options.vjp
+    if options.return_carries:
+        vjp = "autodiff"
+    return hoist, vjp, infer_hoist
+
+
+def plan(
+    cell: Cell,
+    prep: Prepared,
+    options: Options,
+    *,
+    where: str,
+    solver: Any = None,
+    backend: str | None = None,
+) -> Plan:
+    """The :class:`Plan` of one :func:`jrnn.unroll` call (see the module).
+
+    Args:
+      cell: the cell.
+      prep: the prepared inputs (:func:`jrnn.prepare.prepare`).
+      options: the checked options.
+      where: the calling function, for messages.
+      solver: :class:`jrnn.newton.NewtonOptions` when :func:`jrnn.newton.solve` calls
+        (always Newton, never the associative scan), else ``None`` (the Newton engine's
+        defaults).
+      backend: default JAX's.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> from jrnn.prepare import Options, prepare
+      >>> cell = jrnn.lstm(256)
+      >>> p = cell.init(jax.random.key(0), 8)
+      >>> xs = jnp.zeros((4, 2048, 8))  # long sequences, a small batch: the hoisted VJP
+      >>> def plan_for(options, backend):
+      ...     prep = prepare(cell, p, xs, None, None, None, None, options, where="d")
+      ...     return plan(cell, prep, options, where="d", backend=backend)
+      >>> plan_for(Options(), "cpu")[:3]
+      ('scan', True, 'hoisted')
+      >>> plan_for(Options(remat="step"), "cpu")[:3]
+      ('scan', False, 'autodiff')
+      >>> plan_for(Options(method="auto"), "gpu")[:3]
+      ('scan', True, 'hoisted')
+    """
+    backend = backend or jax.default_backend()
+    engine = _engine(cell, prep, options.method, solver is not None, backend, where)
+    devices = 1
+    if engine == "scan" and backend == "cpu":
+        devices = host_split(prep.xs, prep.batch_shape, cell.hidden_size)
+    hoist, vjp, infer_hoist = _scan_choice(cell, prep, options, devices, backend, where)
+    save = engine == "scan" and vjp == "hoisted"
+    if save:
+        save = hoisted.per_step_residuals(cell, prep.params, prep.xs, prep.carry, prep.mask)
+    return Plan(
+        engine=engine,
+        hoist=hoist,
+        vjp=vjp,
+        infer_hoist=infer_hoist,
+        devices=devices,
+        save_step_vjps=save,
+        remat=options.remat,
+        unroll=options.unroll,
+        return_carries=options.return_carries,
+        solver=solver if engine in ("newton", "quasi-newton") else None,
+    )
