@@ -375,12 +375,11 @@ def check_params(
         if not isinstance(spec, jax.ShapeDtypeStruct):  # a nested tree
             _check_tree(cell, leaf, spec, where, f"{name}[{key!r}]", input_size)
             continue
+        why, hint = _made_by(cell, input_size), ""
         if "w_ih" in layout:
             why = _explain(cell, key, spec.shape, input_size)
-            why += _hint(cell, params) if key in ("w_hh", "w_ih", "b") else ""
-        else:
-            why = _made_by(cell, input_size)
-        _check_param_leaf(leaf, spec, where, f"{name}['{key}']", why)
+            hint = _hint(cell, params) if key in ("w_hh", "w_ih", "b") else ""
+        _check_param_leaf(leaf, spec, where, f"{name}['{key}']", why, hint)
     return input_size
 
 
@@ -388,8 +387,11 @@ def _made_by(cell: Cell, input_size: int) -> str:
     return f"as {cell.name}.init(key, input_size={input_size}) makes"
 
 
-def _check_param_leaf(leaf: Any, spec: Any, where: str, leaf_name: str, why: str) -> None:
-    """One parameter's floating dtype and shape; ``why`` explains the expected shape."""
+def _check_param_leaf(
+    leaf: Any, spec: Any, where: str, leaf_name: str, why: str, hint: str = ""
+) -> None:
+    """One parameter's floating dtype and shape; ``why`` explains the expected shape,
+    ``hint`` ends the message (which cell the params look like)."""
     dt = _dtype_of(leaf)
     if not jnp.issubdtype(dt, jnp.floating):
         raise TypeError(f"{where}: `{leaf_name}` must be a floating-point array, got dtype {dt}")
@@ -397,7 +399,7 @@ def _check_param_leaf(leaf: Any, spec: Any, where: str, leaf_name: str, why: str
     if shape != tuple(spec.shape):
         raise ValueError(
             f"{where}: `{leaf_name}` must have shape {shape_str(spec.shape)} ({why}), "
-            f"got {shape_str(shape)}"
+            f"got {shape_str(shape)}{hint}"
         )
 
 

@@ -257,7 +257,7 @@ def stdlib_source_files(stdlib: str | Path | None = None) -> list[Path]:
     return [p for _, p in found]
 
 
-def _read_text(path: Path, limit: int | None, skip_binary: bool) -> str | None:
+def read_text(path: Path, limit: int | None, skip_binary: bool) -> str | None:
     """Reads UTF-8 text (errors replaced), up to ``limit`` characters.
 
     With ``skip_binary``, returns None for files that look binary: a NUL byte in the
@@ -384,7 +384,7 @@ def load_corpus(
         remaining = None if max_chars is None else max_chars - total
         if remaining is not None and remaining <= 0:
             break
-        text = _read_text(file, remaining, skip_binary)
+        text = read_text(file, remaining, skip_binary)
         if not text:
             continue
         cps_list.append(_code_points(text))

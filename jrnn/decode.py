@@ -116,7 +116,7 @@ def _concrete(x: Any) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _check_tokens(name: str, x: Any, vocab: int, where: str, what: str) -> None:
+def check_tokens(name: str, x: Any, vocab: int, where: str, what: str) -> None:
     """Integer dtype always; ids in ``[0, vocab)`` when ``x`` is concrete."""
     dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
     if not jnp.issubdtype(dtype, jnp.integer):
@@ -155,7 +155,7 @@ def _check_source(
         layout = "[batch, time] token ids" if model.src_vocab is not None else "[batch, features]"
         raise ValueError(f"{where}: `src` must have shape {layout}, got {list(src.shape)}")
     if model.src_vocab is not None:
-        _check_tokens("src", src, model.src_vocab, where, "source")
+        check_tokens("src", src, model.src_vocab, where, "source")
     src = jnp.asarray(src)
     if model.src_vocab is not None:
         # A traced out-of-range id would read NaN through the embedding's gather: clip it.
@@ -543,7 +543,7 @@ def sequence_scores(
             f"{where}: `tgt_out` must have shape [batch, T'] with batch={src.shape[0]} (from "
             f"`src`), got {list(tgt_out.shape)}"
         )
-    _check_tokens("tgt_out", tgt_out, model.tgt_vocab, where, "target")
+    check_tokens("tgt_out", tgt_out, model.tgt_vocab, where, "target")
     batch, steps = tgt_out.shape
     tgt_lengths = check_lengths(tgt_lengths, (batch,), steps, where, "tgt_lengths")
     tgt_out = jnp.clip(jnp.asarray(tgt_out, jnp.int32), 0, model.tgt_vocab - 1)

@@ -13,16 +13,16 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn._model_common import (
-    ModelAux,
-    _as_stack,
-    _check_tokens,
-    _dense_init,
-    compute_dtype,
-    embed_tokens,
-)
 from jrnn.base import Array, Carry, Cell, DType, Params, vary_like
 from jrnn.checks import check_int, check_lengths
+from jrnn.model_base import (
+    ModelAux,
+    as_stack,
+    check_tokens,
+    compute_dtype,
+    dense_init,
+    embed_tokens,
+)
 from jrnn.stacks import Stack
 
 
@@ -130,7 +130,7 @@ def _bridge_init(key: jax.Array, in_size: int, template: Carry, dtype: Any) -> l
     keys = jax.random.split(key, max(len(leaves), 1))
     return [
         {
-            "w": _dense_init(k, in_size, leaf.shape[-1], dtype),
+            "w": dense_init(k, in_size, leaf.shape[-1], dtype),
             "b": jnp.zeros(leaf.shape[-1:], dtype),
         }
         for k, leaf in zip(keys, leaves, strict=False)
@@ -234,7 +234,7 @@ def seq2seq(
         raise ValueError(f"{where}: `bridge` must be 'linear', 'copy' or 'zeros', got {bridge!r}")
     if not isinstance(decoder, Cell):
         raise ValueError(f"{where}: `decoder` must be a jrnn Cell, got {type(decoder).__name__}")
-    enc = _as_stack(encoder)
+    enc = as_stack(encoder)
     num_dirs = 2 if enc.bidirectional else 1
     enc_out = num_dirs * enc.cell.output_size
     dec_template = _zero_carry(decoder)
@@ -286,9 +286,9 @@ def seq2seq(
             params["bridge"] = _bridge_init(ks[4], enc_state, dec_template, param_dtype)
         if attn is not None:
             params["attention"] = attn.init(ks[5], h_dec, enc_out)
-            params["w_c"] = _dense_init(ks[6], enc_out + h_dec, h_dec, param_dtype)
+            params["w_c"] = dense_init(ks[6], enc_out + h_dec, h_dec, param_dtype)
             params["b_c"] = jnp.zeros((h_dec,), param_dtype)
-        params["w_o"] = _dense_init(ks[7], h_dec, tgt_vocab, param_dtype)
+        params["w_o"] = dense_init(ks[7], h_dec, tgt_vocab, param_dtype)
         params["b_o"] = jnp.zeros((tgt_vocab,), param_dtype)
         return params
 
@@ -299,7 +299,7 @@ def seq2seq(
         params: Params, src: Array, src_lengths: Array | None = None, key: jax.Array | None = None
     ) -> dict[str, Any]:
         """``src [B, S]`` -> memory ``{"summary", "context", "attn"?}``."""
-        src = _check_tokens("src", src, src_vocab, f"{where}.encode", rank=2)
+        src = check_tokens("src", src, src_vocab, f"{where}.encode", rank=2)
         batch, num_src = src.shape
         lengths = (
             jnp.full((batch,), num_src, jnp.int32)
@@ -366,7 +366,7 @@ def seq2seq(
         sample_prob: Any = 0.0,
     ) -> tuple[Array, ModelAux]:
         """``src [B, S]``, ``tgt_in [B, T']`` -> ``(logits [B, T', V], ModelAux)``."""
-        tgt_in = _check_tokens("tgt_in", tgt_in, tgt_vocab, f"{where}.apply", rank=2)
+        tgt_in = check_tokens("tgt_in", tgt_in, tgt_vocab, f"{where}.apply", rank=2)
         if tgt_in.shape[0] != jnp.shape(src)[0]:
             raise ValueError(
                 f"{where}.apply: `src` and `tgt_in` must have the same batch size, got "
@@ -463,7 +463,7 @@ def vec2seq(
         params["decoder"] = decoder.init(k_d, dec_input)
         if as_init:
             params["bridge"] = _bridge_init(k_b, input_size, template, param_dtype)
-        params["w_o"] = _dense_init(k_o, decoder.output_size, tgt_vocab, param_dtype)
+        params["w_o"] = dense_init(k_o, decoder.output_size, tgt_vocab, param_dtype)
         params["b_o"] = jnp.zeros((tgt_vocab,), param_dtype)
         return params
 
@@ -507,7 +507,7 @@ def vec2seq(
         sample_prob: Any = 0.0,
     ) -> tuple[Array, ModelAux]:
         """``vec [B, input_size]``, ``tgt_in [B, T']`` -> ``(logits [B, T', V], ModelAux)``."""
-        tgt_in = _check_tokens("tgt_in", tgt_in, tgt_vocab, f"{where}.apply", rank=2)
+        tgt_in = check_tokens("tgt_in", tgt_in, tgt_vocab, f"{where}.apply", rank=2)
         memory = encode(params, vec, src_lengths)
         if tgt_in.shape[0] != memory["vec"].shape[0]:
             raise ValueError(

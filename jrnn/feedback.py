@@ -12,15 +12,15 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn._model_common import (
-    ModelAux,
-    _check_tokens,
-    _dense_init,
-    compute_dtype,
-    embed_tokens,
-)
 from jrnn.base import Array, Carry, Cell, DType, Params, vary_like
 from jrnn.checks import check_int
+from jrnn.model_base import (
+    ModelAux,
+    check_tokens,
+    compute_dtype,
+    dense_init,
+    embed_tokens,
+)
 
 
 class FeedbackModel(NamedTuple):
@@ -146,12 +146,12 @@ def output_recurrent(
         if vocab_size is not None and embed_size is not None:
             params["embed"] = jax.random.normal(k_e, (vocab_size, embed_size), param_dtype)
         if cell is None:
-            params["w_xh"] = _dense_init(k_x, x_size, hidden_size, param_dtype)
-            params["w_yh"] = _dense_init(k_y, num_classes, hidden_size, param_dtype)
+            params["w_xh"] = dense_init(k_x, x_size, hidden_size, param_dtype)
+            params["w_yh"] = dense_init(k_y, num_classes, hidden_size, param_dtype)
             params["b"] = jnp.zeros((hidden_size,), param_dtype)
         else:
             params["cell"] = cell.init(k_x, x_size + num_classes)
-        params["w_ho"] = _dense_init(k_o, hidden_size, num_classes, param_dtype)
+        params["w_ho"] = dense_init(k_o, hidden_size, num_classes, param_dtype)
         params["b_o"] = jnp.zeros((num_classes,), param_dtype)
         return params
 
@@ -169,7 +169,7 @@ def output_recurrent(
                     f"{list(xs.shape)}"
                 )
             return xs.astype(compute)
-        xs = _check_tokens("inputs", xs, vocab_size, f"{where}.apply", rank=2)
+        xs = check_tokens("inputs", xs, vocab_size, f"{where}.apply", rank=2)
         return embed_tokens(params.get("embed"), xs, vocab_size, compute)
 
     def step(params: Params, carry: Carry, x_t: Array, y_prev: Array) -> tuple[Carry, Array]:
@@ -206,7 +206,7 @@ def output_recurrent(
         if feedback == "teacher":
             if targets is None:
                 raise ValueError(f"{where}.apply: teacher forcing needs `targets`")
-            targets = _check_tokens("targets", targets, num_classes, f"{where}.apply", rank=2)
+            targets = check_tokens("targets", targets, num_classes, f"{where}.apply", rank=2)
             if targets.shape != (batch, num_steps):
                 raise ValueError(
                     f"{where}.apply: `targets` must have shape [{batch}, {num_steps}], got "

@@ -43,11 +43,11 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn._model_common import ModelAux, _check_tokens, compute_dtype, embed_tokens
 from jrnn.base import Array, Carry, Cell, DType, Params
 from jrnn.checks import check_int
 from jrnn.encdec import EncoderDecoder, seq2seq, vec2seq
 from jrnn.feedback import FeedbackModel, output_recurrent
+from jrnn.model_base import ModelAux, check_tokens, compute_dtype, embed_tokens
 from jrnn.stacks import Stack
 from jrnn.unrolling import unroll
 
@@ -216,7 +216,7 @@ def sequence_model(
                     f"{list(xs.shape)}"
                 )
             return xs
-        xs = _check_tokens("inputs", xs, vocab_size, f"{name}.apply", rank=None)
+        xs = check_tokens("inputs", xs, vocab_size, f"{name}.apply", rank=None)
         return embed_tokens(params.get("embed"), xs, vocab_size, compute)
 
     def apply(

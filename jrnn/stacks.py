@@ -107,6 +107,7 @@ def stack(
         raise ValueError(f"stack: `dropout` must lie in [0, 1), got {dropout!r}")
     num_dirs = 2 if bidirectional else 1
     where = "stack.apply"
+    shape = _Shape(cell, num_layers, num_dirs)
 
     def init(key: PRNGKey, input_size: int) -> tuple[tuple[Params, ...], ...]:
         check_int("input_size", input_size, "stack.init")
@@ -117,42 +118,8 @@ def stack(
             layers.append(tuple(cell.init(keys[layer, d], size) for d in range(num_dirs)))
         return tuple(layers)
 
-    def _nested(tree, name, fn_where):
-        if (
-            not isinstance(tree, tuple | list)
-            or len(tree) != num_layers
-            or any(
-                not isinstance(p, tuple | list) or hasattr(p, "_fields") or len(p) != num_dirs
-                for p in tree
-            )
-        ):
-            got = (
-                f"{type(tree).__name__} of length {len(tree)}"
-                if isinstance(tree, tuple | list)
-                else type(tree).__name__
-            )
-            raise ValueError(
-                f"{fn_where}: `{name}` must be nested tuples [num_layers={num_layers}]"
-                f"[directions={num_dirs}], got {got}: {jax.tree.structure(tree)}"
-            )
-
-    def _check_params(params, fn_where, input_size=None):
-        _nested(params, "params", fn_where)
-        want = num_dirs * cell.output_size
-        for layer, layer_params in enumerate(params):
-            for d, p in enumerate(layer_params):
-                size = input_size if layer == 0 else want
-                got = check_params(cell, p, fn_where, f"params[{layer}][{d}]", size)
-                if layer > 0 and got is not None and got != want:
-                    raise ValueError(
-                        f"{fn_where}: `params[{layer}][{d}]['w_ih']` must have {want} rows "
-                        f"(layer {layer} reads the previous layer's output: {num_dirs} "
-                        f"direction(s) x output_size={cell.output_size}), got "
-                        f"{shape_str(p['w_ih'].shape)}"
-                    )
-
     def initial_carry(params, batch_shape: tuple[int, ...] = ()):
-        _check_params(params, "stack.initial_carry")
+        shape.check_params(params, "stack.initial_carry")
         batch_shape = check_batch_shape(batch_shape, "stack.initial_carry")
         return tuple(tuple(cell.initial_carry(p, batch_shape) for p in layer) for layer in params)
 
@@ -173,9 +140,9 @@ def stack(
         method: Method = "scan",
     ):
         xs = check_float_input("xs", xs, where)
-        _check_params(params, where, xs.shape[-1] if xs.ndim else None)
+        shape.check_params(params, where, xs.shape[-1] if xs.ndim else None)
         if carries is not None:
-            _nested(carries, "carries", where)
+            shape.check_nested(carries, "carries", where)
         options = check_options(
             Options(False, time_major, unroll, False, hoist, vjp, remat, debug, method), where
         )
@@ -187,29 +154,79 @@ def stack(
                 cell_keys = jax.random.split(cell_root, num_layers * num_dirs)
         finals = []
         for layer, layer_params in enumerate(params):
-            outs, layer_finals = [], []
+            outs = []
             for d, p in enumerate(layer_params):
-                ys, c_t = run(
-                    cell,
-                    p,
-                    xs,
-                    options._replace(reverse=d == 1),
-                    None if carries is None else carries[layer][d],
-                    lengths,
-                    resets,
-                    None if cell_keys is None else cell_keys[layer * num_dirs + d],
-                    where=where,
-                    pname=f"params[{layer}][{d}]",
-                    cname=f"carries[{layer}][{d}]",
+                outs.append(
+                    run(
+                        cell,
+                        p,
+                        xs,
+                        options._replace(reverse=d == 1),
+                        None if carries is None else carries[layer][d],
+                        lengths,
+                        resets,
+                        None if cell_keys is None else cell_keys[layer * num_dirs + d],
+                        where=where,
+                        pname=f"params[{layer}][{d}]",
+                        cname=f"carries[{layer}][{d}]",
+                    )
                 )
-                outs.append(ys)
-                layer_finals.append(c_t)
-            xs = outs[0] if num_dirs == 1 else jnp.concatenate(outs, axis=-1)
-            finals.append(tuple(layer_finals))
+            xs = jnp.concatenate([ys for ys, _ in outs], axis=-1)
+            finals.append(tuple(c for _, c in outs))
             if dropout > 0.0 and key is not None and layer < num_layers - 1:
                 key, sub = jax.random.split(key)
-                keep = jax.random.bernoulli(sub, 1.0 - dropout, xs.shape)
-                xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
+                xs = _dropout(sub, xs, dropout)
         return xs, tuple(finals)
 
     return Stack(init, apply, initial_carry, cell, num_layers, bidirectional, float(dropout))
+
+
+def _dropout(key: PRNGKey, xs: Array, rate: float) -> Array:
+    """Inverted dropout: each unit zero with probability ``rate``, the rest scaled up."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, xs.shape)
+    return jnp.where(keep, xs / (1.0 - rate), jnp.zeros_like(xs))
+
+
+class _Shape(NamedTuple):
+    """A stack's layout, for the checks of its params and carries ``[layer][direction]``."""
+
+    cell: Cell
+    num_layers: int
+    num_dirs: int
+
+    def check_nested(self, tree: Any, name: str, where: str) -> None:
+        """``ValueError`` unless ``tree`` is nested tuples ``[num_layers][num_dirs]``."""
+        if (
+            not isinstance(tree, tuple | list)
+            or len(tree) != self.num_layers
+            or any(
+                not isinstance(p, tuple | list) or hasattr(p, "_fields") or len(p) != self.num_dirs
+                for p in tree
+            )
+        ):
+            got = (
+                f"{type(tree).__name__} of length {len(tree)}"
+                if isinstance(tree, tuple | list)
+                else type(tree).__name__
+            )
+            raise ValueError(
+                f"{where}: `{name}` must be nested tuples [num_layers={self.num_layers}]"
+                f"[directions={self.num_dirs}], got {got}: {jax.tree.structure(tree)}"
+            )
+
+    def check_params(self, params: Any, where: str, input_size: int | None = None) -> None:
+        """Every layer's and direction's params against the cell's layout; layer 0 reads
+        ``input_size`` features, every other layer the previous one's output."""
+        self.check_nested(params, "params", where)
+        cell, want = self.cell, self.num_dirs * self.cell.output_size
+        for layer, layer_params in enumerate(params):
+            for d, p in enumerate(layer_params):
+                size = input_size if layer == 0 else want
+                got = check_params(cell, p, where, f"params[{layer}][{d}]", size)
+                if layer > 0 and got is not None and got != want:
+                    raise ValueError(
+                        f"{where}: `params[{layer}][{d}]['w_ih']` must have {want} rows "
+                        f"(layer {layer} reads the previous layer's output: {self.num_dirs} "
+                        f"direction(s) x output_size={cell.output_size}), got "
+                        f"{shape_str(p['w_ih'].shape)}"
+                    )

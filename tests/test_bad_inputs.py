@@ -452,6 +452,35 @@ CASES = [
         ValueError,
         r"flip_within_lengths: `lengths` must have the batch shape \[2\]",
     ),
+    # ---- initial_carry: batch_shape
+    (
+        "initial_carry_float_batch_shape",
+        lambda: lstm.initial_carry(P["lstm"], batch_shape=(1.5, 4)),
+        TypeError,
+        r"lstm\.initial_carry: `batch_shape` must be a tuple of non-negative ints, got \(1\.5, 4\)",
+    ),
+    (
+        "initial_carry_negative_batch_shape",
+        lambda: gru.initial_carry(P["gru"], batch_shape=(-1,)),
+        ValueError,
+        r"gru\.initial_carry: `batch_shape` must be a tuple of non-negative ints, got \(-1,\)",
+    ),
+    (
+        "stack_initial_carry_batch_shape_not_a_tuple",
+        lambda: net.initial_carry(NP, batch_shape=2),
+        TypeError,
+        r"stack\.initial_carry: `batch_shape` must be a tuple of non-negative ints, got 2",
+    ),
+    # ---- a cell without FastPath: the options that need one
+    (
+        "unroll_hoist_without_fast_path",
+        lambda: jrnn.unroll(
+            jrnn.custom_cell(lstm.init, lstm.step, initial_carry=lstm.initial_carry),
+            P["lstm"], XS, vjp="hoisted",
+        ),  # fmt: skip
+        ValueError,
+        r"unroll: `vjp=` needs the cell's FastPath .* custom has none",
+    ),
     (
         "flip_xs_rank_too_small",
         lambda: jrnn.flip_within_lengths(jnp.zeros(T), jnp.array([1, 2])),

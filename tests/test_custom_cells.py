@@ -264,3 +264,50 @@ def test_a_rebuilt_cells_checks_name_the_argument():
         cell.initial_carry(params, batch_shape=(1.5, 4))
     with pytest.raises(ValueError, match="needs the cell's FastPath"):
         jrnn.unroll(cell, params, jnp.ones((2, T, I)), hoist=True)
+
+
+def _user_lstm(hidden_size: int) -> jrnn.Cell:
+    """An LSTM written by a user with its FastPath (the guide's), float64."""
+    H = hidden_size
+
+    def project(p, x):
+        return x @ p["w_ih"] + p["b"]
+
+    def gates(p, carry, xa, ha):
+        i, f, g, o = jnp.split(xa + ha, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return jrnn.LSTMState(h, c), h
+
+    def step(p, carry, x):
+        return gates(p, carry, project(p, x), carry.h @ p["w_hh"])
+
+    def initial_carry(p, batch_shape=()):
+        zeros = jnp.zeros((*batch_shape, H), p["w_hh"].dtype)
+        return jrnn.LSTMState(zeros, zeros)
+
+    fast = jrnn.FastPath(project, lambda p: p["w_hh"], gates)
+    init = jrnn.lstm(H, param_dtype=jnp.float64).init
+    return jrnn.custom_cell(init, step, initial_carry=initial_carry, fast=fast, name="user_lstm")
+
+
+@pytest.mark.parametrize("how", [dict(hoist=True, vjp="hoisted"), dict(hoist=False, vjp="hoisted"),
+                                 dict(hoist=True, vjp="autodiff")])  # fmt: skip
+def test_a_custom_fast_path_runs_the_built_in_machinery_to_the_same_numbers(how):
+    """A user's LSTM with its ``FastPath`` through the hoisted projection and the
+    hand-structured backward (lengths, resets, reverse) equals ``jrnn.lstm`` in float64."""
+    builtin, user = BUILTIN["lstm"], _user_lstm(3)
+    params = _params("lstm")
+    xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float64)
+    lengths = jnp.array([T, 4, 0])
+    resets = jnp.zeros((B, T), bool).at[0, 2].set(True)
+
+    def loss(cell, p, x):
+        ys, c = jrnn.unroll(cell, p, x, lengths=lengths, resets=resets, reverse=True, **how)
+        return _sum_sq((ys, c)), (ys, c)
+
+    for_user = jax.grad(lambda p, x: loss(user, p, x), argnums=(0, 1), has_aux=True)(params, xs)
+    for_builtin = jax.grad(lambda p, x: loss(builtin, p, x), argnums=(0, 1), has_aux=True)(
+        params, xs
+    )
+    _close(for_user, for_builtin, f"user LSTM {how}")

@@ -2,8 +2,9 @@
 
 The modules' parameters are what the cell's own ``init`` makes, and their calls compute
 exactly (bit for bit) what ``jrnn.unroll`` / ``Stack.apply`` compute on those parameters,
-with lengths, reverse, initial carries, time-major inputs and final carries; stacks draw
-dropout keys from Flax's RNGs only when not deterministic; gradients flow through both.
+with lengths, reverse, initial carries, time-major inputs and final carries; stacks and
+stochastic cells (zoneout, recurrent dropout, a custom cell with noise) draw keys from
+Flax's RNGs only when not deterministic; gradients flow through both.
 """
 
 from __future__ import annotations
@@ -242,6 +243,70 @@ def test_nnx_cell_in_nnx_rnn():
         jx.Cell(jrnn.stack(cell), I, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="must be a jrnn.Cell or a jrnn.Stack"):
         jx.RNN("lstm", I, rngs=nnx.Rngs(0))
+
+
+def _noisy_custom_cell() -> jrnn.Cell:
+    """A custom cell with randomness of its own: Gaussian noise on the state when training."""
+    base = jrnn.simple_rnn(H)
+
+    def noise(key, params, xs_shape):
+        dtype = params["w_hh"].dtype
+        return None, 0.3 * jax.random.normal(key, (*xs_shape[:-1], H), dtype)
+
+    def train_step(params, carry, x_t, seq_noise, step_noise_t):
+        carry, _ = base.step(params, carry, x_t)
+        h = carry.h + step_noise_t
+        return jrnn.RNNState(h), h
+
+    return jrnn.custom_cell(
+        base.init, base.step, initial_carry=base.initial_carry, name="noisy_rnn", noise=noise,
+        train_step=train_step,
+    )  # fmt: skip
+
+
+STOCHASTIC = {
+    "zoneout": lambda: jrnn.zoneout(jrnn.lstm(H), 0.5),
+    "recurrent_dropout": lambda: jrnn.recurrent_dropout(jrnn.gru(H), 0.5, input_rate=0.2),
+    "custom_noise": _noisy_custom_cell,
+    "stack_of_zoneout": lambda: jrnn.stack(jrnn.zoneout(jrnn.gru(H), 0.3), 2, bidirectional=True),
+}
+
+
+@pytest.mark.parametrize("name", list(STOCHASTIC))
+def test_the_modules_train_a_stochastic_cell_and_evaluate_it_deterministically(name):
+    """Training (``deterministic=False`` with a ``"dropout"`` RNG; NNX after ``.train()``)
+    gives a stochastic cell a key: its outputs are those of ``unroll`` / ``Stack.apply`` with
+    the key the stream gives, and differ from evaluation (``deterministic=True``; NNX after
+    ``.eval()``), which equals the call without a key.  Undecided is an error."""
+    target = STOCHASTIC[name]()
+    xs = data()
+
+    def pure(params, key):
+        if isinstance(target, jrnn.Stack):
+            return target.apply(params, xs, lengths=LENGTHS, key=key)[0]
+        return jrnn.unroll(target, params, xs, lengths=LENGTHS, key=key)[0]
+
+    layer = jl.RNN(target)
+    variables = layer.init(jax.random.key(0), xs, deterministic=True)
+    params = variables["params"]
+    params = stack_params_from_dict(params["stack"]) if "stack" in params else params["cell"]
+    key = jax.random.key(5)
+    train = layer.apply(variables, xs, lengths=LENGTHS, deterministic=False, rngs={"dropout": key})
+    evaluate = layer.apply(variables, xs, lengths=LENGTHS, deterministic=True)
+    same(evaluate, pure(params, None))
+    assert not np.allclose(train, evaluate)
+    again = layer.apply(variables, xs, lengths=LENGTHS, deterministic=False, rngs={"dropout": key})
+    same(train, again)  # the key comes from Flax's stream: reproducible
+    with pytest.raises(ValueError, match="pass `deterministic`"):
+        layer.apply(variables, xs, lengths=LENGTHS)
+
+    module = jx.RNN(target, I, rngs=nnx.Rngs(params=0, dropout=1))
+    module.train()
+    first, second = module(xs, lengths=LENGTHS), module(xs, lengths=LENGTHS)
+    assert not np.allclose(first, second)  # a fresh key from the stream every call
+    module.eval()
+    same(module(xs, lengths=LENGTHS), pure(module.jrnn_params(), None))
+    assert not np.allclose(first, module(xs, lengths=LENGTHS))
 
 
 def test_imports_work_without_torch_and_equinox():

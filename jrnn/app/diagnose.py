@@ -235,7 +235,7 @@ def diagnose_run(
     model = run.task.model
     import jax
 
-    from jrnn._model_common import embed_tokens
+    from jrnn.model_base import embed_tokens
 
     xs, lengths = _model_inputs(run.task.batch_fn(run.task.data, jax.numpy.int32(0)))
     params = run.params

@@ -4,7 +4,7 @@ A task file defines ``SPEC``, a :class:`~jrnn.app.tasks.spec.TaskSpec` (name, mo
 defaults, builder); importing it is cheap (its builder imports JAX when called), so the
 parser and ``--help`` read every task's defaults without loading a model.  Shared pieces:
 :mod:`~jrnn.app.tasks.spec` (the types and the sequence tasks' defaults),
-:mod:`~jrnn.app.tasks.common` and :mod:`~jrnn.app.tasks._seq` (builder helpers).
+:mod:`~jrnn.app.tasks.common` and :mod:`~jrnn.app.tasks.sequences` (builder helpers).
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ def load(config: Any):
     length and batch size."""
     from pathlib import Path
 
-    from jrnn.data import _read_text, load_corpus
+    from jrnn.data import load_corpus, read_text
 
     path = config.corpus
     try:
         # A single file is read as it is by load_corpus: refuse a binary one here (a folder's
         # binary files are skipped by the same test).
-        binary = path is not None and Path(path).is_file() and _read_text(Path(path), 1, True)
+        binary = path is not None and Path(path).is_file() and read_text(Path(path), 1, True)
         corpus = None if binary is None else load_corpus(path, max_chars=config.max_chars)
     except FileNotFoundError:
         raise UsageError(f"--corpus {path}: no such file or folder") from None

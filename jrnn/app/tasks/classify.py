@@ -10,9 +10,9 @@ from jrnn.app.tasks.spec import SEQ_DEFAULTS, SEQ_USES, Task, TaskSpec, check_le
 
 def build(config: Any, corpus: Any = None) -> Task:
     from jrnn import seqtasks
-    from jrnn.app.tasks import _seq
+    from jrnn.app.tasks import sequences
 
-    return _seq.classify(config, seqtasks.majority_task)
+    return sequences.classify(config, seqtasks.majority_task)
 
 
 SPEC = TaskSpec(

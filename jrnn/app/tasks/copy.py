@@ -20,9 +20,9 @@ def check(config: Any) -> None:
 def build(config: Any, corpus: Any = None) -> Task:
     if config.arch in _GENERATORS:
         from jrnn import seqtasks
-        from jrnn.app.tasks import _seq
+        from jrnn.app.tasks import sequences
 
-        return _seq.generation(config, seqtasks.copy_task)
+        return sequences.generation(config, seqtasks.copy_task)
     return _copy_memory(config)
 
 

@@ -10,9 +10,9 @@ from jrnn.app.tasks.spec import SEQ_DEFAULTS, SEQ_USES, Task, TaskSpec, check_le
 
 def build(config: Any, corpus: Any = None) -> Task:
     from jrnn import seqtasks
-    from jrnn.app.tasks import _seq
+    from jrnn.app.tasks import sequences
 
-    return _seq.generation(config, seqtasks.count_task)
+    return sequences.generation(config, seqtasks.count_task)
 
 
 SPEC = TaskSpec(

@@ -24,9 +24,9 @@ def check(config: Any) -> None:
 
 def build(config: Any, corpus: Any = None) -> Task:
     from jrnn import seqtasks
-    from jrnn.app.tasks import _seq
+    from jrnn.app.tasks import sequences
 
-    return _seq.tagging(config, seqtasks.running_sum_task, ("chance, token accuracy", 0.5))
+    return sequences.tagging(config, seqtasks.running_sum_task, ("chance, token accuracy", 0.5))
 
 
 SPEC = TaskSpec(

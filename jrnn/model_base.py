@@ -60,7 +60,7 @@ def compute_dtype(dtype: DType | None, default: DType) -> Any:
     return jnp.dtype(default if dtype is None else dtype)
 
 
-def _check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int | None) -> Array:
+def check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int | None) -> Array:
     """Integer tokens of rank ``rank`` (``None``: any rank >= 1, ``[..., time]``); values in
     ``[0, vocab_size)`` when concrete.
 
@@ -84,11 +84,11 @@ def _check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int
     return tokens.astype(jnp.int32)
 
 
-def _dense_init(key: jax.Array, rows: int, cols: int, dtype: Any) -> Array:
+def dense_init(key: jax.Array, rows: int, cols: int, dtype: Any) -> Array:
     return jax.nn.initializers.lecun_normal()(key, (rows, cols), dtype)
 
 
-def _as_stack(rnn: Cell | Stack) -> Stack:
+def as_stack(rnn: Cell | Stack) -> Stack:
     from jrnn.stacks import stack
 
     return rnn if isinstance(rnn, Stack) else stack(rnn)
