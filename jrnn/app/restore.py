@@ -11,9 +11,6 @@ config.json, is a :class:`~jrnn.app.UsageError`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -79,37 +76,6 @@ def check_run(directory: str | Path, command: Command, **options: Any) -> Config
     return config
 
 
-_NOISE = ("Traceback (most recent call last)", "base_events.py", "_check_closed", "loop is closed")
-
-
-@contextlib.contextmanager
-def _quiet_event_loop_noise():
-    """Drops the tracebacks that TensorStore's callbacks print straight to file descriptor 2
-    ("Event loop is closed", not an error of ours) after it fails to read a damaged
-    checkpoint; anything else written to stderr meanwhile is passed on."""
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", errors="replace")
-            kept = [
-                line
-                for line in text.splitlines()
-                if line.strip() not in ("", "RuntimeError") and not any(n in line for n in _NOISE)
-            ]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-
-
 def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, Any]]:
     """``ckpt.restore(template)``: the newest good checkpoint (a bad one is skipped with a
     one-line warning); :class:`UsageError` when none is good (nothing is moved then)."""
@@ -120,8 +86,7 @@ def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with _quiet_event_loop_noise():
-                tree, meta = ckpt.restore(template)
+            tree, meta = ckpt.restore(template)
         except FileNotFoundError:
             raise UsageError(f"{out} has no checkpoint yet") from None
         except CheckpointError as e:
