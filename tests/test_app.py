@@ -270,12 +270,12 @@ def _fake_run(folder: Path, config: Config) -> Path:
 
 
 def test_wrong_run_folders_are_refused_fast_without_building(tmp_path, capsys, monkeypatch):
-    import jrnn.app.loop
+    import jrnn.app.restore
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(jrnn.app.loop, "build_state", no_build)
+    monkeypatch.setattr(jrnn.app.restore, "build_state", no_build)
     rev = _fake_run(tmp_path / "rev", Config(task="reverse"))
     lm = _fake_run(tmp_path / "lm", Config())
     tag = _fake_run(tmp_path / "tag", Config(task="future", arch="tagger"))

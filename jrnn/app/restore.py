@@ -17,16 +17,9 @@ from typing import Any, Literal, NamedTuple
 from jrnn.app import runs
 from jrnn.app.config import ENCODER_DECODERS, Config
 from jrnn.app.errors import UsageError
+from jrnn.app.state import build_state, checkpoint_tree, load_data, restore_newest
 
-__all__ = [
-    "Restored",
-    "check_run",
-    "decode_run",
-    "evaluate_run",
-    "open_run",
-    "restore_newest",
-    "sample_run",
-]
+__all__ = ["Restored", "check_run", "decode_run", "evaluate_run", "open_run", "sample_run"]
 
 Command = Literal["sample", "eval", "decode"]
 
@@ -76,50 +69,6 @@ def check_run(directory: str | Path, command: Command, **options: Any) -> Config
     return config
 
 
-def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, Any]]:
-    """``ckpt.restore(template)``: the newest good checkpoint (a bad one is skipped with a
-    one-line warning); :class:`UsageError` when none is good (nothing is moved then)."""
-    import warnings
-
-    from jrnn.checkpoint import CheckpointError
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            tree, meta = ckpt.restore(template)
-        except FileNotFoundError:
-            raise UsageError(f"{out} has no checkpoint yet") from None
-        except CheckpointError as e:
-            text = str(e)
-            if "shape" in text.lower():
-                text = (
-                    f"the checkpoints in {out} do not fit its config.json (was it edited? "
-                    f"e.g. another hidden size): {text}"
-                )
-            raise UsageError(text) from None
-    _check_shapes(tree, template, out)
-    for w in caught:  # only when a checkpoint was restored: the skipped ones
-        warnings.warn(str(w.message), w.category, stacklevel=2)
-    return tree, meta
-
-
-def _check_shapes(tree: Any, template: Any, out: Path) -> None:
-    """Refuses a restored tree whose arrays do not have the shapes that config.json gives
-    (orbax restores the stored shapes): config.json was edited."""
-    import jax
-    import numpy as np
-
-    got = jax.tree_util.tree_flatten_with_path(tree)[0]
-    want = jax.tree.leaves(template)
-    for (path, leaf), ref in zip(got, want, strict=False):
-        if np.shape(leaf) != np.shape(ref):
-            raise UsageError(
-                f"the checkpoints in {out} do not fit its config.json (was it edited? e.g. "
-                f"the hidden size): {jax.tree_util.keystr(path)} has shape "
-                f"{list(np.shape(leaf))}, config.json gives {list(np.shape(ref))}"
-            )
-
-
 def _vocab_only_corpus(out: Path):
     import numpy as np
 
@@ -144,7 +93,6 @@ def open_run(
     """
     import dataclasses
 
-    from jrnn.app.loop import build_state, load_data
     from jrnn.checkpoint import Checkpointer
 
     out = Path(directory)
@@ -165,8 +113,7 @@ def open_run(
     task, _, state, carry = build_state(config, corpus)
     ckpt = Checkpointer(out / "checkpoints", create=False)
     try:
-        template = {"train": state, "carry": carry} if task.has_carry else {"train": state}
-        tree, meta = restore_newest(ckpt, template, out)
+        tree, meta = restore_newest(ckpt, checkpoint_tree(task, state, carry), out)
     finally:
         ckpt.close()
     return Restored(config, task, tree["train"].params, int(meta["step"]), corpus)
