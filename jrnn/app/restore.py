@@ -136,9 +136,10 @@ def sample_run(
 def evaluate_run(directory: str | Path, full: bool = False) -> dict[str, Any]:
     """The validation metrics of a run's latest checkpoint (``full``: a text task's whole
     held-out text)."""
+    config = check_run(directory, "eval")  # before JAX is loaded
+
     from jrnn.train import evaluate, make_eval_step
 
-    config = check_run(directory, "eval")
     overrides = {"eval_batches": 0} if full and config.spec.load is not None else {}
     run = open_run(directory, config, need_corpus=True, **overrides)
     task, params = run.task, run.params
