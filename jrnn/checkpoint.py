@@ -6,22 +6,31 @@ a temporary folder and renames it when complete, so a checkpoint on disk is alwa
 a run killed mid-write leaves the previous checkpoint as the latest.  The last
 ``max_to_keep`` (3) are kept.
 
-Integrity: every checkpoint carries a SHA-256 digest of what it holds (each array's dtype,
-shape and bytes, in the tree's order, and the metadata's canonical JSON).  It is computed
-from the host copies when :meth:`Checkpointer.save` is called and stored inside the
-checkpoint's own JSON item, so it is written atomically with the data.  :meth:`Checkpointer.restore`
-recomputes it from what it read; a checkpoint that cannot be read (truncated or deleted
-files, missing or garbage metadata, an empty step folder) or whose digest differs (flipped
-bytes) is skipped with a one-line ``warnings.warn`` and the next older one is tried.  A
-writable checkpointer moves the skipped ones to ``<directory>/corrupt/`` so that training
-can save those steps again.  When no checkpoint is good, :class:`CheckpointError` (a
-``ValueError``) says why for each step -- never a raw Orbax/TensorStore traceback.
-Checkpoints written before digests existed are restored unverified.
+Integrity, checked twice:
+
+* the files: once Orbax has finished writing a step, a manifest of the size and SHA-256 of
+  every file in its folder is written next to them (:mod:`jrnn.checkpoint_manifest`).
+  :meth:`Checkpointer.restore` checks it with plain file reads *before* Orbax opens the
+  step, so a truncated, deleted, flipped or garbage file is found without any TensorStore
+  read of it (such reads fail asynchronously and print tracebacks of their own);
+* the contents: every checkpoint carries a SHA-256 digest of what it holds (each array's
+  dtype, shape and bytes, in the tree's order, and the metadata's canonical JSON), computed
+  from the host copies when :meth:`Checkpointer.save` is called and stored inside the
+  checkpoint's own JSON item.  :meth:`Checkpointer.restore` recomputes it from what it read
+  (this also catches a template of another precision).
+
+A checkpoint that fails either check or cannot be read (an empty step folder, missing or
+garbage metadata) is skipped with a one-line ``warnings.warn`` and the next older one is
+tried.  A writable checkpointer moves the skipped ones to ``<directory>/corrupt/`` so that
+training can save those steps again.  When no checkpoint is good, :class:`CheckpointError`
+(a ``ValueError``) says why for each step.  Checkpoints written before manifests existed
+(or by a process killed between Orbax's write and the manifest) are opened by Orbax
+directly, and those written before digests existed are restored unverified.
 
 Saves are asynchronous (training goes on while the files are written).  The arrays are
 copied to host memory and the metadata is snapshotted before :meth:`Checkpointer.save`
 returns, so the caller may donate its buffers or mutate its dict at once.  Call
-:meth:`Checkpointer.wait` (or ``close``) before exiting.
+:meth:`Checkpointer.wait` (or ``close``) before exiting: it also writes the manifests.
 
 Typed PRNG keys (``jax.random.key``) are stored as their raw ``key_data`` and rewrapped on
 restore from the template's key implementation.
@@ -40,6 +49,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jrnn.checkpoint_manifest import verify_manifest, write_manifest
 
 __all__ = ["CheckpointError", "Checkpointer", "tree_digest"]
 
@@ -158,6 +169,8 @@ class Checkpointer:
         logging.getLogger("absl").setLevel(logging.WARNING)
         self.directory = Path(directory).absolute()
         self._writable = bool(create)
+        self._async = bool(async_save)
+        self._unsealed: list[int] = []  # saved steps still without a manifest
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=create,
@@ -203,6 +216,7 @@ class Checkpointer:
                 f"Checkpointer.save: `metadata` must be JSON-serialisable: {_one_line(e)}"
             ) from None
         stored = dict(metadata, **{_DIGEST_KEY: tree_digest(host, metadata)})
+        self._seal()  # Orbax waits for the previous save here anyway
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -210,13 +224,30 @@ class Checkpointer:
             ),
             force=True,
         )
+        self._unsealed.append(int(step))
+        if not self._async:
+            self._seal()
+
+    def _seal(self) -> None:
+        """Waits for the pending save, then writes the manifest of every step saved since
+        the last call (on the primary process; steps Orbax already deleted are passed)."""
+        self._manager.wait_until_finished()
+        steps, self._unsealed = self._unsealed, []
+        if jax.process_index() != 0:
+            return
+        for s in steps:
+            folder = self.directory / str(s)
+            if folder.is_dir():
+                write_manifest(folder)
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restores and verifies checkpoint ``step`` (default: the newest good one).
 
-        Without ``step``, the checkpoints are tried newest first: one that cannot be read
-        or fails its SHA-256 digest is skipped with a one-line ``warnings.warn`` (and, when
-        the checkpointer is writable, moved to ``<directory>/corrupt/``).
+        Without ``step``, the checkpoints are tried newest first: one whose files fail
+        their manifest, that cannot be read or fails its SHA-256 digest is skipped with a
+        one-line ``warnings.warn`` (and, when the checkpointer is writable, moved to
+        ``<directory>/corrupt/``).  A step's files are checked against its manifest before
+        Orbax opens it.
 
         Args:
           template: a pytree with the structure, shapes and dtypes of the saved one (e.g. a
@@ -232,7 +263,7 @@ class Checkpointer:
           CheckpointError: ``step`` does not exist or is bad, or (without ``step``) no
             checkpoint is good; the message gives the reason for each.
         """
-        self._manager.wait_until_finished()
+        self._seal()
         steps = self.all_steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -265,7 +296,17 @@ class Checkpointer:
             return result
         raise CheckpointError(f"no good checkpoint in {self.directory}: " + "; ".join(failures))
 
+    def _check_files(self, step: int) -> None:
+        """Refuses a step whose files fail its manifest, or an empty step folder, before
+        Orbax opens it (no TensorStore read of a damaged file is ever started)."""
+        folder = self.directory / str(step)
+        if verify_manifest(folder):
+            return
+        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            raise CheckpointError("its step folder holds no file")
+
     def _restore_verified(self, template: Any, step: int) -> tuple[Any, dict[str, Any]]:
+        self._check_files(step)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), _storable_template(template)
         )
@@ -307,12 +348,12 @@ class Checkpointer:
         self._manager.reload()
 
     def wait(self) -> None:
-        """Blocks until every started save is on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until every started save is on disk, with its manifest."""
+        self._seal()
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
-        self._manager.wait_until_finished()
+        """Waits for pending saves (writing their manifests) and releases the manager."""
+        self._seal()
         self._manager.close()
 
     def __enter__(self) -> Checkpointer:

@@ -200,20 +200,11 @@ def run() -> NoReturn:
 
     Every file a command writes is closed before :func:`main` returns (checkpoints are
     waited for, metrics and plots written), so nothing is lost by skipping interpreter
-    shutdown.  A restore that fails on a corrupt checkpoint leaves TensorStore reads in
-    flight whose callbacks later find orbax's event loop closed; Python reports those as
-    "unraisable" ``RuntimeError('Event loop is closed')`` tracebacks, which would break the
-    one-line rule, so the command drops exactly those (skipping shutdown keeps the rest from
-    arriving after the error line).  An uncaught exception ends as usual, with its traceback.
+    shutdown.  A damaged checkpoint is found by its manifest before Orbax opens it
+    (:mod:`jrnn.checkpoint`), so no failed TensorStore read is left to report anything.
+    An uncaught exception ends as usual, with its traceback.
     """
     restart_with_huge_pages()
-    previous = sys.unraisablehook
-
-    def drop_closed_loop_noise(u: sys.UnraisableHookArgs) -> None:
-        if not (u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed"):
-            previous(u)
-
-    sys.unraisablehook = drop_closed_loop_noise
     try:
         code = main()
     except SystemExit as e:

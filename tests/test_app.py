@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -272,13 +271,14 @@ def _fake_run(folder: Path, config: Config) -> Path:
     return folder
 
 
-def test_wrong_run_folders_are_refused_fast_without_building(tmp_path, capsys, monkeypatch):
-    import jrnn.app.loop
+def test_wrong_run_folders_are_refused_without_building(tmp_path, capsys, monkeypatch):
+    """How fast that is: ``benchmarks/refusal.py`` (not a test: it depends on the machine)."""
+    import jrnn.app.restore
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(jrnn.app.loop, "build_state", no_build)
+    monkeypatch.setattr(jrnn.app.restore, "build_state", no_build)
     rev = _fake_run(tmp_path / "rev", Config(task="reverse"))
     lm = _fake_run(tmp_path / "lm", Config())
     tag = _fake_run(tmp_path / "tag", Config(task="future", arch="tagger"))
@@ -297,37 +297,43 @@ def test_wrong_run_folders_are_refused_fast_without_building(tmp_path, capsys, m
     ]
     for argv, message in cases:
         capsys.readouterr()
-        t0 = time.perf_counter()
         with pytest.raises(SystemExit) as info:
             main(argv)
-        elapsed = time.perf_counter() - t0
         err = capsys.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)
-        assert elapsed < 2.0, (argv, elapsed)
 
 
-def test_refusal_from_a_fresh_process_reads_only_json(tmp_path):
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("sample", "sample needs a run of a text task"),
+        ("decode", "decode needs a run of a sequence task"),
+        ("eval", "is not a run folder"),
+    ],
+)
+def test_refusal_from_a_fresh_process_reads_only_json(tmp_path, command, message):
     """In a fresh process a wrong folder is refused before jrnn loads JAX or anything to
-    build or restore a model (orbax, matplotlib, tqdm, the task builders)."""
-    rev = _fake_run(tmp_path / "rev", Config(task="reverse"))
+    build or restore a model (orbax, matplotlib, tqdm, the task builders).  How fast that
+    is: ``benchmarks/refusal.py``."""
+    config = Config(task="reverse") if command == "sample" else Config()
+    folder = tmp_path if command == "eval" else _fake_run(tmp_path / "run", config)
     code = (
-        "import sys, time\nt0 = time.perf_counter()\nimport jrnn\nbefore = set(sys.modules)\n"
+        "import sys\nimport jrnn\nbefore = set(sys.modules)\n"
         "from jrnn.cli import main\n"
-        "try:\n    main(['sample', sys.argv[1]])\nexcept SystemExit as e:\n    code = e.code\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
         "new = set(sys.modules) - before\n"
         "heavy = sorted(m for m in new if m.split('.')[0] in ('orbax', 'matplotlib', 'tqdm')"
         " or m.split('.')[0] == 'jax'"
         " or m in ('jrnn.checkpoint', 'jrnn.app.tasks.common', 'jrnn.app.tasks._seq'))\n"
-        "print(code, heavy, file=sys.stderr)\nprint(time.perf_counter() - t0)"
+        "print(code, heavy, file=sys.stderr)"
     )
     res = subprocess.run(
-        [sys.executable, "-c", code, str(rev)],
+        [sys.executable, "-c", code, command, str(folder)],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=120,
     )
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 2 and "sample needs a run of a text task" in lines[0], res.stderr
+    assert len(lines) == 2 and message in lines[0], res.stderr
     assert lines[1] == "2 []", res.stderr
-    assert float(res.stdout) < 2.0  # seconds from `import jrnn` to the refusal

@@ -1,6 +1,8 @@
 """Tests of jrnn.checkpoint: SHA-256 verification on restore with real corruption of the files
 (truncated, deleted, flipped bytes, missing or garbage metadata, an empty step folder),
-fallback to the newest good checkpoint, and a clear CheckpointError when none is good."""
+fallback to the newest good checkpoint, and a clear CheckpointError when none is good.
+A step with a manifest (jrnn.checkpoint_manifest) is refused before Orbax opens it; one
+without (older checkpoints) is still refused by Orbax or the digest."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jrnn.checkpoint import Checkpointer, CheckpointError, tree_digest
+from jrnn.checkpoint_manifest import MANIFEST, verify_manifest
 
 
 def _tree(step: int):
@@ -103,9 +106,20 @@ def _restore_warns(ck, template=TEMPLATE):
     return tree, meta, [str(w.message) for w in caught]
 
 
+# Without a manifest Orbax opens the damaged step itself; its TensorStore reads may then
+# report an unraisable "Event loop is closed" -- what the manifest check exists to prevent.
+OLDER = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [pytest.param(True, id="manifest"), pytest.param(False, id="no_manifest", marks=OLDER)],
+)
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, corruption):
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, corruption, manifest):
     _write(tmp_path)
+    if not manifest:  # as written before manifests existed: Orbax and the digest find it
+        (tmp_path / "3" / MANIFEST).unlink()
     CORRUPTIONS[corruption](tmp_path / "3")
     with Checkpointer(tmp_path) as ck:
         tree, meta, messages = _restore_warns(ck)
@@ -124,6 +138,56 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, co
         tree, meta, messages = _restore_warns(ck)
     assert meta == {"step": 3} and messages == []
     np.testing.assert_array_equal(tree["w"], _tree(3)["w"])
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_damaged_step_with_a_manifest_never_reaches_orbax(tmp_path, monkeypatch, corruption):
+    """The files are checked against the manifest first: no TensorStore read of a damaged
+    file is started (those fail asynchronously and print tracebacks of their own)."""
+    _write(tmp_path)
+    CORRUPTIONS[corruption](tmp_path / "3")
+    with Checkpointer(tmp_path, create=False) as ck:
+        opened = []
+        restore = ck._manager.restore
+        monkeypatch.setattr(
+            ck._manager, "restore", lambda step, **kw: opened.append(step) or restore(step, **kw)
+        )
+        _, meta, messages = _restore_warns(ck)
+    assert meta == {"step": 2} and opened == [2]
+    assert len(messages) == 1 and "skipping checkpoint 3" in messages[0]
+
+
+def test_every_saved_step_gets_a_manifest_of_all_its_files(tmp_path):
+    with Checkpointer(tmp_path, max_to_keep=2) as ck:
+        ck.save(1, _tree(1), {"step": 1})
+        ck.save(2, _tree(2), {"step": 2})  # the manifest of step 1 is written here
+        assert (tmp_path / "1" / MANIFEST).is_file()
+        ck.wait()
+        assert (tmp_path / "2" / MANIFEST).is_file()
+        ck.save(3, _tree(3), {"step": 3})  # step 1 is deleted
+    assert sorted(os.listdir(tmp_path)) == ["2", "3"]
+    for step in (2, 3):
+        listed = json.loads((tmp_path / str(step) / MANIFEST).read_text())["files"]
+        on_disk = {
+            p.relative_to(tmp_path / str(step)).as_posix()
+            for p in (tmp_path / str(step)).rglob("*")
+            if p.is_file() and p.name != MANIFEST
+        }
+        assert set(listed) == on_disk and any(name.startswith("state/") for name in listed)
+        assert verify_manifest(tmp_path / str(step))
+    with Checkpointer(tmp_path / "sync", async_save=False) as ck:
+        ck.save(1, _tree(1), {"step": 1})
+        assert verify_manifest(tmp_path / "sync" / "1")
+
+
+@pytest.mark.parametrize("text", ["{{{ not json", "[1, 2]", '{"files": {"../x": {}}}'])
+def test_a_garbage_manifest_is_a_damaged_step(tmp_path, text):
+    _write(tmp_path)
+    (tmp_path / "3" / MANIFEST).write_text(text)
+    with Checkpointer(tmp_path, create=False) as ck:
+        _, meta, messages = _restore_warns(ck)
+    assert meta == {"step": 2}
+    assert len(messages) == 1 and MANIFEST in messages[0]
 
 
 def test_an_empty_newer_step_folder_is_skipped(tmp_path):

@@ -515,7 +515,9 @@ def test_errors_name_the_argument():
 
 def test_import_does_not_load_matplotlib_and_plots_return_figures():
     code = "import sys, jrnn.diagnostics; print('matplotlib' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     assert out.stdout.strip() == "False"
 
     import matplotlib

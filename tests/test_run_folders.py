@@ -44,7 +44,6 @@ def _one_error(result: subprocess.CompletedProcess, *words: str) -> str:
     lines = _lines(result.stderr)
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
     for w in words:
         assert w in lines[0], lines[0]
     return lines[0]
@@ -99,6 +98,8 @@ def _corrupt(step: Path, how: str) -> None:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     elif how == "delete":
         shutil.rmtree(step / "state")
+    elif how == "garbage":  # the arrays' metadata replaced by garbage
+        (step / "state" / "_METADATA").write_text("{{{ not json")
     elif how == "empty":
         for p in step.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -106,17 +107,18 @@ def _corrupt(step: Path, how: str) -> None:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["flip", "truncate", "delete", "empty"])
+@pytest.mark.parametrize("how", ["flip", "truncate", "delete", "garbage", "empty"])
 def test_corrupt_newest_checkpoint_falls_back_with_one_warning(run, how):
     _corrupt(run / "checkpoints" / "20", how)
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     r = _jrnn("eval", run)
     assert r.returncode == 0, r.stderr
     warns = _warnings(r.stderr)
-    assert len(warns) == 1 and "checkpoint 20" in warns[0], r.stderr
-    assert "Traceback" not in r.stderr and "warnings.warn" not in r.stderr
+    assert len(warns) == 1 and warns[0].startswith("jrnn eval: warning: "), r.stderr
+    assert "skipping checkpoint 20" in warns[0], r.stderr
     assert r.stdout.startswith("step=10 "), r.stdout  # the step read from the restored one
     # read-only commands move nothing
-    assert (run / "checkpoints" / "20").exists()
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
 def test_sample_and_resume_fall_back_and_keep_the_bad_checkpoint(run):
@@ -197,8 +199,7 @@ def test_damaged_config_or_vocab_is_one_line_and_exit_2(run, damage):
     if damage.startswith("vocab") or damage == "hidden-mismatch":
         commands.append(["sample", run])
     for argv in commands:
-        line = _one_error(_jrnn(*argv), words)
-        assert "Traceback" not in line
+        _one_error(_jrnn(*argv), words)
     after = {p: p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
     assert after == before and (run / "metrics.jsonl").read_text() == rows
 

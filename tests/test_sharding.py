@@ -203,7 +203,9 @@ def test_use_cpu_cores_before_and_after_jax_starts():
         "jrnn.use_cpu_cores() if False else len(os.sched_getaffinity(0)))"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[:2] == ["3", "3"]
 
@@ -274,7 +276,12 @@ def test_fit_refuses_batches_that_do_not_split_and_missing_devices(tmp_path):
 def _cli(*argv, cwd):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # jrnn makes its own
     return subprocess.run(
-        [sys.executable, "-m", "jrnn", *argv], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "jrnn", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -337,7 +344,7 @@ def test_unroll_splits_the_batch_over_host_devices_after_use_cpu_cores(tmp_path)
     assert jrnn.sharding.host_split(jnp.ones((5, 4, 3)), (4,), 1024) == 1
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(
-        [sys.executable, "-c", _SPLIT_UNROLL], env=env, capture_output=True, text=True
+        [sys.executable, "-c", _SPLIT_UNROLL], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[0]) < 1e-12, out.stdout

@@ -11,25 +11,15 @@ config.json, is a :class:`~jrnn.app.UsageError`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from jrnn.app import runs
 from jrnn.app.config import ENCODER_DECODERS, Config
 from jrnn.app.errors import UsageError
+from jrnn.app.state import build_state, checkpoint_tree, load_data, restore_newest
 
-__all__ = [
-    "Restored",
-    "check_run",
-    "decode_run",
-    "evaluate_run",
-    "open_run",
-    "restore_newest",
-    "sample_run",
-]
+__all__ = ["Restored", "check_run", "decode_run", "evaluate_run", "open_run", "sample_run"]
 
 Command = Literal["sample", "eval", "decode"]
 
@@ -79,82 +69,6 @@ def check_run(directory: str | Path, command: Command, **options: Any) -> Config
     return config
 
 
-_NOISE = ("Traceback (most recent call last)", "base_events.py", "_check_closed", "loop is closed")
-
-
-@contextlib.contextmanager
-def _quiet_event_loop_noise():
-    """Drops the tracebacks that TensorStore's callbacks print straight to file descriptor 2
-    ("Event loop is closed", not an error of ours) after it fails to read a damaged
-    checkpoint; anything else written to stderr meanwhile is passed on."""
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", errors="replace")
-            kept = [
-                line
-                for line in text.splitlines()
-                if line.strip() not in ("", "RuntimeError") and not any(n in line for n in _NOISE)
-            ]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-
-
-def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, Any]]:
-    """``ckpt.restore(template)``: the newest good checkpoint (a bad one is skipped with a
-    one-line warning); :class:`UsageError` when none is good (nothing is moved then)."""
-    import warnings
-
-    from jrnn.checkpoint import CheckpointError
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with _quiet_event_loop_noise():
-                tree, meta = ckpt.restore(template)
-        except FileNotFoundError:
-            raise UsageError(f"{out} has no checkpoint yet") from None
-        except CheckpointError as e:
-            text = str(e)
-            if "shape" in text.lower():
-                text = (
-                    f"the checkpoints in {out} do not fit its config.json (was it edited? "
-                    f"e.g. another hidden size): {text}"
-                )
-            raise UsageError(text) from None
-    _check_shapes(tree, template, out)
-    for w in caught:  # only when a checkpoint was restored: the skipped ones
-        warnings.warn(str(w.message), w.category, stacklevel=2)
-    return tree, meta
-
-
-def _check_shapes(tree: Any, template: Any, out: Path) -> None:
-    """Refuses a restored tree whose arrays do not have the shapes that config.json gives
-    (orbax restores the stored shapes): config.json was edited."""
-    import jax
-    import numpy as np
-
-    got = jax.tree_util.tree_flatten_with_path(tree)[0]
-    want = jax.tree.leaves(template)
-    for (path, leaf), ref in zip(got, want, strict=False):
-        if np.shape(leaf) != np.shape(ref):
-            raise UsageError(
-                f"the checkpoints in {out} do not fit its config.json (was it edited? e.g. "
-                f"the hidden size): {jax.tree_util.keystr(path)} has shape "
-                f"{list(np.shape(leaf))}, config.json gives {list(np.shape(ref))}"
-            )
-
-
 def _vocab_only_corpus(out: Path):
     import numpy as np
 
@@ -179,7 +93,6 @@ def open_run(
     """
     import dataclasses
 
-    from jrnn.app.loop import build_state, load_data
     from jrnn.checkpoint import Checkpointer
 
     out = Path(directory)
@@ -200,8 +113,7 @@ def open_run(
     task, _, state, carry = build_state(config, corpus)
     ckpt = Checkpointer(out / "checkpoints", create=False)
     try:
-        template = {"train": state, "carry": carry} if task.has_carry else {"train": state}
-        tree, meta = restore_newest(ckpt, template, out)
+        tree, meta = restore_newest(ckpt, checkpoint_tree(task, state, carry), out)
     finally:
         ckpt.close()
     return Restored(config, task, tree["train"].params, int(meta["step"]), corpus)
@@ -224,9 +136,10 @@ def sample_run(
 def evaluate_run(directory: str | Path, full: bool = False) -> dict[str, Any]:
     """The validation metrics of a run's latest checkpoint (``full``: a text task's whole
     held-out text)."""
+    config = check_run(directory, "eval")  # before JAX is loaded
+
     from jrnn.train import evaluate, make_eval_step
 
-    config = check_run(directory, "eval")
     overrides = {"eval_batches": 0} if full and config.spec.load is not None else {}
     run = open_run(directory, config, need_corpus=True, **overrides)
     task, params = run.task, run.params
