@@ -233,8 +233,8 @@ def host_devices_mesh(n: int) -> Mesh:
     """The one-axis mesh of the first ``n`` CPU (host) devices, axis :data:`DATA_AXIS`.
 
     Examples:
-      >>> host_devices_mesh(1).shape
-      OrderedDict({'data': 1})
+      >>> dict(host_devices_mesh(1).shape)
+      {'data': 1}
     """
     return Mesh(np.array(jax.devices("cpu")[:n]), (DATA_AXIS,))
 

@@ -177,8 +177,8 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     for name in ("jrnn.cells.simple_rnn", "jrnn.cells.lstm", "jrnn.cells.gru"):
         assert f'id="{name}"' in cells
     for module in (
-        "base cells unroll losses data seqtasks models attention decode train checkpoint "
-        "interop nn reference sample"
+        "base custom cells unrolling stacks strategy losses data seqtasks models attention "
+        "decode train checkpoint interop nn reference sample"
     ).split():
         page = (site / "api" / module / "index.html").read_text(encoding="utf-8")
         assert f'id="jrnn{module}"' in page or f'id="jrnn.{module}"' in page, module
