@@ -243,44 +243,15 @@ def sequence_model(
                 rnn, params["rnn"], inputs, carry=carry, lengths=lengths, resets=resets, key=rnn_key
             )
         if readout == "last":
-            hs = _last(hs, lengths)
+            hs = last_step(hs, lengths, cell.output_size if bidirectional else None)
         elif readout in ("mean", "max"):
-            hs = _pool(hs, lengths)
+            hs = pool_steps(hs, lengths, readout)
         if dropout > 0.0 and out_key is not None:
             keep = jax.random.bernoulli(out_key, 1.0 - dropout, hs.shape)
             hs = jnp.where(keep, hs / (1.0 - dropout), jnp.zeros_like(hs))
         dt = compute if dtype is not None else hs.dtype
         o = hs.astype(dt) @ params["w_ho"].astype(dt) + params["b_o"].astype(dt)
         return o, ModelAux(carry=carry)
-
-    def _last(hs: Array, lengths: Array | None) -> Array:
-        num_steps = hs.shape[-2]
-        if lengths is None:
-            last = jnp.full(hs.shape[:-2], num_steps - 1, jnp.int32)
-        else:
-            # clipped: traced lengths beyond T read the last step (unroll clamps the same way)
-            last = jnp.clip(jnp.asarray(lengths).astype(jnp.int32) - 1, 0, num_steps - 1)
-        idx = last[..., None, None]
-        h_fwd = jnp.take_along_axis(hs, idx, axis=-2)[..., 0, :]
-        if not bidirectional:
-            return h_fwd
-        h_bwd = hs[..., 0, :]
-        half = cell.output_size
-        return jnp.concatenate([h_fwd[..., :half], h_bwd[..., half:]], axis=-1)
-
-    def _pool(hs: Array, lengths: Array | None) -> Array:
-        num_steps = hs.shape[-2]
-        if lengths is None:
-            lengths = jnp.full(hs.shape[:-2], num_steps, jnp.int32)
-        lengths = jnp.clip(jnp.asarray(lengths).astype(jnp.int32), 0, num_steps)
-        valid = (jnp.arange(num_steps, dtype=jnp.int32) < lengths[..., None])[..., None]
-        if readout == "mean":
-            total = jnp.sum(jnp.where(valid, hs, jnp.zeros((), hs.dtype)), axis=-2)
-            count = jnp.maximum(lengths, 1).astype(hs.dtype)[..., None]
-            return total / count
-        low = jnp.asarray(jnp.finfo(hs.dtype).min, hs.dtype)
-        top = jnp.max(jnp.where(valid, hs, low), axis=-2)
-        return jnp.where(lengths[..., None] > 0, top, jnp.zeros((), hs.dtype))
 
     kind = f"vocab={vocab_size}" if vocab_size is not None else f"input={input_size}"
     if vocab_size is not None:
@@ -302,6 +273,53 @@ def sequence_model(
         readout=readout,
         name=name,
     )
+
+
+def last_step(hs: Array, lengths: Array | None, half: int | None = None) -> Array:
+    """The outputs ``hs [..., T, F]`` at each sequence's last valid step, ``[..., F]``.
+
+    With ``half`` (a bidirectional rnn's ``[forward, backward]`` outputs of ``half``
+    features each) the backward half is read at ``t = 0``, where that direction ends.
+    Lengths beyond ``T`` (possible when traced) read the last step, as ``unroll`` clamps.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> hs = jnp.arange(6.0).reshape(1, 3, 2)  # [batch, T, 2 features]
+      >>> last_step(hs, jnp.array([2])).tolist(), last_step(hs, jnp.array([2]), 1).tolist()
+      ([[2.0, 3.0]], [[2.0, 1.0]])
+    """
+    num_steps = hs.shape[-2]
+    if lengths is None:
+        last = jnp.full(hs.shape[:-2], num_steps - 1, jnp.int32)
+    else:
+        last = jnp.clip(jnp.asarray(lengths).astype(jnp.int32) - 1, 0, num_steps - 1)
+    h_fwd = jnp.take_along_axis(hs, last[..., None, None], axis=-2)[..., 0, :]
+    if half is None:
+        return h_fwd
+    return jnp.concatenate([h_fwd[..., :half], hs[..., 0, half:]], axis=-1)
+
+
+def pool_steps(hs: Array, lengths: Array | None, how: Literal["mean", "max"]) -> Array:
+    """The mean or the max of ``hs [..., T, F]`` over each sequence's valid steps (0 for an
+    empty sequence), ``[..., F]``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> hs = jnp.arange(6.0).reshape(1, 3, 2)
+      >>> pool_steps(hs, jnp.array([2]), "mean").tolist(), pool_steps(hs, None, "max").tolist()
+      ([[1.0, 2.0]], [[4.0, 5.0]])
+    """
+    num_steps = hs.shape[-2]
+    if lengths is None:
+        lengths = jnp.full(hs.shape[:-2], num_steps, jnp.int32)
+    lengths = jnp.clip(jnp.asarray(lengths).astype(jnp.int32), 0, num_steps)
+    valid = (jnp.arange(num_steps, dtype=jnp.int32) < lengths[..., None])[..., None]
+    if how == "mean":
+        total = jnp.sum(jnp.where(valid, hs, jnp.zeros((), hs.dtype)), axis=-2)
+        return total / jnp.maximum(lengths, 1).astype(hs.dtype)[..., None]
+    low = jnp.asarray(jnp.finfo(hs.dtype).min, hs.dtype)
+    top = jnp.max(jnp.where(valid, hs, low), axis=-2)
+    return jnp.where(lengths[..., None] > 0, top, jnp.zeros((), hs.dtype))
 
 
 # ======================================================================================
