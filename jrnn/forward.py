@@ -18,7 +18,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Carry, Cell, FastPath, Params, core_step
+from jrnn.base import Array, Carry, Cell, FastPath, Params
 
 Emit = Literal["y", "carries", "residuals", "linearized"]
 
@@ -115,8 +115,7 @@ def gate_fn(fast: FastPath, params: Params, used: tuple, m_t: Array | None) -> C
 
 def _body(cell: Cell, params, carry0, hoist: bool, emit: Emit, noise, used):
     fast = cell.fast
-    step = core_step(cell)
-    w_rec = None if fast is None else fast.recurrent_kernel(params)
+    w_rec = None if fast is None else fast.recurrent_kernel(params)  # once, outside the loop
     seq_noise = None if noise is None else noise[0]
 
     def body(c, inp):
@@ -125,7 +124,7 @@ def _body(cell: Cell, params, carry0, hoist: bool, emit: Emit, noise, used):
         if noise is not None:
             x_t, n_t = x_t
             new_c, y_t = cell.train_step(params, c, x_t, seq_noise, n_t)
-        elif hoist or emit in ("residuals", "linearized"):  # the FastPath pieces
+        elif fast is not None:  # the FastPath pieces
             xa_t = x_t if hoist else fast.project(params, x_t)
             ha_t = c.h @ w_rec
             if emit == "linearized":
@@ -133,8 +132,8 @@ def _body(cell: Cell, params, carry0, hoist: bool, emit: Emit, noise, used):
                 (new_c, y_t), step_vjp = jax.vjp(fn, gate_params(params, used), c, xa_t, ha_t)
                 return new_c, (y_t, (c.h, step_vjp))
             new_c, y_t = fast.gates(params, c, xa_t, ha_t)
-        else:
-            new_c, y_t = step(params, c, x_t)
+        else:  # the cell's own step
+            new_c, y_t = cell.step(params, c, x_t)
         new_c, y_t = mask_step(c, new_c, y_t, m_t)
         if emit == "residuals":
             return new_c, (y_t, (c, xa_t, ha_t))
