@@ -29,6 +29,7 @@ P = {
     "rnn": rnn.init(KEY, I),
 }
 net = jrnn.stack(lstm, num_layers=2, bidirectional=True)
+STEP_ONLY = jrnn.custom_cell(lstm.init, lstm.step, initial_carry=lstm.initial_carry)
 NP = net.init(KEY, I)
 XS = jnp.zeros((B, T, I))
 X = jnp.zeros((B, I))
@@ -474,10 +475,7 @@ CASES = [
     # ---- a cell without FastPath: the options that need one
     (
         "unroll_hoist_without_fast_path",
-        lambda: jrnn.unroll(
-            jrnn.custom_cell(lstm.init, lstm.step, initial_carry=lstm.initial_carry),
-            P["lstm"], XS, vjp="hoisted",
-        ),  # fmt: skip
+        lambda: jrnn.unroll(STEP_ONLY, P["lstm"], XS, vjp="hoisted"),
         ValueError,
         r"unroll: `vjp=` needs the cell's FastPath .* custom has none",
     ),
