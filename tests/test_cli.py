@@ -1,5 +1,8 @@
-"""Tests of the ``jrnn`` command: run folders, sample/eval, exact resume after SIGKILL and
-Ctrl-C, non-finite losses, and bad input (one line, exit code 2, no file touched)."""
+"""Tests of the ``jrnn`` command: run folders; ``jrnn sample`` (greedy at temperature 0,
+more entropy at a higher temperature); ``jrnn eval`` (what the run logged, ``--full`` over
+all held-out text, both equal to a computation written out here); exact resume after
+SIGKILL and Ctrl-C, non-finite losses, and bad input (one line, exit code 2, no file
+touched)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from jrnn.app import evaluate_run
+from jrnn.app.progress import format_row
 from jrnn.app.restore import open_run
 from jrnn.app.runs import TIMING_KEYS, read_config
 from jrnn.cli import main
@@ -114,12 +120,9 @@ def test_train_writes_the_run_folder(finished_run, capsys):
     assert train[-1]["loss"] < train[0]["loss"]
 
     capsys.readouterr()
-    assert main(["sample", str(out), "--length", "30", "--prompt", "def ", "--seed", "1"]) == 0
-    text = capsys.readouterr().out
-    assert text.startswith("def ") and len(text) == 4 + 30 + 1
     assert main(["eval", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"val_bpc={evals[-1]['val_bpc']:.4f}" in printed and "step=40" in printed
+    assert printed == format_row({"step": 40, **evals[-1], "chars": 2 * 8 * 16}) + "\n"
 
 
 def test_vocab_json_is_what_docs_cli_md_says(finished_run):
@@ -139,6 +142,108 @@ def test_vocab_json_is_what_docs_cli_md_says(finished_run):
     for i, c in enumerate(chars):
         assert vocab.encode(c).tolist() == [i + 1]
     assert vocab.decode([0]) == "\ufffd"
+
+
+def _cli(capsys, *argv: str) -> str:
+    """stdout of ``jrnn ARGV`` run in this process (exit code 0)."""
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def _entropy_bits(text: str) -> float:
+    """Empirical entropy of the characters of ``text``, in bits per character."""
+    counts = np.array(list(Counter(text).values()), np.float64)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_sample_is_the_prompt_then_length_characters_reproducibly(finished_run, capsys):
+    """The prompt, ``--length`` characters of the run's vocabulary (id 0, unknown, is
+    printed as U+FFFD) and a newline; a pure function of ``--seed``."""
+    chars = set(json.loads((finished_run / "vocab.json").read_text(encoding="utf-8")))
+    argv = ["sample", str(finished_run), "--length", "30", "--prompt", "def "]
+    text = _cli(capsys, *argv, "--seed", "1")
+    assert text.startswith("def ") and text.endswith("\n") and len(text) == 4 + 30 + 1
+    assert set(text[4:-1]) <= chars | {"\ufffd"}
+    assert _cli(capsys, *argv, "--seed", "1") == text
+    assert _cli(capsys, *argv, "--seed", "2") != text
+
+
+def test_sample_at_temperature_0_is_greedy_decoding(finished_run, capsys):
+    """``--temperature 0`` is the argmax at every step, whatever the seed: the same text as
+    greedy decoding written out here, the prompt read once and one character fed back at a
+    time with the carried state."""
+    argv = ["sample", str(finished_run), "--length", "40", "--prompt", "def ", "--temperature"]
+    text = _cli(capsys, *argv, "0", "--seed", "0")
+    assert _cli(capsys, *argv, "0", "--seed", "7") == text
+
+    run = open_run(finished_run, read_config(finished_run))
+    model, vocab = run.task.model, run.corpus.vocab
+    apply = jax.jit(lambda tokens, carry: model.apply(run.params, tokens, carry=carry))
+    logits, aux = apply(vocab.encode("def ")[None], None)
+    greedy = []
+    for _ in range(40):
+        greedy.append(int(np.argmax(np.asarray(logits)[0, -1])))
+        logits, aux = apply(np.array([[greedy[-1]]], np.int32), aux.carry)
+    assert text == "def " + vocab.decode(np.array(greedy)) + "\n"
+    # a sampling temperature draws something else from the same model
+    assert _cli(capsys, *argv, "0.8", "--seed", "0") != text
+
+
+def test_a_higher_sampling_temperature_gives_higher_entropy_text(finished_run, capsys):
+    """Dividing the logits by a larger temperature flattens every step's distribution: 2000
+    characters sampled at 2.0 have a higher empirical entropy than at 0.5 (4.74 vs 4.53
+    bits for this run and seed), and neither exceeds log2 of the vocabulary size."""
+    argv = ["sample", str(finished_run), "--length", "2000", "--seed", "0", "--temperature"]
+    cold = _entropy_bits(_cli(capsys, *argv, "0.5")[1:-1])
+    hot = _entropy_bits(_cli(capsys, *argv, "2.0")[1:-1])
+    vocab_size = len(json.loads((finished_run / "vocab.json").read_text(encoding="utf-8"))) + 1
+    assert cold + 0.1 < hot <= np.log2(vocab_size)
+
+
+def _direct_val_loss(run, streams: int, cap: int | None) -> tuple[float, int]:
+    """Mean next-character cross-entropy (nats) of the restored model over the held-out
+    text as ``eval_windows`` documents it: the ``N - 1`` targets cut into ``streams``
+    contiguous streams of nearly equal size (the first ``(N - 1) % streams`` one longer),
+    each read whole from a zero state, only its first ``cap`` targets counted."""
+    val = np.asarray(run.corpus.val)
+    q, r = divmod(val.shape[0] - 1, streams)
+    total, count, start = 0.0, 0, 0
+    for i in range(streams):
+        size = q + (i < r)
+        n = size if cap is None else min(size, cap)
+        ids = val[start : start + n + 1]
+        logits, _ = run.task.model.apply(run.params, ids[None, :-1])
+        logp = np.asarray(jax.nn.log_softmax(np.asarray(logits[0], np.float64), axis=-1))
+        total -= float(logp[np.arange(n), ids[1:]].sum())
+        count += n
+        start += size
+    return total / count, count
+
+
+def test_eval_full_covers_all_held_out_text(finished_run, capsys):
+    """``jrnn eval`` reads the run's evaluation subset (``--eval-batches`` windows of each
+    stream) and equals what the run logged at its last step; ``--full`` predicts every
+    held-out character but the first, once.  Both equal the model run here over the
+    held-out streams in one piece (float32: to 1e-5)."""
+    config = read_config(finished_run)
+    subset, full = evaluate_run(finished_run), evaluate_run(finished_run, full=True)
+    logged = [r for r in _rows(finished_run) if "val_loss" in r][-1]
+    assert {k: v for k, v in subset.items() if k != "chars"} == logged
+
+    run = open_run(finished_run, config, need_corpus=True)
+    held_out = int(run.corpus.val.shape[0])
+    window = config.eval_batches * config.seq_len  # 2 windows of 16 per stream
+    assert subset["chars"] == config.eval_batch_size * window == 256
+    assert full["chars"] == held_out - 1 > 10 * subset["chars"]
+    for row, cap in ((subset, window), (full, None)):
+        loss, count = _direct_val_loss(run, config.eval_batch_size, cap)
+        assert count == row["chars"] and row["step"] == 40
+        np.testing.assert_allclose(row["val_loss"], loss, rtol=1e-5)
+        assert row["val_bpc"] == row["val_loss"] / np.log(2)
+    assert full["val_loss"] != subset["val_loss"]
+    assert _cli(capsys, "eval", str(finished_run), "--full") == format_row(full) + "\n"
 
 
 def test_kill_and_ctrl_c_then_resume_match_an_uninterrupted_run(corpus, tmp_path):
@@ -225,63 +330,46 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pat
     assert any(r.get("skipped") for r in rows)
 
 
-def test_synthetic_tasks(tmp_path, capsys):
-    common = [
-        "--hidden",
-        "8",
-        "--batch-size",
-        "8",
-        "--steps",
-        "20",
-        "--eval-every",
-        "10",
-        "--eval-batches",
-        "1",
-        "--eval-batch-size",
-        "16",
-        "--no-progress",
-    ]
-    assert (
-        main(
-            [
-                "train",
-                "--task",
-                "adding",
-                "--seq-len",
-                "10",
-                "--out",
-                str(tmp_path / "add"),
-                *common,
-            ]
-        )
-        == 0
-    )
-    rows = _rows(tmp_path / "add")
-    assert [r["step"] for r in rows if "val_mse" in r] == [10, 20]
+_SYNTHETIC = ["--hidden", "8", "--batch-size", "8", "--eval-batches", "1", "--no-progress"]
+
+
+def test_adding_run_logs_val_mse_and_prints_its_baseline(tmp_path, capsys):
+    out = tmp_path / "add"
+    argv = ["train", "--task", "adding", "--seq-len", "10", "--out", str(out), *_SYNTHETIC]
+    assert main([*argv, "--steps", "20", "--eval-every", "10", "--eval-batch-size", "16"]) == 0
+    assert [r["step"] for r in _rows(out) if "val_mse" in r] == [10, 20]
     assert "baseline (predicting 1.0, MSE): 0.1667" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "train",
-                "--task",
-                "copy",
-                "--seq-len",
-                "5",
-                "--copy-len",
-                "3",
-                "--cell",
-                "gru",
-                "--out",
-                str(tmp_path / "copy"),
-                *common,
-            ]
-        )
-        == 0
-    )
-    rows = _rows(tmp_path / "copy")
-    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in rows if "val_accuracy" in r)
-    assert main(["eval", str(tmp_path / "copy")]) == 0
-    assert "val_accuracy=" in capsys.readouterr().out
+
+
+def test_copy_memory_metrics_are_jrnn_eval_and_a_recount(tmp_path, capsys):
+    """The copy-memory run's last logged evaluation is what ``jrnn eval`` computes from its
+    checkpoint, and what counting here gives: ``val_accuracy`` the share of the copy_len
+    recalled symbols whose argmax is right, ``val_exact`` the share of sequences with all
+    of them right (exact: counts), ``val_loss`` the mean cross-entropy per step."""
+    out, copy_len = tmp_path / "copy", 3
+    argv = ["train", "--task", "copy", "--seq-len", "5", "--copy-len", str(copy_len)]
+    argv += ["--cell", "gru", "--out", str(out), "--steps", "150", "--eval-every", "50"]
+    assert main([*argv, "--checkpoint-every", "150", "--eval-batch-size", "16", *_SYNTHETIC]) == 0
+    logged = [r for r in _rows(out) if "val_loss" in r]
+    assert [r["step"] for r in logged] == [50, 100, 150]
+    assert evaluate_run(out) == logged[-1]
+    assert _cli(capsys, "eval", str(out)) == format_row(logged[-1]) + "\n"
+
+    run = open_run(out, read_config(out))
+    hits, rows_right, nll, steps = 0, 0, 0.0, 0
+    for inputs, targets in run.task.eval_batches():
+        logits, _ = run.task.model.apply(run.params, inputs)
+        logits, targets = np.asarray(logits, np.float64), np.asarray(targets)
+        right = logits[:, -copy_len:].argmax(-1) == targets[:, -copy_len:]
+        hits, rows_right = hits + int(right.sum()), rows_right + int(right.all(1).sum())
+        logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+        nll -= float(np.take_along_axis(logp, targets[..., None], -1).sum())
+        steps += targets.size
+    assert steps == 16 * (5 + 2 * copy_len)
+    assert hits > 0  # 6 of 48 at step 150: the counts compared are not all zero
+    assert logged[-1]["val_accuracy"] == hits / (16 * copy_len)
+    assert logged[-1]["val_exact"] == rows_right / 16
+    np.testing.assert_allclose(logged[-1]["val_loss"], nll / steps, rtol=1e-5)
 
 
 def test_force_replaces_a_run(corpus, tmp_path):
