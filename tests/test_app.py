@@ -93,11 +93,6 @@ def test_lazy_package_exports_every_public_name():
     assert res.stdout.strip() == "ok", res.stderr
 
 
-def test_cli_is_parsing_and_dispatch_only():
-    lines = (REPO / "jrnn" / "cli.py").read_text().splitlines()
-    assert len(lines) <= 300, len(lines)
-
-
 def test_version(capsys):
     import jrnn
 

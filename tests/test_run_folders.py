@@ -282,15 +282,39 @@ def test_out_under_a_file_and_binary_corpus_are_one_line(corpus, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any folder")
-def test_unwritable_out_is_one_line(tmp_path):
+# Root writes any folder through CAP_DAC_OVERRIDE (CI runs as root): the command runs
+# without it (dropped from the capability bounding set, so the exec'd ``python`` never has
+# it), as an ordinary user would. The prctl needs CAP_SETPCAP, which root has (also in
+# Docker's default set); an ordinary user runs the command as it is.
+_WITHOUT_DAC_OVERRIDE = """
+import ctypes, os, sys
+if os.geteuid() == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(24, 1, 0, 0, 0):  # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
+        sys.exit("cannot drop CAP_DAC_OVERRIDE: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def test_unwritable_out_is_one_line_and_touches_nothing(tmp_path):
     locked = tmp_path / "ro"
     locked.mkdir()
+    (locked / "kept.txt").write_text("x")
     locked.chmod(0o500)
     try:
-        _one_error(_jrnn(*_adding(locked / "run", 4)), "not writable")
+        r = subprocess.run(
+            [sys.executable, "-c", _WITHOUT_DAC_OVERRIDE, "-m", "jrnn"]
+            + _adding(locked / "run", 4),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+            timeout=300,
+        )
+        _one_error(r, f"--out {locked / 'run'}: the folder {locked} is not writable")
     finally:
         locked.chmod(0o700)
+    assert [p.name for p in locked.iterdir()] == ["kept.txt"]
 
 
 @pytest.mark.parametrize(

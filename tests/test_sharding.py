@@ -1,8 +1,10 @@
 """Data parallelism (``jrnn.sharding``, ``make_train_step(mesh=, micro_batches=,
 loss_weight=)``, ``jrnn train --devices/--micro-batches``) on fake CPU devices.
 
-tests/conftest.py gives this process 4 host devices; the 8-device CLI run and
-``use_cpu_cores`` in a fresh interpreter run in subprocesses.
+tests/conftest.py gives this process 4 host devices whatever ``XLA_FLAGS`` says, and where
+JAX's default backend is not the CPU it runs this module in a child process on the CPU
+(``host_devices``): nothing here skips. The 8-device CLI run and ``use_cpu_cores`` in a
+fresh interpreter run in subprocesses.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jrnn.app import Config, UsageError, fit
 from jrnn.app.devices import auto_devices
 from jrnn.sharding import MIN_SPLIT_WORK, data_mesh, replicate, shard_batch, split_devices
 
-pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 fake CPU devices")
+pytestmark = pytest.mark.host_devices  # 4 CPU devices; on a GPU machine: a CPU child process
 
 B, T, I, H = 16, 6, 3, 5
 
