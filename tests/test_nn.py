@@ -1,10 +1,12 @@
 """Flax modules over jrnn (``jrnn.nn.linen`` and ``jrnn.nn.nnx``).
 
 The modules' parameters are what the cell's own ``init`` makes, and their calls compute
-exactly (bit for bit) what ``jrnn.unroll`` / ``Stack.apply`` compute on those parameters,
-with lengths, reverse, initial carries, time-major inputs and final carries; stacks and
-stochastic cells (zoneout, recurrent dropout, a custom cell with noise) draw keys from
-Flax's RNGs only when not deterministic; gradients flow through both.
+exactly (bit for bit: every such comparison is ``np.testing.assert_array_equal``) what
+``jrnn.unroll`` / ``Stack.apply`` compute on those parameters, with lengths, reverse,
+initial carries, time-major inputs and final carries, also when Flax's own ``nn.RNN`` /
+``nnx.RNN`` drives the cell, and so are their gradients; stacks and stochastic cells
+(zoneout, recurrent dropout, a custom cell with noise) draw keys from Flax's RNGs only when
+not deterministic.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def test_linen_rnn_is_exactly_unroll_with_gradients():
     ys_tm = jax.jit(jl.RNN(cell, reverse=True, time_major=True).apply)(
         variables, xs.swapaxes(0, 1), carry0, lengths=LENGTHS
     )
-    np.testing.assert_allclose(ys_tm.swapaxes(0, 1), out_ref[0], rtol=1e-6, atol=1e-6)
+    same(ys_tm.swapaxes(0, 1), out_ref[0])
     shape = jax.eval_shape(lambda: module.apply(variables, xs, return_carry=False)).shape
     assert shape == (B, T, H)
 
@@ -156,7 +158,7 @@ def test_linen_cell_in_flax_nn_rnn():
     params = variables["params"]["cell"]["cell"]
     assert set(params) == {"w_ih", "w_hh", "b"}
     ys = jax.jit(rnn.apply)(variables, xs)
-    np.testing.assert_allclose(ys, jrnn.unroll(cell, params, xs)[0], rtol=1e-6, atol=1e-6)
+    same(ys, jrnn.unroll(cell, params, xs)[0])
     carry = jl.Cell(cell).initialize_carry(jax.random.key(0), (B, I))
     assert isinstance(carry, jrnn.LSTMState) and carry.h.shape == (B, H)
 
@@ -216,7 +218,7 @@ def test_nnx_stack_dropout_eval_and_grad():
     (_, ys_ref), g_ref = jax.jit(jax.value_and_grad(pure, has_aux=True))(params)
     same(ys, ys_ref)
     jax.tree.map(
-        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+        np.testing.assert_array_equal,
         stack_params_from_dict(nnx.to_pure_dict(grads)["params"]),
         g_ref,
     )
@@ -236,9 +238,7 @@ def test_nnx_cell_in_nnx_rnn():
     xs = data()
     module = jx.Cell(cell, I, rngs=nnx.Rngs(0))
     ys = nnx.RNN(module)(xs)
-    np.testing.assert_allclose(
-        ys, jrnn.unroll(cell, module.jrnn_params(), xs)[0], rtol=1e-6, atol=1e-6
-    )
+    same(ys, jrnn.unroll(cell, module.jrnn_params(), xs)[0])
     with pytest.raises(TypeError, match="must be a jrnn.Cell"):
         jx.Cell(jrnn.stack(cell), I, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="must be a jrnn.Cell or a jrnn.Stack"):
