@@ -50,6 +50,21 @@ and the projection as without normalisation).  The gru's candidate normalises
 
 The Elman network with a softmax output (``elman_forward``, ``elman_loss``,
 ``elman_bptt``) uses the lecture's column-vector notation literally, for one sequence.
+
+Beyond the cells
+----------------
+* minGRU, minLSTM and the LRU twice: ``min_forward`` runs the recurrence step by step;
+  ``mingru_parallel``, ``minlstm_parallel`` and ``lru_parallel`` are the papers' parallel
+  forms in the papers' own parameter layouts (every state summed in closed form, Heinsen's
+  log-space scan, powers of ``λ``), and ``min_parallel`` gives them ``min_forward``'s
+  contract (lengths, reverse).
+* Attention (``attention_scores``, ``masked_softmax``, ``attend``; Bahdanau's additive and
+  Luong's dot and general scores with a source mask) with a hand-derived backward
+  (``attend_backward``).
+* The encoder-decoders of ``jrnn.seq2seq`` (bridges, context input, Luong's attentional
+  decoder with input feeding) and ``jrnn.vec2seq``: ``seq2seq_forward``,
+  ``vec2seq_forward``, teacher forced, built from ``stack_forward``, ``cell_step`` and
+  ``attend``.
 """
 
 from __future__ import annotations
@@ -1474,3 +1489,722 @@ def sequence_mse(
     per_seq = sq.sum(axis=(1, 2))
     mean = per_seq.sum() / max(int(mask.sum()) * D, 1)
     return per_seq, np.asarray(mean)
+
+
+# --------------------------------------------------------------------------------------
+# The papers' parallel forms of minGRU, minLSTM (Feng et al. 2024) and the LRU (Orvieto
+# et al. 2023): every step's state in closed form, in the papers' own parameter layout
+# --------------------------------------------------------------------------------------
+
+
+def _softplus(x: Array) -> Array:
+    """``log(1 + exp(x))``, elementwise, without overflow."""
+    return np.logaddexp(0.0, x)
+
+
+def _log_g(x: Array) -> Array:
+    """``log g(x)``: ``log(x + 0.5)`` for ``x >= 0``, ``log σ(x) = -softplus(-x)`` else."""
+    return np.where(x >= 0, np.log(np.maximum(x, 0.0) + 0.5), -_softplus(-x))
+
+
+def _closed_form(a: Array, b: Array, h0: Array) -> Array:
+    """Every state of ``h_t = a_t * h_{t-1} + b_t`` written out as sums of products.
+
+    ``a, b [B, T, H]`` (real or complex), ``h0 [B, H]``.  Returns ``hs [B, T, H]`` with
+    ``h_t = (Π_{k<=t} a_k) h_0 + Σ_{k<=t} (Π_{k<j<=t} a_j) b_k`` (an empty product is 1):
+    no recurrence is run, each state is summed from scratch.
+    """
+    _, T, _ = a.shape
+    hs = np.zeros(a.shape, np.result_type(a, b, h0))
+    for t in range(T):
+        h = np.prod(a[:, : t + 1], axis=1) * h0
+        for k in range(t + 1):
+            h = h + np.prod(a[:, k + 1 : t + 1], axis=1) * b[:, k]
+        hs[:, t] = h
+    return hs
+
+
+def _parallel_scan_log(log_a: Array, log_values: Array) -> Array:
+    """Heinsen's log-space scan, as in Feng et al.'s ``parallel_scan_log``.
+
+    ``log_a [B, T, H]`` and ``log_values [B, T + 1, H]`` (``log h_0`` first, then
+    ``log b_t``).  With ``a*_t = Σ_{k<=t} log a_k`` (``a*_0 = 0``),
+    ``log h_t = a*_t + logcumsumexp_{k<=t}(log_values_k - a*_k)``; returns ``h [B, T, H]``.
+    """
+    a_star = np.concatenate([np.zeros_like(log_a[:, :1]), np.cumsum(log_a, axis=1)], axis=1)
+    log_h = a_star + np.logaddexp.accumulate(log_values - a_star, axis=1)
+    return np.exp(log_h)[:, 1:]
+
+
+def _min_parallel_args(xs: ArrayLike, h0: ArrayLike | None, hidden: int) -> tuple[Array, Array]:
+    xs = _as_sequence_batch(xs)
+    h0 = np.zeros((xs.shape[0], hidden)) if h0 is None else np.asarray(h0, np.float64)
+    if h0.shape != (xs.shape[0], hidden):
+        raise ValueError(f"h0: expected shape {(xs.shape[0], hidden)}, got {h0.shape}")
+    return xs, h0
+
+
+def mingru_parallel(
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    h0: ArrayLike | None = None,
+    log_space: bool = False,
+) -> Array:
+    """minGRU in the parallel form of Feng et al. 2024 ("Were RNNs All We Needed?", §3.1).
+
+    The paper's two linear maps (row vectors here: ``Linear(x) = x @ w + b``)::
+
+        z_t = σ(x_t @ w_z + b_z),   h̃_t = x_t @ w_h + b_h
+        h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+
+    evaluated without a recurrence: ``log_space=False`` sums every state from the closed
+    form ``h_t = (Π a) h_0 + Σ_k (Π a) b_k`` with ``a = 1 - z``, ``b = z ⊙ h̃``;
+    ``log_space=True`` is the paper's log-space parallel mode: ``log z = -softplus(-k)``,
+    ``log(1 - z) = -softplus(k)``, ``log h̃ = log g(x_t @ w_h + b_h)`` (``g(u) = u + 0.5``
+    for ``u >= 0``, ``σ(u)`` else) and Heinsen's scan over ``[log h_0, log z + log h̃]``
+    (``h_0 > 0``, or 0).
+
+    Args:
+      params: ``w_z [I, H]``, ``b_z [H]``, ``w_h [I, H]``, ``b_h [H]``.
+      xs: ``[B, T, I]`` (every sequence of length ``T``).
+      h0: ``[B, H]`` (``None``: zeros); positive or zero with ``log_space``.
+      log_space: the log-space variant.
+
+    Returns:
+      ``hs [B, T, H]`` (``y_t = h_t``).
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_z": np.zeros((1, 1)), "b_z": np.zeros(1), "w_h": np.ones((1, 1)),
+      ...      "b_h": np.zeros(1)}                      # z = 1/2, h̃ = x
+      >>> mingru_parallel(p, np.ones((1, 3, 1)))[0, :, 0].tolist()
+      [0.5, 0.75, 0.875]
+    """
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xs, h0 = _min_parallel_args(xs, h0, p["b_z"].shape[0])
+    k = xs @ p["w_z"] + p["b_z"]
+    u = xs @ p["w_h"] + p["b_h"]
+    if log_space:
+        with np.errstate(divide="ignore"):
+            log_h0 = np.log(h0)[:, None]
+        return _parallel_scan_log(
+            -_softplus(k), np.concatenate([log_h0, -_softplus(-k) + _log_g(u)], axis=1)
+        )
+    z = sigmoid(k)
+    return _closed_form(1.0 - z, z * u, h0)
+
+
+def minlstm_parallel(
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    h0: ArrayLike | None = None,
+    log_space: bool = False,
+) -> Array:
+    """minLSTM in the parallel form of Feng et al. 2024 ("Were RNNs All We Needed?", §3.2).
+
+    The recurrence::
+
+        f_t = σ(x_t @ w_f + b_f),   i_t = σ(x_t @ w_i + b_i),   h̃_t = x_t @ w_h + b_h
+        f'_t = f_t / (f_t + i_t),   i'_t = i_t / (f_t + i_t)
+        h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t
+
+    ``log_space=False``: the closed form with ``a = f'``, ``b = i' ⊙ h̃``;
+    ``log_space=True``: the paper's log-space mode, ``d = softplus(-k_f) - softplus(-k_i)``,
+    ``log f' = -softplus(d)``, ``log i' = -softplus(-d)``, ``log h̃ = log g(·)`` and
+    Heinsen's scan over ``[log h_0, log i' + log h̃]``.
+
+    Args:
+      params: ``w_f, w_i, w_h [I, H]``, ``b_f, b_i, b_h [H]``.
+      xs: ``[B, T, I]``.
+      h0: ``[B, H]`` (``None``: zeros); positive or zero with ``log_space``.
+      log_space: the log-space variant.
+
+    Returns:
+      ``hs [B, T, H]``.
+
+    Examples:
+      >>> import numpy as np
+      >>> z = np.zeros((1, 1))
+      >>> p = {"w_f": z, "b_f": z[0], "w_i": z, "b_i": z[0], "w_h": np.ones((1, 1)),
+      ...      "b_h": z[0]}                             # f' = i' = 1/2, h̃ = x
+      >>> minlstm_parallel(p, np.ones((1, 2, 1)))[0, :, 0].tolist()
+      [0.5, 0.75]
+    """
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xs, h0 = _min_parallel_args(xs, h0, p["b_f"].shape[0])
+    k_f = xs @ p["w_f"] + p["b_f"]
+    k_i = xs @ p["w_i"] + p["b_i"]
+    u = xs @ p["w_h"] + p["b_h"]
+    if log_space:
+        d = _softplus(-k_f) - _softplus(-k_i)
+        with np.errstate(divide="ignore"):
+            log_h0 = np.log(h0)[:, None]
+        return _parallel_scan_log(
+            -_softplus(d), np.concatenate([log_h0, -_softplus(-d) + _log_g(u)], axis=1)
+        )
+    f, i = sigmoid(k_f), sigmoid(k_i)
+    return _closed_form(f / (f + i), i / (f + i) * u, h0)
+
+
+def lru_parallel(
+    params: Mapping[str, ArrayLike], us: ArrayLike, x0: ArrayLike | None = None
+) -> tuple[Array, Array]:
+    """The LRU of Orvieto et al. 2023 ("Resurrecting Recurrent Neural Networks for Long
+    Sequences", §3 and Appendix A), in the paper's column-vector layout, in closed form.
+
+    The recurrence and its closed form::
+
+        Λ = diag(λ),  λ = exp(-exp(ν_log) + i exp(θ_log)),   γ = exp(γ_log)
+        B_norm = diag(γ) (B_re + i B_im),   C = C_re + i C_im
+        x_t = Λ x_{t-1} + B_norm u_t  =  λ^{t+1} ⊙ x_{-1} + Σ_{k<=t} λ^{t-k} ⊙ (B_norm u_k)
+        y_t = Re(C x_t) + D u_t
+
+    (positions ``t = 0..T-1``, ``x_{-1} = x0``).  Each state is summed from the powers of
+    ``λ``, no recurrence.  The paper's ``D`` is a diagonal ``[H]`` skip of an ``I = H``
+    layer; here it is a matrix ``[H, I]`` (``np.diag(d)`` gives the paper's).
+
+    Args:
+      params: ``nu_log, theta_log, gamma_log [N]``, ``B_re, B_im [N, I]``,
+        ``C_re, C_im [H, N]``, ``D [H, I]``.
+      us: ``[B, T, I]``.
+      x0: complex ``[B, N]`` (``None``: zeros).
+
+    Returns:
+      ``(ys [B, T, H], x_T)``: real outputs and the last complex state ``[B, N]``.
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"nu_log": [np.log(np.log(2.0))], "theta_log": [np.log(np.pi / 2)],
+      ...      "gamma_log": [0.0], "B_re": [[1.0]], "B_im": [[0.0]], "C_re": [[1.0]],
+      ...      "C_im": [[0.0]], "D": [[0.0]]}            # λ = i / 2
+      >>> ys, x = lru_parallel(p, np.ones((1, 3, 1)))     # x: 1, 1 + i/2, 3/4 + i/2
+      >>> np.round(ys[0, :, 0], 12).tolist(), np.round(x, 12).tolist()
+      ([1.0, 1.0, 0.75], [[(0.75+0.5j)]])
+    """
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    us = _as_sequence_batch(us, name="us")
+    B, T, _ = us.shape
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))  # [N]
+    b_norm = (p["B_re"] + 1j * p["B_im"]) * np.exp(p["gamma_log"])[:, None]  # [N, I]
+    c = p["C_re"] + 1j * p["C_im"]  # [H, N]
+    x0 = np.zeros((B, lam.shape[0]), complex) if x0 is None else np.asarray(x0, complex)
+    bu = np.einsum("ni,bti->btn", b_norm, us)  # B_norm u_k for every k
+    xs = np.zeros((B, T, lam.shape[0]), complex)
+    for t in range(T):
+        xs[:, t] = lam ** (t + 1) * x0
+        for k in range(t + 1):
+            xs[:, t] += lam ** (t - k) * bu[:, k]
+    ys = np.einsum("hn,btn->bth", c, xs).real + np.einsum("hi,bti->bth", p["D"], us)
+    return ys, (xs[:, -1] if T else x0)
+
+
+def min_paper_params(kind: str, params: Mapping[str, ArrayLike]) -> Params:
+    """A jrnn min cell's or LRU's params in the paper's layout (for the ``*_parallel`` forms).
+
+    ``mingru``: ``w_ih [I, 2H]``, ``b [2H]`` (blocks ``z, h̃``) -> ``w_z, w_h [I, H]``,
+    ``b_z, b_h [H]``.  ``minlstm``: blocks ``f, i, h̃`` -> ``w_f, w_i, w_h``, ``b_f, b_i,
+    b_h``.  ``lru`` (row vectors ``x @ w`` to the paper's column vectors): ``w_ih [I, 2N + H]
+    = [Re B | Im B | D]`` -> ``B_re, B_im [N, I]``, ``D [H, I]``; ``w_out [2N, H] = [Re C ;
+    Im C]`` -> ``C_re, C_im [H, N]``; ``nu_log``, ``theta_log``, ``gamma_log`` unchanged.
+
+    Examples:
+      >>> import numpy as np
+      >>> p = min_paper_params("mingru", {"w_ih": np.arange(4.0)[None], "b": np.zeros(4)})
+      >>> p["w_z"].tolist(), p["w_h"].tolist()
+      ([[0.0, 1.0]], [[2.0, 3.0]])
+    """
+    if kind not in MIN_KINDS:
+        raise ValueError(f"kind: expected one of {MIN_KINDS}, got {kind!r}")
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    if kind == "lru":
+        n = p["nu_log"].shape[0]
+        w, c = p["w_ih"], p["w_out"]
+        return {
+            "nu_log": p["nu_log"],
+            "theta_log": p["theta_log"],
+            "gamma_log": p["gamma_log"],
+            "B_re": w[:, :n].T,
+            "B_im": w[:, n : 2 * n].T,
+            "D": w[:, 2 * n :].T,
+            "C_re": c[:n].T,
+            "C_im": c[n:].T,
+        }
+    names = ("z", "h") if kind == "mingru" else ("f", "i", "h")
+    ws = np.split(p["w_ih"], len(names), axis=1)
+    bs = np.split(p["b"], len(names))
+    out = {f"w_{n}": w for n, w in zip(names, ws, strict=True)}
+    return out | {f"b_{n}": b for n, b in zip(names, bs, strict=True)}
+
+
+def min_parallel(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    xs: ArrayLike,
+    h0: ArrayLike | None = None,
+    lengths: ArrayLike | None = None,
+    reverse: bool = False,
+    log_space: bool = False,
+) -> tuple[Array, Array]:
+    """:func:`min_forward`'s contract computed from the papers' parallel forms instead.
+
+    Each sequence ``b`` is cut to its ``L_b`` valid steps (reversed with ``reverse``) and
+    run alone through :func:`mingru_parallel`, :func:`minlstm_parallel` or
+    :func:`lru_parallel` (params through :func:`min_paper_params`); its outputs are
+    written back at the positions read (0 at padded ones), and ``h_T`` is its last state
+    (``h0[b]`` when ``L_b = 0``).
+
+    Args:
+      kind, params, xs, h0, lengths, reverse, log_space: as in :func:`min_forward`.
+
+    Returns:
+      ``(ys [B, T, H], h_T)`` (lru: ``h_T`` as the real view ``[B, 2N]``).
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_ih": np.array([[0.0, 1.0]]), "b": np.zeros(2)}  # z = 0.5, h̃ = x
+      >>> ys, h = min_parallel("mingru", p, np.ones((2, 3, 1)), lengths=[3, 1])
+      >>> ys[:, :, 0].tolist(), h[:, 0].tolist()
+      ([[0.5, 0.75, 0.875], [0.5, 0.0, 0.0]], [0.875, 0.5])
+    """
+    pp = min_paper_params(kind, params)
+    xs = _as_sequence_batch(xs)
+    B, T, _ = xs.shape
+    lengths = _check_lengths(lengths, B, T)
+    if kind == "lru":
+        n = pp["nu_log"].shape[0]
+        width, out = 2 * n, pp["D"].shape[0]
+    else:
+        width = out = pp["b_h"].shape[0]
+    h0 = np.zeros((B, width)) if h0 is None else np.asarray(h0, np.float64).reshape(B, width)
+    ys, h_T = np.zeros((B, T, out)), h0.copy()
+    for b in range(B):
+        pos = np.arange(lengths[b])[::-1] if reverse else np.arange(lengths[b])
+        if not pos.size:
+            continue
+        seq, start = xs[b : b + 1, pos], h0[b : b + 1]
+        if kind == "lru":
+            y, x_t = lru_parallel(pp, seq, start[:, : width // 2] + 1j * start[:, width // 2 :])
+            h_T[b] = np.concatenate([x_t.real, x_t.imag], axis=-1)[0]
+        else:
+            form = mingru_parallel if kind == "mingru" else minlstm_parallel
+            y = form(pp, seq, start, log_space=log_space)
+            h_T[b] = y[0, -1]
+        ys[b, pos] = y[0]
+    return ys, h_T
+
+
+# --------------------------------------------------------------------------------------
+# Attention: Bahdanau (additive) and Luong (dot, general) scores with a source mask
+# --------------------------------------------------------------------------------------
+
+ATTENTION_KINDS = ("additive", "dot", "general")
+
+
+def _check_attention(kind: str) -> None:
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"kind: expected one of {ATTENTION_KINDS}, got {kind!r}")
+
+
+def _attention_args(
+    params: Mapping[str, ArrayLike], query: ArrayLike, values: ArrayLike, mask: ArrayLike | None
+) -> tuple[Params, Array, Array, Array]:
+    """float64 params, ``query [B, Q]``, ``values [B, S, E]`` zeroed where ``mask [B, S]``
+    is False (``None``: all True)."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    query = np.asarray(query, np.float64)
+    values = np.asarray(values, np.float64)
+    if query.ndim != 2 or values.ndim != 3 or values.shape[0] != query.shape[0]:
+        raise ValueError(
+            f"query, values: expected [B, Q] and [B, S, E], got {query.shape}, {values.shape}"
+        )
+    mask = np.ones(values.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != values.shape[:2]:
+        raise ValueError(f"mask: expected shape {values.shape[:2]}, got {mask.shape}")
+    return p, query, np.where(mask[..., None], values, 0.0), mask
+
+
+def attention_scores(
+    kind: str, params: Mapping[str, ArrayLike], query: ArrayLike, values: ArrayLike
+) -> Array:
+    """The scores ``e_s = score(q, k_s)`` of every source step (no mask).
+
+    The three scores::
+
+        additive (Bahdanau et al. 2015, "Neural Machine Translation by Jointly Learning to
+                  Align and Translate"):   e_s = v · tanh(q @ w_q + k_s @ w_k + b)
+        dot      (Luong et al. 2015, "Effective Approaches to Attention-based Neural Machine
+                  Translation"):           e_s = q · k_s
+        general  (Luong et al. 2015):      e_s = q @ w_a @ k_s
+
+    Args:
+      kind: ``"additive"``, ``"dot"`` or ``"general"``.
+      params: additive ``w_q [Q, A]``, ``w_k [E, A]``, ``b [A]``, ``v [A]``; general
+        ``w_a [Q, E]``; dot none.
+      query: ``[B, Q]`` (the decoder state).
+      values: ``[B, S, E]`` (the encoder states ``k_s``).
+
+    Returns:
+      ``e [B, S]``.
+
+    Examples:
+      >>> import numpy as np
+      >>> attention_scores("dot", {}, [[1.0, 2.0]], [[[1.0, 0.0], [0.0, 1.0]]]).tolist()
+      [[1.0, 2.0]]
+    """
+    _check_attention(kind)
+    p, q, v, _ = _attention_args(params, query, values, None)
+    if kind == "dot":
+        return np.einsum("bq,bsq->bs", q, v)
+    if kind == "general":
+        return np.einsum("bq,qe,bse->bs", q, p["w_a"], v)
+    return np.tanh((q @ p["w_q"])[:, None, :] + v @ p["w_k"] + p["b"]) @ p["v"]
+
+
+def masked_softmax(scores: ArrayLike, mask: ArrayLike | None = None) -> Array:
+    """``α_s = exp(e_s) / Σ_{s' valid} exp(e_{s'})`` at valid steps, 0 at masked ones.
+
+    Args:
+      scores: ``[B, S]``.
+      mask: bool ``[B, S]`` (``None``: all valid).
+
+    Returns:
+      ``[B, S]`` weights; a row with no valid step is all 0.  Masked scores are never read
+      (they may hold NaN or inf).
+
+    Examples:
+      >>> masked_softmax([[0.0, 0.0, np.nan], [1.0, 2.0, 3.0]],
+      ...                [[True, True, False], [False, False, False]]).tolist()
+      [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
+    """
+    e = np.asarray(scores, np.float64)
+    mask = np.ones(e.shape, bool) if mask is None else np.asarray(mask, bool)
+    safe = np.where(mask, e, -np.inf)
+    top = np.max(np.where(mask.any(-1, keepdims=True), safe, 0.0), axis=-1, keepdims=True)
+    w = np.where(mask, np.exp(np.where(mask, e, 0.0) - top), 0.0)
+    total = w.sum(-1, keepdims=True)
+    return w / np.where(total > 0, total, 1.0)
+
+
+def attend(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    query: ArrayLike,
+    values: ArrayLike,
+    mask: ArrayLike | None = None,
+) -> tuple[Array, Array]:
+    """One attention read: the context and the weights over the valid source steps.
+
+    The read::
+
+        e_s = score(q, k_s)  (see :func:`attention_scores`; k_s = 0 at padded steps)
+        α_s = masked_softmax(e)_s          (0 at padded steps s: mask[b, s] False)
+        c   = Σ_s α_s k_s
+
+    Args:
+      kind: ``"additive"``, ``"dot"`` or ``"general"``.
+      params: the score's params (see :func:`attention_scores`).
+      query: ``[B, Q]``.
+      values: ``[B, S, E]``; padded steps may hold anything (they are read as 0).
+      mask: bool ``[B, S]``, ``True`` at valid steps (``None``: all).
+
+    Returns:
+      ``(context [B, E], weights [B, S])``.
+
+    Examples:
+      >>> import numpy as np
+      >>> c, w = attend("dot", {}, [[1.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]],
+      ...               [[True, True, False]])
+      >>> e = np.e / (np.e + 1.0)                     # scores 1, 0; the third is padding
+      >>> np.allclose(w, [[e, 1 - e, 0.0]]), np.allclose(c, [[e, 1 - e]])
+      (True, True)
+    """
+    _check_attention(kind)
+    p, q, v, mask = _attention_args(params, query, values, mask)
+    w = masked_softmax(attention_scores(kind, p, q, v), mask)
+    return np.einsum("bs,bse->be", w, v), w
+
+
+def attend_backward(
+    kind: str,
+    params: Mapping[str, ArrayLike],
+    query: ArrayLike,
+    values: ArrayLike,
+    mask: ArrayLike | None,
+    dcontext: ArrayLike,
+    dweights: ArrayLike | None = None,
+) -> tuple[Params, Array, Array]:
+    """Hand-derived gradients of :func:`attend` (no autodiff).
+
+    Given ``g = dL/dc [B, E]`` and ``dL/dα [B, S]`` (``dweights``; ``None``: 0)::
+
+        dα_s  = dL/dα_s + g · k_s                       dk_s  = α_s g  (+ the score's part)
+        de_s  = α_s (dα_s - Σ_{s'} α_{s'} dα_{s'})      (0 at padded steps)
+        dot:      dq = Σ_s de_s k_s,            dk_s += de_s q
+        general:  dq = (Σ_s de_s k_s) @ w_aᵀ,   dw_a = qᵀ (Σ_s de_s k_s),   dk_s += de_s q @ w_a
+        additive: u_s = tanh(q @ w_q + k_s @ w_k + b),  dv = Σ_s de_s u_s,
+                  da_s = de_s v ⊙ (1 - u_s²),   dq = (Σ_s da_s) @ w_qᵀ,  dw_q = qᵀ Σ_s da_s,
+                  dw_k = Σ_s k_sᵀ da_s,   db = Σ_s da_s,   dk_s += da_s @ w_kᵀ
+
+    and ``dk_s = 0`` at padded steps (their values are replaced by 0 before any read).
+
+    Args:
+      kind, params, query, values, mask: as in :func:`attend`.
+      dcontext: ``dL/dcontext [B, E]``.
+      dweights: ``dL/dweights [B, S]`` or ``None``.
+
+    Returns:
+      ``(dparams, dquery [B, Q], dvalues [B, S, E])``, ``dparams`` with the keys of
+      ``params``.
+
+    Examples:
+      >>> import numpy as np
+      >>> dp, dq, dv = attend_backward("dot", {}, [[0.0]], [[[1.0], [-1.0]]], None, [[1.0]])
+      >>> dq.tolist(), dv[0, :, 0].tolist()       # α = (1/2, 1/2): dc/dq = Var(k) = 1
+      ([[1.0]], [0.5, 0.5])
+    """
+    _check_attention(kind)
+    p, q, v, mask = _attention_args(params, query, values, mask)
+    g = np.asarray(dcontext, np.float64)
+    e = attention_scores(kind, p, q, v)
+    w = masked_softmax(e, mask)
+    dw = np.einsum("be,bse->bs", g, v)
+    if dweights is not None:
+        dw = dw + np.asarray(dweights, np.float64)
+    dv = w[..., None] * g[:, None, :]
+    de = np.where(mask, w * (dw - np.sum(w * dw, -1, keepdims=True)), 0.0)
+    dparams: Params = {}
+    if kind == "dot":
+        dq = np.einsum("bs,bse->be", de, v)
+        dv = dv + de[..., None] * q[:, None, :]
+    elif kind == "general":
+        weighted = np.einsum("bs,bse->be", de, v)  # Σ_s de_s k_s
+        dq = weighted @ p["w_a"].T
+        dparams["w_a"] = q.T @ weighted
+        dv = dv + de[..., None] * (q @ p["w_a"])[:, None, :]
+    else:
+        u = np.tanh((q @ p["w_q"])[:, None, :] + v @ p["w_k"] + p["b"])
+        da = de[..., None] * p["v"] * (1.0 - u**2)  # [B, S, A]
+        dparams["v"] = np.einsum("bs,bsa->a", de, u)
+        dparams["w_q"] = q.T @ da.sum(1)
+        dparams["w_k"] = np.einsum("bse,bsa->ea", v, da)
+        dparams["b"] = da.sum((0, 1))
+        dq = da.sum(1) @ p["w_q"].T
+        dv = dv + da @ p["w_k"].T
+    return dparams, dq, np.where(mask[..., None], dv, 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# Encoder-decoders: jrnn.seq2seq (with and without attention) and jrnn.vec2seq
+# --------------------------------------------------------------------------------------
+
+
+def _embed(table: Array | None, ids: Array, width: int) -> Array:
+    """Rows of ``table [V, E]`` for the token ids, or one-hot ``[..., width]`` without it."""
+    if table is None:
+        return np.eye(width)[ids]
+    return table[ids]
+
+
+def _leaves(kind: str, carry: Carry) -> list[Array]:
+    """A reference carry's arrays in jrnn's field order: ``[h]``, or ``[h, c]`` (lstm)."""
+    return list(carry) if kind == "lstm" else [carry]
+
+
+def _from_leaves(kind: str, leaves: Sequence[Array]) -> Carry:
+    return tuple(leaves) if kind == "lstm" else leaves[0]
+
+
+def _np_tree(tree: Any) -> Any:
+    """A params pytree of dicts, lists and tuples with float64 NumPy leaves."""
+    if isinstance(tree, Mapping):
+        return {k: _np_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_np_tree(v) for v in tree]
+    return np.asarray(tree, np.float64)
+
+
+def seq2seq_forward(
+    params: Mapping[str, Any],
+    src: ArrayLike,
+    tgt_in: ArrayLike,
+    *,
+    encoder_kind: str,
+    decoder_kind: str,
+    bidirectional: bool = False,
+    src_lengths: ArrayLike | None = None,
+    attention: str | None = None,
+    input_feeding: bool = True,
+    context_input: bool = True,
+    bridge: str = "linear",
+    activation: str = "tanh",
+) -> tuple[Array, Array | None, Carry]:
+    """The encoder-decoder of ``jrnn.seq2seq`` with teacher forcing, step by step.
+
+    The lecture's "Sequence to Sequence Mapping Networks" (Sutskever et al. 2014; Cho et
+    al. 2014): the encoder (:func:`stack_forward`; bidirectional: directions
+    concatenated ``[fwd, bwd]``) reads ``E_src x`` within ``src_lengths``; its last layer's
+    final carries give the summary ``C_all`` (every carry array, ``[h_fwd, c_fwd, h_bwd,
+    c_bwd]`` for lstm) and the context ``C = [h_fwd, h_bwd]``.  Without attention::
+
+        s_0 = bridge(C_all)      linear: tanh(C_all @ w_k + b_k) for each decoder carry
+                                 array k (h; and c for lstm); copy: the encoder's final
+                                 carry, directions concatenated; zeros
+        s_t = cell(s_{t-1}, [E y_{t-1}, C])      ([E y_{t-1}] without context_input)
+        o_t = s_t @ w_o + b_o
+
+    With attention (Luong et al. 2015, "Effective Approaches to Attention-based Neural
+    Machine Translation", §3 with input feeding §3.3; the scores of Bahdanau et al. 2015
+    and Luong et al., :func:`attend`), over the encoder outputs ``k_s`` (last layer,
+    ``[B, S, D*H_enc]``) with the mask ``s < L``::
+
+        s̃_0 = 0
+        s_t = cell(s_{t-1}, [E y_{t-1}, s̃_{t-1}])   ([E y_{t-1}] without input_feeding)
+        c_t, α_t = attend(query = h(s_t), k, mask)
+        s̃_t = tanh([c_t, h(s_t)] @ w_c + b_c),      o_t = s̃_t @ w_o + b_o
+
+    ``E y`` is the row ``tgt_embed[y]`` (one-hot without ``tgt_embed``), likewise for the
+    source.
+
+    Args:
+      params: the ``jrnn.seq2seq`` params (arrays of any kind): ``src_embed [V_s, Ē]`` and
+        ``tgt_embed [V, Ē]`` (optional), ``encoder`` (``[layer][direction]`` cell
+        params), ``decoder`` (cell params), ``bridge`` (a list, one ``{"w", "b"}`` per
+        decoder carry array) with ``bridge="linear"``, ``attention``, ``w_c``, ``b_c``
+        with attention, ``w_o [H_dec, V]``, ``b_o [V]``.
+      src: int ``[B, S]``.
+      tgt_in: int ``[B, T']`` (``[bos, y_1, ...]``).
+      encoder_kind, decoder_kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      bidirectional: the encoder has two directions.
+      src_lengths: int ``[B]`` (``None``: all ``S``).
+      attention: ``None``, ``"additive"``, ``"dot"`` or ``"general"``.
+      input_feeding, context_input, bridge: as in ``jrnn.seq2seq``.
+      activation: the rnn cells' activation.
+
+    Returns:
+      ``(logits [B, T', V], weights [B, T', S] or None, the decoder's final carry)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> rnn = lambda i, h: {"w_ih": np.ones((i, h)), "w_hh": np.zeros((h, h)),
+      ...                     "b": np.zeros(h)}
+      >>> params = {"encoder": [[rnn(3, 1)]], "decoder": rnn(4, 1),
+      ...           "w_o": np.ones((1, 4)), "b_o": np.zeros(4)}   # one-hot tokens
+      >>> logits, _, s = seq2seq_forward(params, [[2]], [[1]], encoder_kind="rnn",
+      ...                                decoder_kind="rnn", bridge="zeros",
+      ...                                context_input=False)
+      >>> bool(np.isclose(s[0, 0], np.tanh(1.0))), logits.shape
+      (True, (1, 1, 4))
+    """
+    if bridge not in ("linear", "copy", "zeros"):
+        raise ValueError(f"bridge: expected 'linear', 'copy' or 'zeros', got {bridge!r}")
+    if attention is not None:
+        _check_attention(attention)
+    p = _np_tree(params)
+    src, tgt_in = np.asarray(src), np.asarray(tgt_in)
+    B, S = src.shape
+    vocab = p["w_o"].shape[1]
+    xs = _embed(p.get("src_embed"), src, p["encoder"][0][0]["w_ih"].shape[0])
+    enc_out, finals = stack_forward(
+        encoder_kind,
+        p["encoder"],
+        xs,
+        lengths=src_lengths,
+        bidirectional=bidirectional,
+        activation=activation,
+    )
+    last = [_leaves(encoder_kind, c) for c in finals[-1]]  # per direction: [h] or [h, c]
+    summary = np.concatenate([leaf for d in last for leaf in d], -1)
+    context = np.concatenate([d[0] for d in last], -1)
+    hidden = p["w_o"].shape[0]  # H_dec
+    if bridge == "linear":
+        carry = _from_leaves(
+            decoder_kind, [np.tanh(summary @ leaf["w"] + leaf["b"]) for leaf in p["bridge"]]
+        )
+    elif bridge == "copy":
+        carry = _from_leaves(decoder_kind, [np.concatenate(a, -1) for a in zip(*last, strict=True)])
+    else:
+        carry = _zero_carry(decoder_kind, B, hidden, _cell_size(p["decoder"]))
+    mask = _valid_mask(_check_lengths(src_lengths, B, S), S)
+    feed = np.zeros((B, hidden))
+    logits, weights = [], []
+    for t in range(tgt_in.shape[1]):
+        x = _embed(p.get("tgt_embed"), tgt_in[:, t], vocab)
+        if attention is not None and input_feeding:
+            x = np.concatenate([x, feed], -1)
+        elif attention is None and context_input:
+            x = np.concatenate([x, context], -1)
+        carry, h = cell_step(decoder_kind, p["decoder"], carry, x, activation)
+        out = h
+        if attention is not None:
+            c_t, alpha = attend(attention, p["attention"], h, enc_out, mask)
+            feed = out = np.tanh(np.concatenate([c_t, h], -1) @ p["w_c"] + p["b_c"])
+            weights.append(alpha)
+        logits.append(out @ p["w_o"] + p["b_o"])
+    logits = np.stack(logits, 1) if logits else np.zeros((B, 0, vocab))
+    if attention is None:
+        return logits, None, carry
+    return logits, (np.stack(weights, 1) if weights else np.zeros((B, 0, S))), carry
+
+
+def vec2seq_forward(
+    params: Mapping[str, Any],
+    vec: ArrayLike,
+    tgt_in: ArrayLike,
+    *,
+    decoder_kind: str,
+    condition: str = "both",
+    activation: str = "tanh",
+) -> tuple[Array, Carry]:
+    """The vector-to-sequence generator of ``jrnn.vec2seq`` with teacher forcing.
+
+    The lecture's "single input, multiple output" network: the vector ``v`` conditions an
+    autoregressive generator as its initial state (``"init"``), as an extra input at
+    every step (``"input"``), or both::
+
+        s_0 = tanh(v @ w_k + b_k) for each carry array k     ("init", "both"; else 0)
+        s_t = cell(s_{t-1}, [E y_{t-1}, v])                  ("input", "both")
+        s_t = cell(s_{t-1}, E y_{t-1})                       ("init")
+        o_t = h(s_t) @ w_o + b_o
+
+    Args:
+      params: the ``jrnn.vec2seq`` params: ``tgt_embed [V, Ē]`` (optional: one-hot),
+        ``decoder`` (cell params), ``bridge`` (one ``{"w", "b"}`` per carry array) with
+        ``"init"``/``"both"``, ``w_o [H, V]``, ``b_o [V]``.
+      vec: ``[B, D]``.
+      tgt_in: int ``[B, T']``.
+      decoder_kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+      condition: ``"init"``, ``"input"`` or ``"both"``.
+      activation: the rnn cell's activation.
+
+    Returns:
+      ``(logits [B, T', V], the final carry)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> params = {"decoder": {"w_ih": np.zeros((5, 1)), "w_hh": np.eye(1), "b": np.zeros(1)},
+      ...           "bridge": [{"w": np.ones((1, 1)), "b": np.zeros(1)}],
+      ...           "w_o": np.ones((1, 4)), "b_o": np.zeros(4)}
+      >>> logits, s = vec2seq_forward(params, [[0.5]], [[1, 3]], decoder_kind="rnn")
+      >>> bool(np.isclose(s[0, 0], np.tanh(np.tanh(np.tanh(0.5)))))  # s_t = tanh(s_{t-1})
+      True
+    """
+    if condition not in ("init", "input", "both"):
+        raise ValueError(f"condition: expected 'init', 'input' or 'both', got {condition!r}")
+    p = _np_tree(params)
+    vec, tgt_in = np.asarray(vec, np.float64), np.asarray(tgt_in)
+    vocab = p["w_o"].shape[1]
+    if condition in ("init", "both"):
+        leaves = [np.tanh(vec @ leaf["w"] + leaf["b"]) for leaf in p["bridge"]]
+        carry = _from_leaves(decoder_kind, leaves)
+    else:
+        carry = _zero_carry(
+            decoder_kind, vec.shape[0], _hidden_size(p["decoder"]), _cell_size(p["decoder"])
+        )
+    logits = []
+    for t in range(tgt_in.shape[1]):
+        x = _embed(p.get("tgt_embed"), tgt_in[:, t], vocab)
+        if condition in ("input", "both"):
+            x = np.concatenate([x, vec], -1)
+        carry, h = cell_step(decoder_kind, p["decoder"], carry, x, activation)
+        logits.append(h @ p["w_o"] + p["b_o"])
+    return (np.stack(logits, 1) if logits else np.zeros((vec.shape[0], 0, vocab))), carry

@@ -1,5 +1,7 @@
 """Tests of jrnn.attention: the three scores against NumPy, masking, and the attentional
-decoder's use of the source mask."""
+decoder's use of the source mask; the context, weights and gradients of each score against
+the NumPy float64 oracle ``jrnn.reference.attend`` and its hand-derived backward
+``attend_backward`` (itself checked against finite differences in tests/test_reference.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 import jrnn
+from jrnn import reference as ref
 from jrnn.attention import attention, masked_softmax
 from jrnn.models import seq2seq
 
@@ -46,6 +49,46 @@ def test_scores_weights_and_context_match_numpy(kind):
     np.testing.assert_allclose(weights, w, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(context, np.einsum("bs,bse->be", w, v), rtol=1e-12, atol=1e-12)
     assert np.all(np.asarray(weights)[~m] == 0.0)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+def test_context_weights_and_gradients_match_the_numpy_oracle(kind):
+    """Forward and every gradient (params, query, values) against the hand-derived NumPy
+    backward, with a full row, a row with two valid steps and a row with none, and
+    padded values that hold garbage (never read: zero gradient there)."""
+    rng = np.random.default_rng(0)
+    batch, steps, q_size = 3, 4, 3
+    e_size = q_size if kind == "dot" else 2
+    att = attention(kind, 2 if kind == "additive" else None, param_dtype=jnp.float64)
+    params = att.init(jax.random.key(0), q_size, e_size)
+    params = {k: jnp.asarray(rng.standard_normal(v.shape)) for k, v in params.items()}
+    query = rng.standard_normal((batch, q_size))
+    mask = np.arange(steps) < np.array([[steps], [2], [0]])
+    values = np.where(mask[..., None], rng.standard_normal((batch, steps, e_size)), 50.0)
+    r_c, r_w = rng.standard_normal((batch, e_size)), rng.standard_normal((batch, steps))
+
+    def loss(params, query, values):
+        context, weights = att.apply(params, query, att.prepare(params, values, jnp.asarray(mask)))
+        return jnp.sum(context * r_c) + jnp.sum(weights * r_w), (context, weights)
+
+    grads, (context, weights) = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(
+        params, jnp.asarray(query), jnp.asarray(values)
+    )
+    numpy_params = jax.tree.map(np.asarray, params)
+    want_c, want_w = ref.attend(kind, numpy_params, query, values, mask)
+    np.testing.assert_allclose(np.asarray(context), want_c, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(weights), want_w, rtol=1e-13, atol=1e-14)
+    dparams, dquery, dvalues = ref.attend_backward(
+        kind, numpy_params, query, values, mask, r_c, r_w
+    )
+    assert set(grads[0]) == set(dparams)
+    for name in dparams:
+        np.testing.assert_allclose(
+            np.asarray(grads[0][name]), dparams[name], rtol=1e-12, atol=1e-13
+        )
+    np.testing.assert_allclose(np.asarray(grads[1]), dquery, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(grads[2]), dvalues, rtol=1e-12, atol=1e-13)
+    assert np.all(np.asarray(grads[2])[~mask] == 0.0) and np.all(np.asarray(weights)[2] == 0.0)
 
 
 def test_masked_softmax_ignores_padding_even_nan_and_handles_empty_rows():

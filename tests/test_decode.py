@@ -1,5 +1,7 @@
 """Tests of jrnn.decode: greedy, beam search (width 1 is greedy; a wide beam is exhaustive
-search, checked by brute force), sampling, jit-compatibility and bad arguments."""
+search, checked by brute force), sampling, jit-compatibility and bad arguments.  Greedy
+decoding of ``vec2seq`` and of an attentional ``seq2seq`` is also checked against greedy
+decoding written in NumPy over the float64 oracles of ``jrnn.reference``."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 import jrnn
+from jrnn import reference as ref
 from jrnn.decode import (
     beam_search,
     greedy_decode,
@@ -153,6 +156,33 @@ def test_sampling_is_keyed_and_greedy_at_zero_temperature():
     np.testing.assert_allclose(a.scores, want, rtol=1e-5, atol=1e-5)
 
 
+def _numpy_greedy(logits_of, batch, max_len):
+    """Greedy decoding over a NumPy oracle: at each step ``logits_of(prefix)`` (the
+    teacher-forced oracle on ``[bos, tokens so far]``) gives the next token's logits; pad
+    and bos are banned, the score sums log-probabilities, a row ends at eos.
+
+    Returns ``(tokens, lengths, scores, weights or None, margin)``, ``margin`` the smallest
+    gap between the best and second-best log-probability of an open row (ties would make
+    the comparison ambiguous)."""
+    tokens = np.full((batch, max_len), PAD)
+    lengths, scores, done = np.zeros(batch, int), np.zeros(batch), np.zeros(batch, bool)
+    margin, weights = np.inf, None
+    for t in range(max_len):
+        logits, weights = logits_of(np.concatenate([np.full((batch, 1), BOS), tokens[:, :t]], 1))
+        logits = logits[:, -1].copy()
+        logits[:, [PAD, BOS]] = -np.inf
+        top = logits.max(-1, keepdims=True)
+        logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+        best = np.sort(logp, -1)
+        margin = min(margin, float(np.min((best[:, -1] - best[:, -2])[~done], initial=np.inf)))
+        nxt = np.where(done, PAD, logp.argmax(-1))
+        scores += np.where(done, 0.0, logp[np.arange(batch), nxt])
+        lengths += ~done
+        done |= nxt == EOS
+        tokens[:, t] = nxt
+    return tokens, lengths, scores, weights, margin
+
+
 def test_vec2seq_decodes_with_the_same_functions():
     model = vec2seq(jrnn.lstm(8), 5, 9, condition="both")
     params = model.init(jax.random.key(0))
@@ -161,6 +191,56 @@ def test_vec2seq_decodes_with_the_same_functions():
     b = beam_search(model, params, vec, beam_size=1, max_len=5)
     np.testing.assert_array_equal(g.tokens, b.tokens[:, 0])
     assert g.attention is None
+
+
+@pytest.mark.parametrize(("kind", "seed"), [("vec2seq", 2), ("seq2seq-additive", 1)])
+def test_greedy_decoding_matches_numpy_greedy_over_the_oracle(kind, seed):
+    f64 = {"param_dtype": jnp.float64}
+    max_len, batch = 6, 4
+    if kind == "vec2seq":
+        model = vec2seq(jrnn.lstm(4, **f64), 3, 5, embed_size=3, condition="both", **f64)
+        src = np.random.default_rng(0).standard_normal((batch, 3))
+        lengths = None
+
+        def logits_of(prefix):
+            return ref.vec2seq_forward(params, src, prefix, decoder_kind="lstm")[0], None
+
+    else:
+        enc = jrnn.stack(jrnn.gru(2, **f64), bidirectional=True)
+        model = seq2seq(enc, jrnn.gru(3, **f64), 6, 5, embed_size=3, attention="additive", **f64)
+        src = np.array([[3, 4, 5, 4], [5, 3, 0, 0], [4, 0, 0, 0], [5, 5, 4, 0]])
+        lengths = np.array([4, 2, 1, 3])
+
+        def logits_of(prefix):
+            logits, weights, _ = ref.seq2seq_forward(
+                params,
+                src,
+                prefix,
+                encoder_kind="gru",
+                decoder_kind="gru",
+                bidirectional=True,
+                src_lengths=lengths,
+                attention="additive",
+            )
+            return logits, weights
+
+    # every weight x3: varied tokens, rows that end at eos at different steps
+    params = jax.tree.map(lambda w: 3 * w, model.init(jax.random.key(seed)))
+    out = greedy_decode(
+        model,
+        params,
+        jnp.asarray(src),
+        None if lengths is None else jnp.asarray(lengths),
+        max_len=max_len,
+    )
+    tokens, lengths_np, scores, weights, margin = _numpy_greedy(logits_of, batch, max_len)
+    assert margin > 1e-4  # no near-tie: float32 log-probabilities pick the same token
+    np.testing.assert_array_equal(np.asarray(out.tokens), tokens)
+    np.testing.assert_array_equal(np.asarray(out.lengths), lengths_np)
+    np.testing.assert_allclose(np.asarray(out.scores), scores, rtol=1e-6, atol=1e-6)  # float32
+    assert len(set(lengths_np.tolist())) > 1 and (tokens == EOS).any(), lengths_np
+    if weights is not None:  # every step's weights, also after eos (fed pad)
+        np.testing.assert_allclose(np.asarray(out.attention), weights, rtol=1e-12, atol=1e-13)
 
 
 def test_bad_arguments():

@@ -5,10 +5,17 @@ its own forward pass in float64, for every cell variant, with and without ``leng
 (including a length-0 and a full-length sequence) and with and without ``reverse``.
 The semantics of ``lengths`` / ``reverse`` are also checked directly against running
 each sequence on its own.
+
+The step-by-step min cells (``min_forward``) are checked against the papers' parallel
+forms (closed-form sums, Heinsen's log-space scan, powers of the LRU's ``λ``), and those
+forms, the attention scores, the encoder-decoders and ``vec2seq`` against 2-step, 2-unit
+examples worked out by hand below; the hand-derived attention gradients against central
+finite differences.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -378,3 +385,324 @@ def test_sequence_mse_with_lengths():
     full, full_mean = ref.sequence_mse(preds, targets)
     np.testing.assert_allclose(full_mean, ((preds - targets) ** 2).mean(), rtol=1e-12)
     np.testing.assert_allclose(full, ((preds - targets) ** 2).sum(axis=(1, 2)), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# minGRU, minLSTM (Feng et al. 2024) and the LRU (Orvieto et al. 2023): the step-by-step
+# min_forward against the papers' parallel forms, and those forms worked out by hand
+# --------------------------------------------------------------------------------------
+
+N_LRU = 2
+# (id, kind, log_space)
+MIN_VARIANTS = [
+    ("mingru", "mingru", False),
+    ("mingru-log", "mingru", True),
+    ("minlstm", "minlstm", False),
+    ("minlstm-log", "minlstm", True),
+    ("lru", "lru", False),
+]
+
+
+def make_min_params(rng: np.random.Generator, kind: str) -> dict[str, np.ndarray]:
+    """Random params in the jrnn cells' layout (see ``min_forward``)."""
+    if kind == "lru":
+        n = N_LRU
+        return {
+            "nu_log": np.log(-0.5 * np.log(rng.uniform(0.3, 0.9, n))),  # |λ|² in (0.3, 0.9)
+            "theta_log": np.log(rng.uniform(0.1, 2 * np.pi, n)),
+            "gamma_log": 0.3 * rng.standard_normal(n),
+            "w_ih": 0.6 * rng.standard_normal((I, 2 * n + H)),
+            "w_out": 0.6 * rng.standard_normal((2 * n, H)),
+        }
+    blocks = 2 if kind == "mingru" else 3
+    return {
+        "w_ih": rng.standard_normal((I, blocks * H)),
+        "b": 0.5 * rng.standard_normal(blocks * H),
+    }
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize(
+    ("kind", "log_space"), [v[1:] for v in MIN_VARIANTS], ids=[v[0] for v in MIN_VARIANTS]
+)
+def test_min_forward_matches_the_papers_parallel_forms(kind, log_space, reverse):
+    rng = np.random.default_rng(11)
+    params = make_min_params(rng, kind)
+    xs = rng.standard_normal((B, T, I))
+    h0 = rng.standard_normal((B, 2 * N_LRU if kind == "lru" else H))
+    if log_space:  # the log-space form needs h_0 > 0
+        h0 = np.abs(h0)
+    lengths = LENGTHS["ragged"]
+    ys, h_T = ref.min_forward(kind, params, xs, h0, lengths, reverse=reverse, log_space=log_space)
+    want_ys, want_h = ref.min_parallel(kind, params, xs, h0, lengths, reverse, log_space)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h_T, want_h, rtol=1e-12, atol=1e-14)
+    assert np.all(ys[1] == 0.0) and np.all(h_T[1] == h0[1])  # L = 0: untouched
+    # no h0: zeros (in log space log 0 = -inf, which the scan absorbs)
+    ys0, _ = ref.min_forward(kind, params, xs, None, log_space=log_space)
+    np.testing.assert_allclose(
+        ys0,
+        ref.min_parallel(kind, params, xs, None, log_space=log_space)[0],
+        rtol=1e-12,
+        atol=1e-14,
+    )
+
+
+def test_min_parallel_forms_by_hand():
+    """Two steps, two units; every number below is worked out from the papers' equations."""
+    xs = np.array([[[1.0, -2.0], [3.0, 0.5]]])  # [B=1, T=2, I=2]
+    h0 = np.array([[1.0, 1.0]])
+    eye, zero = np.eye(2), np.zeros((2, 2))
+    s = 1.0 / (1.0 + math.exp(2.0))  # g(-2) = σ(-2); g(1) = 1.5, g(3) = 3.5, g(0.5) = 1
+    # minGRU: z = σ(b_z) = (1/2, 3/4), h̃ = x
+    gru = {"w_z": zero, "b_z": np.array([0.0, math.log(3.0)]), "w_h": eye, "b_h": np.zeros(2)}
+    # unit 0: h1 = 1/2 + 1/2, h2 = 1/2 + 3/2;  unit 1: h1 = 1/4 - 3/2, h2 = -5/16 + 3/8
+    np.testing.assert_allclose(
+        ref.mingru_parallel(gru, xs, h0)[0], [[1.0, -1.25], [2.0, 0.0625]], rtol=1e-14
+    )
+    # log space, h̃ = g(x): unit 0: h1 = 1/2 + 3/4, h2 = 5/8 + 7/4; unit 1: h1 = 1/4 + 3s/4
+    h1 = 0.25 + 0.75 * s
+    np.testing.assert_allclose(
+        ref.mingru_parallel(gru, xs, h0, log_space=True)[0],
+        [[1.25, h1], [2.375, 0.25 * h1 + 0.75]],
+        rtol=1e-13,
+    )
+    # minLSTM: f = (1/2, 1/2), i = σ(b_i) = (1/2, 3/4): f' = (1/2, 2/5), i' = (1/2, 3/5)
+    lstm = {"w_f": zero, "b_f": np.zeros(2), "w_i": zero, "b_i": np.array([0.0, math.log(3.0)])}
+    lstm |= {"w_h": eye, "b_h": np.zeros(2)}
+    # unit 1: h1 = 2/5 - 6/5, h2 = -8/25 + 3/10
+    np.testing.assert_allclose(
+        ref.minlstm_parallel(lstm, xs, h0)[0], [[1.0, -0.8], [2.0, -0.02]], rtol=1e-13
+    )
+    h1 = 0.4 + 0.6 * s
+    np.testing.assert_allclose(
+        ref.minlstm_parallel(lstm, xs, h0, log_space=True)[0],
+        [[1.25, h1], [2.375, 0.4 * h1 + 0.6]],
+        rtol=1e-13,
+    )
+    # LRU: λ = (1/2, i/2), γ = (1, 2), B = (1, 1 + i), C = (1, 1 + i), D = 1/2, x0 = (2, i)
+    lru = {
+        "nu_log": np.full(2, math.log(math.log(2.0))),
+        "theta_log": np.array([math.log(2 * math.pi), math.log(math.pi / 2)]),
+        "gamma_log": np.array([0.0, math.log(2.0)]),
+        "B_re": np.array([[1.0], [1.0]]),
+        "B_im": np.array([[0.0], [1.0]]),
+        "C_re": np.array([[1.0, 1.0]]),
+        "C_im": np.array([[0.0, 1.0]]),
+        "D": np.array([[0.5]]),
+    }
+    ys, x_T = ref.lru_parallel(lru, np.array([[[1.0], [2.0]]]), np.array([[2.0, 1j]]))
+    # unit 0: x = 1 + 1 = 2, then 1 + 2 = 3;  unit 1: x = -1/2 + (2 + 2i) = 3/2 + 2i,
+    # then (i/2)(3/2 + 2i) + 2(2 + 2i) = 3 + 4.75i;  y = Re(x_0 + (1 + i) x_1) + u / 2
+    np.testing.assert_allclose(x_T, [[3.0, 3.0 + 4.75j]], rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(ys[0, :, 0], [2.0, 2.25], rtol=1e-14, atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------
+# Attention: hand-worked scores, and the hand-derived gradients against finite differences
+# --------------------------------------------------------------------------------------
+
+
+def test_attention_by_hand():
+    e = math.e
+    # dot: q = (1, 0) scores the keys (1, 0), (0, 1) as 1, 0; the third step is padding
+    # (NaN: never read); a row with no valid step has zero weights and context
+    values = np.array([[[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]], [[1.0, 2.0]] * 3])
+    mask = np.array([[True, True, False], [False, False, False]])
+    c, w = ref.attend("dot", {}, [[1.0, 0.0], [1.0, 1.0]], values, mask)
+    a = e / (e + 1.0)
+    np.testing.assert_allclose(w, [[a, 1 - a, 0.0], [0.0, 0.0, 0.0]], rtol=1e-14)
+    np.testing.assert_allclose(c, [[a, 1 - a], [0.0, 0.0]], rtol=1e-14)
+    # general: q @ w_a = (1, 1) @ [[0, 2], [1, 0]] = (1, 2), so the scores are 1, 2
+    c, w = ref.attend("general", {"w_a": [[0.0, 2.0], [1.0, 0.0]]}, [[1.0, 1.0]], [np.eye(2)])
+    np.testing.assert_allclose(w, [[1 / (1 + e), e / (1 + e)]], rtol=1e-14)
+    np.testing.assert_allclose(c, w, rtol=1e-14)
+    # additive: e_s = v · tanh(q + k_s + b) with v = (1, -1), b = (0, 1/2), q = (1/2, 0):
+    # e_0 = tanh(3/2) - tanh(1/2) for k_0 = (1, 0); e_1 = tanh(1/2) - tanh(1/2) = 0
+    add = {"w_q": np.eye(2), "w_k": np.eye(2), "b": [0.0, 0.5], "v": [1.0, -1.0]}
+    e0 = math.tanh(1.5) - math.tanh(0.5)
+    np.testing.assert_allclose(
+        ref.attention_scores("additive", add, [[0.5, 0.0]], [[[1.0, 0.0], [0.0, 0.0]]]),
+        [[e0, 0.0]],
+        atol=1e-15,
+    )
+    c, w = ref.attend("additive", add, [[0.5, 0.0]], [[[1.0, 0.0], [0.0, 0.0]]])
+    a = math.exp(e0) / (math.exp(e0) + 1.0)
+    np.testing.assert_allclose(w, [[a, 1 - a]], rtol=1e-14)
+    np.testing.assert_allclose(c, [[a, 0.0]], rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ref.ATTENTION_KINDS)
+def test_attend_backward_matches_finite_differences(kind):
+    rng = np.random.default_rng(12)
+    Bq, S, Q, A = 3, 4, 3, 2
+    E = Q if kind == "dot" else 2
+    params = {
+        "additive": {
+            "w_q": rng.standard_normal((Q, A)),
+            "w_k": rng.standard_normal((E, A)),
+            "b": rng.standard_normal(A),
+            "v": rng.standard_normal(A),
+        },
+        "general": {"w_a": rng.standard_normal((Q, E))},
+        "dot": {},
+    }[kind]
+    query = rng.standard_normal((Bq, Q))
+    values = rng.standard_normal((Bq, S, E))
+    mask = np.arange(S) < np.array([[S], [2], [0]])  # full, two steps, none
+    values[~mask] = 7.0  # padding: read as 0, so no gradient reaches it
+    r_c, r_w = rng.standard_normal((Bq, E)), rng.standard_normal((Bq, S))
+
+    def loss() -> float:
+        c, w = ref.attend(kind, params, query, values, mask)
+        return float(np.sum(c * r_c) + np.sum(w * r_w))
+
+    dparams, dq, dv = ref.attend_backward(kind, params, query, values, mask, r_c, r_w)
+    assert set(dparams) == set(params)
+    for name, g in dparams.items():
+        assert_close(g, numerical_grad(loss, params[name]), f"d{name}")
+    assert_close(dq, numerical_grad(loss, query), "dquery")
+    assert_close(dv, numerical_grad(loss, values), "dvalues")
+    assert np.all(dv[~mask] == 0.0) and np.all(dq[2] == 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# Encoder-decoders (jrnn.seq2seq, jrnn.vec2seq): 2-step, 2-unit examples worked out by hand
+# --------------------------------------------------------------------------------------
+
+# The encoder of both seq2seq examples: an rnn over one-hot tokens (vocabulary 3) with
+# w_ih rows: token 1 -> unit 0, token 2 -> unit 1; unit 0 feeds unit 1 with weight 1/2.
+# Source [1, 2] (length 2): h_1 = (tanh 1, 0), h_2 = (0, tanh(1 + tanh(1) / 2)).
+# Source [2, ·] (length 1): h_1 = (0, tanh 1); the second token is padding.
+ENCODER_BY_HAND = [
+    [
+        {
+            "w_ih": np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]),
+            "w_hh": np.array([[0.0, 0.5], [0.0, 0.0]]),
+            "b": np.zeros(2),
+        }
+    ]
+]
+SRC_BY_HAND, SRC_LENGTHS_BY_HAND = np.array([[1, 2], [2, 1]]), np.array([2, 1])
+
+
+def test_seq2seq_forward_by_hand_without_attention():
+    tanh, t1 = math.tanh, math.tanh(1.0)
+    params = {
+        "encoder": ENCODER_BY_HAND,
+        # s_0 = (tanh(C_0 + 0.1), tanh(-C_1))
+        "bridge": [{"w": np.array([[1.0, 0.0], [0.0, -1.0]]), "b": np.array([0.1, 0.0])}],
+        # decoder input [onehot(y) (4), C (2)]: bos -> (0.2, 0), token 3 -> (0, 0.3), C -> C;
+        # unit 1 feeds unit 0: s_t = tanh(row_y + C + (s_{t-1}[1], 0))
+        "decoder": {
+            "w_ih": np.array([[0, 0], [0.2, 0], [0, 0], [0, 0.3], [1, 0], [0, 1]], float),
+            "w_hh": np.array([[0.0, 0.0], [1.0, 0.0]]),
+            "b": np.zeros(2),
+        },
+        "w_o": np.array([[1.0, 0, 0, -1], [0, 2, 0, 0]]),  # o = (s_0, 2 s_1, 1/2, -s_0)
+        "b_o": np.array([0.0, 0, 0.5, 0]),
+    }
+    rows = {1: (0.2, 0.0), 3: (0.0, 0.3)}
+
+    def decode(context, tokens):
+        s = (tanh(context[0] + 0.1), tanh(-context[1]))
+        logits = []
+        for y in tokens:
+            s = (tanh(rows[y][0] + context[0] + s[1]), tanh(rows[y][1] + context[1]))
+            logits.append([s[0], 2 * s[1], 0.5, -s[0]])
+        return logits, s
+
+    want0, s0 = decode((0.0, tanh(1.0 + 0.5 * t1)), [1, 3])
+    want1, s1 = decode((0.0, t1), [3, 1])
+    logits, weights, carry = ref.seq2seq_forward(
+        params,
+        SRC_BY_HAND,
+        [[1, 3], [3, 1]],
+        encoder_kind="rnn",
+        decoder_kind="rnn",
+        src_lengths=SRC_LENGTHS_BY_HAND,
+    )
+    assert weights is None
+    np.testing.assert_allclose(logits, [want0, want1], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(carry, [s0, s1], rtol=1e-14, atol=1e-15)
+
+
+def test_seq2seq_forward_by_hand_with_dot_attention():
+    tanh, t1 = math.tanh, math.tanh(1.0)
+    params = {
+        "encoder": ENCODER_BY_HAND,
+        # bridge="zeros"; decoder input [onehot(y) (4), s̃ (2)]: bos -> (1, 0),
+        # token 3 -> (0, 1), s̃ -> s̃ / 2; no recurrent weights: s_t = tanh(row_y + s̃ / 2)
+        "decoder": {
+            "w_ih": np.array([[0, 0], [1, 0], [0, 0], [0, 1], [0.5, 0], [0, 0.5]], float),
+            "w_hh": np.zeros((2, 2)),
+            "b": np.zeros(2),
+        },
+        "attention": {},
+        # s̃ = tanh([c, s] @ w_c + b_c) = (tanh(c_0 + s_0), tanh(c_1 + 0.1))
+        "w_c": np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]),
+        "b_c": np.array([0.0, 0.1]),
+        "w_o": np.array([[1.0, 0, 0, 0], [0, 0, 0, 1]]),  # o = (s̃_0, 0, 0, s̃_1)
+        "b_o": np.zeros(4),
+    }
+    rows = {1: (1.0, 0.0), 3: (0.0, 1.0)}
+
+    def decode(keys, tokens):
+        feed, logits, weights = (0.0, 0.0), [], []
+        for y in tokens:
+            s = (tanh(rows[y][0] + feed[0] / 2), tanh(rows[y][1] + feed[1] / 2))
+            scores = [s[0] * k[0] + s[1] * k[1] for k in keys]  # dot: e = s · k
+            alpha = [math.exp(e) / sum(math.exp(f) for f in scores) for e in scores]
+            c = [sum(a * k[i] for a, k in zip(alpha, keys, strict=True)) for i in range(2)]
+            feed = (tanh(c[0] + s[0]), tanh(c[1] + 0.1))
+            logits.append([feed[0], 0.0, 0.0, feed[1]])
+            weights.append(alpha + [0.0] * (2 - len(alpha)))
+        return logits, weights, s
+
+    want0, w0, s0 = decode([(t1, 0.0), (0.0, tanh(1.0 + 0.5 * t1))], [1, 3])
+    want1, w1, s1 = decode([(0.0, t1)], [1, 3])  # one valid source step: weights (1, 0)
+    logits, weights, carry = ref.seq2seq_forward(
+        params,
+        SRC_BY_HAND,
+        [[1, 3], [1, 3]],
+        encoder_kind="rnn",
+        decoder_kind="rnn",
+        src_lengths=SRC_LENGTHS_BY_HAND,
+        attention="dot",
+        bridge="zeros",
+    )
+    np.testing.assert_allclose(logits, [want0, want1], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(weights, [w0, w1], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(carry, [s0, s1], rtol=1e-14, atol=1e-15)
+    assert np.all(weights[1, :, 1] == 0.0)
+
+
+@pytest.mark.parametrize("condition", ["init", "input", "both"])
+def test_vec2seq_forward_by_hand(condition):
+    tanh, t1, v = math.tanh, math.tanh(1.0), 0.5
+    # bridge: s_0 = (tanh v, tanh(1/2 - v)); decoder input [onehot(y) (4), v]: bos -> (1, 0),
+    # token 3 -> (0, -1), v -> (0, 2 v); unit 1 feeds unit 0 with 1/2;  o = (s_0, s_1, 1, 0)
+    w_ih = np.array([[0, 0], [1, 0], [0, 0], [0, -1], [0, 2]], float)
+    params = {
+        "decoder": {
+            "w_ih": w_ih if condition != "init" else w_ih[:4],
+            "w_hh": np.array([[0.0, 0.0], [0.5, 0.0]]),
+            "b": np.zeros(2),
+        },
+        "bridge": [{"w": np.array([[1.0, -1.0]]), "b": np.array([0.0, 0.5])}],
+        "w_o": np.array([[1.0, 0, 0, 0], [0, 1, 0, 0]]),
+        "b_o": np.array([0.0, 0, 1, 0]),
+    }
+    if condition == "input":
+        del params["bridge"]
+    s = (tanh(v), tanh(0.5 - v)) if condition != "input" else (0.0, 0.0)
+    extra = 2 * v if condition != "init" else 0.0
+    s1 = (tanh(1.0 + s[1] / 2), tanh(extra))  # y = bos
+    s2 = (tanh(s1[1] / 2), tanh(-1.0 + extra))  # y = 3
+    logits, carry = ref.vec2seq_forward(
+        params, [[v]], [[1, 3]], decoder_kind="rnn", condition=condition
+    )
+    np.testing.assert_allclose(logits, [[[*s1, 1.0, 0.0], [*s2, 1.0, 0.0]]], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(carry, [s2], rtol=1e-14, atol=1e-15)
+    want = {"init": (t1, 0.0), "input": (t1, t1), "both": (t1, t1)}[condition]
+    np.testing.assert_allclose(s1, want, rtol=1e-15)  # the hand values themselves
