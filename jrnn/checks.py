@@ -515,8 +515,8 @@ def check_carry(
 
 
 def check_batch_shape(batch_shape: Any, where: str, name: str = "batch_shape") -> tuple[int, ...]:
-    """Returns ``batch_shape`` as a tuple of ints ``>= 0``; ``TypeError``/``ValueError``
-    naming it otherwise.
+    """Returns ``batch_shape`` as a tuple of ints ``>= 0`` (symbolic dimensions of
+    ``jax.export`` pass as they are); ``TypeError``/``ValueError`` naming it otherwise.
 
     Examples:
       >>> check_batch_shape([2, 3], "lstm.initial_carry")
@@ -531,11 +531,13 @@ def check_batch_shape(batch_shape: Any, where: str, name: str = "batch_shape") -
         raise TypeError(message)
     dims = tuple(batch_shape)
     for d in dims:
+        if jax.export.is_symbolic_dim(d):  # a symbolic dimension of jax.export: kept
+            continue
         if isinstance(d, bool) or not isinstance(d, int | np.integer):
             raise TypeError(message)
         if d < 0:
             raise ValueError(message)
-    return tuple(int(d) for d in dims)
+    return tuple(d if jax.export.is_symbolic_dim(d) else int(d) for d in dims)
 
 
 @functools.lru_cache(maxsize=1024)

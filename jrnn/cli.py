@@ -19,7 +19,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from jrnn.app.hugepages import restart_with_huge_pages
 
@@ -54,8 +54,6 @@ def _help_task(argv: list[str]) -> tuple[str | None, str | None]:
 def build_parser(task: str | None = None, model: str | None = None) -> argparse.ArgumentParser:
     """The ``jrnn`` parser; ``train --help`` shows ``task``'s (and ``model``'s) defaults."""
     import jrnn
-    from jrnn.app import devices
-    from jrnn.app.config import add_train_arguments, arg_type
 
     parser = _Parser(
         prog="jrnn",
@@ -65,6 +63,16 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="{train,sample,eval,decode,diagnose}"
     )
+    _add_train(sub, task, model)
+    _add_sample_and_eval(sub)
+    _add_decode(sub)
+    _add_diagnose(sub)
+    return parser
+
+
+def _add_train(sub: Any, task: str | None, model: str | None) -> None:
+    from jrnn.app import devices
+    from jrnn.app.config import add_train_arguments
 
     t = sub.add_parser(
         "train",
@@ -82,6 +90,10 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     devices.add_arguments(t)
     t.set_defaults(func=_cmd_train)
 
+
+def _add_sample_and_eval(sub: Any) -> None:
+    from jrnn.app.config import arg_type
+
     s = sub.add_parser("sample", help="print text generated from a text run's latest checkpoint")
     s.add_argument("dir", metavar="DIR", help="run folder")
     s.add_argument(
@@ -93,11 +105,14 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     )
     s.add_argument("--seed", type=arg_type("int"), default=0, metavar="N", help="sampling seed (0)")
     s.set_defaults(func=_cmd_sample)
-
     e = sub.add_parser("eval", help="print validation metrics of a run's latest checkpoint")
     e.add_argument("dir", metavar="DIR", help="run folder")
     e.add_argument("--full", action="store_true", help="evaluate the whole held-out text (charlm)")
     e.set_defaults(func=_cmd_eval)
+
+
+def _add_decode(sub: Any) -> None:
+    from jrnn.app.config import arg_type
 
     d = sub.add_parser("decode", help="show held-out examples decoded by a run's latest checkpoint")
     d.add_argument("dir", metavar="DIR", help="run folder")
@@ -119,8 +134,9 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     d.add_argument("--plot", metavar="PNG", help="attention models: plot an example's weights")
     d.set_defaults(func=_cmd_decode)
 
-    from jrnn.app.config import CELLS
-    from jrnn.app.diagnose import DIAGNOSE_TASKS
+
+def _add_diagnose(sub: Any) -> None:
+    from jrnn.app.diagnose import add_arguments
 
     g = sub.add_parser(
         "diagnose",
@@ -130,38 +146,8 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
         "With DIR: the same loss-free quantities for the first recurrent layer of the run. "
         "Writes diagnostics.json and PNG figures to --out.",
     )
-    g.add_argument("dir", metavar="DIR", nargs="?", help="a run folder (default: cells at init)")
-    g.add_argument(
-        "--out",
-        metavar="DIR",
-        help="output folder (default: DIR/diagnostics, or diagnostics-YYYYmmdd-HHMMSS)",
-    )
-    g.add_argument(
-        "--cell",
-        nargs="+",
-        choices=CELLS,
-        metavar="CELL",
-        help=f"cells to compare ({', '.join(CELLS)}; default rnn lstm gru)",
-    )
-    g.add_argument("--task", choices=DIAGNOSE_TASKS, help="batch of (adding)")
-    g.add_argument("--seq-len", type=arg_type("posint"), metavar="T", help="T (100)")
-    g.add_argument("--hidden", type=arg_type("posint"), metavar="N", help="hidden size (64)")
-    g.add_argument("--batch-size", type=arg_type("posint"), metavar="N", help="batch (32)")
-    g.add_argument(
-        "--recurrent-scale",
-        type=arg_type("posfloat"),
-        metavar="X",
-        help="multiply w_hh after init; > 1 makes the RNN explode (1)",
-    )
-    g.add_argument("--forget-bias", type=float, metavar="X", help="the LSTMs' forget-gate bias (1)")
-    g.add_argument(
-        "--precision",
-        choices=("float32", "float64"),
-        help="float64 (default) keeps vanishing norms from underflowing",
-    )
-    g.add_argument("--seed", type=arg_type("int"), metavar="N", help="seed (0)")
+    add_arguments(g)
     g.set_defaults(func=_cmd_diagnose)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -311,6 +311,64 @@ def _encode_into(vocab: CharVocab, cps_list: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _corpus_files(path: str | Path | None) -> tuple[list[Path], Path, str, bool]:
+    """``(files, base, source, skip_binary)`` of a corpus source (see :func:`load_corpus`)."""
+    if path is None:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        source = f"Python {sys.version.split()[0]} standard library source at {root}"
+        return stdlib_source_files(root), root, source, False
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"corpus path does not exist: {str(path)!r}")
+    if root.is_dir():
+        return _folder_files(root), root, f"text files under {root}", True
+    return [root], root.parent, f"file {root}", False
+
+
+def _read_code_points(files, base: Path, max_chars: int | None, skip_binary: bool):
+    """``(names, code points per file, total characters)``, file by file until
+    ``max_chars`` (each text is dropped once converted to code points)."""
+    names: list[str] = []
+    cps_list: list[np.ndarray] = []
+    total = 0
+    for file in files:
+        remaining = None if max_chars is None else max_chars - total
+        if remaining is not None and remaining <= 0:
+            break
+        text = read_text(file, remaining, skip_binary)
+        if not text:
+            continue
+        cps_list.append(_code_points(text))
+        names.append(file.relative_to(base).as_posix())
+        total += len(text)
+        del text
+    return names, cps_list, total
+
+
+def _split(names, cps_list, val_fraction: float, source: str):
+    """``(split, train_cps, val_cps, train_files, val_files)``: by file with at least two
+    files (evenly spaced held-out files), else by characters (the last ones held out)."""
+    if len(cps_list) >= 2:
+        val_idx = _val_file_indices(len(cps_list), val_fraction)
+        return (
+            "file",
+            [c for i, c in enumerate(cps_list) if i not in val_idx],
+            [c for i, c in enumerate(cps_list) if i in val_idx],
+            tuple(n for i, n in enumerate(names) if i not in val_idx),
+            tuple(n for i, n in enumerate(names) if i in val_idx),
+        )
+    (cps,) = cps_list
+    num_val = 0 if val_fraction == 0 else max(1, round(cps.shape[0] * val_fraction))
+    if cps.shape[0] - num_val < 1:
+        raise ValueError(
+            f"corpus {source} has {cps.shape[0]} characters: too few to hold out "
+            f"val_fraction={val_fraction} and keep training text"
+        )
+    cut = cps.shape[0] - num_val
+    val_cps = [cps[cut:]] if num_val else []
+    return "chars", [cps[:cut]], val_cps, tuple(names), (tuple(names) if num_val else ())
+
+
 def load_corpus(
     path: str | Path | None = None,
     val_fraction: float = 0.05,
@@ -357,65 +415,15 @@ def load_corpus(
     if max_chars is not None and max_chars <= 0:
         raise ValueError(f"max_chars must be positive or None, got {max_chars}")
 
-    if path is None:
-        root = Path(sysconfig.get_paths()["stdlib"])
-        files = stdlib_source_files(root)
-        skip_binary = False
-        source = f"Python {sys.version.split()[0]} standard library source at {root}"
-    else:
-        root = Path(path)
-        if not root.exists():
-            raise FileNotFoundError(f"corpus path does not exist: {str(path)!r}")
-        if root.is_dir():
-            files = _folder_files(root)
-            skip_binary = True
-            source = f"text files under {root}"
-        else:
-            files = [root]
-            skip_binary = False
-            source = f"file {root}"
-    base = root if root.is_dir() else root.parent
-
-    # Read file by file (each text is dropped once converted to code points).
-    names: list[str] = []
-    cps_list: list[np.ndarray] = []
-    total = 0
-    for file in files:
-        remaining = None if max_chars is None else max_chars - total
-        if remaining is not None and remaining <= 0:
-            break
-        text = read_text(file, remaining, skip_binary)
-        if not text:
-            continue
-        cps_list.append(_code_points(text))
-        names.append(file.relative_to(base).as_posix())
-        total += len(text)
-        del text
+    files, base, source, skip_binary = _corpus_files(path)
+    names, cps_list, total = _read_code_points(files, base, max_chars, skip_binary)
     if total == 0:
         raise ValueError(f"corpus {source} is empty (no text found)")
     if max_chars is not None and total >= max_chars:
         source += f" (first {max_chars:,} characters)"
-
-    if len(cps_list) >= 2:
-        split = "file"
-        val_idx = _val_file_indices(len(cps_list), val_fraction)
-        train_cps = [c for i, c in enumerate(cps_list) if i not in val_idx]
-        val_cps = [c for i, c in enumerate(cps_list) if i in val_idx]
-        train_files = tuple(n for i, n in enumerate(names) if i not in val_idx)
-        val_files = tuple(n for i, n in enumerate(names) if i in val_idx)
-    else:
-        split = "chars"
-        (cps,) = cps_list
-        num_val = 0 if val_fraction == 0 else max(1, round(cps.shape[0] * val_fraction))
-        if cps.shape[0] - num_val < 1:
-            raise ValueError(
-                f"corpus {source} has {cps.shape[0]} characters: too few to hold out "
-                f"val_fraction={val_fraction} and keep training text"
-            )
-        cut = cps.shape[0] - num_val
-        train_cps, val_cps = [cps[:cut]], ([cps[cut:]] if num_val else [])
-        train_files = tuple(names)
-        val_files = tuple(names) if num_val else ()
+    split, train_cps, val_cps, train_files, val_files = _split(
+        names, cps_list, val_fraction, source
+    )
     del cps_list
 
     char_counts: dict[str, int] = {}

@@ -147,6 +147,22 @@ def _bridge_apply(bridge: list[dict], summary: Array, template: Carry) -> Carry:
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _check_copy_bridge(enc_template, dec_template, num_dirs: int, where: str) -> None:
+    """``bridge="copy"`` hands the encoder's final state (directions concatenated) to the
+    decoder: the two must have the same structure and sizes."""
+    joined = jax.tree.map(lambda a: a.shape[-1] * num_dirs, enc_template)
+    want = jax.tree.map(lambda a: a.shape[-1], dec_template)
+    same_type = jax.tree.structure(enc_template) == jax.tree.structure(dec_template)
+    if not same_type or jax.tree.leaves(joined) != jax.tree.leaves(want):
+        raise ValueError(
+            f"{where}: encoder/decoder size mismatch: bridge='copy' hands the encoder's "
+            f"final state {jax.tree.structure(enc_template)} with sizes "
+            f"{jax.tree.leaves(joined)} (directions concatenated) to a decoder whose "
+            f"state {jax.tree.structure(dec_template)} has sizes "
+            f"{jax.tree.leaves(want)}; use bridge='linear' or matching sizes"
+        )
+
+
 def seq2seq(
     encoder: Cell | Stack,
     decoder: Cell,
@@ -241,18 +257,7 @@ def seq2seq(
     enc_template = _zero_carry(enc.cell)
     enc_state = num_dirs * sum(leaf.shape[-1] for leaf in jax.tree.leaves(enc_template))
     if bridge == "copy":
-        joined = jax.tree.map(lambda a: a.shape[-1] * num_dirs, enc_template)
-        want = jax.tree.map(lambda a: a.shape[-1], dec_template)
-        if jax.tree.structure(enc_template) != jax.tree.structure(dec_template) or jax.tree.leaves(
-            joined
-        ) != jax.tree.leaves(want):
-            raise ValueError(
-                f"{where}: encoder/decoder size mismatch: bridge='copy' hands the encoder's "
-                f"final state {jax.tree.structure(enc_template)} with sizes "
-                f"{jax.tree.leaves(joined)} (directions concatenated) to a decoder whose "
-                f"state {jax.tree.structure(dec_template)} has sizes "
-                f"{jax.tree.leaves(want)}; use bridge='linear' or matching sizes"
-            )
+        _check_copy_bridge(enc_template, dec_template, num_dirs, where)
     attn = None
     if attention is not None:
         from jrnn.attention import attention as make_attention

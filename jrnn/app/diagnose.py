@@ -37,6 +37,46 @@ SINGLE_RECURRENCE = ("lm", "seq2vec", "tagger", "bitagger")
 """``--model``s whose runs :func:`diagnose_run` reads: one :class:`jrnn.Model` recurrence."""
 
 
+def add_arguments(parser: Any) -> None:
+    """The flags of ``jrnn diagnose`` (the command line's parser is :mod:`jrnn.cli`'s)."""
+    from jrnn.app.config import arg_type
+
+    parser.add_argument(
+        "dir", metavar="DIR", nargs="?", help="a run folder (default: cells at init)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: DIR/diagnostics, or diagnostics-YYYYmmdd-HHMMSS)",
+    )
+    parser.add_argument(
+        "--cell",
+        nargs="+",
+        choices=CELLS,
+        metavar="CELL",
+        help=f"cells to compare ({', '.join(CELLS)}; default rnn lstm gru)",
+    )
+    parser.add_argument("--task", choices=DIAGNOSE_TASKS, help="batch of (adding)")
+    parser.add_argument("--seq-len", type=arg_type("posint"), metavar="T", help="T (100)")
+    parser.add_argument("--hidden", type=arg_type("posint"), metavar="N", help="hidden size (64)")
+    parser.add_argument("--batch-size", type=arg_type("posint"), metavar="N", help="batch (32)")
+    parser.add_argument(
+        "--recurrent-scale",
+        type=arg_type("posfloat"),
+        metavar="X",
+        help="multiply w_hh after init; > 1 makes the RNN explode (1)",
+    )
+    parser.add_argument(
+        "--forget-bias", type=float, metavar="X", help="the LSTMs' forget-gate bias (1)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        help="float64 (default) keeps vanishing norms from underflowing",
+    )
+    parser.add_argument("--seed", type=arg_type("int"), metavar="N", help="seed (0)")
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
