@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Params
+from jrnn.base import Array, Params, exportable
 from jrnn.checks import check_int
 
 __all__ = ["SCORES", "Attention", "AttentionMemory", "attention", "masked_softmax"]
@@ -49,6 +49,7 @@ SCORES = ("additive", "dot", "general")
 _ALIASES = {"bahdanau": "additive", "concat": "additive", "luong": "general"}
 
 
+@exportable
 class AttentionMemory(NamedTuple):
     """What a decoder attends over, prepared once per source batch.
 

@@ -39,12 +39,36 @@ parallel over time by Newton's method with full or diagonal Jacobians (:mod:`jrn
 chosen by :func:`jrnn.newton.auto_method`."""
 
 
+def exportable(cls: type) -> type:
+    """Registers the NamedTuple ``cls`` for ``jax.export`` serialization under the name
+    ``jrnn.<ClassName>``, so a function exported with jrnn's containers in its inputs or
+    outputs serializes and deserializes (every jrnn container that holds arrays is
+    registered when jrnn is imported).  Use it on a carry type of your own.
+
+    Examples:
+      >>> from typing import NamedTuple
+      >>> import jax
+      >>> @exportable
+      ... class MyCarry(NamedTuple):
+      ...     h: jax.Array
+      ...     n: jax.Array
+      >>> MyCarry.__name__
+      'MyCarry'
+    """
+    module = cls.__module__
+    prefix = "jrnn" if module.split(".")[0] == "jrnn" else module
+    jax.export.register_namedtuple_serialization(cls, serialized_name=f"{prefix}.{cls.__name__}")
+    return cls
+
+
+@exportable
 class RNNState(NamedTuple):
     """Carry of the simple RNN and the GRU: the hidden state ``h`` of shape ``[..., H]``."""
 
     h: Array
 
 
+@exportable
 class LSTMState(NamedTuple):
     """Carry of the LSTM: hidden state ``h`` ``[..., H]`` and cell state ``c`` ``[..., H]``.
 

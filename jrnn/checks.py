@@ -514,6 +514,17 @@ def check_carry(
     return jax.tree.unflatten(t_def, out)
 
 
+def concrete(*dims: Any) -> bool:
+    """Whether every dimension is a number, not a symbolic dimension of ``jax.export``.
+
+    Examples:
+      >>> from jax import export
+      >>> concrete(4, 7), concrete(*export.symbolic_shape("b, 7"))
+      (True, False)
+    """
+    return not any(jax.export.is_symbolic_dim(d) for d in dims)
+
+
 def check_batch_shape(batch_shape: Any, where: str, name: str = "batch_shape") -> tuple[int, ...]:
     """Returns ``batch_shape`` as a tuple of ints ``>= 0`` (symbolic dimensions of
     ``jax.export`` pass as they are); ``TypeError``/``ValueError`` naming it otherwise.
@@ -554,8 +565,10 @@ def carry_layout(cell: Cell, input_size: int, batch_shape: tuple[int, ...]) -> C
       >>> carry_layout(jrnn.lstm(4, proj_size=2), 3, (5,)).c.shape
       (5, 4)
     """
-    batch_shape = tuple(int(d) for d in batch_shape)
+    batch_shape = tuple(d if jax.export.is_symbolic_dim(d) else int(d) for d in batch_shape)
     try:
+        if not concrete(*batch_shape):  # jax.export's dimensions belong to one trace
+            raise TypeError
         return _carry_layout(cell.initial_carry, cell.init, input_size, batch_shape)
     except TypeError:
         return _carry_layout.__wrapped__(cell.initial_carry, cell.init, input_size, batch_shape)

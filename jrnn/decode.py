@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Array, Params
+from jrnn.base import Array, Params, exportable
 from jrnn.checks import check_int, check_lengths
 from jrnn.models import EncoderDecoder
 
@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 
+@exportable
 class Decoded(NamedTuple):
     """One decoded sequence per source.
 
@@ -78,6 +79,7 @@ class Decoded(NamedTuple):
     attention: Array | None
 
 
+@exportable
 class Beams(NamedTuple):
     """The ``k`` final hypotheses per source, best first (by ``normalized``).
 

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Array, Carry, Cell, Params, PRNGKey
+from jrnn.base import Array, Carry, Cell, Params, PRNGKey, exportable
 from jrnn.cells import ACTIVATIONS, block_layer_norm
 from jrnn.checks import (
     check_float_input,
@@ -425,6 +425,7 @@ def step_jacobian_norms(
     return _batch_first(_zero_padding(norms, prep.mask))
 
 
+@exportable
 class JacobianProducts(NamedTuple):
     """Norms of the long-range Jacobians ``∂h_T/∂h_t`` (see :func:`jacobian_product_norms`).
 
@@ -547,6 +548,7 @@ def _state_matrix(rows: Carry, nb: int) -> Array:
 # gate saturation
 
 
+@exportable
 class GateSaturation(NamedTuple):
     """Saturation of one gate over time (see :func:`gate_saturation`).
 

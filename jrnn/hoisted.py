@@ -67,8 +67,9 @@ def per_step_residuals(cell: Cell, params: Params, xs: Array, carry: Carry, mask
       (True, False)
     """
     nb = xs.ndim - 2
-    fake = 1 + max((d for a in jax.tree.leaves(params) for d in a.shape), default=1)
-    batch = (max(fake, 1 + max(xs.shape)),) * nb
+    sizes = [d for a in jax.tree.leaves(params) for d in a.shape] + list(xs.shape)
+    fake = 1 + max((d for d in sizes if not jax.export.is_symbolic_dim(d)), default=1)
+    batch = (fake,) * nb
     used = _used(cell, params, carry, xs)
     spec = lambda a: jax.ShapeDtypeStruct(batch + a.shape[nb:], a.dtype)
     abstract_carry = jax.tree.map(spec, carry)

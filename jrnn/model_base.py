@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.base import Array, Carry, Cell, DType
+from jrnn.base import Array, Carry, Cell, DType, exportable
 from jrnn.stacks import Stack
 
 
+@exportable
 class ModelAux(NamedTuple):
     """What a model's ``apply`` returns beside its outputs: ``(outputs, aux)``.
 

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jrnn import scan
-from jrnn.base import Array, Carry, Cell, Params, core_step
+from jrnn.base import Array, Carry, Cell, Params, core_step, exportable
 from jrnn.checks import check_bool, check_choice, check_int
 from jrnn.prepare import Options, Prepared, check_options, finish, prepare
 from jrnn.strategy import Plan, plan
@@ -85,6 +85,7 @@ float16/bfloat16): a few hundred ulps of a state of size 1 in float32, ~5e4 ulps
 float64 (Newton converges quadratically, so the final residual is usually far below)."""
 
 
+@exportable
 class NewtonInfo(NamedTuple):
     """Diagnostics of a parallel-in-time solve, one entry per sequence (``[*batch]``).
 

@@ -15,6 +15,22 @@ prepared inputs (their shapes), the user's options and the backend into a :class
 * how many of a CPU's host devices split the batch (:func:`jrnn.sharding.host_split`).
 
 The same inputs always give the same plan.
+
+**Symbolic shapes** (``jax.export`` with ``symbolic_shape("b, t")``): a choice that depends
+on a size cannot be made when the batch or time dimension is symbolic, so :func:`plan`
+makes fixed ones instead, and never calls Python maths on a dimension:
+
+* the engine is the sequential scan for ``method="auto"`` and for a cell with ``affine``
+  (the associative scan needs a concrete length; the sequential scan computes the same
+  recurrence); ``method="newton"``/``"quasi-newton"`` on a cell without ``affine`` is an
+  error (their linear solves are associative scans);
+* ``hoist`` and ``vjp`` not given: the backend's shape-free defaults of
+  :func:`default_strategy` (on CPU the projection in the step, differentiated by autodiff;
+  elsewhere hoisted, with the hand-structured VJP);
+* the batch is not split over host devices;
+* ``unroll=k`` becomes 1 and ``remat="sqrt"`` becomes ``"step"`` when the time dimension is
+  symbolic (both need the number of steps; the results are the same, only speed and memory
+  differ).
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import jax
 
 from jrnn import hoisted, tuned
 from jrnn.base import Cell
+from jrnn.checks import concrete
 from jrnn.prepare import Options, Prepared
 from jrnn.sharding import host_split
 
@@ -176,6 +193,14 @@ def _state_size(prep: Prepared) -> int:
 def _engine(cell: Cell, prep: Prepared, method: str, solve: bool, backend: str, where: str):
     if method == "scan":
         return "scan"
+    if not concrete(prep.num_steps, *prep.batch_shape):  # jax.export: see the module
+        if method == "auto" or (cell.affine is not None and not solve):
+            return "scan"
+        raise ValueError(
+            f"{where}: `method`={method!r} needs concrete batch and time dimensions (its "
+            f"linear solves are associative scans); with jax.export's symbolic shapes use "
+            f"method='scan' or 'auto'"
+        )
     if prep.noise is not None:  # training a regularised cell: its noise is read in the scan
         if method == "auto":
             return "scan"
@@ -206,8 +231,12 @@ def _scan_choice(cell: Cell, prep: Prepared, options: Options, devices: int, bac
         return False, "autodiff", False
     if prep.noise is not None or options.remat != "none":
         return False, "autodiff", False  # noise and remat act inside the step
-    batch = math.prod(prep.batch_shape) // devices  # what each device runs
-    defaults = default_strategy(backend, batch=batch, steps=prep.num_steps, hidden=cell.hidden_size)
+    if concrete(prep.num_steps, *prep.batch_shape):
+        batch = math.prod(prep.batch_shape) // devices  # what each device runs
+        shape = {"batch": batch, "steps": prep.num_steps, "hidden": cell.hidden_size}
+    else:  # jax.export's symbolic dimensions: the shape-free defaults
+        shape = {}
+    defaults = default_strategy(backend, **shape)
     # inference (the custom VJP's primal) on CPU: in-step unless the caller chose
     infer_hoist = options.hoist if options.hoist is not None else backend != "cpu"
     hoist = defaults["hoist"] if options.hoist is None else options.hoist
@@ -256,8 +285,9 @@ def plan(
     """
     backend = backend or jax.default_backend()
     engine = _engine(cell, prep, options.method, solver is not None, backend, where)
+    static, static_time = concrete(prep.num_steps, *prep.batch_shape), concrete(prep.num_steps)
     devices = 1
-    if engine == "scan" and backend == "cpu":
+    if engine == "scan" and backend == "cpu" and static:
         devices = host_split(prep.xs, prep.batch_shape, cell.hidden_size)
     hoist, vjp, infer_hoist = _scan_choice(cell, prep, options, devices, backend, where)
     save = engine == "scan" and vjp == "hoisted"
@@ -270,8 +300,8 @@ def plan(
         infer_hoist=infer_hoist,
         devices=devices,
         save_step_vjps=save,
-        remat=options.remat,
-        unroll=options.unroll,
+        remat=options.remat if static_time or options.remat != "sqrt" else "step",
+        unroll=options.unroll if static_time else 1,
         return_carries=options.return_carries,
         solver=solver if engine in ("newton", "quasi-newton") else None,
     )

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jrnn.base import Array, Carry, Params, vary_like
+from jrnn.base import Array, Carry, Params, exportable, vary_like
 from jrnn.checks import check_int
 from jrnn.sharding import DATA_AXIS, check_batch_divides, data_size
 
@@ -51,6 +51,7 @@ Metrics = dict[str, Array]
 _global_norm = optax.tree.norm if hasattr(optax, "tree") else optax.global_norm
 
 
+@exportable
 class TrainState(NamedTuple):
     """Everything a training run carries from one step to the next.
 

@@ -56,6 +56,17 @@ ROWS = [
     ("step_only", STEP_ONLY, (4, 2048, 2), {}, "gpu", 0, 0, ("scan", False, "autodiff", False)),
     ("step_only_hoist", STEP_ONLY, (4, 64, 2), {"hoist": True}, "cpu", 0, 0,
      (ValueError, r"`hoist=True` needs the cell's FastPath")),
+    # jax.export's symbolic dimensions (strings): the fixed, shape-free choices
+    ("symbolic_cpu", LSTM, ("b", "t", 2), {}, "cpu", 0, 0, ("scan", False, "autodiff", False)),
+    ("symbolic_batch_cpu", LSTM, ("b", 2048, 2), {}, "cpu", 0, 0,
+     ("scan", False, "autodiff", False)),
+    ("symbolic_gpu", LSTM, ("b", "t", 2), {}, "gpu", 0, 0, ("scan", True, "hoisted", True)),
+    ("symbolic_explicit", LSTM, ("b", "t", 2), {"hoist": True, "vjp": "hoisted"}, "cpu", 0, 0,
+     ("scan", True, "hoisted", True)),
+    ("symbolic_auto_gpu", SMALL, (1, "t", 2), {"method": "auto"}, "gpu", 0, 0, ("scan",)),
+    ("symbolic_affine_newton", MINGRU, (4, "t", 2), {"method": "newton"}, "gpu", 0, 0, ("scan",)),
+    ("symbolic_newton", SMALL, ("b", "t", 2), {"method": "newton"}, "cpu", 0, 0,
+     (ValueError, r"`method`='newton' needs concrete batch and time dimensions")),
 ]  # fmt: skip
 
 
@@ -65,13 +76,24 @@ def _params(cell, input_size):
 
 
 def _plan(cell, shape, options, backend, key, solver):
+    """The plan for ``xs`` of ``shape``; a string in it is a symbolic dimension, and the
+    plan is then made while ``jax.export`` traces ``unroll``'s preparation."""
     options = Options(**options)
-    xs = jnp.zeros(shape, jnp.float32)
     k = jax.random.key(0) if key else None
-    prep = prepare(cell, _params(cell, shape[-1]), xs, None, None, None, k, options,
-                   where="unroll")  # fmt: skip
-    return plan(cell, prep, options, where="unroll", backend=backend,
-                solver=NewtonOptions() if solver else None)  # fmt: skip
+
+    def plan_for(xs):
+        prep = prepare(cell, _params(cell, shape[-1]), xs, None, None, None, k, options,
+                       where="unroll")  # fmt: skip
+        return plan(cell, prep, options, where="unroll", backend=backend,
+                    solver=NewtonOptions() if solver else None)  # fmt: skip
+
+    if all(isinstance(d, int) for d in shape):
+        return plan_for(jnp.zeros(shape, jnp.float32))
+    plans = []
+    dims = jax.export.symbolic_shape(", ".join(map(str, shape)))
+    trace = jax.jit(lambda xs: plans.append(plan_for(xs)) or xs)
+    jax.export.export(trace)(jax.ShapeDtypeStruct(dims, jnp.float32))
+    return plans[0]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
@@ -85,6 +107,16 @@ def test_the_plan_table(row):
     assert (got.engine, got.hoist, got.vjp, got.infer_hoist)[: len(expected)] == expected
     assert got == _plan(cell, shape, options, backend, key, solver)  # deterministic
     assert (got.solver is not None) == (got.engine in ("newton", "quasi-newton") and solver)
+
+
+@pytest.mark.parametrize("shape", [(4, "t", 2), ("b", 64, 2)])
+def test_symbolic_time_or_batch_needs_no_shape_dependent_choice(shape):
+    """``unroll=k`` and ``remat="sqrt"`` need the number of steps: 1 and ``"step"`` when it
+    is symbolic; nor is a symbolic batch split over host devices."""
+    got = _plan(SMALL, shape, {"unroll": 4, "remat": "sqrt"}, "cpu", 0, 0)
+    symbolic_time = isinstance(shape[1], str)
+    assert (got.unroll, got.remat) == ((1, "step") if symbolic_time else (4, "sqrt"))
+    assert got.devices == 1
 
 
 @pytest.mark.parametrize("shape", [(4, 2048, 2), (128, 64, 2), (8, 1024, 2)])
