@@ -64,6 +64,7 @@ _LAZY_SUBMODULES = (
     "decode",
     "diagnostics",
     "diagonals",
+    "export",
     "forward",
     "hoisted",
     "interop",

@@ -61,12 +61,13 @@ def build_parser(task: str | None = None, model: str | None = None) -> argparse.
     )
     parser.add_argument("--version", action="version", version=f"jrnn {jrnn.__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,sample,eval,decode,diagnose}"
+        dest="command", required=True, metavar="{train,sample,eval,decode,diagnose,export}"
     )
     _add_train(sub, task, model)
     _add_sample_and_eval(sub)
     _add_decode(sub)
     _add_diagnose(sub)
+    _add_export(sub)
     return parser
 
 
@@ -148,6 +149,20 @@ def _add_diagnose(sub: Any) -> None:
     )
     add_arguments(g)
     g.set_defaults(func=_cmd_diagnose)
+
+
+def _add_export(sub: Any) -> None:
+    from jrnn.app.serve import add_arguments
+
+    x = sub.add_parser(
+        "export",
+        help="write a run's model as a StableHLO artifact that JAX runs without jrnn",
+        description="Writes PATH (jax.export's serialized StableHLO: the run's inference "
+        "with its latest parameters, batch and time symbolic) and PATH.json (the inputs' "
+        "and outputs' names, dtypes and shapes).",
+    )
+    add_arguments(x)
+    x.set_defaults(func=_cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,4 +289,11 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     report, out = diagnose(args.dir, args.out, **given)
     print("\n".join(summary(report, out)))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from jrnn.app.serve import export_run
+
+    print("\n".join(export_run(args.dir, args.out, fmt=args.format, streaming=args.streaming)))
     return 0

@@ -178,7 +178,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         assert f'id="{name}"' in cells
     for module in (
         "base custom cells unrolling stacks strategy losses data seqtasks models attention "
-        "decode train checkpoint interop nn reference sample"
+        "decode export train checkpoint interop nn reference sample"
     ).split():
         page = (site / "api" / module / "index.html").read_text(encoding="utf-8")
         assert f'id="jrnn{module}"' in page or f'id="jrnn.{module}"' in page, module

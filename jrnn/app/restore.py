@@ -21,7 +21,7 @@ from jrnn.app.state import build_state, checkpoint_tree, load_data, restore_newe
 
 __all__ = ["Restored", "check_run", "decode_run", "evaluate_run", "open_run", "sample_run"]
 
-Command = Literal["sample", "eval", "decode"]
+Command = Literal["sample", "eval", "decode", "export"]
 
 
 class Restored(NamedTuple):

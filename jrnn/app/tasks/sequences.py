@@ -193,6 +193,7 @@ def generation(config: Any, generator: Callable[..., Any]) -> Task:
         baseline=("uniform guessing, token accuracy", 1.0 / (num_symbols + 1)),
         eval_row=token_eval_row,
         show=show,
+        decode_len=decode_len,
         loss_weight=lambda batch: jnp.sum(batch.tgt_lengths),  # a mean over target tokens
     )
 

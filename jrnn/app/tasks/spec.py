@@ -72,6 +72,8 @@ class Task(NamedTuple):
       generate: ``generate(params, prompt, length, temperature, seed) -> text`` (charlm).
       eval_extra: ``eval_extra() -> {column: value}`` printed by ``jrnn eval`` (charlm: the
         number of held-out characters scored).
+      decode_len: the number of tokens an encoder-decoder task's model generates (its
+        targets' length with EOS; ``None`` for the other tasks), for ``jrnn export``.
       loss_weight: ``loss_weight(batch) -> scalar``, the weight of a batch's piece when a
         step splits it over devices or micro-batches (the valid tokens of a masked token
         mean); ``None``: equal weights (see :func:`jrnn.make_train_step`).
@@ -97,6 +99,7 @@ class Task(NamedTuple):
     generate: Callable[..., str] | None = None
     eval_extra: Callable[[], dict[str, Any]] | None = None
     loss_weight: Callable[[Any], Any] | None = None
+    decode_len: int | None = None
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,337 @@
+"""Trained models out of jrnn: serialized StableHLO artifacts with symbolic batch and time,
+their JSON signature, and the one-step function a server streams with.
+
+A model's inference is first made a :class:`Served` function: a pure function of named
+arrays, the parameters inside it as constants, returning a flat tuple of named arrays (so
+the artifact's inputs and outputs are plain arrays, and whoever runs it needs neither jrnn
+nor its types):
+
+* :func:`inference`: the whole sequence. A :class:`jrnn.models.Model`
+  (``sequence_model``, ``seq2vec``, ``tagger``): ``tokens [batch, time]`` (or
+  ``inputs [batch, time, F]``) and ``lengths [batch]`` -> ``outputs`` and the final carry's
+  leaves; an :class:`jrnn.models.EncoderDecoder`: ``source [batch, source_time]`` and
+  ``source_lengths`` (or ``vector [batch, F]``) -> the greedy decoding's ``tokens
+  [batch, max_len]``, ``lengths``, ``scores``; a :class:`jrnn.models.FeedbackModel`: the
+  free-running ``outputs``.
+* :func:`streaming`: one step of a :class:`jrnn.models.Model`, ``(carry, token_t) ->
+  (carry, output_t)``, with the initial carry of one sequence, so a server feeds one token
+  (or one frame) at a time; its outputs equal the whole-sequence call's.
+
+:func:`stablehlo` exports a :class:`Served` with ``jax.export`` (``batch`` and ``time``
+symbolic) into an :class:`Artifact`: the serialized bytes and the signature
+``{"inputs": [{"name", "dtype", "shape"}], "outputs": [...]}``, symbolic dimensions as
+strings. :func:`save` writes ``PATH`` and ``PATH.json``; JAX alone runs it::
+
+    exported = jax.export.deserialize(open(PATH, "rb").read())
+    outputs = exported.call(*inputs)          # in the signature's order
+
+Serialization needs ``flatbuffers`` (``pip install "jrnn[export]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn.base import Array, Params
+from jrnn.decode import greedy_decode
+from jrnn.encdec import EncoderDecoder
+from jrnn.feedback import FeedbackModel
+from jrnn.models import Model
+from jrnn.stacks import Stack
+
+__all__ = [
+    "Artifact",
+    "Port",
+    "Served",
+    "inference",
+    "load",
+    "save",
+    "stablehlo",
+    "streaming",
+]
+
+Dim = int | str  # a concrete size, or the name of a symbolic dimension
+
+
+class Port(NamedTuple):
+    """One named input or output: ``dtype`` a NumPy name, ``shape`` sizes and names of
+    symbolic dimensions (``"batch"``, ``"time"``, ``"source_time"``)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+
+class Served(NamedTuple):
+    """A model's inference as a pure function of named arrays (parameters inside).
+
+    Attributes:
+      fn: ``fn(*inputs) -> tuple of outputs``, in the orders below.
+      inputs: the :class:`Port` of each argument.
+      outputs: the name of each returned array.
+      initial_carry: for a streaming step, ``{name: array}`` of one sequence's initial
+        carry (a server broadcasts it over its batch); else ``None``.
+      name: what it serves (for messages and the signature).
+    """
+
+    fn: Callable[..., tuple[Array, ...]]
+    inputs: tuple[Port, ...]
+    outputs: tuple[str, ...]
+    initial_carry: dict[str, np.ndarray] | None
+    name: str
+
+
+class Artifact(NamedTuple):
+    """A serialized ``jax.export.Exported`` and its JSON-ready signature."""
+
+    data: bytes
+    signature: dict[str, Any]
+
+
+def _leaf_names(prefix: str, tree: Any) -> list[str]:
+    """``carry.h``, ``carry.0.1.c``, ... for the leaves of ``tree`` in ``jax.tree`` order."""
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts = [prefix]
+        for key in path:
+            for attr in ("name", "key", "idx"):
+                if hasattr(key, attr):
+                    parts.append(str(getattr(key, attr)))
+                    break
+        names.append(".".join(parts))
+    return names
+
+
+def _input_dtype(params: Params) -> str:
+    """float64 for a float64 model, else float32: the dtype of its float inputs."""
+    floats = [a.dtype for a in jax.tree.leaves(params) if jnp.issubdtype(a.dtype, jnp.floating)]
+    return "float64" if jnp.dtype("float64") in floats else "float32"
+
+
+def _sequence_port(vocab: int | None, size: int | None, params: Params, time: str) -> Port:
+    if vocab is not None:
+        return Port("tokens", "int32", ("batch", time))
+    return Port("inputs", _input_dtype(params), ("batch", time, size))
+
+
+def inference(model: Any, params: Params, *, max_len: int | None = None) -> Served:
+    """The whole-sequence inference of ``model`` with ``params`` (see the module).
+
+    Args:
+      model: a :class:`jrnn.models.Model`, :class:`jrnn.models.EncoderDecoder` or
+        :class:`jrnn.models.FeedbackModel`.
+      params: its parameters.
+      max_len: the number of tokens an encoder-decoder generates (required for one).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> model = jrnn.sequence_model(jrnn.gru(8), 5, vocab_size=5)
+      >>> served = inference(model, model.init(jax.random.key(0)))
+      >>> [p.name for p in served.inputs], served.outputs
+      (['tokens', 'lengths'], ('outputs', 'carry.h'))
+      >>> [a.shape for a in served.fn(jnp.zeros((2, 3), jnp.int32), jnp.array([3, 1]))]
+      [(2, 3, 5), (2, 8)]
+    """
+    if isinstance(model, Model):
+        port = _sequence_port(model.vocab_size, model.input_size, params, "time")
+        carry = model.initial_carry(params, (1,))
+
+        def run(xs, lengths):
+            outputs, aux = model.apply(params, xs, lengths=lengths)
+            return (outputs, *jax.tree.leaves(aux.carry))
+
+        inputs = (port, Port("lengths", "int32", ("batch",)))
+        return Served(run, inputs, ("outputs", *_leaf_names("carry", carry)), None, model.name)
+    if isinstance(model, EncoderDecoder):
+        if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+            raise ValueError(
+                f"jrnn.export.inference: an encoder-decoder needs `max_len`, the number of "
+                f"tokens to generate (a positive int), got {max_len!r}"
+            )
+
+        def decode(src, src_lengths=None):
+            out = greedy_decode(model, params, src, src_lengths, max_len=max_len)
+            return out.tokens, out.lengths, out.scores
+
+        if model.src_vocab is None:  # vec2seq: one vector per sequence
+            inputs = (Port("vector", _input_dtype(params), ("batch", model.src_size)),)
+        else:
+            source = _sequence_port(model.src_vocab, None, params, "source_time")
+            inputs = (source._replace(name="source"), Port("source_lengths", "int32", ("batch",)))
+        return Served(decode, inputs, ("tokens", "lengths", "scores"), None, model.name)
+    if isinstance(model, FeedbackModel):
+
+        def free(xs):
+            return (model.apply(params, xs, feedback="free")[0],)
+
+        port = _sequence_port(model.vocab_size, model.input_size, params, "time")
+        return Served(free, (port,), ("outputs",), None, model.name)
+    raise TypeError(
+        "jrnn.export.inference: `model` must be a jrnn.models.Model, EncoderDecoder or "
+        f"FeedbackModel, got {type(model).__name__}"
+    )
+
+
+def streaming(model: Model, params: Params) -> Served:
+    """One step of ``model``: ``(*carry, token_t) -> (*carry, output_t)``, and the initial
+    carry of one sequence.
+
+    Fed a sequence one step at a time from the initial carry, the outputs are the
+    whole-sequence call's outputs at each step (``readout="all"``; with ``"last"`` each
+    step's output is the readout of the sequence ending there).  Only a
+    :class:`jrnn.models.Model` whose recurrence runs forward (not a bidirectional stack)
+    and whose readout is ``"all"`` or ``"last"`` streams.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> model = jrnn.sequence_model(jrnn.lstm(8), 5, vocab_size=5)
+      >>> params = model.init(jax.random.key(0))
+      >>> step = streaming(model, params)
+      >>> [p.name for p in step.inputs], step.outputs
+      (['carry.h', 'carry.c', 'token'], ('carry.h', 'carry.c', 'output'))
+      >>> tokens = jnp.array([[1, 4, 2]])
+      >>> carry = [jnp.asarray(a)[None] for a in step.initial_carry.values()]  # batch 1
+      >>> outs = []
+      >>> for t in range(3):
+      ...     *carry, out = step.fn(*carry, tokens[:, t])
+      ...     outs.append(out)
+      >>> full, _ = model.apply(params, tokens)
+      >>> bool(jnp.allclose(jnp.stack(outs, 1), full, atol=1e-6))
+      True
+    """
+    where = "jrnn.export.streaming"
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"{where}: `model` must be a jrnn.models.Model (sequence_model, seq2vec, tagger), "
+            f"got {type(model).__name__}"
+        )
+    if isinstance(model.rnn, Stack) and model.rnn.bidirectional:
+        raise ValueError(
+            f"{where}: {model.name} reads its sequences in both directions (a bidirectional "
+            "stack): its outputs need the whole sequence and cannot be streamed"
+        )
+    if model.readout not in ("all", "last"):
+        raise ValueError(
+            f"{where}: {model.name} pools its outputs over the sequence "
+            f"(readout={model.readout!r}); only readout 'all' or 'last' streams"
+        )
+    carry0 = model.initial_carry(params, ())
+    names = _leaf_names("carry", carry0)
+    treedef = jax.tree.structure(carry0)
+    x_port = _sequence_port(model.vocab_size, model.input_size, params, "time")
+    x_port = Port(
+        "token" if model.vocab_size is not None else "input",
+        x_port.dtype,
+        tuple(d for d in x_port.shape if d != "time"),
+    )
+    carry_ports = tuple(
+        Port(n, str(a.dtype), ("batch", *a.shape))
+        for n, a in zip(names, jax.tree.leaves(carry0), strict=True)
+    )
+
+    def step(*args):
+        *leaves, x_t = args
+        carry = jax.tree.unflatten(treedef, leaves)
+        out, aux = model.apply(params, x_t[:, None], carry=carry)
+        out = out[:, 0] if model.readout == "all" else out
+        return (*jax.tree.leaves(aux.carry), out)
+
+    initial = {n: np.asarray(a) for n, a in zip(names, jax.tree.leaves(carry0), strict=True)}
+    return Served(step, (*carry_ports, x_port), (*names, "output"), initial, model.name)
+
+
+def _specs(served: Served) -> list[jax.ShapeDtypeStruct]:
+    symbols = sorted({d for p in served.inputs for d in p.shape if isinstance(d, str)})
+    scope = jax.export.SymbolicScope()
+    dims = dict(
+        zip(symbols, jax.export.symbolic_shape(", ".join(symbols), scope=scope), strict=True)
+    )
+    return [
+        jax.ShapeDtypeStruct(tuple(dims.get(d, d) for d in p.shape), jnp.dtype(p.dtype))
+        for p in served.inputs
+    ]
+
+
+def _shape(aval: Any) -> list[Dim]:
+    return [d if isinstance(d, int) else str(d) for d in aval.shape]
+
+
+def stablehlo(served: Served, *, vjp_order: int = 0) -> Artifact:
+    """``served`` exported by ``jax.export`` with its symbolic dimensions, serialized.
+
+    Args:
+      served: from :func:`inference` or :func:`streaming`.
+      vjp_order: how many orders of derivatives the artifact carries (``jax.grad`` through
+        ``Exported.call`` needs 1).
+
+    Returns:
+      the :class:`Artifact`: its ``data`` is what ``jax.export.deserialize`` reads; the
+      ``signature`` names, dtypes and shapes of its inputs and outputs (symbolic dimensions
+      as strings), and for a streaming step the initial carry of one sequence.
+
+    Examples:
+      >>> import jax, jrnn
+      >>> model = jrnn.seq2vec(jrnn.gru(8), 3, vocab_size=5)
+      >>> art = stablehlo(inference(model, model.init(jax.random.key(0))))
+      >>> art.signature["inputs"][0], art.signature["outputs"][0]["shape"]
+      ({'name': 'tokens', 'dtype': 'int32', 'shape': ['batch', 'time']}, ['batch', 3])
+    """
+    exported = jax.export.export(jax.jit(served.fn))(*_specs(served))
+    outputs = [
+        {"name": n, "dtype": str(a.dtype), "shape": _shape(a)}
+        for n, a in zip(served.outputs, exported.out_avals, strict=True)
+    ]
+    signature: dict[str, Any] = {
+        "model": served.name,
+        "inputs": [
+            {"name": p.name, "dtype": p.dtype, "shape": list(p.shape)} for p in served.inputs
+        ],
+        "outputs": outputs,
+    }
+    if served.initial_carry is not None:
+        signature["initial_carry"] = {n: a.tolist() for n, a in served.initial_carry.items()}
+    return Artifact(bytes(exported.serialize(vjp_order=vjp_order)), signature)
+
+
+def save(artifact: Artifact, path: str | os.PathLike) -> Path:
+    """Writes ``artifact.data`` to ``path`` and its signature to ``path.json``, each
+    atomically (a temporary file renamed over the target).  Returns ``path``."""
+    path = Path(path)
+    for target, data in ((path, artifact.data), (Path(f"{path}.json"), None)):
+        if data is None:
+            data = (json.dumps(artifact.signature, indent=2) + "\n").encode()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path
+
+
+def load(path: str | os.PathLike) -> tuple[jax.export.Exported, dict[str, Any]]:
+    """The ``jax.export.Exported`` saved at ``path`` and its signature (``path.json``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn, tempfile, os
+      >>> model = jrnn.sequence_model(jrnn.gru(8), 2, input_size=3)
+      >>> folder = tempfile.mkdtemp()
+      >>> art = stablehlo(inference(model, model.init(jax.random.key(0))))
+      >>> exported, sig = load(save(art, os.path.join(folder, "model.jax")))
+      >>> exported.call(jnp.ones((4, 6, 3)), jnp.full((4,), 6, jnp.int32))[0].shape
+      (4, 6, 2)
+    """
+    path = Path(path)
+    exported = jax.export.deserialize(bytearray(path.read_bytes()))
+    return exported, json.loads(Path(f"{path}.json").read_text())
