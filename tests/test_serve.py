@@ -131,7 +131,10 @@ def test_streaming_one_step_at_a_time_equals_the_whole_sequence(name, tmp_path):
     xs = rng.integers(0, V, shape).astype(np.int32) if model.vocab_size else rng.normal(size=shape)
     xs = xs.astype(np.int32 if model.vocab_size else np.float32)
     full, aux = model.apply(params, xs)
-    streamed, carry = _stream(step, xs, jax.jit(step.fn))  # jitted once per batch size
+    traces = []
+    jitted = jax.jit(lambda *args: traces.append(1) or step.fn(*args))
+    streamed, carry = _stream(step, xs, jitted)
+    assert len(traces) == 1  # traced once for the batch size, not once per step
     if model.readout == "all":
         np.testing.assert_allclose(streamed, full, rtol=1e-5, atol=1e-6)
     else:  # "last": the readout of the sequence that ends at the last step
