@@ -1,0 +1,144 @@
+"""What a served model runs: the exported artifacts against the jrnn function and PyTorch.
+
+One LSTM language-model-shaped network, float inputs ``[B, T, I]`` -> LSTM(``H``) -> a
+linear readout to ``H`` outputs at every step, all sequences full length, forward only,
+timed in one process in interleaved rounds:
+
+* ``jrnn``: ``jax.jit`` of :func:`jrnn.export.inference`'s function (what is exported);
+* ``StableHLO``: the same function exported by :func:`jrnn.export.stablehlo` with symbolic
+  batch and time, deserialized and called (``jax.jit(exported.call)``);
+* ``ONNX``: :func:`jrnn.export.onnx` (ONNX's native LSTM operator) run by onnxruntime
+  (when ``onnx``/``onnxruntime`` are installed: ``pip install "jrnn[export]"``);
+* ``PyTorch``: ``torch.nn.LSTM`` + ``nn.Linear`` under ``torch.inference_mode()`` (oneDNN),
+  the same sizes (when torch is installed).
+
+Per configuration, tokens/s (median of the rounds) and each over ``jrnn``.  Writes
+``benchmarks/results/serve.{json,md}``.
+
+Run: ``PYTHONPATH=$PWD python benchmarks/serve.py [--rounds N] [--configs small,medium]``
+(about two minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import jrnn
+from benchmarks.measure import machine_info, usable_cores, write_result
+from jrnn import export
+
+CONFIGS = {"small": (32, 64, 64, 128), "medium": (64, 128, 128, 256)}
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def _time(fn: Callable[[], object], iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / iters
+
+
+def _torch_fn(i: int, h: int, xs: np.ndarray) -> Callable[[], object] | None:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    torch.set_num_threads(usable_cores())
+    lstm, readout = torch.nn.LSTM(i, h, batch_first=True), torch.nn.Linear(h, h)
+    x = torch.from_numpy(xs)
+
+    def run():
+        with torch.inference_mode():
+            return readout(lstm(x)[0]).numpy()
+
+    return run
+
+
+def _onnx_fn(model, params, xs: np.ndarray, lengths: np.ndarray) -> Callable[[], object] | None:
+    if not hasattr(export, "onnx") or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        export.onnx(model, params).data, providers=["CPUExecutionProvider"]
+    )
+    feed = {"inputs": xs, "lengths": lengths}
+    return lambda: session.run(["outputs"], feed)[0]
+
+
+def measure(config: str, rounds: int) -> dict:
+    b, t, i, h = CONFIGS[config]
+    model = jrnn.sequence_model(jrnn.lstm(h), h, input_size=i)
+    params = model.init(jax.random.key(0))
+    xs = np.asarray(jax.random.normal(jax.random.key(1), (b, t, i)))
+    lengths = np.full((b,), t, np.int32)
+    served = export.inference(model, params)
+    direct = jax.jit(served.fn)
+    exported = jax.export.deserialize(bytearray(export.stablehlo(served).data))
+    called = jax.jit(exported.call)
+    fns = {
+        "jrnn": lambda: direct(xs, lengths)[0],
+        "StableHLO": lambda: called(xs, lengths)[0],
+        "ONNX": _onnx_fn(model, params, xs, lengths),
+        "PyTorch": _torch_fn(i, h, xs),
+    }
+    fns = {k: f for k, f in fns.items() if f is not None}
+    want = np.asarray(fns["jrnn"]())
+    for k in ("StableHLO", "ONNX"):
+        if k in fns:  # the artifacts compute what jrnn computes
+            np.testing.assert_allclose(np.asarray(fns[k]()), want, rtol=1e-4, atol=1e-5)
+    for f in fns.values():
+        _time(f, 1)
+    iters = max(1, int(0.3 / _time(fns["jrnn"], 1)))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(_time(f, iters))
+    rate = {k: b * t / statistics.median(v) for k, v in times.items()}
+    return {
+        "config": config,
+        "shape": [b, t, i, h],
+        "tokens_per_s": rate,
+        "times_s": times,
+        "over_jrnn": {k: rate[k] / rate["jrnn"] for k in rate},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--configs", default="small,medium")
+    args = ap.parse_args()
+    rows = [measure(c, args.rounds) for c in args.configs.split(",")]
+    machine = machine_info()
+    impls = list(rows[0]["tokens_per_s"])
+    caption = (
+        f"Served inference of an LSTM (+ linear readout), forward only, tokens/s (median of "
+        f"{args.rounds} interleaved rounds, one process) and the ratio to the jitted jrnn "
+        f"function; {machine['cpu_model']} ({machine['usable_cores']} cores usable), 1 device, "
+        f"float32 (CPU matmuls are full float32). "
+        f"Command: `PYTHONPATH=$PWD python benchmarks/serve.py`."
+    )
+    header = ["config", "B/T/I/H", *(f"{k} tok/s:" for k in impls)]
+    header += [f"{k} / jrnn:" for k in impls if k != "jrnn"]
+    table = []
+    for r in rows:
+        cells = [r["config"], "/".join(map(str, r["shape"]))]
+        cells += [f"{r['tokens_per_s'][k] / 1e3:.0f}k" for k in impls]
+        cells += [f"{r['over_jrnn'][k]:.2f}" for k in impls if k != "jrnn"]
+        table.append(cells)
+    result = {"machine": machine, "rounds": args.rounds, "rows": rows}
+    write_result(OUT, "serve", result, caption, header, table)
+
+
+if __name__ == "__main__":
+    main()
