@@ -97,6 +97,17 @@ class Native(NamedTuple):
     attributes: dict[str, Any]
 
 
+def _require_onnx() -> Any:
+    """The ``onnx`` module, or an ``ImportError`` that says how to install it."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError(
+            f"{WHERE} needs the onnx package (pip install 'jrnn[export]'): {e}"
+        ) from None
+    return onnx
+
+
 def _refusal(what: str, error: type[Exception] = ValueError) -> Exception:
     return error(
         f"{WHERE}: {what}, which ONNX's native RNN/LSTM/GRU operators do not compute; "
@@ -113,9 +124,7 @@ def _cell_kind(cell: Cell) -> str:
         wrapper = cell.name.split("(")[0]
         raise _refusal(f"the cell is a {wrapper} wrapper ({cell.name})")
     if module != "jrnn.cells" or kind not in _OPS:
-        raise _refusal(
-            f"the cell {cell.name} is not a built-in simple_rnn, lstm or gru", TypeError
-        )
+        raise _refusal(f"the cell {cell.name} is not a built-in simple_rnn, lstm or gru", TypeError)
     return kind
 
 
@@ -230,8 +239,7 @@ class _Graph:
     """Nodes and initializers of an ONNX graph under construction, with fresh names."""
 
     def __init__(self) -> None:
-        import onnx
-
+        onnx = _require_onnx()
         self.helper = onnx.helper
         self.numpy_helper = onnx.numpy_helper
         self.nodes: list[Any] = []
@@ -358,9 +366,8 @@ def model_proto(model: Model, params: Params) -> Any:
       >>> bool(np.allclose(outputs, want, atol=1e-6) and np.allclose(c, aux.carry.c, atol=1e-6))
       True
     """
-    import onnx
-
     native = check_native(model)
+    onnx = _require_onnx()
     _check_params(model, params)
     served = inference(model, params)
     g = _Graph()
@@ -420,7 +427,7 @@ def signature(proto: Any) -> dict[str, list[dict[str, Any]]]:
       >>> signature(model_proto(model, model.init(jax.random.key(0))))["outputs"][0]
       {'name': 'outputs', 'dtype': 'float32', 'shape': ['batch', 'time', 3]}
     """
-    import onnx
+    onnx = _require_onnx()
 
     def port(value: Any) -> dict[str, Any]:
         tensor = value.type.tensor_type
