@@ -26,15 +26,11 @@ The weights of each layer and direction are PyTorch's layout
 (:func:`jrnn.interop.torch.layer_to_torch`: transposed, the GRU's ``z`` blocks negated since
 ONNX's ``z``, like PyTorch's, is jrnn's ``1 - z``) with the gate blocks reordered:
 
-=========  ==================  =========================  ==========================
-cell       jrnn gate order     ONNX gate order            attributes
-=========  ==================  =========================  ==========================
-simple_rnn ``h``               ``h``                      ``activations`` Tanh / Relu
-lstm       ``i, f, g, o``      ``i, o, f, c``; ``P``:     (defaults: Sigmoid, Tanh,
-           ``w_peep`` ``i,f,o`` ``i, o, f``               Tanh)
-gru        ``r, z, n``         ``z, r, h`` (``z``         ``linear_before_reset=1``
-                               negated)                   for ``reset_after=True``
-=========  ==================  =========================  ==========================
+| cell | jrnn's gate blocks | ONNX's gate blocks | attributes |
+|---|---|---|---|
+| ``simple_rnn`` | ``h`` | ``h`` | ``activations``: ``Tanh`` or ``Relu`` |
+| ``lstm`` | ``i, f, g, o``; ``w_peep`` ``i, f, o`` | ``i, o, f, c``; ``P`` ``i, o, f`` | defaults |
+| ``gru`` | ``r, z, n`` | ``z, r, h``, ``z`` negated | ``linear_before_reset`` = ``reset_after`` |
 
 ``B`` is ``[Wb, Rb]``: the folded bias in ``Wb``, zeros in ``Rb`` except the reset-after
 GRU's ``b_hn`` (``Rbh``). ONNX's operators agree with jrnn at padded steps (checked in
@@ -59,7 +55,7 @@ from jrnn.export import inference
 from jrnn.models import Model
 from jrnn.stacks import Stack
 
-__all__ = ["OPSET", "Native", "check_native", "model_proto", "signature"]
+__all__ = ["OPSET", "Native", "check_native", "layer_weights", "model_proto", "signature"]
 
 OPSET = 17
 """The ONNX opset of the graphs (its ``RNN``/``LSTM``/``GRU`` are opset 14's)."""
