@@ -2,16 +2,21 @@
 promotion, also when tests/conftest.py (float64 available, strict promotion) is loaded in
 the same pytest session."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
-# One persistent XLA compilation cache for the whole suite: its worker processes, the
-# ``jrnn`` commands, notebooks and documentation examples it starts (they inherit the
-# variable) compile many identical programs.  A user's own setting wins.
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}"),
-)
+# One XLA compilation cache for one run of the suite: its worker processes, the ``jrnn``
+# commands, notebooks and documentation examples it starts (they inherit the variable)
+# compile many identical programs.  The process that starts the run makes a fresh folder
+# and removes it at exit, so no entry outlives the run: a program is only ever read back
+# by the code and the jaxlib that compiled it (a folder kept across runs of the suite once
+# crashed a worker in XLA's executable deserialization).  A user's own setting wins.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jrnn-tests-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
