@@ -2,26 +2,28 @@
 promotion, also when tests/conftest.py (float64 available, strict promotion) is loaded in
 the same pytest session."""
 
-import atexit
 import os
-import shutil
 import tempfile
 
-# One XLA compilation cache for one run of the suite: its worker processes, the ``jrnn``
-# commands, notebooks and documentation examples it starts (they inherit the variable)
-# compile many identical programs.  The process that starts the run makes a fresh folder
-# and removes it at exit, so no entry outlives the run: a program is only ever read back
-# by the code and the jaxlib that compiled it (a folder kept across runs of the suite once
-# crashed a worker in XLA's executable deserialization).  A user's own setting wins.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _cache = tempfile.mkdtemp(prefix="jrnn-tests-xla-cache-")
-    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+# A persistent XLA compilation cache, kept across runs of the suite (a user's own
+# ``JAX_COMPILATION_CACHE_DIR`` wins).  The processes the suite starts (``jrnn`` commands,
+# notebooks, documentation examples) inherit ``subprocesses/`` and share it.  Each pytest
+# process (the controller, each xdist worker) reads and writes a folder of its own, so an
+# executable is only ever read back by a process of the kind that compiled it: a worker
+# that read a program another process had written once crashed in XLA's executable
+# deserialization.
+_BASE = os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}")
+_SHARED = os.path.join(_BASE, "subprocesses")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SHARED)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 import pytest
 from _pytest.doctest import DoctestItem
+
+if os.environ["JAX_COMPILATION_CACHE_DIR"] == _SHARED:  # the suite's, not the user's
+    _own = os.path.join(_BASE, os.environ.get("PYTEST_XDIST_WORKER", "controller"))
+    jax.config.update("jax_compilation_cache_dir", _own)
 
 
 @pytest.fixture(autouse=True)
