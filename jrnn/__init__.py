@@ -74,7 +74,6 @@ _LAZY_SUBMODULES = (
     "models",
     "newton",
     "nn",
-    "onnx_graph",
     "prepare",
     "reference",
     "regularisers",
