@@ -5,21 +5,20 @@ the same pytest session."""
 import os
 import tempfile
 
+import pytest
+from _pytest.doctest import DoctestItem
+
 # A persistent XLA compilation cache, kept across runs of the suite (a user's own
 # ``JAX_COMPILATION_CACHE_DIR`` wins).  The processes the suite starts (``jrnn`` commands,
 # notebooks, documentation examples) inherit ``subprocesses/`` and share it.  Each pytest
 # process (the controller, each xdist worker) reads and writes a folder of its own, so an
-# executable is only ever read back by a process of the kind that compiled it: a worker
-# that read a program another process had written once crashed in XLA's executable
-# deserialization.
+# executable is only ever read back by a process of the kind that compiled it.
 _BASE = os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}")
 _SHARED = os.path.join(_BASE, "subprocesses")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SHARED)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
-import pytest
-from _pytest.doctest import DoctestItem
 
 if os.environ["JAX_COMPILATION_CACHE_DIR"] == _SHARED:  # the suite's, not the user's
     _own = os.path.join(_BASE, os.environ.get("PYTEST_XDIST_WORKER", "controller"))

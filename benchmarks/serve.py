@@ -7,8 +7,9 @@ timed in one process in interleaved rounds:
 * ``jrnn``: ``jax.jit`` of :func:`jrnn.export.inference`'s function (what is exported);
 * ``StableHLO``: the same function exported by :func:`jrnn.export.stablehlo` with symbolic
   batch and time, deserialized and called (``jax.jit(exported.call)``);
-* ``ONNX``: :func:`jrnn.export.onnx` (ONNX's native LSTM operator) run by onnxruntime
-  (when ``onnx``/``onnxruntime`` are installed: ``pip install "jrnn[export]"``);
+* ``ONNX``: ``jrnn.export.onnx`` (ONNX's native LSTM operator, branch ``onnx``) run by
+  onnxruntime, where jrnn has it and ``onnxruntime`` is installed (else the column is left
+  out);
 * ``PyTorch``: ``torch.nn.LSTM`` + ``nn.Linear`` under ``torch.inference_mode()`` (oneDNN),
   the same sizes (when torch is installed).
 
