@@ -32,3 +32,18 @@ def _default_jax_config_for_doctests(request):
         return
     with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Every program JAX compiles stays loaded while its cache entry lives, and eager
+    primitives (an eager ``lax.scan`` in a test) are cached for the life of the process.
+    XLA:CPU maps each executable's code into memory in several pieces, so a pytest worker
+    that runs hundreds of modules reaches the kernel's limit on memory mappings
+    (``vm.max_map_count``, 65530 by default): the next compilation fails and, while its
+    error unwinds, the process dies of a segmentation fault (seen in ``.ci/run`` at about
+    1500 tests on two workers). Releasing the compiled programs after each module keeps a
+    worker far below the limit; the persistent compilation cache above reloads any program
+    a later module needs."""
+    yield
+    jax.clear_caches()
