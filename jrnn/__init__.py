@@ -74,6 +74,7 @@ _LAZY_SUBMODULES = (
     "models",
     "newton",
     "nn",
+    "onnx_graph",
     "prepare",
     "reference",
     "regularisers",

@@ -156,10 +156,10 @@ def _add_export(sub: Any) -> None:
 
     x = sub.add_parser(
         "export",
-        help="write a run's model as a StableHLO artifact that JAX runs without jrnn",
-        description="Writes PATH (jax.export's serialized StableHLO: the run's inference "
-        "with its latest parameters, batch and time symbolic) and PATH.json (the inputs' "
-        "and outputs' names, dtypes and shapes).",
+        help="write a run's model as a StableHLO artifact (or ONNX file) to serve without jrnn",
+        description="Writes PATH (jax.export's serialized StableHLO, or with --format onnx an "
+        "ONNX file: the run's inference with its latest parameters, batch and time symbolic) "
+        "and PATH.json (the inputs' and outputs' names, dtypes and shapes).",
     )
     add_arguments(x)
     x.set_defaults(func=_cmd_export)

@@ -25,7 +25,16 @@ strings. :func:`save` writes ``PATH`` and ``PATH.json``; JAX alone runs it::
     exported = jax.export.deserialize(open(PATH, "rb").read())
     outputs = exported.call(*inputs)          # in the signature's order
 
-Serialization needs ``flatbuffers`` (``pip install "jrnn[export]"``).
+:func:`onnx` builds an ONNX file of a :class:`jrnn.models.Model` instead, from ONNX's
+native ``RNN``/``LSTM``/``GRU`` operators (:mod:`jrnn.onnx_graph`): the same inputs and
+outputs as :func:`inference`'s, for onnxruntime and the other ONNX runtimes::
+
+    session = onnxruntime.InferenceSession(open(PATH, "rb").read())
+    outputs = session.run(None, {"tokens": tokens, "lengths": lengths})
+
+Each signature says its ``"format"`` (``"stablehlo"`` or ``"onnx"``).  Serialization needs
+``flatbuffers`` and :func:`onnx` needs ``onnx``; ``pip install "jrnn[export]"`` installs
+both, and ``onnxruntime`` to run the ONNX files.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ __all__ = [
     "Served",
     "inference",
     "load",
+    "onnx",
     "save",
     "stablehlo",
     "streaming",
@@ -91,7 +101,7 @@ class Served(NamedTuple):
 
 
 class Artifact(NamedTuple):
-    """A serialized ``jax.export.Exported`` and its JSON-ready signature."""
+    """A serialized ``jax.export.Exported`` (or an ONNX file) and its JSON-ready signature."""
 
     data: bytes
     signature: dict[str, Any]
@@ -292,6 +302,7 @@ def stablehlo(served: Served, *, vjp_order: int = 0) -> Artifact:
     ]
     signature: dict[str, Any] = {
         "model": served.name,
+        "format": "stablehlo",
         "inputs": [
             {"name": p.name, "dtype": p.dtype, "shape": list(p.shape)} for p in served.inputs
         ],
@@ -300,6 +311,57 @@ def stablehlo(served: Served, *, vjp_order: int = 0) -> Artifact:
     if served.initial_carry is not None:
         signature["initial_carry"] = {n: a.tolist() for n, a in served.initial_carry.items()}
     return Artifact(bytes(exported.serialize(vjp_order=vjp_order)), signature)
+
+
+def onnx(model: Model, params: Params) -> Artifact:
+    """``model``'s whole-sequence inference as an ONNX file built from ONNX's native
+    recurrent operators (opset 17; :mod:`jrnn.onnx_graph`).
+
+    Its inputs and outputs are :func:`inference`'s: ``tokens int32 [batch, time]`` (or
+    ``inputs float32 [batch, time, F]``) and ``lengths int32 [batch]`` -> ``outputs
+    [batch, time, O]`` and the final carry's leaves (``carry.h``, ``carry.c``,
+    ``carry.<layer>.<direction>.h``, ...), ``batch`` and ``time`` symbolic.
+
+    Covered (everything else raises, naming it, and points to :func:`stablehlo`):
+
+    * models: :func:`jrnn.sequence_model` with ``readout="all"`` and :func:`jrnn.tagger`,
+      token inputs (an embedding table or one-hot) or float inputs, float32;
+    * the recurrence: :func:`jrnn.simple_rnn` (``activation`` tanh or relu) -> ``RNN``;
+      :func:`jrnn.lstm` (peepholes or not; sigmoid and tanh) -> ``LSTM``; :func:`jrnn.gru`
+      (``reset_after`` False or True; sigmoid and tanh) -> ``GRU``; a single cell or a
+      :func:`jrnn.stack` of one (any ``num_layers``, ``bidirectional``);
+    * refused: ``layer_norm``, ``proj_size``, other gate or activation functions, other
+      dtypes, zoneout and recurrent-dropout wrappers, custom cells, minGRU / minLSTM /
+      LRU, readouts ``"last"``/``"mean"``/``"max"``, encoder-decoders, feedback models.
+
+    Args:
+      model: a :class:`jrnn.models.Model`.
+      params: its parameters.
+
+    Returns:
+      the :class:`Artifact`: ``data`` the ONNX file's bytes (``onnxruntime`` runs it; no
+      JAX needed), ``signature`` as :func:`stablehlo`'s with ``"format": "onnx"``.
+      :func:`save` writes it; :func:`load` is for StableHLO only.
+
+    Examples:
+      >>> import jax, jrnn, numpy as np, onnxruntime
+      >>> model = jrnn.tagger(jrnn.gru(4), 3, input_size=2, bidirectional=True)
+      >>> art = onnx(model, model.init(jax.random.key(0)))
+      >>> art.signature["format"], [p["name"] for p in art.signature["outputs"]]
+      ('onnx', ['outputs', 'carry.0.0.h', 'carry.0.1.h'])
+      >>> session = onnxruntime.InferenceSession(art.data, providers=["CPUExecutionProvider"])
+      >>> inputs = {"inputs": np.ones((2, 5, 2), np.float32), "lengths": np.array([5, 3])}
+      >>> inputs["lengths"] = inputs["lengths"].astype(np.int32)
+      >>> session.run(None, inputs)[0].shape
+      (2, 5, 3)
+    """
+    from jrnn.onnx_graph import model_proto, signature
+
+    proto = model_proto(model, params)
+    return Artifact(
+        proto.SerializeToString(),
+        {"model": model.name, "format": "onnx", **signature(proto)},
+    )
 
 
 def save(artifact: Artifact, path: str | os.PathLike) -> Path:

@@ -1,12 +1,16 @@
 """``jrnn export``: a run folder's latest checkpoint as a serialized StableHLO artifact
-(:mod:`jrnn.export`), for a server that has JAX but not jrnn or the training code.
+(:mod:`jrnn.export`), for a server that has JAX but not jrnn or the training code, or as an
+ONNX file (``--format onnx``) for onnxruntime and the other ONNX runtimes.
 
 ``jrnn export RUN_DIR --out PATH`` writes ``PATH`` and ``PATH.json`` (the signature: the
 inputs' and outputs' names, dtypes and shapes, ``"batch"``/``"time"`` symbolic): the task's
 inference function with the trained parameters inside (a language model's or tagger's
 outputs and final carry; an encoder-decoder's greedy decoding, ``max_len`` the task's
 decode length).  ``--streaming``: the one-step function ``(*carry, token) -> (*carry,
-output)`` instead, the initial carry in ``PATH.json``.
+output)`` instead, the initial carry in ``PATH.json``.  ``--format onnx`` writes the
+inference with ONNX's native ``RNN``/``LSTM``/``GRU`` operators (:func:`jrnn.export.onnx`:
+a language model or tagger of a simple RNN, LSTM or GRU, stacked or bidirectional); what it
+cannot express, and ``--streaming``, is refused in one line.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from jrnn.app.errors import UsageError
 
 __all__ = ["FORMATS", "add_arguments", "export_run"]
 
-FORMATS = ("stablehlo",)
-"""What ``--format`` writes: StableHLO serialized by ``jax.export``."""
+FORMATS = ("stablehlo", "onnx")
+"""What ``--format`` writes: StableHLO serialized by ``jax.export``, or an ONNX file."""
 
 
 def add_arguments(parser: Any) -> None:
@@ -27,11 +31,32 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("dir", metavar="DIR", help="run folder")
     parser.add_argument("--out", metavar="PATH", required=True, help="the artifact to write")
     parser.add_argument(
-        "--format", choices=FORMATS, default="stablehlo", help="artifact format (stablehlo)"
+        "--format",
+        choices=FORMATS,
+        default="stablehlo",
+        help="stablehlo (jax.export; the default) or onnx (ONNX's RNN/LSTM/GRU operators)",
     )
     parser.add_argument(
         "--streaming", action="store_true", help="the one-step function (carry, x_t) -> ..."
     )
+
+
+_LIBRARY_HINT = 'format="stablehlo" (jrnn.export.stablehlo)'
+"""How :func:`jrnn.export.onnx`'s refusals name the way out; the command line says
+``--format stablehlo``."""
+
+
+def _artifact(run: Any, fmt: str, streaming: bool) -> Any:
+    """The run's :class:`jrnn.export.Artifact` in ``fmt``."""
+    from jrnn import export
+
+    if fmt == "onnx":
+        return export.onnx(run.task.model, run.params)
+    if streaming:
+        served = export.streaming(run.task.model, run.params)
+    else:
+        served = export.inference(run.task.model, run.params, max_len=run.task.decode_len)
+    return export.stablehlo(served)
 
 
 def _describe(ports: list[dict[str, Any]]) -> str:
@@ -48,6 +73,11 @@ def export_run(
     out = Path(out)
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "onnx" and streaming:
+        raise UsageError(
+            "--streaming: the ONNX export is the whole-sequence inference only; "
+            "use --format stablehlo for the one-step function"
+        )
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
     if out.is_dir():
@@ -57,26 +87,23 @@ def export_run(
     from jrnn import export
 
     try:
-        if streaming:
-            served = export.streaming(run.task.model, run.params)
-        else:
-            served = export.inference(run.task.model, run.params, max_len=run.task.decode_len)
+        artifact = _artifact(run, fmt, streaming)
     except (TypeError, ValueError) as e:  # what the model cannot do, in the library's words
         what = "--streaming" if streaming else "export"
+        why = str(e).split(": ", 1)[-1].replace(_LIBRARY_HINT, "--format stablehlo")
         raise UsageError(
-            f"{what}: {str(e).split(': ', 1)[-1]} ({directory} is a {run.config.task} run, "
-            f"--model {run.config.arch})"
+            f"{what}: {why} ({directory} is a {run.config.task} run, --model {run.config.arch})"
         ) from None
-    try:
-        artifact = export.stablehlo(served)
-    except ImportError as e:  # flatbuffers
-        raise UsageError(f"{e} (pip install 'jrnn[export]')") from None
+    except ImportError as e:  # flatbuffers, onnx
+        hint = "" if "jrnn[export]" in str(e) else " (pip install 'jrnn[export]')"
+        raise UsageError(f"{e}{hint}") from None
     export.save(artifact, out)
     sig = artifact.signature
     return [
         f"step {run.step} of {directory} ({run.config.task}, --model {run.config.arch}"
         + (", one step" if streaming else "")
-        + f") -> {out} ({len(artifact.data):,} bytes) and {out}.json",
+        + f") -> {out} ({len(artifact.data):,} bytes{', ONNX' if fmt == 'onnx' else ''}) "
+        f"and {out}.json",
         f"inputs:  {_describe(sig['inputs'])}",
         f"outputs: {_describe(sig['outputs'])}",
     ]

@@ -151,10 +151,20 @@ def _layer_from_torch(
     return params
 
 
-def _layer_to_torch(kind: str, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def layer_to_torch(kind: str, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """jrnn params of one layer/direction -> PyTorch tensors (as arrays), the inverse of
     :func:`_layer_from_torch`: the folded bias goes to ``bias_ih``, ``bias_hh`` is zero
-    except the GRU's ``n`` block, which holds ``b_hn``."""
+    except the GRU's ``n`` block, which holds ``b_hn`` (zeros for a reset-before GRU, which
+    has none).  :mod:`jrnn.onnx_graph` reuses it: ONNX's ``W``, ``R``, ``B`` are PyTorch's
+    with the gate blocks reordered.
+
+    Examples:
+      >>> import numpy as np
+      >>> p = {"w_ih": np.ones((2, 3)), "w_hh": np.ones((1, 3)), "b": np.arange(3.0)}
+      >>> t = layer_to_torch("gru", p)
+      >>> t["weight_ih"].shape, t["bias_ih"].tolist(), t["bias_hh"].tolist()
+      ((3, 2), [0.0, -1.0, 2.0], [0.0, 0.0, 0.0])
+    """
     w_ih, w_hh, b = (np.asarray(params[k]) for k in ("w_ih", "w_hh", "b"))
     if kind == "gru":
         (ir, iz, in_), (hr, hz, hn) = _blocks(w_ih, 3, 1), _blocks(w_hh, 3, 1)
@@ -164,7 +174,7 @@ def _layer_to_torch(kind: str, params: Mapping[str, np.ndarray]) -> dict[str, np
             "weight_ih": np.concatenate([ir, -iz, in_], axis=1).T,
             "weight_hh": np.concatenate([hr, -hz, hn], axis=1).T,
             "bias_ih": np.concatenate([br, -bz, bn]),
-            "bias_hh": np.concatenate([zeros, zeros, np.asarray(params["b_hn"])]),
+            "bias_hh": np.concatenate([zeros, zeros, np.asarray(params.get("b_hn", zeros))]),
         }
     out = {"weight_ih": w_ih.T, "weight_hh": w_hh.T, "bias_ih": b, "bias_hh": np.zeros_like(b)}
     if "w_proj" in params:
@@ -484,7 +494,7 @@ def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: 
             for layer, layer_params in enumerate(params):
                 for d, p in enumerate(layer_params):
                     sfx = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                    _copy_into(module, _layer_to_torch(info.kind, p), sfx, bias, tdtype)
+                    _copy_into(module, layer_to_torch(info.kind, p), sfx, bias, tdtype)
         return module
     if isinstance(net, Cell):
         cell = net
@@ -508,7 +518,7 @@ def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: 
         else:
             module = nn.GRUCell(input_size, info.hidden_size, bias=bias, dtype=tdtype)
         with torch.no_grad():
-            _copy_into(module, _layer_to_torch(info.kind, params), "", bias, tdtype)
+            _copy_into(module, layer_to_torch(info.kind, params), "", bias, tdtype)
         return module
     raise TypeError(f"{where}: expected a jrnn.Stack or jrnn.Cell, got {type(net).__name__}")
 
