@@ -11,8 +11,11 @@ from _pytest.doctest import DoctestItem
 # A persistent XLA compilation cache, kept across runs of the suite (a user's own
 # ``JAX_COMPILATION_CACHE_DIR`` wins).  The processes the suite starts (``jrnn`` commands,
 # notebooks, documentation examples) inherit ``subprocesses/`` and share it.  Each pytest
-# process (the controller, each xdist worker) reads and writes a folder of its own, so an
-# executable is only ever read back by a process of the kind that compiled it.
+# process (the controller, each xdist worker) reads and writes a folder of its own.  (The
+# split was made while a worker crash was blamed on a shared cache; the crash was the limit
+# on memory mappings, see ``_release_compiled_programs``.  Work stealing gives a worker
+# other tests on each run, so its folder warms up slowly: one shared folder again is the
+# next step, once a full run confirms it.)
 _BASE = os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}")
 _SHARED = os.path.join(_BASE, "subprocesses")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SHARED)

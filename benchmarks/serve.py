@@ -7,8 +7,9 @@ timed in one process in interleaved rounds:
 * ``jrnn``: ``jax.jit`` of :func:`jrnn.export.inference`'s function (what is exported);
 * ``StableHLO``: the same function exported by :func:`jrnn.export.stablehlo` with symbolic
   batch and time, deserialized and called (``jax.jit(exported.call)``);
-* ``ONNX``: ``jrnn.export.onnx`` (ONNX's native LSTM operator) run by onnxruntime, when
-  ``onnxruntime`` is installed (``jrnn[export]``; else the column is left out);
+* ``ONNX``: :func:`jrnn.export.onnx` (ONNX's native LSTM operator) run by onnxruntime
+  (when ``onnx``/``onnxruntime`` are installed: ``pip install "jrnn[export]"``; else the
+  column is left out);
 * ``PyTorch``: ``torch.nn.LSTM`` + ``nn.Linear`` under ``torch.inference_mode()`` (oneDNN),
   the same sizes (when torch is installed).
 
@@ -64,7 +65,7 @@ def _torch_fn(i: int, h: int, xs: np.ndarray) -> Callable[[], object] | None:
 
 
 def _onnx_fn(model, params, xs: np.ndarray, lengths: np.ndarray) -> Callable[[], object] | None:
-    if importlib.util.find_spec("onnxruntime") is None:
+    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return None
     import onnxruntime
 
