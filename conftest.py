@@ -8,24 +8,22 @@ import tempfile
 import pytest
 from _pytest.doctest import DoctestItem
 
-# A persistent XLA compilation cache, kept across runs of the suite (a user's own
-# ``JAX_COMPILATION_CACHE_DIR`` wins).  The processes the suite starts (``jrnn`` commands,
-# notebooks, documentation examples) inherit ``subprocesses/`` and share it.  Each pytest
-# process (the controller, each xdist worker) reads and writes a folder of its own.  (The
-# split was made while a worker crash was blamed on a shared cache; the crash was the limit
-# on memory mappings, see ``_release_compiled_programs``.  Work stealing gives a worker
-# other tests on each run, so its folder warms up slowly: one shared folder again is the
-# next step, once a full run confirms it.)
-_BASE = os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}")
-_SHARED = os.path.join(_BASE, "subprocesses")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _SHARED)
+# One persistent XLA compilation cache, kept across runs of the suite and shared by every
+# process of a run: the pytest controller, the xdist workers (work stealing hands a worker
+# different tests on each run, so per-worker folders would stay cold) and the processes the
+# suite starts (``jrnn`` commands, notebooks, documentation examples), which inherit it.
+# A user's own ``JAX_COMPILATION_CACHE_DIR`` wins.  JAX writes an entry in place, not by
+# renaming a finished file, so a process could read another's half-written entry; with a
+# size limit set, JAX takes a file lock around every read and write (``filelock``, which
+# the test extra installs with torch), so no process sees a torn entry.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"jrnn-tests-xla-cache-{os.getuid()}"),
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 import jax  # noqa: E402
-
-if os.environ["JAX_COMPILATION_CACHE_DIR"] == _SHARED:  # the suite's, not the user's
-    _own = os.path.join(_BASE, os.environ.get("PYTEST_XDIST_WORKER", "controller"))
-    jax.config.update("jax_compilation_cache_dir", _own)
 
 
 @pytest.fixture(autouse=True)
