@@ -1,14 +1,23 @@
-"""Measures ``jrnn.unroll``'s training strategies over a grid of shapes on this CPU and
-writes the fastest per shape to ``jrnn/tuned.py``, the table ``unroll`` chooses from.
+"""Measures ``jrnn.unroll``'s strategies over a grid of shapes on this CPU and writes the
+fastest per shape to ``jrnn/tuned.py``, the tables ``unroll`` chooses from.
 
-For each (batch, T, hidden) of the grid and each strategy (``hoist`` x ``vjp``: in-step
-projection differentiated by autodiff, hoisted projection by autodiff, the hand-structured
-``vjp="hoisted"`` backward) an LSTM training step (forward, BPTT, a gradient-sized update)
-is compiled and timed in interleaved rounds; the strategy with the lowest median time wins.
-Strategies within 3% of the winner count as ties and the one listed first is kept, so
-noise does not flip the table.  Also writes ``benchmarks/results/tune.{json,md}``.
+``--part training`` (one host device): for each (batch, T, hidden) of the grid and each
+training strategy (``hoist`` x ``vjp``: in-step projection differentiated by autodiff,
+hoisted projection by autodiff, the hand-structured ``vjp="hoisted"`` backward) an LSTM
+training step (forward, BPTT, a gradient-sized update) is compiled and timed in interleaved
+rounds; the fastest wins (``jrnn.tuned.CPU``).
 
-Run (minutes): ``python -m benchmarks.tune [--rounds N]``, then commit ``jrnn/tuned.py``.
+``--part inference`` (every core a host device, as after ``jrnn.use_cpu_cores()``, the
+setup of a served model): a jitted LSTM forward pass with ``lax.scan``'s unroll factor 1, 2
+and 4 (``jrnn.tuned.CPU_INFERENCE``, keyed by each device's share of the batch, as
+``unroll`` looks it up).
+
+Choices within 3% (training) or 5% (inference) of the fastest count as ties and the one
+listed first is kept, so noise does not flip the table.  Also writes
+``benchmarks/results/tune[_inference].{json,md}``.
+
+Run (minutes each): ``python -m benchmarks.tune --part training [--rounds N]`` and
+``python -m benchmarks.tune --part inference``, then commit ``jrnn/tuned.py``.
 """
 
 from __future__ import annotations
@@ -33,11 +42,12 @@ STRATEGIES = (  # the first is unroll's CPU default when nothing is measured
     (True, "autodiff"),
     (True, "hoisted"),
 )
-TIE = 1.03
+UNROLLS = (1, 2, 4)  # the first is unroll's default when nothing is measured
+TIE = {"training": 1.03, "inference": 1.05}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _step(cell, hoist, vjp):
+def _train_step(cell, hoist, vjp):
     def loss(params, xs):
         ys, _ = jrnn.unroll(cell, params, xs, hoist=hoist, vjp=vjp)
         return jnp.mean(ys**2)
@@ -50,87 +60,153 @@ def _step(cell, hoist, vjp):
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--dry-run", action="store_true", help="do not rewrite jrnn/tuned.py")
-    args = parser.parse_args()
+def _forward(cell, unroll):
+    return jax.jit(lambda params, xs: jrnn.unroll(cell, params, xs, unroll=unroll)[0])
 
+
+def _medians(fns, args, rounds: int) -> list[float]:
+    for f in fns:
+        jax.block_until_ready(f(*args))  # compile
+    once = min(_time(f, args, 1) for f in fns)
+    iters = max(1, int(0.05 / once))  # about 50 ms a sample
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for f, ts in zip(fns, times, strict=True):
+            ts.append(_time(f, args, iters))
+    return [statistics.median(ts) for ts in times]
+
+
+def _time(f, args, iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        out = f(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / iters
+
+
+def measure(part: str, rounds: int) -> list[dict]:
+    """One row per grid shape: the median times of each choice and the chosen one."""
+    choices = STRATEGIES if part == "training" else UNROLLS
+    devices = len(jax.devices("cpu"))
     rows = []
     for batch, steps in GRID_BT:
         for hidden in GRID_H:
             cell = jrnn.lstm(hidden)
             params = cell.init(jax.random.key(0), INPUT)
             xs = jax.random.normal(jax.random.key(1), (batch, steps, INPUT))
-            fns = [_step(cell, h, v) for h, v in STRATEGIES]
-            for f in fns:
-                jax.block_until_ready(f(params, xs))  # compile
-            times = [[] for _ in fns]
-            for _ in range(args.rounds):
-                for f, ts in zip(fns, times, strict=True):
-                    start = time.perf_counter()
-                    jax.block_until_ready(f(params, xs))
-                    ts.append(time.perf_counter() - start)
-            medians = [statistics.median(ts) for ts in times]
-            fastest = min(medians)
-            best = next(i for i, m in enumerate(medians) if m <= TIE * fastest)
+            if part == "training":
+                fns = [_train_step(cell, h, v) for h, v in choices]
+                share = batch
+            else:
+                fns = [_forward(cell, k) for k in choices]
+                share = batch // jrnn.sharding.host_split(jnp.swapaxes(xs, 0, 1), (batch,), hidden)
+            medians = _medians(fns, (params, xs), rounds)
+            best = next(i for i, m in enumerate(medians) if m <= TIE[part] * min(medians))
             rows.append(
                 {
-                    "batch": batch,
+                    "batch": share,
+                    "total_batch": batch,
+                    "devices": devices,
                     "T": steps,
                     "hidden": hidden,
-                    "ms": {
-                        f"{h}/{v}": 1e3 * m for (h, v), m in zip(STRATEGIES, medians, strict=True)
-                    },
-                    "best": {"hoist": STRATEGIES[best][0], "vjp": STRATEGIES[best][1]},
+                    "ms": {_label(c): 1e3 * m for c, m in zip(choices, medians, strict=True)},
+                    "best": choices[best],
                     "gain_over_default": medians[0] / medians[best],
                 }
             )
             r = rows[-1]
             print(
                 f"B={batch} T={steps} H={hidden}: "
-                + ", ".join(f"{k} {v:.1f} ms" for k, v in r["ms"].items())
-                + f" -> {r['best']} ({r['gain_over_default']:.2f}x the default)",
+                + ", ".join(f"{k} {v:.2f} ms" for k, v in r["ms"].items())
+                + f" -> {_label(r['best'])} ({r['gain_over_default']:.2f}x the default)",
                 flush=True,
             )
+    return rows
 
-    info = machine_info()
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "tune.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1) + "\n")
+
+def _label(choice) -> str:
+    if isinstance(choice, int):
+        return f"unroll={choice}"
+    return f"hoist={choice[0]}, vjp={choice[1]}"
+
+
+def report(part: str, rows: list[dict], rounds: int, info: dict) -> str:
+    what = "an LSTM training step" if part == "training" else "an LSTM forward pass (jit)"
+    devices = rows[0]["devices"]
     lines = [
-        f"Fastest `unroll` strategy for an LSTM training step (I={INPUT}), median of "
-        f"{args.rounds} interleaved rounds; {info['cpu_model']} ({info['usable_cores']} cores "
-        f"usable), 1 device, float32.",
+        f"Fastest `unroll` {'strategy' if part == 'training' else 'factor'} for "
+        f"{what} (I={INPUT}), median of {rounds} interleaved rounds; {info['cpu_model']} "
+        f"({info['usable_cores']} cores usable), {devices} host device(s), float32. B is "
+        "the whole batch; the table is keyed by each device's share.",
         "",
-        "| B | T | H | in-step / autodiff (ms) | hoisted / autodiff (ms) | hoisted VJP (ms) | "
-        "chosen | × default |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| B | T | H | " + " | ".join(f"{k} (ms)" for k in rows[0]["ms"]) + " | chosen | "
+        "× default |",
+        "|---:|---:|---:|" + "---:|" * len(rows[0]["ms"]) + "---|---:|",
     ]
     for r in rows:
-        ms = list(r["ms"].values())
-        chosen = f"hoist={r['best']['hoist']}, vjp={r['best']['vjp']}"
+        ms = " | ".join(f"{v:.2f}" for v in r["ms"].values())
         lines.append(
-            f"| {r['batch']} | {r['T']} | {r['hidden']} | {ms[0]:.1f} | {ms[1]:.1f} | "
-            f"{ms[2]:.1f} | {chosen} | {r['gain_over_default']:.2f} |"
+            f"| {r['total_batch']} | {r['T']} | {r['hidden']} | {ms} | {_label(r['best'])} | "
+            f"{r['gain_over_default']:.2f} |"
         )
-    (out / "tune.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def render(training: tuple, inference: tuple, machines: dict[str, str]) -> str:
+    """The source of ``jrnn/tuned.py`` holding both tables."""
+    train_rows = "\n".join(
+        f"    (({b}, {t}, {h}), {hoist}, {json.dumps(vjp)})," for (b, t, h), hoist, vjp in training
+    )
+    infer_rows = "\n".join(f"    (({b}, {t}, {h}), {k})," for (b, t, h), k in inference)
+    return (
+        '"""The fastest strategies of :func:`jrnn.unroll` on CPU, by shape, as measured by\n'
+        "``python -m benchmarks.tune --part training|inference`` (do not edit by hand: run it\n"
+        'again on another machine)."""\n\n'
+        f"MACHINE = {json.dumps(machines['training'])}\n"
+        '"""The CPU that measured :data:`CPU`."""\n\n'
+        "CPU: tuple[tuple[tuple[int, int, int], bool, str], ...] = (\n"
+        f"{train_rows}\n)\n"
+        '"""``(batch, T, hidden) -> (hoist, vjp)`` for an LSTM training step, one host '
+        'device."""\n\n'
+        f"INFERENCE_MACHINE = {json.dumps(machines['inference'])}\n"
+        '"""The CPU that measured :data:`CPU_INFERENCE`."""\n\n'
+        "CPU_INFERENCE: tuple[tuple[tuple[int, int, int], int], ...] = (\n"
+        f"{infer_rows}\n)\n"
+        '"""``(batch per device, T, hidden) -> lax.scan unroll factor`` for an LSTM forward\n'
+        'pass with every core a host device (``jrnn.use_cpu_cores()``)."""\n'
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("training", "inference"), required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dry-run", action="store_true", help="do not rewrite jrnn/tuned.py")
+    args = parser.parse_args()
+    if args.part == "inference":
+        jrnn.use_cpu_cores()
+    info = machine_info()
+    rows = measure(args.part, args.rounds)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    stem = "tune" if args.part == "training" else "tune_inference"
+    (out / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1) + "\n")
+    table = report(args.part, rows, args.rounds, info)
+    (out / f"{stem}.md").write_text(table)
+    print(table)
     if args.dry_run:
         return
-    table = "\n".join(
-        f"    (({r['batch']}, {r['T']}, {r['hidden']}), {r['best']['hoist']}, "
-        f"{json.dumps(r['best']['vjp'])}),"
-        for r in rows
-    )
-    (ROOT / "jrnn" / "tuned.py").write_text(
-        '"""The fastest training strategy of :func:`jrnn.unroll` on CPU, by shape, as measured\n'
-        "by ``python -m benchmarks.tune`` (do not edit by hand: run it again on another\n"
-        'machine).  ``(batch, T, hidden) -> (hoist, vjp)`` for an LSTM training step."""\n\n'
-        f"MACHINE = {json.dumps(info['cpu_model'])}\n\n"
-        "CPU: tuple[tuple[tuple[int, int, int], bool, str], ...] = (\n"
-        f"{table}\n)\n"
-    )
+    from jrnn import tuned
+
+    training, inference = tuned.CPU, tuned.CPU_INFERENCE
+    machines = {"training": tuned.MACHINE, "inference": tuned.INFERENCE_MACHINE}
+    measured = tuple(((r["batch"], r["T"], r["hidden"]), r["best"]) for r in rows)
+    if args.part == "training":
+        training = tuple((shape, *best) for shape, best in measured)
+    else:
+        inference = measured
+    machines[args.part] = info["cpu_model"]
+    (ROOT / "jrnn" / "tuned.py").write_text(render(training, inference, machines))
     print("wrote jrnn/tuned.py")
 
 

@@ -33,8 +33,9 @@ class Static(NamedTuple):
     hoist: bool  # project before the scan when differentiated
     infer_hoist: bool  # ... when not differentiated (the primal alone)
     reverse: bool
-    unroll: int | bool
+    unroll: int | bool  # lax.scan's unroll factor when differentiated
     save_step_vjps: bool
+    infer_unroll: int | bool = 1  # ... when not differentiated
 
 
 def _abstract_step(cell: Cell, params: Params, carry: Carry, xs: Array):
@@ -92,7 +93,7 @@ def scan(static: Static, params, xs, carry, mask, resets):
     """``(ys, carry_T)`` of the forward scan, differentiated by the hand-structured VJP."""
     carry_T, ys = forward(
         static.cell, params, xs, carry, mask, resets, emit="y", hoist=static.infer_hoist,
-        reverse=static.reverse, unroll=static.unroll,
+        reverse=static.reverse, unroll=static.infer_unroll,
     )  # fmt: skip
     return ys, carry_T
 

@@ -46,7 +46,7 @@ class Options(NamedTuple):
 
     reverse: bool = False
     time_major: bool = False
-    unroll: int | bool = 1
+    unroll: int | bool | None = None
     return_carries: bool = False
     hoist: bool | None = None
     vjp: str | None = None
@@ -69,7 +69,7 @@ def check_options(options: Options, where: str) -> Options:
         check_bool(flag, getattr(o, flag), where)
     if o.hoist is not None:
         check_bool("hoist", o.hoist, where)
-    if not isinstance(o.unroll, bool):
+    if o.unroll is not None and not isinstance(o.unroll, bool):
         check_int("unroll", o.unroll, where)
     if o.vjp is not None:
         check_choice("vjp", o.vjp, ("hoisted", "autodiff"), where)

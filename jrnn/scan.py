@@ -10,6 +10,8 @@ outputs and gradients are those of the unsplit scan.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 from jax.sharding import PartitionSpec as P
 
@@ -41,13 +43,21 @@ def run(cell: Cell, prep: Prepared, plan: Plan):
 
     def scan(params, xs, carry, mask, resets, noise):
         if plan.vjp == "autodiff":
-            return forward(
-                cell, params, xs, carry, mask, resets, emit=emit, hoist=plan.hoist,
-                reverse=prep.reverse, unroll=plan.unroll, remat=plan.remat, noise=noise,
-            )  # fmt: skip
+
+            def autodiff(params, xs, carry, mask, resets, noise, unroll=plan.unroll):
+                return forward(
+                    cell, params, xs, carry, mask, resets, emit=emit, hoist=plan.hoist,
+                    reverse=prep.reverse, unroll=unroll, remat=plan.remat, noise=noise,
+                )  # fmt: skip
+
+            if plan.infer_unroll == plan.unroll:
+                return autodiff(params, xs, carry, mask, resets, noise)
+            infer = partial(autodiff, unroll=plan.infer_unroll)
+            return _differentiated_as(autodiff, infer)(params, xs, carry, mask, resets, noise)
         static = hoisted.Static(
-            cell, plan.hoist, plan.infer_hoist, prep.reverse, plan.unroll, plan.save_step_vjps
-        )
+            cell, plan.hoist, plan.infer_hoist, prep.reverse, plan.unroll, plan.save_step_vjps,
+            plan.infer_unroll,
+        )  # fmt: skip
         ys, carry = hoisted.scan(static, params, xs, carry, mask, resets)
         return carry, ys
 
@@ -86,3 +96,12 @@ def _split_batch(scan, devices: int, params, xs, carry, mask, resets, noise):
         in_specs=(rep, split_t, split_b, split_t, split_t, noise_specs),
         out_specs=(out_carry, split_t),
     )(params, xs, carry, mask, resets, noise)
+
+
+def _differentiated_as(train, infer):
+    """``infer`` when evaluated, and differentiated (either mode, any order) as ``train``:
+    the same function computed another way (here, another unroll factor of the scan), so
+    inference gets its own fastest form while ``jax.grad`` sees exactly ``train``."""
+    f = jax.custom_jvp(infer)
+    f.defjvp(lambda primals, tangents: jax.jvp(train, primals, tangents))
+    return f

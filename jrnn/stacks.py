@@ -32,7 +32,7 @@ class Stack(NamedTuple):
     Attributes:
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
-        time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False,
+        time_major=False, unroll=None, hoist=None, vjp=None, remat="none", debug=False,
         method="scan") -> (ys, carries_T)`` (the options as in :func:`unroll`, ``method``
         passed to every layer; ``resets`` reaches every layer
         and both directions, so each episode runs through the whole stack on its own;
@@ -132,7 +132,7 @@ def stack(
         resets: Array | None = None,
         key: PRNGKey | None = None,
         time_major: bool = False,
-        unroll: int | bool = 1,
+        unroll: int | bool | None = None,
         hoist: bool | None = None,
         vjp: VJPMode | None = None,
         remat: RematMode = "none",

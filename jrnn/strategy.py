@@ -12,7 +12,10 @@ prepared inputs (their shapes), the user's options and the backend into a :class
   defaults measured per shape on CPU (:func:`default_strategy`, :data:`jrnn.tuned.CPU`),
   and the overrides (training a regularised cell, ``remat``, ``return_carries``, a cell
   without :class:`jrnn.base.FastPath`);
-* how many of a CPU's host devices split the batch (:func:`jrnn.sharding.host_split`).
+* how many of a CPU's host devices split the batch (:func:`jrnn.sharding.host_split`);
+* ``lax.scan``'s unroll factor: the caller's ``unroll``, or, when not given, 1 for a call
+  that is differentiated and, for inference on CPU, the factor measured fastest for the
+  nearest shape (:func:`inference_unroll`, :data:`jrnn.tuned.CPU_INFERENCE`).
 
 The same inputs always give the same plan.
 
@@ -28,7 +31,7 @@ makes fixed ones instead, and never calls Python maths on a dimension:
   :func:`default_strategy` (on CPU the projection in the step, differentiated by autodiff;
   elsewhere hoisted, with the hand-structured VJP);
 * the batch is not split over host devices;
-* ``unroll=k`` becomes 1 and ``remat="sqrt"`` becomes ``"step"`` when the time dimension is
+* ``unroll`` becomes 1 and ``remat="sqrt"`` becomes ``"step"`` when the time dimension is
   symbolic (both need the number of steps; the results are the same, only speed and memory
   differ).
 """
@@ -60,7 +63,9 @@ class Plan(NamedTuple):
         inference path), projects before the scan.
       devices: host devices the scan's batch is split over (1: not split).
       save_step_vjps: the hoisted VJP's forward saves each step's VJP of the gates.
-      remat, unroll, return_carries: as given to :func:`jrnn.unroll`.
+      unroll: ``lax.scan``'s unroll factor when differentiated (the caller's, else 1).
+      infer_unroll: ... when not differentiated (the caller's, else :func:`inference_unroll`).
+      remat, return_carries: as given to :func:`jrnn.unroll`.
       solver: the :class:`jrnn.newton.NewtonOptions` of a Newton engine, else ``None``.
     """
 
@@ -74,6 +79,7 @@ class Plan(NamedTuple):
     unroll: int | bool
     return_carries: bool
     solver: Any = None
+    infer_unroll: int | bool = 1
 
 
 TIME_WEIGHT = 0.25
@@ -115,15 +121,55 @@ def default_strategy(
         return {"hoist": True, "vjp": "hoisted"}
     if None in (batch, steps, hidden) or not tuned.CPU:
         return {"hoist": False, "vjp": "autodiff"}
-    where = [math.log2(max(v, 1)) for v in (batch, steps, hidden)]
+    # equally near entries: the in-step autodiff form (no custom rule, less memory)
+    _, hoist, vjp = _nearest(tuned.CPU, (batch, steps, hidden), (False, "autodiff"))
+    return {"hoist": hoist, "vjp": vjp}
+
+
+def inference_unroll(
+    backend: str | None = None,
+    *,
+    batch: int | None = None,
+    steps: int | None = None,
+    hidden: int | None = None,
+) -> int:
+    """``lax.scan``'s unroll factor for a call of :func:`jrnn.unroll` that is not
+    differentiated (inference), when the caller gives none.
+
+    On CPU with the shape given, the factor measured fastest for a forward pass at the
+    nearest shape of :data:`jrnn.tuned.CPU_INFERENCE` (the distance of
+    :func:`default_strategy`; written by ``python -m benchmarks.tune --part inference``,
+    measured with every core a host device, as after :func:`jrnn.use_cpu_cores`):
+    unrolling lets XLA:CPU overlap one step's gate arithmetic with the next step's
+    recurrent product, 1.1-1.3x at ``hidden=256``, nothing or a loss at other widths.
+    Elsewhere, or without a shape: 1.  A differentiated call always scans with 1 (on CPU,
+    ``unroll > 1`` made training 1.4-2.2x slower).  The results are the same whatever the
+    factor.
+
+    Examples:
+      >>> from jrnn.strategy import inference_unroll
+      >>> inference_unroll("gpu", batch=32, steps=128, hidden=256)
+      1
+      >>> inference_unroll("cpu")  # no shape: no choice to make
+      1
+    """
+    on_cpu = (backend or jax.default_backend()) == "cpu"
+    if not on_cpu or None in (batch, steps, hidden) or not tuned.CPU_INFERENCE:
+        return 1
+    return _nearest(tuned.CPU_INFERENCE, (batch, steps, hidden), (1,))[1]
+
+
+def _nearest(table, shape: tuple[int, int, int], preferred: tuple) -> tuple:
+    """The entry ``((batch, T, hidden), *choice)`` of ``table`` nearest ``shape`` in
+    log-space (``T`` weighted by :data:`TIME_WEIGHT`); between equally near entries, the
+    one whose choice is ``preferred``."""
+    where = [math.log2(max(v, 1)) for v in shape]
 
     def distance(entry) -> float:
         d = [(math.log2(a) - b) ** 2 for a, b in zip(entry[0], where, strict=True)]
         return d[0] + TIME_WEIGHT * d[1] + d[2]
 
-    # equally near entries: the in-step autodiff form (no custom rule, less memory)
-    _, hoist, vjp = min(tuned.CPU, key=lambda e: (distance(e), (e[1], e[2]) != (False, "autodiff")))
-    return {"hoist": hoist, "vjp": vjp}
+    return min(table, key=lambda e: (distance(e), tuple(e[1:]) != preferred))
 
 
 AUTO_MIN_STEPS = 8192
@@ -219,6 +265,15 @@ def _engine(cell: Cell, prep: Prepared, method: str, solve: bool, backend: str, 
     return method
 
 
+def _shape(cell: Cell, prep: Prepared, devices: int) -> dict[str, int]:
+    """What the strategy tables are keyed by: each device's batch, the steps and the width;
+    nothing when a dimension is symbolic (``jax.export``: the shape-free defaults)."""
+    if not concrete(prep.num_steps, *prep.batch_shape):
+        return {}
+    batch = math.prod(prep.batch_shape) // devices  # what each device runs
+    return {"batch": batch, "steps": prep.num_steps, "hidden": cell.hidden_size}
+
+
 def _scan_choice(cell: Cell, prep: Prepared, options: Options, devices: int, backend, where):
     """``(hoist, vjp, infer_hoist)`` of the sequential engine."""
     if cell.fast is None:  # the step as written: in the scan, differentiated by autodiff
@@ -231,12 +286,7 @@ def _scan_choice(cell: Cell, prep: Prepared, options: Options, devices: int, bac
         return False, "autodiff", False
     if prep.noise is not None or options.remat != "none":
         return False, "autodiff", False  # noise and remat act inside the step
-    if concrete(prep.num_steps, *prep.batch_shape):
-        batch = math.prod(prep.batch_shape) // devices  # what each device runs
-        shape = {"batch": batch, "steps": prep.num_steps, "hidden": cell.hidden_size}
-    else:  # jax.export's symbolic dimensions: the shape-free defaults
-        shape = {}
-    defaults = default_strategy(backend, **shape)
+    defaults = default_strategy(backend, **_shape(cell, prep, devices))
     # inference (the custom VJP's primal) on CPU: in-step unless the caller chose
     infer_hoist = options.hoist if options.hoist is not None else backend != "cpu"
     hoist = defaults["hoist"] if options.hoist is None else options.hoist
@@ -290,6 +340,14 @@ def plan(
     if engine == "scan" and backend == "cpu" and static:
         devices = host_split(prep.xs, prep.batch_shape, cell.hidden_size)
     hoist, vjp, infer_hoist = _scan_choice(cell, prep, options, devices, backend, where)
+    if not static_time:
+        infer_unroll = 1
+    elif options.unroll is not None:
+        infer_unroll = options.unroll
+    elif engine == "scan" and cell.fast is not None and prep.noise is None:
+        infer_unroll = inference_unroll(backend, **_shape(cell, prep, devices))
+    else:
+        infer_unroll = 1
     save = engine == "scan" and vjp == "hoisted"
     if save:
         save = hoisted.per_step_residuals(cell, prep.params, prep.xs, prep.carry, prep.mask)
@@ -301,7 +359,8 @@ def plan(
         devices=devices,
         save_step_vjps=save,
         remat=options.remat if static_time or options.remat != "sqrt" else "step",
-        unroll=options.unroll if static_time else 1,
+        unroll=options.unroll if static_time and options.unroll is not None else 1,
         return_carries=options.return_carries,
         solver=solver if engine in ("newton", "quasi-newton") else None,
+        infer_unroll=infer_unroll,
     )

@@ -5,6 +5,7 @@ from functools import partial
 
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -300,6 +301,61 @@ def test_inference_projects_in_step_on_cpu_while_training_keeps_the_hoisted_stra
         jax.grad(partial(loss, vjp="autodiff"))(params),
         rtol=1e-4,
         atol=1e-5,
+    )
+
+
+def _scan_unrolls(jaxpr) -> set:
+    """The ``unroll`` of every ``scan`` in a jaxpr, nested ones included."""
+    found = {e.params["unroll"] for e in jaxpr.eqns if e.primitive.name == "scan"}
+    for sub in jax.extend.core.subjaxprs(jaxpr):
+        found |= _scan_unrolls(sub)
+    return found
+
+
+@pytest.mark.parametrize("vjp", ["autodiff", "hoisted"])
+def test_inference_takes_the_measured_unroll_factor_and_grad_still_scans_once(monkeypatch, vjp):
+    """``unroll`` left out: a call that is not differentiated scans with the factor of
+    ``jrnn.tuned.CPU_INFERENCE`` for its shape, while ``jax.grad`` (and ``jax.jvp``) of
+    the same call differentiate the scan unrolled once, with the same values as an
+    explicit ``unroll=1``; an explicit factor is used everywhere; symbolic time: 1."""
+    from jrnn import tuned
+    from jrnn.strategy import inference_unroll
+
+    B, T, I, H = 3, 12, 5, 6
+    monkeypatch.setattr(tuned, "CPU_INFERENCE", (((B, T, H), 4),))
+    assert inference_unroll("cpu", batch=B, steps=T, hidden=H) == 4
+    assert inference_unroll("gpu", batch=B, steps=T, hidden=H) == 1
+    cell = jrnn.lstm(H)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    lengths = jnp.array([12, 7, 0])
+
+    def run(p, x, **kw):
+        return jrnn.unroll(cell, p, x, lengths=lengths, vjp=vjp, **kw)[0]
+
+    def loss(p, x, **kw):
+        return jnp.sum(jnp.sin(run(p, x, **kw)))
+
+    assert _scan_unrolls(jax.make_jaxpr(run)(params, xs).jaxpr) == {4}
+    assert _scan_unrolls(jax.make_jaxpr(jax.grad(loss))(params, xs).jaxpr) == {1}
+    assert _scan_unrolls(jax.make_jaxpr(partial(run, unroll=2))(params, xs).jaxpr) == {2}
+    np.testing.assert_allclose(run(params, xs), run(params, xs, unroll=1), rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(
+        jax.grad(loss)(params, xs), jax.grad(partial(loss, unroll=1))(params, xs), rtol=1e-6
+    )
+    if vjp == "autodiff":  # forward mode: the custom VJP refuses it by design
+        dx = jnp.ones_like(xs)
+        chex.assert_trees_all_close(
+            jax.jvp(lambda x: run(params, x), (xs,), (dx,)),
+            jax.jvp(lambda x: run(params, x, unroll=1), (xs,), (dx,)),
+            rtol=1e-6,
+        )
+    b, t = jax.export.symbolic_shape("b, t")
+    exported = jax.export.export(jax.jit(lambda p, x: jrnn.unroll(cell, p, x, vjp=vjp)[0]))(
+        params, jax.ShapeDtypeStruct((b, t, I), xs.dtype)
+    )
+    np.testing.assert_allclose(
+        exported.call(params, xs), jrnn.unroll(cell, params, xs, unroll=1)[0], rtol=1e-6
     )
 
 

@@ -120,7 +120,7 @@ def run(
     lengths: Array | None,
     reverse: bool,
     time_major: bool,
-    unroll_factor: int,
+    unroll_factor: int | None,
     key: jax.Array | None,
     where: str,
 ) -> tuple[Array, Carry]:

@@ -57,7 +57,7 @@ class RNN(nn.Module):
         ``keep_order`` to set).
       time_major: inputs and outputs are ``[T, *batch, F]`` instead of ``[*batch, T, F]``.
       return_carry: return ``(final_carry, ys)`` (Flax's order) instead of ``ys``.
-      unroll: passed to ``lax.scan``.
+      unroll: ``lax.scan``'s unroll factor, as in :func:`jrnn.unroll` (``None``: its default).
       deterministic: default for the call's ``deterministic``.  Randomness acts only when it
         is ``False``: a stack's dropout between layers and a regularised cell's noise
         (:func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`, a custom cell with
@@ -85,7 +85,7 @@ class RNN(nn.Module):
     reverse: bool = False
     time_major: bool = False
     return_carry: bool = False
-    unroll: int = 1
+    unroll: int | None = None
     deterministic: bool | None = None
 
     @nn.compact

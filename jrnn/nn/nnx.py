@@ -85,7 +85,7 @@ class RNN(nnx.Module):
         aligned with the inputs).
       time_major: inputs and outputs are ``[T, *batch, F]``.
       return_carry: return ``(final_carry, ys)`` (Flax's order) instead of ``ys``.
-      unroll: passed to ``lax.scan``.
+      unroll: ``lax.scan``'s unroll factor, as in :func:`jrnn.unroll` (``None``: its default).
       deterministic: ``True`` turns randomness off (``module.eval()`` sets it,
         ``module.train()`` clears it): a stack's dropout between layers and a regularised
         cell's noise (:func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`, a custom cell
@@ -124,7 +124,7 @@ class RNN(nnx.Module):
         reverse: bool = False,
         time_major: bool = False,
         return_carry: bool = False,
-        unroll: int = 1,
+        unroll: int | None = None,
         deterministic: bool = False,
         rngs: nnx.Rngs,
     ):
