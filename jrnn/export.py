@@ -313,14 +313,19 @@ def stablehlo(served: Served, *, vjp_order: int = 0) -> Artifact:
     return Artifact(bytes(exported.serialize(vjp_order=vjp_order)), signature)
 
 
-def onnx(model: Model, params: Params) -> Artifact:
-    """``model``'s whole-sequence inference as an ONNX file built from ONNX's native
-    recurrent operators (opset 17; :mod:`jrnn.onnx_graph`).
+def onnx(model: Model, params: Params, *, streaming: bool = False) -> Artifact:
+    """``model``'s whole-sequence inference (or, ``streaming``, its one-step function) as
+    an ONNX file built from ONNX's native recurrent operators (opset 17;
+    :mod:`jrnn.onnx_graph`).
 
     Its inputs and outputs are :func:`inference`'s: ``tokens int32 [batch, time]`` (or
     ``inputs float32 [batch, time, F]``) and ``lengths int32 [batch]`` -> ``outputs
     [batch, time, O]`` and the final carry's leaves (``carry.h``, ``carry.c``,
-    ``carry.<layer>.<direction>.h``, ...), ``batch`` and ``time`` symbolic.
+    ``carry.<layer>.<direction>.h``, ...), ``batch`` and ``time`` symbolic.  With
+    ``streaming``, :func:`streaming`'s: the carry's leaves and ``token int32 [batch]`` (or
+    ``input float32 [batch, F]``) -> the next carry's leaves, named ``next.carry.h``, ...
+    (ONNX names each value once), and ``output [batch, O]``; the signature carries the
+    initial carry of one sequence, as :func:`stablehlo`'s does.
 
     Covered (everything else raises, naming it, and points to :func:`stablehlo`):
 
@@ -337,6 +342,8 @@ def onnx(model: Model, params: Params) -> Artifact:
     Args:
       model: a :class:`jrnn.models.Model`.
       params: its parameters.
+      streaming: the one-step function instead of the whole sequence (a model read in one
+        direction).
 
     Returns:
       the :class:`Artifact`: ``data`` the ONNX file's bytes (``onnxruntime`` runs it; no
@@ -355,13 +362,17 @@ def onnx(model: Model, params: Params) -> Artifact:
       >>> session.run(None, inputs)[0].shape
       (2, 5, 3)
     """
-    from jrnn.onnx_graph import model_proto, signature
+    from jrnn.onnx_graph import model_proto, signature, streaming_proto
 
-    proto = model_proto(model, params)
-    return Artifact(
-        proto.SerializeToString(),
-        {"model": model.name, "format": "onnx", **signature(proto)},
-    )
+    proto = (streaming_proto if streaming else model_proto)(model, params)
+    sig: dict[str, Any] = {"model": model.name, "format": "onnx", **signature(proto)}
+    if streaming:
+        initial = jax.tree.leaves(model.initial_carry(params, ()))
+        names = [p["name"] for p in sig["inputs"][:-1]]
+        sig["initial_carry"] = {
+            n: np.asarray(a).tolist() for n, a in zip(names, initial, strict=True)
+        }
+    return Artifact(proto.SerializeToString(), sig)
 
 
 def save(artifact: Artifact, path: str | os.PathLike) -> Path:

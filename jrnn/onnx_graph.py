@@ -55,7 +55,15 @@ from jrnn.export import inference
 from jrnn.models import Model
 from jrnn.stacks import Stack
 
-__all__ = ["OPSET", "Native", "check_native", "layer_weights", "model_proto", "signature"]
+__all__ = [
+    "OPSET",
+    "Native",
+    "check_native",
+    "layer_weights",
+    "model_proto",
+    "signature",
+    "streaming_proto",
+]
 
 OPSET = 17
 """The ONNX opset of the graphs (its ``RNN``/``LSTM``/``GRU`` are opset 14's)."""
@@ -263,15 +271,20 @@ class _Graph:
 
 
 def _time_major_inputs(g: _Graph, model: Model, params: Params, name: str) -> str:
-    """The rnn's input ``[T, B, I]``: float inputs transposed, or tokens embedded (ids
-    outside ``[0, V)`` give the zero vector, as in jrnn)."""
+    """The rnn's input ``[T, B, I]`` from the model's batch-major input ``name``."""
+    perm = [1, 0] if model.vocab_size is not None else [1, 0, 2]
+    return _embedded(g, model, params, g.op("Transpose", [name], perm=perm))
+
+
+def _embedded(g: _Graph, model: Model, params: Params, x: str) -> str:
+    """Time-major float inputs as they are, or token ids ``[T, B]`` embedded (ids outside
+    ``[0, V)`` give the zero vector, as in jrnn)."""
     if model.vocab_size is None:
-        return g.op("Transpose", [name], perm=[1, 0, 2])
+        return x
     vocab = model.vocab_size
-    ids = g.op("Transpose", [name], perm=[1, 0])
     zero, top = g.const(np.int32(0), "zero"), g.const(np.int32(vocab), "vocab")
-    valid = g.op("And", [g.op("GreaterOrEqual", [ids, zero]), g.op("Less", [ids, top])])
-    ids = g.op("Where", [valid, ids, top])  # out of range -> V: a zero row, an all-off one-hot
+    valid = g.op("And", [g.op("GreaterOrEqual", [x, zero]), g.op("Less", [x, top])])
+    ids = g.op("Where", [valid, x, top])  # out of range -> V: a zero row, an all-off one-hot
     if "embed" not in params:
         values = g.const(np.array([0.0, 1.0], np.float32), "one_hot_values")
         return g.op("OneHot", [ids, top, values], axis=-1)
@@ -288,14 +301,29 @@ def _sequence_lens(g: _Graph, x_name: str, lengths: str) -> str:
 
 
 def _layer(
-    g: _Graph, native: Native, x: str, lens: str, weights: dict[str, np.ndarray], layer: int
+    g: _Graph,
+    native: Native,
+    x: str,
+    lens: str,
+    weights: dict[str, np.ndarray],
+    layer: int,
+    initial: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
     """One layer: ``(y [T, B, D*H], [h_0, (c_0,) h_1, ...])``, the final carry's leaves of
-    each direction in jrnn's order."""
+    each direction in jrnn's order.  ``initial``: the initial carry's leaves ``[B, H]`` of
+    a one-direction layer (``h``, and ``c`` for an LSTM), or none (zeros); ``lens``: the
+    ``sequence_lens`` input, or ``""`` (every sequence runs all ``T`` steps)."""
     names = {k: g.const(v, f"l{layer}_{k}") for k, v in weights.items()}
-    inputs = [x, names["W"], names["R"], names["B"], lens]
+    axis0 = g.const(np.array([0], np.int64), "axis0")
+    states = [g.op("Unsqueeze", [leaf, axis0]) for leaf in initial]  # [1, B, H]
+    states += [""] * (2 - len(states))  # initial_h, initial_c
+    inputs = [x, names["W"], names["R"], names["B"], lens, *states]
+    if native.kind != "lstm":
+        inputs = inputs[:6]
     if "P" in names:
-        inputs += ["", "", names["P"]]  # no initial_h, initial_c: zeros
+        inputs = [*inputs[:7], names["P"]]
+    while inputs[-1] == "":  # trailing optional inputs left out
+        inputs.pop()
     num_states = 2 if native.kind == "lstm" else 1
     outs = g.op(
         native.op,
@@ -363,7 +391,6 @@ def model_proto(model: Model, params: Params) -> Any:
       True
     """
     native = check_native(model)
-    onnx = _require_onnx()
     _check_params(model, params)
     served = inference(model, params)
     g = _Graph()
@@ -374,25 +401,100 @@ def model_proto(model: Model, params: Params) -> Any:
     for layer, directions in enumerate(_rnn_params(model, params)):
         x, finals = _layer(g, native, x, lens, layer_weights(native.kind, directions), layer)
         leaves += finals
+    g.op("Transpose", [_readout(g, params, x)], outputs=[served.outputs[0]], perm=[1, 0, 2])
+    output = (served.outputs[0], ("batch", "time", model.output_size))
+    return _finish(g, model, params, served, output, leaves, served.outputs[1:])
+
+
+def streaming_proto(model: Model, params: Params) -> Any:
+    """The ``onnx.ModelProto`` of one step of ``model``, :func:`jrnn.export.streaming`'s
+    function: ``(*carry, token_t) -> (*next carry, output_t)``, each layer's native
+    operator run for one step from the carry given.
+
+    Inputs are named as :func:`jrnn.export.streaming`'s (``carry.h``, ``carry.c``, ...,
+    ``token int32 [batch]`` or ``input float32 [batch, F]``); ONNX needs every name once,
+    so each carry output is its input's name prefixed ``next.`` (``next.carry.h``), in the
+    same order, then ``output [batch, O]``.  Covers the models :func:`model_proto` covers,
+    read in one direction.
+
+    Examples:
+      >>> import jax, jrnn, numpy as np, onnxruntime
+      >>> model = jrnn.sequence_model(jrnn.gru(4), 3, vocab_size=5)
+      >>> params = model.init(jax.random.key(0))
+      >>> proto = streaming_proto(model, params)
+      >>> [i.name for i in proto.graph.input], [o.name for o in proto.graph.output]
+      (['carry.h', 'token'], ['next.carry.h', 'output'])
+      >>> session = onnxruntime.InferenceSession(proto.SerializeToString(),
+      ...                                        providers=["CPUExecutionProvider"])
+      >>> h = np.zeros((1, 4), np.float32)
+      >>> outs = []
+      >>> for token in (1, 4, 2):
+      ...     h, out = session.run(None, {"carry.h": h, "token": np.array([token], np.int32)})
+      ...     outs.append(out)
+      >>> want, _ = model.apply(params, np.array([[1, 4, 2]]))
+      >>> bool(np.allclose(np.stack(outs, 1), want, atol=1e-6))
+      True
+    """
+    from jrnn.export import streaming
+
+    native = check_native(model)
+    _check_params(model, params)
+    served = streaming(model, params)  # refuses a bidirectional model
+    g = _Graph()
+    *carry_ports, x_port = served.inputs
+    axis0 = g.const(np.array([0], np.int64), "axis0")
+    x = _embedded(g, model, params, g.op("Unsqueeze", [x_port.name, axis0]))  # [1, B, I]
+    per_layer = 2 if native.kind == "lstm" else 1
+    leaves: list[str] = []
+    for layer, directions in enumerate(_rnn_params(model, params)):
+        initial = [p.name for p in carry_ports[layer * per_layer : (layer + 1) * per_layer]]
+        weights = layer_weights(native.kind, directions)
+        x, finals = _layer(g, native, x, "", weights, layer, initial)
+        leaves += finals
+    x = g.op("Squeeze", [x, axis0])  # [B, D*H]
+    g.op("Identity", [_readout(g, params, x)], outputs=[served.outputs[-1]])
+    output = (served.outputs[-1], ("batch", model.output_size))
+    carry_names = [f"next.{name}" for name in served.outputs[:-1]]
+    return _finish(g, model, params, served, output, leaves, carry_names, output_last=True)
+
+
+def _readout(g: _Graph, params: Params, x: str) -> str:
+    """``x @ w_ho + b_o`` over the last axis of ``x``."""
     w_ho = g.const(np.asarray(params["w_ho"], np.float32), "w_ho")
     b_o = g.const(np.asarray(params["b_o"], np.float32), "b_o")
-    o = g.op("Add", [g.op("MatMul", [x, w_ho]), b_o])
-    g.op("Transpose", [o], outputs=[served.outputs[0]], perm=[1, 0, 2])
-    carry_names = served.outputs[1:]
+    return g.op("Add", [g.op("MatMul", [x, w_ho]), b_o])
+
+
+def _finish(
+    g: _Graph,
+    model: Model,
+    params: Params,
+    served: Any,
+    output: tuple[str, tuple[Any, ...]],
+    leaves: Sequence[str],
+    carry_names: Sequence[str],
+    *,
+    output_last: bool = False,
+) -> Any:
+    """The checked model of graph ``g``: ``served``'s inputs; the outputs ``output`` (its
+    name and shape) and the carry ``leaves`` under ``carry_names``, the output first (or,
+    ``output_last``, after the carry)."""
+    onnx = _require_onnx()
     if len(carry_names) != len(leaves):  # pragma: no cover - a layout jrnn does not make
         raise AssertionError(f"{WHERE}: carry leaves {carry_names} vs {len(leaves)} states")
     for leaf, out_name in zip(leaves, carry_names, strict=True):
         g.op("Identity", [leaf], outputs=[out_name])
     sizes = _carry_sizes(model, params)
+    carries = [
+        _value_info(g, n, "float32", ("batch", size))
+        for n, size in zip(carry_names, sizes, strict=True)
+    ]
+    out = [_value_info(g, output[0], "float32", output[1])]
     graph = g.helper.make_graph(
         g.nodes,
         "jrnn",
         [_value_info(g, p.name, p.dtype, p.shape) for p in served.inputs],
-        [_value_info(g, served.outputs[0], "float32", ("batch", "time", model.output_size))]
-        + [
-            _value_info(g, n, "float32", ("batch", size))
-            for n, size in zip(carry_names, sizes, strict=True)
-        ],
+        carries + out if output_last else out + carries,
         initializer=g.initializers,
     )
     proto = g.helper.make_model(

@@ -8,9 +8,10 @@ inference function with the trained parameters inside (a language model's or tag
 outputs and final carry; an encoder-decoder's greedy decoding, ``max_len`` the task's
 decode length).  ``--streaming``: the one-step function ``(*carry, token) -> (*carry,
 output)`` instead, the initial carry in ``PATH.json``.  ``--format onnx`` writes the
-inference with ONNX's native ``RNN``/``LSTM``/``GRU`` operators (:func:`jrnn.export.onnx`:
-a language model or tagger of a simple RNN, LSTM or GRU, stacked or bidirectional); what it
-cannot express, and ``--streaming``, is refused in one line.
+inference (or the step) with ONNX's native ``RNN``/``LSTM``/``GRU`` operators
+(:func:`jrnn.export.onnx`: a language model or tagger of a simple RNN, LSTM or GRU,
+stacked, or bidirectional when not streaming); what it cannot express is refused in one
+line.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _artifact(run: Any, fmt: str, streaming: bool) -> Any:
     from jrnn import export
 
     if fmt == "onnx":
-        return export.onnx(run.task.model, run.params)
+        return export.onnx(run.task.model, run.params, streaming=streaming)
     if streaming:
         served = export.streaming(run.task.model, run.params)
     else:
@@ -73,11 +74,6 @@ def export_run(
     out = Path(out)
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "onnx" and streaming:
-        raise UsageError(
-            "--streaming: the ONNX export is the whole-sequence inference only; "
-            "use --format stablehlo for the one-step function"
-        )
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
     if out.is_dir():
