@@ -16,8 +16,15 @@ timed in one process in interleaved rounds:
 Per configuration, tokens/s (median of the rounds) and each over ``jrnn``.  Writes
 ``benchmarks/results/serve.{json,md}``.
 
+The streaming step, one token of a batch: ``(carry, x_t) -> (carry, y_t)`` of the same
+network, the carry fed back: ``jrnn`` (``jax.jit`` of :func:`jrnn.export.streaming`'s
+function), its ``StableHLO`` export, its ``ONNX`` export (``streaming=True``) in
+onnxruntime, Flax (``nn.OptimizedLSTMCell`` + ``nn.Dense``, jitted) and PyTorch
+(``nn.LSTMCell`` + ``nn.Linear``), at batch 1 and the configurations' batch; steps/s and
+each over ``jrnn``.  Writes ``benchmarks/results/serve_step.{json,md}``.
+
 Run: ``PYTHONPATH=$PWD python benchmarks/serve.py [--rounds N] [--configs small,medium]``
-(about two minutes on 2 cores).
+(about three minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -114,6 +121,112 @@ def measure(config: str, rounds: int) -> dict:
     }
 
 
+STEP_CONFIGS = {"small, B=1": (1, 64, 128), "small": (32, 64, 128), "medium": (64, 128, 256)}
+
+
+def _flax_step(i: int, h: int, b: int) -> Callable[[], object] | None:
+    if importlib.util.find_spec("flax") is None:
+        return None
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    class Step(nn.Module):
+        @nn.compact
+        def __call__(self, carry, x):
+            carry, y = nn.OptimizedLSTMCell(h)(carry, x)
+            return carry, nn.Dense(h)(y)
+
+    x, carry = jnp.ones((b, i)), (jnp.zeros((b, h)), jnp.zeros((b, h)))
+    variables = Step().init(jax.random.key(0), carry, x)
+    step = jax.jit(Step().apply)
+    state = {"carry": carry}
+
+    def run():
+        state["carry"], y = step(variables, state["carry"], x)
+        return y
+
+    return run
+
+
+def _torch_step(i: int, h: int, b: int) -> Callable[[], object] | None:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    torch.set_num_threads(usable_cores())
+    cell, readout = torch.nn.LSTMCell(i, h), torch.nn.Linear(h, h)
+    x, state = torch.ones(b, i), {"carry": (torch.zeros(b, h), torch.zeros(b, h))}
+
+    def run():
+        with torch.inference_mode():
+            state["carry"] = cell(x, state["carry"])
+            return readout(state["carry"][0]).numpy()
+
+    return run
+
+
+def _onnx_step(model, params, x: np.ndarray, carry: list) -> Callable[[], object] | None:
+    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
+        return None
+    import onnxruntime
+
+    art = export.onnx(model, params, streaming=True)
+    session = onnxruntime.InferenceSession(art.data, providers=["CPUExecutionProvider"])
+    names = [p["name"] for p in art.signature["inputs"][:-1]]
+    state = {"carry": carry}
+
+    def run():
+        *state["carry"], y = session.run(
+            None, {**dict(zip(names, state["carry"], strict=True)), "input": x}
+        )
+        return y
+
+    return run
+
+
+def measure_step(config: str, rounds: int) -> dict:
+    b, i, h = STEP_CONFIGS[config]
+    model = jrnn.sequence_model(jrnn.lstm(h), h, input_size=i)
+    params = model.init(jax.random.key(0))
+    served = export.streaming(model, params)
+    x = np.ones((b, i), np.float32)
+    carry0 = [np.zeros((b, h), np.float32) for _ in served.initial_carry]
+    exported = jax.export.deserialize(bytearray(export.stablehlo(served).data))
+
+    def fed_back(fn):
+        state = {"carry": carry0}
+
+        def run():
+            *state["carry"], y = fn(*state["carry"], x)
+            return y
+
+        return run
+
+    fns = {
+        "jrnn": fed_back(jax.jit(served.fn)),
+        "StableHLO": fed_back(jax.jit(exported.call)),
+        "ONNX": _onnx_step(model, params, x, list(carry0)),
+        "Flax": _flax_step(i, h, b),
+        "PyTorch": _torch_step(i, h, b),
+    }
+    fns = {k: f for k, f in fns.items() if f is not None}
+    for f in fns.values():
+        _time(f, 3)
+    iters = max(1, int(0.1 / _time(fns["jrnn"], 20)))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(_time(f, iters))
+    rate = {k: 1 / statistics.median(v) for k, v in times.items()}
+    return {
+        "config": config,
+        "shape": [b, i, h],
+        "steps_per_s": rate,
+        "times_s": times,
+        "over_jrnn": {k: rate[k] / rate["jrnn"] for k in rate},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -139,6 +252,25 @@ def main() -> None:
         table.append(cells)
     result = {"machine": machine, "rounds": args.rounds, "rows": rows}
     write_result(OUT, "serve", result, caption, header, table)
+
+    steps = [measure_step(c, args.rounds) for c in STEP_CONFIGS]
+    impls = list(steps[0]["steps_per_s"])
+    caption = (
+        f"Streaming step of the same LSTM (+ linear readout): one step of a batch, the carry "
+        f"fed back, steps/s (median of {args.rounds} interleaved rounds, one process) and the "
+        f"ratio to the jitted jrnn step; {machine['cpu_model']} ({machine['usable_cores']} "
+        f"cores usable), float32. Command: `PYTHONPATH=$PWD python benchmarks/serve.py`."
+    )
+    header = ["config", "B/I/H", *(f"{k} steps/s:" for k in impls)]
+    header += [f"{k} / jrnn:" for k in impls if k != "jrnn"]
+    table = []
+    for r in steps:
+        cells = [r["config"], "/".join(map(str, r["shape"]))]
+        cells += [f"{r['steps_per_s'][k] / 1e3:.1f}k" for k in impls]
+        cells += [f"{r['over_jrnn'][k]:.2f}" for k in impls if k != "jrnn"]
+        table.append(cells)
+    result = {"machine": machine, "rounds": args.rounds, "rows": steps}
+    write_result(OUT, "serve_step", result, caption, header, table)
 
 
 if __name__ == "__main__":
