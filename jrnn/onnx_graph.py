@@ -314,8 +314,7 @@ def _layer(
     a one-direction layer (``h``, and ``c`` for an LSTM), or none (zeros); ``lens``: the
     ``sequence_lens`` input, or ``""`` (every sequence runs all ``T`` steps)."""
     names = {k: g.const(v, f"l{layer}_{k}") for k, v in weights.items()}
-    axis0 = g.const(np.array([0], np.int64), "axis0")
-    states = [g.op("Unsqueeze", [leaf, axis0]) for leaf in initial]  # [1, B, H]
+    states = [g.op("Unsqueeze", [leaf, _axis0(g)]) for leaf in initial]  # [1, B, H]
     states += [""] * (2 - len(states))  # initial_h, initial_c
     inputs = [x, names["W"], names["R"], names["B"], lens, *states]
     if native.kind != "lstm":
@@ -442,8 +441,7 @@ def streaming_proto(model: Model, params: Params) -> Any:
     served = streaming(model, params)  # refuses a bidirectional model
     g = _Graph()
     *carry_ports, x_port = served.inputs
-    axis0 = g.const(np.array([0], np.int64), "axis0")
-    x = _embedded(g, model, params, g.op("Unsqueeze", [x_port.name, axis0]))  # [1, B, I]
+    x = _embedded(g, model, params, g.op("Unsqueeze", [x_port.name, _axis0(g)]))  # [1, B, I]
     per_layer = 2 if native.kind == "lstm" else 1
     leaves: list[str] = []
     for layer, directions in enumerate(_rnn_params(model, params)):
@@ -451,11 +449,16 @@ def streaming_proto(model: Model, params: Params) -> Any:
         weights = layer_weights(native.kind, directions)
         x, finals = _layer(g, native, x, "", weights, layer, initial)
         leaves += finals
-    x = g.op("Squeeze", [x, axis0])  # [B, D*H]
+    x = g.op("Squeeze", [x, _axis0(g)])  # [B, D*H]
     g.op("Identity", [_readout(g, params, x)], outputs=[served.outputs[-1]])
     output = (served.outputs[-1], ("batch", model.output_size))
     carry_names = [f"next.{name}" for name in served.outputs[:-1]]
     return _finish(g, model, params, served, output, leaves, carry_names, output_last=True)
+
+
+def _axis0(g: _Graph) -> str:
+    """The constant ``[0]``, the axes input of ``Unsqueeze``/``Squeeze``."""
+    return g.const(np.array([0], np.int64), "axis0")
 
 
 def _readout(g: _Graph, params: Params, x: str) -> str:
