@@ -139,9 +139,9 @@ def inference_unroll(
     On CPU with the shape given, the factor measured fastest for a forward pass at the
     nearest shape of :data:`jrnn.tuned.CPU_INFERENCE` (the distance of
     :func:`default_strategy`; written by ``python -m benchmarks.tune --part inference``,
-    measured with every core a host device, as after :func:`jrnn.use_cpu_cores`):
-    unrolling lets XLA:CPU overlap one step's gate arithmetic with the next step's
-    recurrent product, 1.1-1.3x at ``hidden=256``, nothing or a loss at other widths.
+    measured with every core a host device, as after :func:`jrnn.use_cpu_cores`): there
+    unrolling measured 1.1-1.4x faster at ``hidden=256``, up to 1.3x at 512 in small
+    batches, and nothing at most other shapes (``benchmarks/results/tune_inference.md``).
     Elsewhere, or without a shape: 1.  A differentiated call always scans with 1 (on CPU,
     ``unroll > 1`` made training 1.4-2.2x slower).  The results are the same whatever the
     factor.

@@ -105,7 +105,7 @@ def unroll(
       unroll: ``lax.scan``'s unroll factor (the results are the same for any).  The
         default (``None``): 1 when the call is differentiated; for inference on CPU, the
         factor measured fastest for the nearest shape
-        (:func:`jrnn.strategy.inference_unroll`; 1.1-1.3x at ``hidden=256``), while
+        (:func:`jrnn.strategy.inference_unroll`; 1.1-1.4x at ``hidden=256``), while
         ``jax.grad`` of the same call still differentiates the scan with 1; 1 when the time
         dimension is symbolic (``jax.export``).
       return_carries: also return the carry after every step, stacked along the time axis
