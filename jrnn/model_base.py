@@ -55,8 +55,10 @@ def embed_tokens(table: Array | None, ids: Array, vocab_size: int, dtype: DType)
     ``jax.experimental.checkify.checkify(apply, errors=checkify.index_checks)`` reports an
     out-of-range id as an error at the call site.
     """
-    valid = jnp.ones((vocab_size,), bool).at[ids].get(
-        mode="fill", fill_value=False, wrap_negative_indices=False
+    valid = (
+        jnp.ones((vocab_size,), bool)
+        .at[ids]
+        .get(mode="fill", fill_value=False, wrap_negative_indices=False)
     )
     if table is None:
         return jax.nn.one_hot(ids, vocab_size, dtype=dtype)
@@ -74,8 +76,8 @@ def check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int 
     ``[0, vocab_size)`` when concrete.
 
     Under ``jit`` (a traced array) values cannot be checked: out-of-range ids then embed to
-    the zero vector (:func:`embed_tokens`; ``checkify.index_checks`` turns them into an
-    error).
+    the zero vector ([`embed_tokens`][jrnn.model_base.embed_tokens];
+    ``checkify.index_checks`` turns them into an error).
     """
     tokens = jnp.asarray(tokens)
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
