@@ -14,10 +14,10 @@ grows when they stay above one (exploding gradients).  Gated cells (the LSTM's a
 state, the GRU's interpolation ``(1 - z) h + z n``) keep a path whose Jacobian is close to the
 identity; gradient clipping (``optax.clip_by_global_norm``) bounds the damage of explosions.
 
-This module measures those quantities for any [`jrnn.Cell`][jrnn.Cell] on a batch of
-inputs, and for a model ([`jrnn.sequence_model`][jrnn.sequence_model],
-[`jrnn.seq2vec`][jrnn.seq2vec], [`jrnn.tagger`][jrnn.tagger]): the model's ``embed`` feeds
-its rnn and ``state_grad_norms``' loss reads the model's outputs:
+This module measures those quantities for any [`jrnn.Cell`][jrnn.base.Cell] on a batch of
+inputs, and for a model ([`jrnn.sequence_model`][jrnn.models.sequence_model],
+[`jrnn.seq2vec`][jrnn.models.seq2vec], [`jrnn.tagger`][jrnn.models.tagger]): the model's
+``embed`` feeds its rnn and ``state_grad_norms``' loss reads the model's outputs:
 
 * :func:`state_grad_norms` -- ``‖∂L/∂h_t‖₂`` for every step, the total derivative of the loss
   with respect to the hidden state where it leaves step ``t`` (the ``∇h(t)`` above), from one
@@ -230,8 +230,8 @@ def state_grad_norms(
     Args:
       cell: a :class:`jrnn.Cell` (any, built-in or your own), or a :class:`jrnn.Stack`
         (evaluated without dropout), or a model
-        ([`jrnn.sequence_model`][jrnn.sequence_model], [`jrnn.seq2vec`][jrnn.seq2vec],
-        [`jrnn.tagger`][jrnn.tagger]) over either: its rnn is measured, fed by the model's
+        ([`jrnn.sequence_model`][jrnn.models.sequence_model], [`jrnn.seq2vec`][jrnn.models.seq2vec],
+        [`jrnn.tagger`][jrnn.models.tagger]) over either: its rnn is measured, fed by the model's
         ``embed`` and read by its ``head``.
       params: its parameters (for a stack the nested ``[layer][direction]`` tuples; for a
         model ``model.init``'s dict).
@@ -452,7 +452,7 @@ def step_jacobian_norms(
     numbers, power iteration above.
 
     Args:
-      cell: a [`jrnn.Cell`][jrnn.Cell], or a model over one (its rnn, fed by its ``embed``).
+      cell: a [`jrnn.Cell`][jrnn.base.Cell], or a model over one (its rnn, fed by its ``embed``).
       params: its parameters (a model's: ``model.init``'s dict).
       xs: ``[*batch, T, input_size]`` (a model's inputs).
       lengths: optional int ``[*batch]``; padded steps get 0.
@@ -570,7 +570,7 @@ def jacobian_product_norms(
     per batch element.
 
     Args:
-      cell: a [`jrnn.Cell`][jrnn.Cell], or a model over one (its rnn, fed by its ``embed``).
+      cell: a [`jrnn.Cell`][jrnn.base.Cell], or a model over one (its rnn, fed by its ``embed``).
       params: its parameters (a model's: ``model.init``'s dict).
       xs: ``[*batch, T, input_size]`` (a model's inputs).
       lengths: optional int ``[*batch]``; padded steps get 0.

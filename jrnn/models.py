@@ -90,7 +90,7 @@ class Model(NamedTuple):
         rnn (the embedded or one-hot tokens; float inputs checked and returned).
       head: ``head(params, hs, lengths=None) -> outputs``: what ``apply`` makes of the rnn's
         outputs ``hs [..., T, H_out]`` (the readout, without dropout).  With ``embed``, the
-        pieces the diagnostics ([`jrnn.diagnostics`][jrnn.diagnostics]) put around the rnn.
+        pieces the diagnostics (``jrnn.diagnostics``) put around the rnn.
     """
 
     init: Callable[[jax.Array], Params]

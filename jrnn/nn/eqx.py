@@ -2,8 +2,8 @@
 
 The module holds the parameters that the cell's (or stack's) own ``init`` makes, in jrnn's
 layout, as Equinox leaves (``eqx.filter(module, eqx.is_array)`` selects them, so
-``eqx.filter_grad`` and optax train them), and its call is exactly [`jrnn.unroll`][jrnn.unroll] (or
-``Stack.apply``)::
+``eqx.filter_grad`` and optax train them), and its call is exactly
+[`jrnn.unroll`][jrnn.unrolling.unroll] (or ``Stack.apply``)::
 
     import equinox as eqx
     import jax
@@ -51,17 +51,17 @@ class RNN(eqx.Module):
     """A jrnn cell or stack as an Equinox module: parameters as leaves, the call is ``unroll``.
 
     Args:
-      cell: a [`jrnn.Cell`][jrnn.Cell] (run with [`jrnn.unroll`][jrnn.unroll]) or a
-        [`jrnn.Stack`][jrnn.Stack] (run with ``Stack.apply``); kept as a static field.
+      cell: a [`jrnn.Cell`][jrnn.base.Cell] (run with [`jrnn.unroll`][jrnn.unrolling.unroll]) or a
+        [`jrnn.Stack`][jrnn.stacks.Stack] (run with ``Stack.apply``); kept as a static field.
       input_size: the feature size of the inputs.
       key: PRNG key of the parameters (``cell.init(key, input_size)``).
       reverse: read each sequence backwards within its length (cells only).
       time_major: inputs and outputs are ``[T, *batch, F]``.
       unroll: passed to ``lax.scan``.
       inference: ``True`` turns randomness off (a stack's dropout between layers, a
-        regularised cell's noise: [`jrnn.zoneout`][jrnn.zoneout],
-        [`jrnn.recurrent_dropout`][jrnn.recurrent_dropout]); ``eqx.nn.inference_mode(model)``
-        sets it in every submodule.
+        regularised cell's noise: [`jrnn.zoneout`][jrnn.regularisers.zoneout],
+        [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout]);
+        ``eqx.nn.inference_mode(model)`` sets it in every submodule.
 
     Attributes:
       params: the parameters in jrnn's layout (the cell's dict, or a stack's
@@ -120,7 +120,8 @@ class RNN(eqx.Module):
         key: jax.Array | None = None,
         inference: bool | None = None,
     ) -> tuple[Array, Carry]:
-        """Runs the RNN: ``(ys, final_carry)``, as [`jrnn.unroll`][jrnn.unroll] returns them.
+        """Runs the RNN: ``(ys, final_carry)``, as [`jrnn.unroll`][jrnn.unrolling.unroll]
+        returns them.
 
         Args:
           xs: ``[*batch, T, input_size]`` (``[T, *batch, input_size]`` when
