@@ -48,10 +48,20 @@ def embed_tokens(table: Array | None, ids: Array, vocab_size: int, dtype: DType)
 
     Ids outside ``[0, vocab_size)`` (possible only under ``jit``, where values are not
     checked) give the zero vector, in both forms: never NaN, never another token's row.
+    Zeros rather than JAX's NaN fill, so that padding ids (e.g. ``-1`` at steps masked by
+    ``lengths``) keep the padding convention: padded steps contribute exact zeros, also to
+    gradients (a NaN input would turn the masked steps' parameter gradients into NaN).  The
+    validity of every id is read by a gather (``mode="fill"``), so
+    ``jax.experimental.checkify.checkify(apply, errors=checkify.index_checks)`` reports an
+    out-of-range id as an error at the call site.
     """
+    valid = (
+        jnp.ones((vocab_size,), bool)
+        .at[ids]
+        .get(mode="fill", fill_value=False, wrap_negative_indices=False)
+    )
     if table is None:
         return jax.nn.one_hot(ids, vocab_size, dtype=dtype)
-    valid = (ids >= 0) & (ids < vocab_size)
     rows = jnp.take(table, jnp.clip(ids, 0, vocab_size - 1), axis=0).astype(dtype)
     return jnp.where(valid[..., None], rows, jnp.zeros((), dtype))
 
@@ -66,7 +76,8 @@ def check_tokens(name: str, tokens: Any, vocab_size: int, where: str, rank: int 
     ``[0, vocab_size)`` when concrete.
 
     Under ``jit`` (a traced array) values cannot be checked: out-of-range ids then embed to
-    the zero vector (:func:`embed_tokens`).
+    the zero vector ([`embed_tokens`][jrnn.model_base.embed_tokens];
+    ``checkify.index_checks`` turns them into an error).
     """
     tokens = jnp.asarray(tokens)
     if not jnp.issubdtype(tokens.dtype, jnp.integer):

@@ -86,6 +86,11 @@ class Model(NamedTuple):
       readout: ``"all"`` (every step), ``"last"`` (the last valid step), ``"mean"`` or
         ``"max"`` (pooled over the valid steps).
       name: a short description.
+      embed: ``embed(params, inputs) -> xs [..., T, rnn_input]``: what ``apply`` feeds the
+        rnn (the embedded or one-hot tokens; float inputs checked and returned).
+      head: ``head(params, hs, lengths=None) -> outputs``: what ``apply`` makes of the rnn's
+        outputs ``hs [..., T, H_out]`` (the readout, without dropout).  With ``embed``, the
+        pieces the diagnostics (``jrnn.diagnostics``) put around the rnn.
     """
 
     init: Callable[[jax.Array], Params]
@@ -97,6 +102,8 @@ class Model(NamedTuple):
     output_size: int
     readout: str
     name: str
+    embed: Callable[..., Array] | None = None
+    head: Callable[..., Array] | None = None
 
 
 def sequence_model(
@@ -155,7 +162,7 @@ def sequence_model(
       outputs equal those of the episode run alone; the readout itself is per step (a
       ``"last"`` or pooled readout still summarises the whole sequence).  Token ids are
       checked against ``vocab_size`` when concrete; under ``jit`` an out-of-range id embeds
-      to the zero vector.
+      to the zero vector (``checkify.index_checks`` reports it; see the Models guide).
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -219,6 +226,21 @@ def sequence_model(
         xs = check_tokens("inputs", xs, vocab_size, f"{name}.apply", rank=None)
         return embed_tokens(params.get("embed"), xs, vocab_size, compute)
 
+    def _summary(hs: Array, lengths: Array | None) -> Array:
+        if readout == "last":
+            return last_step(hs, lengths, cell.output_size if bidirectional else None)
+        if readout in ("mean", "max"):
+            return pool_steps(hs, lengths, readout)
+        return hs
+
+    def _readout(params: Params, hs: Array) -> Array:
+        dt = compute if dtype is not None else hs.dtype
+        return hs.astype(dt) @ params["w_ho"].astype(dt) + params["b_o"].astype(dt)
+
+    def head(params: Params, hs: Array, lengths: Array | None = None) -> Array:
+        """The rnn's outputs ``hs [..., T, H_out]`` -> the model's outputs (no dropout)."""
+        return _readout(params, _summary(hs, lengths))
+
     def apply(
         params: Params,
         inputs: Array,
@@ -242,16 +264,11 @@ def sequence_model(
             hs, carry = unroll(
                 rnn, params["rnn"], inputs, carry=carry, lengths=lengths, resets=resets, key=rnn_key
             )
-        if readout == "last":
-            hs = last_step(hs, lengths, cell.output_size if bidirectional else None)
-        elif readout in ("mean", "max"):
-            hs = pool_steps(hs, lengths, readout)
+        hs = _summary(hs, lengths)
         if dropout > 0.0 and out_key is not None:
             keep = jax.random.bernoulli(out_key, 1.0 - dropout, hs.shape)
             hs = jnp.where(keep, hs / (1.0 - dropout), jnp.zeros_like(hs))
-        dt = compute if dtype is not None else hs.dtype
-        o = hs.astype(dt) @ params["w_ho"].astype(dt) + params["b_o"].astype(dt)
-        return o, ModelAux(carry=carry)
+        return _readout(params, hs), ModelAux(carry=carry)
 
     kind = f"vocab={vocab_size}" if vocab_size is not None else f"input={input_size}"
     if vocab_size is not None:
@@ -272,6 +289,8 @@ def sequence_model(
         output_size=output_size,
         readout=readout,
         name=name,
+        embed=_inputs,
+        head=head,
     )
 
 

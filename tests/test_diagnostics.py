@@ -245,6 +245,30 @@ def test_step_jacobian_norms_match_jacfwd(name):
         np.testing.assert_allclose(got_h, got_c, rtol=1e-8)
 
 
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float64, 5e-6), (jnp.float32, 1e-4)])
+def test_step_jacobian_norms_with_close_top_singular_values(dtype, rtol):
+    """σ₂/σ₁ = 0.997: 30 rounds of power iteration read ~0.2% low; "exact" (the default at
+    this size) matches numpy.linalg.norm(jacfwd, 2) and "power" iterates to its tolerance."""
+    cell = jrnn.simple_rnn(5, param_dtype=dtype)
+    key = jax.random.key(0)
+    q = jax.nn.initializers.orthogonal()(jax.random.fold_in(key, 1), (5, 5), dtype)
+    sv = jnp.array([1.0, 0.997, 0.5, 0.3, 0.1], dtype)
+    params = {**cell.init(key, 2), "w_hh": q @ jnp.diag(sv) @ q.T}
+    xs = 0.1 * jax.random.normal(jax.random.fold_in(key, 2), (3, 2), dtype)
+    want, c = [], cell.initial_carry(params, ())
+    for t in range(3):
+        j = jax.jacfwd(lambda h, c=c, t=t: cell.step(params, c._replace(h=h), xs[t])[0].h)(c.h)
+        want.append(np.linalg.norm(np.asarray(j, np.float64), 2))
+        c, _ = cell.step(params, c, xs[t])
+    exact = step_jacobian_norms(cell, params, xs)
+    np.testing.assert_allclose(exact, want, rtol=1e-12 if dtype == jnp.float64 else 1e-6)
+    power = step_jacobian_norms(cell, params, xs, method="power")
+    np.testing.assert_allclose(power, want, rtol=rtol)
+    assert np.all(np.asarray(power) <= np.asarray(want) * (1 + 1e-6))  # from below
+    short = step_jacobian_norms(cell, params, xs, method="power", num_iters=30)
+    assert np.max(np.abs(np.asarray(short) / want - 1)) > 1e-3  # what a fixed 30 rounds gave
+
+
 @pytest.mark.parametrize("name", ["rnn_tanh", "lstm_peephole", "lstm_proj", "gru"])
 def test_jacobian_product_norms_match_jacfwd(name):
     cell, params, xs = setup(name, scale=0.9)
@@ -497,6 +521,10 @@ def test_errors_name_the_argument():
         step_jacobian_norms(cell, params, xs, wrt="c")
     with pytest.raises(ValueError, match="`num_iters`"):
         step_jacobian_norms(cell, params, xs, num_iters=0)
+    with pytest.raises(ValueError, match="`method` must be 'auto', 'exact' or 'power'"):
+        step_jacobian_norms(cell, params, xs, method="svd")
+    with pytest.raises(ValueError, match="`tol` must be a float in"):
+        step_jacobian_norms(cell, params, xs, tol=0.0)
     with pytest.raises(ValueError, match="`loss_fn` must return a scalar"):
         state_grad_norms(cell, params, xs, lambda ys: ys)
     with pytest.raises(ValueError, match="`lengths` must lie in"):
@@ -511,6 +539,72 @@ def test_errors_name_the_argument():
         gate_saturation(odd, params, xs)
     with pytest.raises(ValueError, match="`threshold`"):
         gate_saturation(cell, params, xs, threshold=1.5)
+
+
+# --------------------------------------------------------------------------------------
+# models: the rnn between the model's embedding and its readout
+
+
+def test_diagnostics_of_a_model_equal_the_hand_built_rnn():
+    """sequence_model (tokens, readout over every step): the loss over the model's logits
+    equals the rnn's diagnostics fed the embedded tokens, with the readout by hand."""
+    model = jrnn.sequence_model(
+        jrnn.lstm(H, param_dtype=F64), 5, vocab_size=5, embed_size=3, param_dtype=F64
+    )
+    params = model.init(jax.random.key(0))
+    tokens = jnp.array([[1, 2, 3, 4, 0, 1], [4, 3, 2, 0, 0, 0]])  # 0: padding
+    lengths = jnp.array([6, 3])
+    embedded = params["embed"][tokens]
+    readout = lambda hs: hs @ params["w_ho"] + params["b_o"]
+    got = state_grad_norms(model, params, tokens, weighted_loss, lengths=lengths)
+    want = state_grad_norms(
+        model.rnn, params["rnn"], embedded, lambda hs: weighted_loss(readout(hs)), lengths=lengths
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert float(jnp.min(got[0])) > 0 and np.all(np.asarray(got)[1, 3:] == 0.0)
+    for fn in (step_jacobian_norms, jacobian_product_norms):
+        a = fn(model, params, tokens, lengths=lengths)
+        b = fn(model.rnn, params["rnn"], embedded, lengths=lengths)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12)
+    sat = gate_saturation(model, params, tokens, lengths=lengths, threshold=0.6)
+    want_sat = gate_saturation(model.rnn, params["rnn"], embedded, lengths=lengths, threshold=0.6)
+    np.testing.assert_allclose(sat["f"].total, want_sat["f"].total, rtol=1e-12)
+
+
+def test_state_grad_norms_of_seq2vec_and_bidirectional_tagger():
+    """The loss reads the model's outputs: seq2vec's last valid step and a bidirectional
+    tagger's concatenated directions, against the stack run by hand."""
+    xs = jax.random.normal(jax.random.key(1), (B, T, I), F64)
+    lengths = jnp.array([T, 4])
+    clf = jrnn.seq2vec(jrnn.gru(H, param_dtype=F64), 2, input_size=I, param_dtype=F64)
+    p = clf.init(jax.random.key(2))
+    loss = lambda o: jnp.sum(jnp.sin(o))
+    got = state_grad_norms(clf, p, xs, loss, lengths=lengths)
+    last = lambda hs: hs[jnp.arange(B), lengths - 1]
+    want = state_grad_norms(
+        clf.rnn,
+        p["rnn"],
+        xs,
+        lambda hs: loss(last(hs) @ p["w_ho"] + p["b_o"]),
+        lengths=lengths,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert float(got[1, 3]) > 0 and np.all(np.asarray(got)[1, 4:] == 0.0)
+    tag = jrnn.tagger(
+        jrnn.gru(H, param_dtype=F64), 3, input_size=I, bidirectional=True, param_dtype=F64
+    )
+    p = tag.init(jax.random.key(3))
+    got = state_grad_norms(tag, p, xs, weighted_loss, lengths=lengths)
+    want = state_grad_norms(
+        tag.rnn, p["rnn"], xs, lambda hs: weighted_loss(hs @ p["w_ho"] + p["b_o"]), lengths=lengths
+    )
+    assert got.shape == (1, 2, B, T)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="`params` must be the model's params"):
+        state_grad_norms(tag, p["rnn"], xs, weighted_loss)
+    with pytest.raises(TypeError, match="got a jrnn.Stack"):
+        step_jacobian_norms(tag, p, xs)
 
 
 def test_import_does_not_load_matplotlib_and_plots_return_figures():

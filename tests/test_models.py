@@ -217,6 +217,27 @@ def test_out_of_range_tokens_raise_eagerly_and_embed_to_zero_under_jit(embed_siz
     floats = sequence_model(jrnn.gru(4), 5, input_size=xs.shape[-1])
     want, _ = floats.apply(params, xs)
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)
+    # checkify's index checks turn the out-of-range id into an error at the call site
+    from jax.experimental import checkify
+
+    checked = jax.jit(checkify.checkify(model.apply, errors=checkify.index_checks))
+    err, _ = checked(params, bad)
+    with pytest.raises(checkify.JaxRuntimeError, match="index 5 is out of bounds for axis 0"):
+        err.throw()
+    err, _ = checked(params, jnp.array([[1, 4, 0]], jnp.int32))
+    assert err.get() is None
+    # padding ids (-1 past `lengths`) contribute exact zeros, also to the gradients
+    lengths = jnp.array([1])
+
+    def loss(p, x):
+        logits, _ = model.apply(p, x, lengths=lengths)
+        return jnp.sum(logits[:, :1] ** 2)
+
+    g_pad = jax.jit(jax.grad(loss))(params, bad)
+    g_ok = jax.grad(loss)(params, jnp.array([[1, 0, 0]], jnp.int32))
+    for a, b in zip(jax.tree.leaves(g_pad), jax.tree.leaves(g_ok), strict=True):
+        assert bool(jnp.all(jnp.isfinite(a)))
+        np.testing.assert_array_equal(a, b)
 
 
 def test_model_dtype_computes_in_bfloat16_with_float32_params():

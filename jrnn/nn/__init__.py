@@ -1,5 +1,8 @@
 """Flax modules over jrnn cells and stacks: :mod:`jrnn.nn.linen` and :mod:`jrnn.nn.nnx`.
 
+An Equinox module, [`jrnn.nn.eqx.RNN`][jrnn.nn.eqx.RNN], is imported on its own
+(``import jrnn.nn.eqx``, with the ``[equinox]`` extra).
+
 Both hold the parameters that the cell's own ``init`` makes and call ``jrnn.unroll`` /
 ``Stack.apply``, so they compute exactly what the pure functions compute.
 """
