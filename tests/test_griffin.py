@@ -183,6 +183,14 @@ def test_composes_with_stacks_models_and_dtypes():
     model = jrnn.sequence_model(jrnn.rglru(8), 2, input_size=3)
     out, _ = model.apply(model.init(jax.random.key(0)), xs.astype(jnp.float32))
     assert out.shape == (B, T, 2)
+    from jrnn.nn.linen import RNN  # the Flax wrapper runs the cell as jrnn.unroll does
+
+    layer = RNN(jrnn.rglru(8, num_heads=2))
+    x32 = xs.astype(jnp.float32)
+    variables = layer.init(jax.random.key(0), x32)
+    lengths = jnp.array([T, 2, 1])
+    want, _ = jrnn.unroll(layer.cell, variables["params"]["cell"], x32, lengths=lengths)
+    _close(layer.apply(variables, x32, lengths=lengths), want, 1e-6)
 
 
 def test_cli_builds_rglru_and_refuses_what_does_not_apply():

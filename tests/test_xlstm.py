@@ -165,6 +165,14 @@ def test_composes_with_stacks_models_resets_and_dtypes():
     model = jrnn.sequence_model(jrnn.mlstm(8, num_heads=2), 2, input_size=3)
     out, _ = model.apply(model.init(jax.random.key(0)), xs.astype(jnp.float32))
     assert out.shape == (B, 6, 2) and bool(jnp.all(jnp.isfinite(out)))
+    from jrnn.nn.linen import RNN  # the Flax wrapper runs the cell as jrnn.unroll does
+
+    layer = RNN(jrnn.mlstm(8, num_heads=2))
+    x32 = xs.astype(jnp.float32)
+    variables = layer.init(jax.random.key(0), x32)
+    lengths = jnp.array([6, 2, 1])
+    want, _ = jrnn.unroll(layer.cell, variables["params"]["cell"], x32, lengths=lengths)
+    _close(layer.apply(variables, x32, lengths=lengths), want, 1e-6)
 
 
 def test_bad_arguments_are_named():
