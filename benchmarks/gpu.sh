@@ -22,7 +22,9 @@
 # rewritten after every (config, cell) group, so the time limit below keeps what was done.
 #
 # With BENCH_NEWTON=1 it then runs benchmarks/newton.py (scan vs DEER vs quasi-DEER; its own
-# limit BENCH_NEWTON_TIMEOUT, default 300 s) into $OUT_DIR/newton_gpu.{json,md}.
+# limit BENCH_NEWTON_TIMEOUT, default 300 s) into $OUT_DIR/newton_gpu.{json,md}; with
+# BENCH_MODERN=1 benchmarks/linear_scan.py for the RG-LRU at T = 256, 4096, 16384 (scan vs
+# associative scan; limit BENCH_MODERN_TIMEOUT, default 300 s) into $OUT_DIR/modern/.
 # Environment: OUT (output folder), PYTHON, BENCH_CONFIGS (default medium,large,long),
 # BENCH_PRECISION (highest | tf32 | default; default highest),
 # BENCH_TIMEOUT (seconds, default 290), BENCH_ALLOW_CPU=1 (run without a GPU: for testing
@@ -81,6 +83,13 @@ if [[ "${BENCH_NEWTON:-0}" == "1" ]]; then
   timeout --signal=INT "${BENCH_NEWTON_TIMEOUT:-300}" "$PY" benchmarks/newton.py \
     --T 1024 4096 16384 65536 --H 8 32 64 --suffix _gpu --out "$OUT_DIR" \
     2>&1 | tee "$OUT_DIR/newton_log.txt" || true
+fi
+# optional: sequential vs associative scan for Griffin's RG-LRU (benchmarks/linear_scan.py)
+if [[ "${BENCH_MODERN:-0}" == "1" ]]; then
+  mkdir -p "$OUT_DIR/modern"
+  timeout --signal=INT "${BENCH_MODERN_TIMEOUT:-300}" "$PY" benchmarks/linear_scan.py \
+    --cells rglru --steps 256,4096,16384 --out "$OUT_DIR/modern" \
+    2>&1 | tee "$OUT_DIR/modern_log.txt" || true
 fi
 echo "results: $OUT_DIR/results.json, $OUT_DIR/results.md"
 exit "$status"

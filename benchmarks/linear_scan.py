@@ -1,6 +1,7 @@
 """Sequential ``lax.scan`` against the associative scan for the affine cells, on this CPU.
 
-For :func:`jrnn.mingru` (plain and log space), :func:`jrnn.minlstm` and :func:`jrnn.lru`
+For :func:`jrnn.mingru` (plain and log space), :func:`jrnn.minlstm`, :func:`jrnn.lru` and
+:func:`jrnn.rglru` (Griffin's RG-LRU, 4 heads; ``--cells rglru``)
 at a small size (batch 8, input 16, hidden 32) and ``T`` in {64, 256, 1024, 4096, 16384},
 times a jitted forward (``jrnn.unroll``) and a jitted forward + backward (``jax.grad`` of
 the summed outputs) with ``method="scan"`` and ``method="newton"`` (the associative scan),
@@ -36,6 +37,7 @@ CELLS = {
     "mingru-log": lambda: jrnn.mingru(HIDDEN, log_space=True),
     "minlstm": lambda: jrnn.minlstm(HIDDEN),
     "lru": lambda: jrnn.lru(HIDDEN),
+    "rglru": lambda: jrnn.rglru(HIDDEN, num_heads=4),
 }
 
 

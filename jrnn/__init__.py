@@ -21,6 +21,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "jrnn.cells": ("gru", "lstm", "simple_rnn"),
     "jrnn.custom": ("custom_cell",),
     "jrnn.mincells": ("lru", "mingru", "minlstm"),
+    "jrnn.griffin": ("rglru",),
+    "jrnn.xlstm": ("mlstm",),
     "jrnn.decode": ("Beams", "Decoded", "beam_search", "greedy_decode", "sample_decode"),
     "jrnn.models": (
         "EncoderDecoder",
@@ -66,6 +68,7 @@ _LAZY_SUBMODULES = (
     "diagonals",
     "export",
     "forward",
+    "griffin",
     "hoisted",
     "interop",
     "linear_scan",
@@ -86,6 +89,7 @@ _LAZY_SUBMODULES = (
     "strategy",
     "train",
     "unrolling",
+    "xlstm",
 )
 
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -17,7 +17,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Carry, Cell, FastPath, Params, PRNGKey, RNNState, cast_tree
+from jrnn.base import (
+    Array,
+    Carry,
+    Cell,
+    DType,
+    FastPath,
+    LinearRecurrence,
+    Params,
+    PRNGKey,
+    RNNState,
+    cast_tree,
+)
 from jrnn.base import compute_dtype as cell_dtype
 from jrnn.checks import (
     carry_layout,
@@ -78,9 +89,10 @@ def _same_layout(got: Any, want: Any) -> bool:
     )
 
 
-def _layouts(name, init, initial_carry, step, fast):
+def _layouts(name, init, initial_carry, step, fast, compute=None):
     """Traces the user's functions on shapes only: ``(params, carry, y)`` of one unbatched
-    step at :data:`PROBE_INPUT_SIZE`, with the contract checked on the way."""
+    step at :data:`PROBE_INPUT_SIZE` (in the compute dtype ``compute`` when given, as
+    ``cell.step`` runs it), with the contract checked on the way."""
     params = jax.eval_shape(lambda k: init(k, PROBE_INPUT_SIZE), jax.random.key(0))
     carry = jax.eval_shape(lambda p: initial_carry(p, ()), params)
     batched = jax.eval_shape(lambda p: initial_carry(p, (2, 5)), params)
@@ -95,7 +107,16 @@ def _layouts(name, init, initial_carry, step, fast):
         )
     dtypes = [a.dtype for a in jax.tree.leaves(params) if jnp.issubdtype(a.dtype, jnp.floating)]
     dtype = jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
-    x = jax.ShapeDtypeStruct((PROBE_INPUT_SIZE,), dtype)
+    if compute is not None:
+        params = jax.tree.map(
+            lambda a: (
+                jax.ShapeDtypeStruct(a.shape, compute)
+                if jnp.issubdtype(a.dtype, jnp.floating)
+                else a
+            ),
+            params,
+        )
+    x = jax.ShapeDtypeStruct((PROBE_INPUT_SIZE,), dtype if compute is None else compute)
     out = jax.eval_shape(step, params, carry, x)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise _fail(name, f"`step` must return (carry, y_t), got {jax.tree.structure(out)}")
@@ -142,6 +163,9 @@ def custom_cell(
     fast: FastPath | None = None,
     noise: Callable[[PRNGKey, Params, tuple[int, ...]], tuple[Any, Any]] | None = None,
     train_step: Callable[..., tuple[Carry, Array]] | None = None,
+    affine: Callable[[Params, Array], LinearRecurrence] | None = None,
+    dtype: DType | None = None,
+    config: tuple[tuple[str, Any], ...] = (),
 ) -> Cell:
     r"""A :class:`jrnn.Cell` from your own functions: every feature of jrnn runs it.
 
@@ -191,6 +215,15 @@ def custom_cell(
         xs_shape) -> (seq_noise, step_noise)`` and ``train_step(params, carry, x_t,
         seq_noise, step_noise_t) -> (carry, y_t)`` (see :class:`jrnn.Cell`); ``step`` is
         then the evaluation form.
+      affine: optional, with ``fast`` and a carry ``RNNState(h)``: ``affine(params, xa) ->``
+        [`LinearRecurrence`][jrnn.base.LinearRecurrence], the coefficients of the
+        element-wise linear recurrence ``h_t = a_t * h_{t-1} + b_t`` the step computes,
+        for the projected time-major inputs ``xa = fast.project(params, xs)`` of all steps
+        at once (see [`jrnn.Cell`][jrnn.base.Cell]); [`jrnn.unroll`][jrnn.unrolling.unroll] then
+        evaluates ``method="newton"``/``"auto"`` by an associative scan.
+      dtype: the compute dtype (``None``: the parameters' dtype); ``cell.step`` casts the
+        parameters, the carry and the input to it.
+      config: the hyper-parameters as ``(name, value)`` pairs (``cell.config``).
 
     Returns:
       A :class:`jrnn.Cell`.
@@ -232,16 +265,22 @@ def custom_cell(
     _check_callable(train_step, "train_step", name, optional=True)
     if (noise is None) != (train_step is None):
         raise _fail(name, "`noise` and `train_step` go together: give both or neither")
+    _check_callable(affine, "affine", name, optional=True)
+    if affine is not None and fast is None:
+        raise _fail(name, "`affine` needs `fast` (its `project` and `gates` run the scan)")
     if initial_carry is None:
         if hidden_size is None:
             raise _fail(name, "give `hidden_size` (the default carry's width) or `initial_carry`")
         initial_carry = _zero_carry(hidden_size)
     user_carry, user_step = initial_carry, step
-    _, carry, y, dtype = _layouts(name, init, user_carry, user_step, fast)
+    compute = None if dtype is None else jnp.dtype(dtype)
+    _, carry, y, param_dtype = _layouts(name, init, user_carry, user_step, fast, compute)
     if output_size is not None and output_size != y.shape[-1]:
         raise _fail(
             name, f"`output_size` is {output_size} but `step` gives y_t {shape_str(y.shape)}"
         )
+    if affine is not None and not (isinstance(carry, RNNState)):
+        raise _fail(name, f"`affine` needs the carry RNNState(h), got {type_name(carry)}")
     if hidden_size is None:
         hidden_size = carry.h.shape[-1] if hasattr(carry, "h") else _flat_size(carry)
 
@@ -269,9 +308,12 @@ def custom_cell(
         hidden_size=hidden_size,
         output_size=int(y.shape[-1]),
         name=name,
-        param_dtype=dtype,
+        config=tuple(config),
+        dtype=dtype,
+        param_dtype=param_dtype,
         fast=fast,
         noise=noise,
         train_step=train_step,
+        affine=affine,
     )
     return cell

@@ -61,8 +61,19 @@ ENCODER_DECODERS = ("seq2seq", "attention", "vec2seq")
 SCORES = ("general", "dot", "additive")
 POOLS = ("last", "mean", "max")
 CONDITIONS = ("both", "init", "input")
-CELLS = ("rnn", "lstm", "lstm-peephole", "gru", "gru-reset-after", "mingru", "minlstm", "lru")
-LINEAR_CELLS = ("mingru", "minlstm", "lru")
+CELLS = (
+    "rnn",
+    "lstm",
+    "lstm-peephole",
+    "gru",
+    "gru-reset-after",
+    "mingru",
+    "minlstm",
+    "lru",
+    "rglru",
+    "mlstm",
+)
+LINEAR_CELLS = ("mingru", "minlstm", "lru", "rglru")
 """Cells with an element-wise linear recurrence (no layer norm, no recurrent matmul)."""
 DTYPES = ("float32", "bfloat16", "float64")
 GROUPS = ("task and data", "model", "optimisation", "schedule")
@@ -235,6 +246,18 @@ class Config:
             raise UsageError(
                 f"--zoneout and --recurrent-dropout apply to --model {', '.join(REGULARISED)} "
                 f"only, not {arch}"
+            )
+        if self.cell == "mlstm" and (self.layer_norm or self.recurrent_dropout or self.zoneout):
+            flag = (
+                "--layer-norm"
+                if self.layer_norm
+                else "--recurrent-dropout"
+                if self.recurrent_dropout
+                else "--zoneout"
+            )
+            raise UsageError(
+                f"{flag} does not apply to --cell mlstm (its carry is a matrix memory with "
+                "its own group norm, no hidden state h)"
             )
         if self.cell in LINEAR_CELLS and (self.layer_norm or self.recurrent_dropout):
             flag = "--layer-norm" if self.layer_norm else "--recurrent-dropout"

@@ -139,6 +139,13 @@ def summary(report: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+_READ_OUT = {
+    "lru": "the LRU's output is a read-out of its complex state",
+    "mlstm": "the mLSTM's output is a read-out of its matrix memory",
+}
+"""Cells whose output is not their state ``h``: diagnose refuses them."""
+
+
 def diagnose_cells(
     cells: Sequence[str],
     out: str | Path,
@@ -179,12 +186,12 @@ def diagnose_cells(
     for name in cells:
         if name not in CELLS:
             raise UsageError(f"--cell: invalid choice: {name!r} (choose from {', '.join(CELLS)})")
-        if name == "lru":
+        if name in _READ_OUT:
             raise UsageError(
-                "--cell lru: diagnose reads the gradient through h_t = y_t, but the LRU's "
-                "output is a read-out of its complex state"
+                f"--cell {name}: diagnose reads the gradient through h_t = y_t, but "
+                f"{_READ_OUT[name]}"
             )
-        if name in ("mingru", "minlstm") and recurrent_scale != 1.0:
+        if name in ("mingru", "minlstm", "rglru") and recurrent_scale != 1.0:
             raise UsageError(f"--recurrent-scale: --cell {name} has no recurrent matrix w_hh")
     if len(set(cells)) != len(cells):
         raise UsageError(f"--cell: each cell once, got {' '.join(cells)}")

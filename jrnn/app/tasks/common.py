@@ -11,10 +11,12 @@ import numpy as np
 
 from jrnn.base import Cell
 from jrnn.cells import gru, lstm, simple_rnn
+from jrnn.griffin import rglru
 from jrnn.mincells import lru, mingru, minlstm
 from jrnn.models import Model, sequence_model
 from jrnn.regularisers import recurrent_dropout, zoneout
 from jrnn.stacks import stack
+from jrnn.xlstm import mlstm
 
 __all__ = [
     "VAL_KEY",
@@ -59,15 +61,18 @@ def build_cell(
     forget_bias: float = 1.0,
 ) -> Cell:
     """The cell called ``name`` (a ``--cell`` choice) with these options (``layer_norm``
-    must be off for ``mingru``, ``minlstm``, ``lru``: the config refuses it)."""
+    must be off for ``mingru``, ``minlstm``, ``lru``, ``rglru``, ``mlstm``: the config
+    refuses it)."""
     kw = {"dtype": dtype, "param_dtype": param_dtype, "layer_norm": layer_norm}
     dt = {"dtype": dtype, "param_dtype": param_dtype}
-    if layer_norm and name in ("mingru", "minlstm", "lru"):
+    if layer_norm and name in ("mingru", "minlstm", "lru", "rglru", "mlstm"):
         raise ValueError(f"build_cell: `layer_norm` does not apply to {name}")
     return {
         "mingru": lambda: mingru(hidden, **dt),
         "minlstm": lambda: minlstm(hidden, **dt),
         "lru": lambda: lru(hidden, **dt),
+        "rglru": lambda: rglru(hidden, **dt),
+        "mlstm": lambda: mlstm(hidden, **dt),
         "rnn": lambda: simple_rnn(hidden, **kw),
         "lstm": lambda: lstm(hidden, forget_bias=forget_bias, **kw),
         "lstm-peephole": lambda: lstm(hidden, peephole=True, forget_bias=forget_bias, **kw),
