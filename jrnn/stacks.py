@@ -1,5 +1,5 @@
-"""Layers of one cell, optionally bidirectional, with dropout between them: :func:`stack`
-(``torch.nn.LSTM`` semantics over any :class:`jrnn.Cell`).
+"""Layers of one cell, optionally bidirectional, with dropout between them:
+[`stack`][jrnn.stacks.stack] (``torch.nn.LSTM`` semantics over any [`jrnn.Cell`][jrnn.base.Cell]).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class Stack(NamedTuple):
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
         time_major=False, unroll=1, hoist=None, vjp=None, remat="none", debug=False,
-        method="scan") -> (ys, carries_T)`` (the options as in :func:`unroll`, ``method``
-        passed to every layer; ``resets`` reaches every layer
+        method="scan") -> (ys, carries_T)`` (the options as in [`unroll`][jrnn.unrolling.unroll],
+        ``method`` passed to every layer; ``resets`` reaches every layer
         and both directions, so each episode runs through the whole stack on its own;
         ``key`` drives the inter-layer dropout and, for a regularised cell, is split into
         one independent key per layer and direction);
@@ -72,11 +72,11 @@ def stack(
     Layer 0 reads ``xs``; layer ``l > 0`` reads the previous layer's output, the
     concatenation ``[forward, backward]`` when bidirectional.  The backward direction runs
     ``unroll(..., reverse=True)`` with the same ``lengths`` (checked, or clamped when traced,
-    exactly as in :func:`unroll`); ``resets`` likewise reaches every layer and both
-    directions (the backward one reads episodes right to left as in :func:`unroll`), so a
-    stack over concatenated episodes equals the stack over each episode alone.  Dropout with
-    rate ``dropout`` acts on every layer's output except the last, and only when ``apply``
-    gets a ``key`` (evaluation passes none).
+    exactly as in [`unroll`][jrnn.unrolling.unroll]); ``resets`` likewise reaches every layer and
+    both directions (the backward one reads episodes right to left as in
+    [`unroll`][jrnn.unrolling.unroll]), so a stack over concatenated episodes equals the stack over
+    each episode alone.  Dropout with rate ``dropout`` acts on every layer's output except the last,
+    and only when ``apply`` gets a ``key`` (evaluation passes none).
 
     Args:
       cell: the cell of every layer and direction.
@@ -85,7 +85,7 @@ def stack(
       dropout: drop rate between layers, in ``[0, 1)``.
 
     Returns:
-      A :class:`Stack`.
+      A [`Stack`][jrnn.stacks.Stack].
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

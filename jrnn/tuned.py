@@ -1,5 +1,5 @@
-"""The fastest training strategy of :func:`jrnn.unroll` on CPU, by shape, as measured
-by ``python -m benchmarks.tune`` (do not edit by hand: run it again on another
+"""The fastest training strategy of [`jrnn.unroll`][jrnn.unrolling.unroll] on CPU, by shape, as
+measured by ``python -m benchmarks.tune`` (do not edit by hand: run it again on another
 machine).  ``(batch, T, hidden) -> (hoist, vjp)`` for an LSTM training step."""
 
 MACHINE = "Intel(R) Xeon(R) Processor"

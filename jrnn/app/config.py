@@ -1,11 +1,13 @@
 """The run configuration: one frozen dataclass, the single source of every default.
 
-Every field of :class:`Config` carries its flag, help text, kind and choices in its
-metadata; its default is the common default, overridden per task (and per task and model)
-by the task's :class:`~jrnn.app.tasks.spec.TaskSpec`.  :func:`defaults` is the only place
-where these are combined: the ``jrnn train`` parser and its ``--help``
-(:func:`add_train_arguments`), the run folder's ``config.json`` (:meth:`Config.to_dict`),
-the docs' flag tables (:func:`markdown_table`) and :func:`jrnn.app.fit` all read it.
+Every field of [`Config`][jrnn.app.config.Config] carries its flag, help text, kind and choices in
+its metadata; its default is the common default, overridden per task (and per task and model)
+by the task's [`TaskSpec`][jrnn.app.tasks.spec.TaskSpec].  [`defaults`][jrnn.app.config.defaults] is
+the only place where these are combined: the ``jrnn train`` parser and its ``--help``
+([`add_train_arguments`][jrnn.app.config.add_train_arguments]), the run folder's ``config.json``
+([`Config.to_dict`][jrnn.app.config.Config.to_dict]), the docs' flag tables
+([`markdown_table`][jrnn.app.config.markdown_table]) and [`jrnn.app.fit`][jrnn.app.loop.fit] all
+read it.
 
 Examples:
   >>> from jrnn.app.config import Config, defaults
@@ -100,8 +102,8 @@ _T, _M, _O, _R = GROUPS
 class Config:
     """A run's configuration; a field left ``None`` takes the task's (and model's) default.
 
-    Construction checks every value (:class:`jrnn.app.UsageError` names the flag, the
-    expected and the actual value) and the task/model combination.
+    Construction checks every value ([`jrnn.app.UsageError`][jrnn.app.errors.UsageError] names the
+    flag, the expected and the actual value) and the task/model combination.
     """
 
     task: str = _f("the task", _T, "choice", "charlm", choices=tasks.TASKS)
@@ -248,7 +250,7 @@ class Config:
 
     @property
     def spec(self) -> tasks.TaskSpec:
-        """The task's :class:`~jrnn.app.tasks.spec.TaskSpec`."""
+        """The task's [`TaskSpec`][jrnn.app.tasks.spec.TaskSpec]."""
         return tasks.get(self.task)
 
     def to_dict(self) -> dict[str, Any]:
@@ -444,7 +446,7 @@ def _metavar(meta: Meta) -> str:
 
 
 def arg_type(kind: str):
-    """An argparse ``type`` checking a flag's text as a value of ``kind`` (see :class:`Meta`)."""
+    """An argparse ``type`` checking a flag's text as a value of ``kind`` (see `Meta`)."""
 
     def parse(text: str) -> Any:
         try:
@@ -459,8 +461,9 @@ def arg_type(kind: str):
 def add_train_arguments(
     parser: argparse.ArgumentParser, task: str | None = None, arch: str | None = None
 ) -> None:
-    """Adds one flag per :class:`Config` field, grouped; every default is left ``None`` (the
-    task's, or the saved run's) and shown in the help: ``task``'s and ``arch``'s exactly
+    """Adds one flag per [`Config`][jrnn.app.config.Config] field, grouped; every default is left
+    ``None`` (the task's, or the saved run's) and shown in the help: ``task``'s and ``arch``'s
+    exactly
     when given (``jrnn train --task reverse --help``), else every task's."""
     groups = {g: parser.add_argument_group(g) for g in GROUPS}
     for name, meta in _METAS.items():

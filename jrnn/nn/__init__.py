@@ -1,4 +1,4 @@
-"""Flax modules over jrnn cells and stacks: :mod:`jrnn.nn.linen` and :mod:`jrnn.nn.nnx`.
+"""Flax modules over jrnn cells and stacks: [`jrnn.nn.linen`][] and [`jrnn.nn.nnx`][].
 
 Both hold the parameters that the cell's own ``init`` makes and call ``jrnn.unroll`` /
 ``Stack.apply``, so they compute exactly what the pure functions compute.
