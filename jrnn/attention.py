@@ -18,18 +18,17 @@ Scores (row-vector convention ``x @ w``; ``q [..., Q]``, ``k_s`` the encoder sta
 * ``"general"`` (Luong et al. 2015): ``e = q @ w_a @ k`` with ``w_a [Q, E]``.
 
 Everything that depends only on the encoder states (``k @ w_k`` for the additive score,
-``k @ w_a.T`` for the general one) is computed once by
-[`Attention.prepare`][jrnn.attention.Attention.prepare], before the decoder's scan, so each decoder
-step does one ``[S, A]`` product at most.
+``k @ w_a.T`` for the general one) is computed once by `Attention.prepare`, before the
+decoder's scan, so each decoder step does one ``[S, A]`` product at most.
 
 Like a [`jrnn.Cell`][jrnn.base.Cell], [`attention`][jrnn.attention.attention] returns a
 ``NamedTuple`` of pure functions over an explicit parameter dict.
 
-Padding is exact: [`Attention.prepare`][jrnn.attention.Attention.prepare] zeroes the encoder states
-at padded steps before anything reads them, and [`masked_softmax`][jrnn.attention.masked_softmax]
-replaces their scores before the exponential (the "double ``where``"), so padded steps get weight
-exactly 0 and contribute exactly 0 to the context and to every gradient, even when the padded states
-hold NaN or ``inf``.  Shapes are checked at trace time and raise ``ValueError`` naming the argument.
+Padding is exact: `Attention.prepare` zeroes the encoder states at padded steps before
+anything reads them, and [`masked_softmax`][jrnn.attention.masked_softmax] replaces their scores
+before the exponential (the "double ``where``"), so padded steps get weight exactly 0 and contribute
+exactly 0 to the context and to every gradient, even when the padded states hold NaN or
+``inf``.  Shapes are checked at trace time and raise ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations

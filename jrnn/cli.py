@@ -3,9 +3,8 @@
 
 Parsing and dispatch only: the flags of ``jrnn train`` are generated from
 [`jrnn.app.Config`][jrnn.app.config.Config] (``jrnn train --task T [--model M] --help`` shows that
-task's defaults), the work is done by [`jrnn.app`][] ([`fit`][jrnn.app.loop.fit],
-[`sample_run`][jrnn.app.restore.sample_run], [`evaluate_run`][jrnn.app.restore.evaluate_run],
-[`decode_run`][jrnn.app.restore.decode_run]).
+task's defaults), the work is done by [`jrnn.app`][] (`fit`,
+`sample_run`, `evaluate_run`, `decode_run`).
 
 Exit codes: 0 done; 2 bad input (one line on stderr, before any file is touched or model
 built); 1 a non-finite loss stopped training (the last good checkpoint is kept); 130 Ctrl-C
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> NoReturn:
     """The ``jrnn`` command (console script and ``python -m jrnn``): `main`, then an
     immediate exit with its code.  First, where it helps, it starts itself again once with
-    huge pages for XLA:CPU's buffers ([`jrnn.app.hugepages`][]; a user's setting is kept).
+    huge pages for XLA:CPU's buffers (`jrnn.app.hugepages`; a user's setting is kept).
 
     Every file a command writes is closed before `main` returns (checkpoints are
     waited for, metrics and plots written), so nothing is lost by skipping interpreter

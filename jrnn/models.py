@@ -354,7 +354,7 @@ def seq2vec(
       rnn: a [`jrnn.Cell`][jrnn.base.Cell] or [`jrnn.Stack`][jrnn.stacks.Stack].
       num_outputs: classes (logits) or regression targets.
       vocab_size, input_size, embed_size: token or float inputs, as in
-      [`sequence_model`][jrnn.models.sequence_model].
+          [`sequence_model`][jrnn.models.sequence_model].
       pool: ``"last"``, ``"mean"`` or ``"max"``.
       dropout, dtype, param_dtype: as in [`sequence_model`][jrnn.models.sequence_model].
 
@@ -401,7 +401,7 @@ def tagger(
       cell: the cell of every layer and direction.
       num_tags: size of the per-step output.
       vocab_size, input_size, embed_size: token or float inputs, as in
-      [`sequence_model`][jrnn.models.sequence_model].
+          [`sequence_model`][jrnn.models.sequence_model].
       bidirectional: add a backward direction to every layer.
       num_layers: stacked layers.
       dropout: between layers and before the readout (training only).

@@ -165,7 +165,7 @@ def check_native(model: Any) -> Native:
         cell is not a built-in one (a custom cell, minGRU, minLSTM, LRU).
       ValueError: another readout, layer normalisation, a projection, other gate or
         activation functions, another dtype, a zoneout or recurrent-dropout wrapper.
-      Each message names what is unsupported and says to use ``format="stablehlo"``.
+        Each message names what is unsupported and says to use ``format="stablehlo"``.
 
     Examples:
       >>> import jrnn

@@ -1757,7 +1757,7 @@ def min_parallel(
 
     Args:
       kind, params, xs, h0, lengths, reverse, log_space: as in
-      [`min_forward`][jrnn.reference.min_forward].
+          [`min_forward`][jrnn.reference.min_forward].
 
     Returns:
       ``(ys [B, T, H], h_T)`` (lru: ``h_T`` as the real view ``[B, 2N]``).

@@ -231,8 +231,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 @functools.cache
 def host_devices_mesh(n: int) -> Mesh:
-    """The one-axis mesh of the first ``n`` CPU (host) devices, axis
-    [`DATA_AXIS`][jrnn.sharding.DATA_AXIS].
+    """The one-axis mesh of the first ``n`` CPU (host) devices, axis `DATA_AXIS`.
 
     Examples:
       >>> dict(host_devices_mesh(1).shape)

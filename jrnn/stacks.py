@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Cell, Method, Params, PRNGKey, RematMode, VJPMode
+from jrnn.base import Array, Carry, Cell, Method, Params, PRNGKey, RematMode, VJPMode
 from jrnn.checks import (
     check_batch_shape,
     check_bool,
@@ -41,7 +42,10 @@ class Stack(NamedTuple):
         ``ys: [*batch, T, D * output_size]`` (``D = 2`` when bidirectional, directions
         concatenated ``[forward, backward]`` on the feature axis).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
-      cell, num_layers, bidirectional, dropout: the configuration.
+      cell: the cell of every layer and direction.
+      num_layers: how many layers; layer ``l > 0`` reads layer ``l - 1``'s outputs.
+      bidirectional: whether each layer also reads the sequence backwards.
+      dropout: the dropout rate between layers (in training, with a ``key``).
 
     Examples:
       >>> import jrnn
@@ -49,9 +53,9 @@ class Stack(NamedTuple):
       stack(gru(hidden_size=8, reset_after=False, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32), num_layers=2, bidirectional=True, dropout=0.0)
     """  # noqa: E501
 
-    init: Any
-    apply: Any
-    initial_carry: Any
+    init: Callable[[PRNGKey, int], Params]
+    apply: Callable[..., tuple[Array, Carry]]
+    initial_carry: Callable[..., Carry]
     cell: Cell
     num_layers: int
     bidirectional: bool

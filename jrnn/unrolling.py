@@ -19,6 +19,8 @@ from jrnn.base import Array, Carry, Cell, Method, Params, PRNGKey, RematMode, VJ
 from jrnn.prepare import Options, check_options, finish, prepare
 from jrnn.strategy import plan
 
+__all__ = ["unroll", "run", "ENGINES"]
+
 ENGINES = {
     "scan": scan.run,
     "associative": linear_scan.run,

@@ -2,12 +2,11 @@
 
 Every field of [`Config`][jrnn.app.config.Config] carries its flag, help text, kind and choices in
 its metadata; its default is the common default, overridden per task (and per task and model)
-by the task's [`TaskSpec`][jrnn.app.tasks.spec.TaskSpec].  [`defaults`][jrnn.app.config.defaults] is
-the only place where these are combined: the ``jrnn train`` parser and its ``--help``
-([`add_train_arguments`][jrnn.app.config.add_train_arguments]), the run folder's ``config.json``
-([`Config.to_dict`][jrnn.app.config.Config.to_dict]), the docs' flag tables
-([`markdown_table`][jrnn.app.config.markdown_table]) and [`jrnn.app.fit`][jrnn.app.loop.fit] all
-read it.
+by the task's `TaskSpec`.  `defaults` is the only place
+where these are combined: the ``jrnn train`` parser and its ``--help``
+(`add_train_arguments`), the run folder's ``config.json``
+([`Config.to_dict`][jrnn.app.config.Config.to_dict]), the docs' flag tables (`markdown_table`) and
+`jrnn.app.fit` all read it.
 
 Examples:
   >>> from jrnn.app.config import Config, defaults
@@ -102,8 +101,8 @@ _T, _M, _O, _R = GROUPS
 class Config:
     """A run's configuration; a field left ``None`` takes the task's (and model's) default.
 
-    Construction checks every value ([`jrnn.app.UsageError`][jrnn.app.errors.UsageError] names the
-    flag, the expected and the actual value) and the task/model combination.
+    Construction checks every value (`jrnn.app.UsageError` names the flag, the
+    expected and the actual value) and the task/model combination.
     """
 
     task: str = _f("the task", _T, "choice", "charlm", choices=tasks.TASKS)
@@ -250,7 +249,7 @@ class Config:
 
     @property
     def spec(self) -> tasks.TaskSpec:
-        """The task's [`TaskSpec`][jrnn.app.tasks.spec.TaskSpec]."""
+        """The task's `TaskSpec`."""
         return tasks.get(self.task)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """Where a run computes: ``--devices`` (data parallelism over local devices, host devices on
 a CPU) and a multi-host launch (``--coordinator``, ``--num-processes``, ``--process-id``).
 
-The order matters and is kept here: [`start`][jrnn.app.devices.start] runs before anything starts
-JAX's backends (a CPU's host-device count is fixed then), [`mesh_for`][jrnn.app.devices.mesh_for]
-after.
+The order matters and is kept here: `start` runs before anything starts JAX's
+backends (a CPU's host-device count is fixed then), `mesh_for` after.
 """
 
 from __future__ import annotations
@@ -32,9 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def start(config: Any, args: argparse.Namespace | None = None) -> None:
     """Before JAX starts: joins a multi-host job when asked, and on a CPU makes the host
-    devices ``config.devices`` needs (``auto``: [`auto_devices`][jrnn.app.devices.auto_devices] of
-    the cores).  Once JAX has started (in a notebook, a test) nothing changes:
-    [`mesh_for`][jrnn.app.devices.mesh_for] uses the
+    devices ``config.devices`` needs (``auto``: `auto_devices` of the cores).  Once
+    JAX has started (in a notebook, a test) nothing changes: `mesh_for` uses the
     devices there are."""
     import jax
 
@@ -71,8 +69,7 @@ def auto_devices(config: Any, available: int) -> int:
 
 
 def mesh_for(config: Any) -> Any:
-    """The data mesh of ``config.devices`` (``None`` for one device);
-    [`UsageError`][jrnn.app.errors.UsageError]
+    """The data mesh of ``config.devices`` (``None`` for one device); `UsageError`
     when the batch does not split or more devices are asked for than exist."""
     import jax
 

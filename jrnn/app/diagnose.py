@@ -2,14 +2,14 @@
 
 Two entry points, one report:
 
-* [`diagnose_cells`][jrnn.app.diagnose.diagnose_cells] -- cells at initialisation on a batch of the
-  adding problem (``jrnn diagnose --cell rnn lstm gru --seq-len 100 --out DIR``): for each cell
+* `diagnose_cells` -- cells at initialisation on a batch of the adding problem
+  (``jrnn diagnose --cell rnn lstm gru --seq-len 100 --out DIR``): for each cell
   ``‖∂L/∂h_t‖₂`` of the task's loss (MSE of a linear read-out of ``h_T``), the step-Jacobian
   norms ``‖∂h_t/∂h_{t-1}‖₂``, the Jacobian products ``‖∂h_T/∂h_t‖₂`` with their growth rate
   (a finite-time Lyapunov exponent) and the gate saturation.
-* [`diagnose_run`][jrnn.app.diagnose.diagnose_run] -- a trained run (``jrnn diagnose RUN_DIR``): the
-  same loss-free quantities (step Jacobians, Jacobian products, gate saturation) for the first
-  recurrent layer of its latest checkpoint, on a batch of its task.  ``‖∂L/∂h_t‖`` needs the task's
+* `diagnose_run` -- a trained run (``jrnn diagnose RUN_DIR``): the same loss-free
+  quantities (step Jacobians, Jacobian products, gate saturation) for the first recurrent
+  layer of its latest checkpoint, on a batch of its task.  ``‖∂L/∂h_t‖`` needs the task's
   loss as a function of the hidden states; from Python,
   [`jrnn.diagnostics.state_grad_norms`][] takes any such loss.
 
@@ -31,12 +31,11 @@ from jrnn.app.errors import UsageError
 __all__ = ["DIAGNOSE_TASKS", "OPTIONS", "diagnose", "diagnose_cells", "diagnose_run", "summary"]
 
 DIAGNOSE_TASKS = ("adding",)
-"""Tasks [`diagnose_cells`][jrnn.app.diagnose.diagnose_cells] builds a batch of (the adding problem
-of the lecture)."""
+"""Tasks `diagnose_cells` builds a batch of (the adding problem of the lecture)."""
 
 SINGLE_RECURRENCE = ("lm", "seq2vec", "tagger", "bitagger")
-"""``--model``s whose runs [`diagnose_run`][jrnn.app.diagnose.diagnose_run] reads: one
-[`jrnn.Model`][jrnn.models.Model] recurrence."""
+"""``--model``s whose runs `diagnose_run` reads: one [`jrnn.Model`][jrnn.models.Model]
+recurrence."""
 
 
 def add_arguments(parser: Any) -> None:
@@ -106,9 +105,8 @@ OPTIONS = (
 def diagnose(
     directory: str | Path | None = None, out: str | Path | None = None, **options: Any
 ) -> tuple[dict[str, Any], Path]:
-    """``jrnn diagnose [DIR]``: [`diagnose_run`][jrnn.app.diagnose.diagnose_run] of ``directory``
-    (only ``batch_size`` applies), else [`diagnose_cells`][jrnn.app.diagnose.diagnose_cells]
-    (``cell`` defaults to rnn, lstm, gru; ``out`` to
+    """``jrnn diagnose [DIR]``: `diagnose_run` of ``directory`` (only ``batch_size``
+    applies), else `diagnose_cells` (``cell`` defaults to rnn, lstm, gru; ``out`` to
     ``diagnostics-YYYYmmdd-HHMMSS``).  Returns the report and the folder written."""
     import datetime
 

@@ -1,20 +1,19 @@
-"""The run loop: [`fit`][jrnn.app.loop.fit] (``jrnn.app.fit``) trains a
-[`Config`][jrnn.app.config.Config] into a run folder.
+"""The run loop: `fit` (``jrnn.app.fit``) trains a [`Config`][jrnn.app.config.Config]
+into a run folder.
 
-Checks come first (a bad config, corpus or run folder raises
-[`UsageError`][jrnn.app.errors.UsageError] before any file is written); then every ``log_every``
-steps a row goes to metrics.jsonl, every ``eval_every`` steps an evaluation row, every
-``checkpoint_every`` steps an atomic checkpoint (the train state, the carried state with TBPTT, and
-the metric accumulators), so a run killed at any moment resumes (``resume=True``) to exactly the
-uninterrupted run. Ctrl-C or SIGTERM saves a checkpoint and raises
-[`TrainingInterrupted`][jrnn.app.errors.TrainingInterrupted]; a non-finite loss stops the run
-without saving it and raises [`NonFiniteLoss`][jrnn.app.errors.NonFiniteLoss] (unless
-``skip_nonfinite``).
+Checks come first (a bad config, corpus or run folder raises `UsageError`
+before any file is written); then every ``log_every`` steps a row goes to metrics.jsonl,
+every ``eval_every`` steps an evaluation row, every ``checkpoint_every`` steps an atomic
+checkpoint (the train state, the carried state with TBPTT, and the metric accumulators), so
+a run killed at any moment resumes (``resume=True``) to exactly the uninterrupted run.
+Ctrl-C or SIGTERM saves a checkpoint and raises `TrainingInterrupted`; a
+non-finite loss stops the run without saving it and raises `NonFiniteLoss`
+(unless ``skip_nonfinite``).
 
-The parts, each in its module: the task and its state ([`jrnn.app.state`][]), the run
-folder, resume point and step functions ([`jrnn.app.prepare`][]), the step loop
-([`jrnn.app.steps`][]) with its rows and progress bar ([`jrnn.app.progress`][]), and
-the finish ([`jrnn.app.finish`][]).
+The parts, each in its module: the task and its state (`jrnn.app.state`), the run
+folder, resume point and step functions (`jrnn.app.prepare`), the step loop
+(`jrnn.app.steps`) with its rows and progress bar (`jrnn.app.progress`), and
+the finish (`jrnn.app.finish`).
 """
 
 from __future__ import annotations

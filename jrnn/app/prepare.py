@@ -1,8 +1,7 @@
 """Before a run's first step: its folder written (config.json, vocab.json), the point it
 resumes from read from the newest good checkpoint, and its step functions compiled.
 
-Called by [`jrnn.app.fit`][jrnn.app.loop.fit] once every check has passed, under the run folder's
-lock.
+Called by `jrnn.app.fit` once every check has passed, under the run folder's lock.
 """
 
 from __future__ import annotations
@@ -64,8 +63,8 @@ def resume_point(
     """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it.
 
     With ``resume`` and a checkpoint: the newest good one's tree, step and metric
-    accumulators (``ckpt`` is closed if none is good: [`UsageError`][jrnn.app.errors.UsageError]).
-    Otherwise ``(None, 0, {})``; a new run's metrics.jsonl is removed.
+    accumulators (``ckpt`` is closed if none is good: `UsageError`).  Otherwise
+    ``(None, 0, {})``; a new run's metrics.jsonl is removed.
     """
     tree, start, acc = None, 0, {}
     if resume and ckpt.latest_step() is not None:

@@ -69,8 +69,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def check_writable(out: Path) -> None:
-    """Refuses ([`UsageError`][jrnn.app.errors.UsageError]) an ``--out`` that is a file, lies under
-    a file, or
+    """Refuses (`UsageError`) an ``--out`` that is a file, lies under a file, or
     whose nearest existing folder cannot be written."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -86,7 +85,7 @@ def check_writable(out: Path) -> None:
 def lock(out: Path):
     """Locks the run folder ``out`` for this process (``out/.lock``, ``fcntl.flock``; the
     lock goes with the process): returns the open lock file, to close when the run ends.
-    [`UsageError`][jrnn.app.errors.UsageError] if another process holds it."""
+    `UsageError` if another process holds it."""
     path = out / ".lock"
     try:
         f = open(path, "a+", encoding="utf-8")
@@ -122,8 +121,8 @@ def clear(out: Path) -> None:
 
 
 def read_config(out: Path, what: str = "") -> Config:
-    """The [`Config`][jrnn.app.config.Config] saved in ``out/config.json``
-    ([`UsageError`][jrnn.app.errors.UsageError] if there is none
+    """The [`Config`][jrnn.app.config.Config] saved in ``out/config.json`` (`UsageError` if there is
+    none
     or it cannot be read); ``what`` prefixes the messages (e.g. ``"--resume: "``)."""
     path = out / "config.json"
     if not path.is_file():
@@ -142,8 +141,7 @@ def read_config(out: Path, what: str = "") -> Config:
 
 
 def read_vocab(out: Path, what: str = "") -> list[str]:
-    """The characters saved in ``out/vocab.json`` ([`UsageError`][jrnn.app.errors.UsageError] naming
-    the file and
+    """The characters saved in ``out/vocab.json`` (`UsageError` naming the file and
     the problem if it is missing, not JSON or not a list of distinct single characters)."""
     path = out / "vocab.json"
     try:

@@ -225,10 +225,9 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
 def to_flax(cell: Cell, params: Params) -> tuple[nn.Module, dict[str, Any]]:
     """Converts a jrnn cell and its parameters to a linen cell and its variables.
 
-    The inverse of [`from_flax`][jrnn.interop.flax.from_flax] for linen: ``module.apply(variables,
-    carry, x)`` computes what ``cell.step(params, carry, x)`` computes (carries converted by
-    [`carry_to_flax`][jrnn.interop.flax.carry_to_flax] /
-    [`carry_from_flax`][jrnn.interop.flax.carry_from_flax]).
+    The inverse of `from_flax` for linen: ``module.apply(variables, carry, x)``
+    computes what ``cell.step(params, carry, x)`` computes (carries converted by
+    `carry_to_flax` / `carry_from_flax`).
 
     Args:
       cell: a ``jrnn.lstm`` without peepholes, projection or layer norm, or a
@@ -343,8 +342,7 @@ def carry_from_flax(module: Any, carry: Any) -> LSTMState | RNNState:
 
 
 def carry_to_flax(module: Any, carry: LSTMState | RNNState) -> Any:
-    """jrnn carry -> Flax carry (the inverse of
-    [`carry_from_flax`][jrnn.interop.flax.carry_from_flax]).
+    """jrnn carry -> Flax carry (the inverse of `carry_from_flax`).
 
     Examples:
       >>> import jax.numpy as jnp, flax.linen as nn

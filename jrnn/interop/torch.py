@@ -539,7 +539,7 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
     """PyTorch's recurrent state -> jrnn carries for ``net``.
 
     Args:
-      net: the stack or cell from [`from_torch`][jrnn.interop.torch.from_torch].
+      net: the stack or cell from `from_torch`.
       hx: for a layer ``h [L*D, *batch, H_out]`` or, for the LSTM, ``(h, c)`` with
         ``c [L*D, *batch, H]`` (index ``layer * D + direction``, as PyTorch's ``h_n``);
         for a cell ``h [*batch, H]`` or ``(h, c)``.
@@ -598,8 +598,7 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
 
 
 def carry_to_torch(net: Stack | Cell, carries: Any) -> Any:
-    """jrnn carries -> PyTorch's state (the inverse of
-    [`carry_from_torch`][jrnn.interop.torch.carry_from_torch]).
+    """jrnn carries -> PyTorch's state (the inverse of `carry_from_torch`).
 
     Returns ``h`` or ``(h, c)`` as CPU tensors, stacked ``[L*D, *batch, .]`` for a stack.
 

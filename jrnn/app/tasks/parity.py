@@ -5,7 +5,7 @@ Bits are the symbols ``a`` (0) and ``b`` (1) of [`jrnn.seqtasks`][], tags ``a`` 
 ``b`` (odd); sequences have ``min_len..seq_len`` bits.  The batches are
 [`jrnn.seqtasks.running_sum_task`][] with two symbols (a running sum mod 2 is the running
 parity).  Chance is 0.5 per step and ``2**-n`` per sequence of ``n`` bits.  This file is the
-whole task: it and one line in [`jrnn.app.tasks`][] add it to ``jrnn train``.
+whole task: it and one line in `jrnn.app.tasks` add it to ``jrnn train``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""What a task is: [`TaskSpec`][jrnn.app.tasks.spec.TaskSpec] (its name, models, defaults; cheap to
-import) and
-[`Task`][jrnn.app.tasks.spec.Task] (what its builder returns to the training loop)."""
+"""What a task is: `TaskSpec` (its name, models, defaults; cheap to import) and
+`Task` (what its builder returns to the training loop)."""
 
 from __future__ import annotations
 
@@ -21,13 +20,12 @@ class TaskSpec(NamedTuple):
       model_defaults: per model, defaults that differ from the task's.
       uses: the task-specific config fields it reads (``corpus``, ``copy_len``, ...).
       build: ``build(config, corpus) -> Task`` (imports JAX when called, not before).
-      check: ``check(config)`` raising [`jrnn.app.UsageError`][jrnn.app.errors.UsageError] for
-          combinations the
+      check: ``check(config)`` raising `jrnn.app.UsageError` for combinations the
         field checks cannot see (``None``: nothing to check).
       decodes: the models whose runs ``jrnn decode`` shows decoded (``None``: every model).
       load: ``load(config) -> corpus`` for tasks that learn from text (their run folders
         hold a ``vocab.json``, ``jrnn sample`` generates from them); raises
-        [`jrnn.app.UsageError`][jrnn.app.errors.UsageError] for a missing or too small corpus.
+        `jrnn.app.UsageError` for a missing or too small corpus.
     """
 
     name: str
