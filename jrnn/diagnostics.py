@@ -863,7 +863,8 @@ def plot_jacobian_histograms(
 def plot_gate_saturation(
     saturation: Mapping[str, GateSaturation], *, ax: Any = None, title: str | None = None
 ) -> Any:
-    """Heat-map of gate saturation over time: one row per gate and side (``low``/``high``).
+    """Heat-map of gate saturation over time: one row per gate and side (``low``/``high``),
+    white where no unit saturates, dark red where all do, with its colour bar.
 
     Args:
       saturation: the result of [`gate_saturation`][jrnn.diagnostics.gate_saturation].
@@ -874,6 +875,7 @@ def plot_gate_saturation(
       The matplotlib ``Figure``.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
 
     rows, labels = [], []
     for name, s in saturation.items():
@@ -884,12 +886,18 @@ def plot_gate_saturation(
         fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.2))
     else:
         fig = ax.figure
+    # white where nothing saturates, dark red where everything does; the square-root scale
+    # keeps a few per cent visible (a linear dark-to-light map drew a healthy cell all black)
     im = ax.imshow(
-        np.stack(rows), aspect="auto", vmin=0.0, vmax=1.0, cmap="magma", interpolation="nearest"
+        np.stack(rows),
+        aspect="auto",
+        norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0),
+        cmap="YlOrRd",
+        interpolation="nearest",
     )
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("time step t")
     if title:
         ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="fraction saturated")
+    fig.colorbar(im, ax=ax, label="fraction saturated (square-root scale)")
     return fig
