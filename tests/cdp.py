@@ -48,22 +48,27 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="jrnn-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        # Chromium expects the pipe on its fds 3 (commands) and 4 (replies); the shell moves
-        # them there (no preexec_fn: forking a threaded process must not run Python code)
+        # Chromium expects the pipe on its fds 3 (commands) and 4 (replies); bash moves
+        # them there by way of two free higher fds, whatever numbers the pipe got (no
+        # preexec_fn: forking a threaded process must not run Python code)
+        r, w = to_chrome_r, from_chrome_w
+        hi = max(r, w, 4) + 1
+        move = f'exec {hi}<&{r} {hi + 1}>&{w}; exec "$0" "$@" 3<&{hi} 4>&{hi + 1}'
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
-                "/bin/sh",
+                "/bin/bash",  # dash reads only one-digit fds in redirections
                 "-c",
-                f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}',
+                f"{move} {hi}<&- {hi + 1}>&-",
                 executable,
                 *FLAGS,
                 f"--user-data-dir={self._profile}",
                 "about:blank",
             ],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(to_chrome_r, from_chrome_w),
+            stdout=self._log,
+            stderr=self._log,
+            pass_fds=(r, w),
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -85,7 +90,9 @@ class Browser:
             if ready:
                 chunk = os.read(self._from_chrome, 1 << 20)
                 if not chunk:
-                    raise RuntimeError(f"Chromium exited (code {self.proc.poll()})")
+                    self._log.seek(0)
+                    log = self._log.read().decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"Chromium exited (code {self.proc.poll()}):\n{log}")
                 self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
@@ -154,6 +161,7 @@ class Browser:
             self.proc.wait()
         finally:
             os.close(self._from_chrome)
+            self._log.close()
             shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> Browser:

@@ -40,6 +40,7 @@ SCREENSHOTS = {  # page -> what to scroll into view first
 # A page with one of each defect: the checks must see them all (a check that cannot fail
 # would pass every page).
 PROBE = (
+    '<link rel="preconnect" href="https://fonts.gstatic.com">'
     '<body data-math="done"><div class="md-content"><p>raw $x^2$ and \\[ y \\]</p>'
     "<p>see :func:`jrnn.unroll` and [<code>jrnn.scan</code>][]</p>"
     '<pre style="width:5em;overflow:hidden">a line far wider than five ems</pre>'
@@ -81,6 +82,9 @@ INSPECT = r"""(() => {
     .map(e => e.textContent.slice(0, 60));
   return {
     raw, roles, refs, clipped,
+    // the site renders offline: nothing it loads comes from elsewhere
+    external: [...document.querySelectorAll("link[href], script[src], img[src], iframe[src]")]
+      .map(e => e.href || e.src).filter(u => /^https?:/.test(u) && !u.startsWith(location.origin)),
     katex: document.querySelectorAll(".katex").length,
     katexErrors: document.querySelectorAll(".katex-error").length,
     brokenImages: [...document.images]
@@ -180,9 +184,9 @@ def test_every_page_renders_in_a_browser(chromium: str, tmp_path: Path) -> None:
             (site / "probe.html").write_text(PROBE, encoding="utf-8")
             browser.open(base + "probe.html", READY)
             seen = browser.evaluate(INSPECT)
-            assert [len(seen[k]) for k in ("raw", "roles", "refs", "brokenImages", "clipped")] == [
-                1
-            ] * 5
+            kinds = ("raw", "roles", "refs", "brokenImages", "clipped", "external")
+            found = {k: len(seen[k]) for k in kinds}
+            assert found == dict.fromkeys(kinds, 1), found
             assert [link_problem(h, base, site) is not None for h in seen["links"]] == [True]
             for page in pages:
                 url = base + page.removesuffix("index.html")
@@ -192,6 +196,7 @@ def test_every_page_renders_in_a_browser(chromium: str, tmp_path: Path) -> None:
                 problems += [f"{page}: Sphinx role {s!r}" for s in seen["roles"]]
                 problems += [f"{page}: unresolved reference {s!r}" for s in seen["refs"]]
                 problems += [f"{page}: clipped, not scrolling {s!r}" for s in seen["clipped"]]
+                problems += [f"{page}: loads {s} from outside the site" for s in seen["external"]]
                 problems += [f"{page}: image not loaded {s}" for s in seen["brokenImages"]]
                 if seen["katexErrors"]:
                     problems.append(f"{page}: {seen['katexErrors']} KaTeX errors")
