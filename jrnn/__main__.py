@@ -1,4 +1,4 @@
-"""``python -m jrnn``: the ``jrnn`` command (see :mod:`jrnn.cli`)."""
+"""``python -m jrnn``: the ``jrnn`` command (see `jrnn.cli`)."""
 
 from jrnn.cli import run
 

@@ -18,15 +18,15 @@ Scores (row-vector convention ``x @ w``; ``q [..., Q]``, ``k_s`` the encoder sta
 * ``"general"`` (Luong et al. 2015): ``e = q @ w_a @ k`` with ``w_a [Q, E]``.
 
 Everything that depends only on the encoder states (``k @ w_k`` for the additive score,
-``k @ w_a.T`` for the general one) is computed once by :meth:`Attention.prepare`, before the
+``k @ w_a.T`` for the general one) is computed once by `Attention.prepare`, before the
 decoder's scan, so each decoder step does one ``[S, A]`` product at most.
 
-Like a :class:`jrnn.Cell`, :func:`attention` returns a ``NamedTuple`` of pure functions over
-an explicit parameter dict.
+Like a [`jrnn.Cell`][jrnn.base.Cell], [`attention`][jrnn.attention.attention] returns a
+``NamedTuple`` of pure functions over an explicit parameter dict.
 
-Padding is exact: :meth:`Attention.prepare` zeroes the encoder states at padded steps before
-anything reads them, and :func:`masked_softmax` replaces their scores before the
-exponential (the "double ``where``"), so padded steps get weight exactly 0 and contribute
+Padding is exact: `Attention.prepare` zeroes the encoder states at padded steps before
+anything reads them, and [`masked_softmax`][jrnn.attention.masked_softmax] replaces their scores
+before the exponential (the "double ``where``"), so padded steps get weight exactly 0 and contribute
 exactly 0 to the context and to every gradient, even when the padded states hold NaN or
 ``inf``.  Shapes are checked at trace time and raise ``ValueError`` naming the argument.
 """
@@ -171,8 +171,8 @@ def attention(
       param_dtype: storage dtype of the parameters.
 
     Returns:
-      An :class:`Attention`.  Parameters: additive ``{"w_q": [Q, A], "w_k": [E, A],
-      "b": [A], "v": [A]}``; general ``{"w_a": [Q, E]}``; dot ``{}``.  Initialisation:
+      An [`Attention`][jrnn.attention.Attention].  Parameters: additive ``{"w_q": [Q, A], "w_k":
+      [E, A], "b": [A], "v": [A]}``; general ``{"w_a": [Q, E]}``; dot ``{}``.  Initialisation:
       ``lecun_normal`` kernels, zero bias, ``v ~ N(0, 1/A)``.
 
     Raises:
@@ -181,7 +181,7 @@ def attention(
         ``values [..., S, E]``, ``mask [..., S]`` or ``query [..., Q]`` that do not fit the
         params or each other, or params of another score.
       TypeError: non-float ``values`` or ``query``; a ``memory`` that is not an
-        :class:`AttentionMemory`.
+        [`AttentionMemory`][jrnn.attention.AttentionMemory].
 
     Examples:
       >>> import jax, jax.numpy as jnp

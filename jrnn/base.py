@@ -1,17 +1,18 @@
 """The cell contract, the state containers and the dtype rules.
 
 A recurrent cell is data plus pure functions (like ``optax.GradientTransformation``): a
-:class:`Cell` whose ``init``, ``initial_carry`` and ``step`` are pure functions of an
-explicit parameter pytree.  That is the whole contract: :func:`jrnn.custom_cell` makes a
-cell of three functions of your own, and every feature of jrnn runs it.
+[`Cell`][jrnn.base.Cell] whose ``init``, ``initial_carry`` and ``step`` are pure functions of an
+explicit parameter pytree.  That is the whole contract:
+[`jrnn.custom_cell`][jrnn.custom.custom_cell] makes a cell of three functions of your own, and every
+feature of jrnn runs it.
 
-Optional capabilities make a cell faster or let it do more: ``fast`` (:class:`FastPath`:
-the input projection ``unroll`` can hoist out of the scan and the pieces of its
-hand-structured backward pass), ``noise``/``train_step`` (a regulariser's randomness) and
-``affine`` (an element-wise linear recurrence, evaluated by an associative scan).  The
+Optional capabilities make a cell faster or let it do more: ``fast``
+([`FastPath`][jrnn.base.FastPath]: the input projection ``unroll`` can hoist out of the scan and the
+pieces of its hand-structured backward pass), ``noise``/``train_step`` (a regulariser's randomness)
+and ``affine`` (an element-wise linear recurrence, evaluated by an associative scan).  The
 built-in cells give the ones that apply to them.
 
-The argument checks every entry point shares are in :mod:`jrnn.checks`.
+The argument checks every entry point shares are in [`jrnn.checks`][].
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ PRNGKey = jax.Array
 DType = Any
 
 VJPMode = Literal["hoisted", "autodiff"]
-"""How ``jax.grad`` differentiates :func:`jrnn.unroll`'s scan."""
+"""How ``jax.grad`` differentiates [`jrnn.unroll`][jrnn.unrolling.unroll]'s scan."""
 RematMode = Literal["none", "step", "sqrt"]
-"""The memory budget of backpropagation through time in :func:`jrnn.unroll`."""
+"""The memory budget of backpropagation through time in [`jrnn.unroll`][jrnn.unrolling.unroll]."""
 Method = Literal["scan", "newton", "quasi-newton", "auto"]
-"""How :func:`jrnn.unroll` evaluates the recurrence: the sequential ``lax.scan``, or in
-parallel over time by Newton's method with full or diagonal Jacobians (:mod:`jrnn.newton`)
-— by an exact associative scan for a cell with ``affine`` (:mod:`jrnn.linear_scan`) — or
-chosen by :func:`jrnn.newton.auto_method`."""
+"""How [`jrnn.unroll`][jrnn.unrolling.unroll] evaluates the recurrence: the sequential ``lax.scan``,
+or in parallel over time by Newton's method with full or diagonal Jacobians ([`jrnn.newton`][])
+— by an exact associative scan for a cell with ``affine`` ([`jrnn.linear_scan`][]) — or
+chosen by `jrnn.newton.auto_method`."""
 
 
 def exportable(cls: type) -> type:
@@ -86,7 +87,7 @@ class LinearRecurrence(NamedTuple):
     ``[T, *batch, S]``, real, or complex for a diagonal complex state (then ``carry.h`` is
     the state's real view ``[*batch, 2S] = [Re h | Im h]``).  With ``log_space=True`` they
     are ``log a_t`` and ``log b_t`` (real, ``b_t > 0``): ``h_t = exp(a_t) * h_{t-1} +
-    exp(b_t)``, composed in log space by :func:`jrnn.linear_scan.associative_unroll`.
+    exp(b_t)``, composed in log space by [`jrnn.linear_scan.associative_unroll`][].
 
     Examples:
       >>> import jax.numpy as jnp
@@ -100,16 +101,16 @@ class LinearRecurrence(NamedTuple):
 
 
 class FastPath(NamedTuple):
-    """The step of a cell split for speed: an optional capability of :class:`Cell`.
+    """The step of a cell split for speed: an optional capability of [`Cell`][jrnn.base.Cell].
 
     With the input part of the pre-activations ``xa_t = project(params, x_t)`` and the
     recurrent product ``ha_t = carry.h @ recurrent_kernel(params)``, a step is ``gates(params,
-    carry, xa_t, ha_t)``.  A cell that gives these pieces lets :func:`jrnn.unroll` project
-    the inputs of all time steps in one matmul before the scan (``hoist``) and run the
-    hand-structured backward pass (``vjp="hoisted"``: the weight gradients as single large
-    matmuls after the reverse scan).  The built-in cells give it; a cell of your own may
-    (``jrnn.custom_cell(..., fast=...)``, see the guide "Write your own cell").  ``cell.step``
-    must compute exactly ``gates(params, carry, project(params, x_t), carry.h @
+    carry, xa_t, ha_t)``.  A cell that gives these pieces lets
+    [`jrnn.unroll`][jrnn.unrolling.unroll] project the inputs of all time steps in one matmul before
+    the scan (``hoist``) and run the hand-structured backward pass (``vjp="hoisted"``: the weight
+    gradients as single large matmuls after the reverse scan).  The built-in cells give it; a cell
+    of your own may (``jrnn.custom_cell(..., fast=...)``, see the guide "Write your own cell").
+    ``cell.step`` must compute exactly ``gates(params, carry, project(params, x_t), carry.h @
     recurrent_kernel(params))``, and the carry must have a field ``h``.
 
     Attributes:
@@ -141,9 +142,9 @@ class Cell(NamedTuple):
     """A recurrent cell as pure functions over an explicit parameter pytree.
 
     The contract is three functions and their sizes; everything else is an optional
-    capability that makes the cell faster or lets it do more.  :func:`jrnn.custom_cell`
-    builds one from your own functions, the factories (:func:`jrnn.lstm`, ...) build the
-    built-in ones.
+    capability that makes the cell faster or lets it do more.
+    [`jrnn.custom_cell`][jrnn.custom.custom_cell] builds one from your own functions, the factories
+    ([`jrnn.lstm`][jrnn.cells.lstm], ...) build the built-in ones.
 
     Attributes:
       init: ``init(key, input_size) -> params``, any pytree of arrays.
@@ -152,7 +153,7 @@ class Cell(NamedTuple):
       step: ``step(params, carry, x_t) -> (carry, y_t)`` with ``x_t: [*batch, input_size]``
         (``[input_size]`` for one unbatched input) and ``y_t: [*batch, output_size]``; with
         ``params`` bound it is the function ``lax.scan`` wants.  It checks its arguments
-        (:func:`jrnn.checks.check_params`, :func:`jrnn.checks.check_carry`) at trace time.
+        ([`jrnn.checks.check_params`][], [`jrnn.checks.check_carry`][]) at trace time.
       hidden_size: the cell's width ``H`` (what the CPU strategy table and the batch split
         read: the gates' width for the built-in cells).
       output_size: the size of ``y_t`` (``H`` unless the cell projects its output).
@@ -161,31 +162,34 @@ class Cell(NamedTuple):
       config: the hyper-parameters as ``(name, value)`` pairs (``dict(cell.config)``).
       dtype: compute dtype, or ``None`` to compute in the parameters' dtype.
       param_dtype: storage dtype of the parameters made by ``init``.
-      fast: ``None``, or the step split for speed (:class:`FastPath`): the input projection
-        :func:`jrnn.unroll` can hoist out of the scan, the recurrent kernel and the gates of
-        its hand-structured backward pass.
+      fast: ``None``, or the step split for speed ([`FastPath`][jrnn.base.FastPath]): the input
+          projection
+        [`jrnn.unroll`][jrnn.unrolling.unroll] can hoist out of the scan, the recurrent kernel and
+        the gates of its hand-structured backward pass.
       noise: ``None`` for a deterministic cell.  A stochastic (regularised) cell such as
-        :func:`jrnn.zoneout` or :func:`jrnn.recurrent_dropout` sets ``noise(key, params,
-        xs_shape) -> (seq_noise, step_noise)``: for time-major inputs of shape ``xs_shape =
-        (T, *batch, input_size)`` it samples everything one sequence needs before the scan,
-        ``seq_noise`` (constant over time, e.g. ``[*batch, H]``) and ``step_noise`` (a pytree
-        whose leaves have a leading ``T`` axis, scanned along with the inputs).
-        :func:`jrnn.unroll` calls it only when it is given a ``key`` (training).
+        [`jrnn.zoneout`][jrnn.regularisers.zoneout] or
+        [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout] sets ``noise(key, params,
+        xs_shape) -> (seq_noise, step_noise)``: for time-major inputs of shape ``xs_shape = (T,
+        *batch, input_size)`` it samples everything one sequence needs before the scan,
+        ``seq_noise`` (constant over time, e.g. ``[*batch, H]``) and ``step_noise`` (a pytree whose
+        leaves have a leading ``T`` axis, scanned along with the inputs).
+        [`jrnn.unroll`][jrnn.unrolling.unroll] calls it only when it is given a ``key`` (training).
       train_step: with ``noise``: ``train_step(params, carry, x_t, seq_noise, step_noise_t)
         -> (carry, y_t)``, the training step given one step's slice of the noise
         (compute-dtype params and carry, unchecked).  ``step`` stays the evaluation (no
         key) form.
       affine: ``None`` for a cell whose step is not linear in its carry.  A cell with
         ``fast`` whose carry is ``RNNState(h)`` with an element-wise linear recurrence
-        (:func:`jrnn.mingru`, :func:`jrnn.minlstm`, :func:`jrnn.lru`) sets ``affine(params,
-        xa) ->`` :class:`LinearRecurrence` ``(a, b, log_space)``: for the projected
-        time-major inputs ``xa = fast.project(params, xs)`` (``[T, *batch, K]``,
-        compute-dtype params, unchecked) the coefficients of ``h_t = a_t * h_{t-1} + b_t``
-        for all steps, so that :func:`jrnn.unroll` (``method="newton"``, ``"quasi-newton"``
-        or ``"auto"``) can evaluate the sequence with ``jax.lax.associative_scan``.  The
-        step must compute the same recurrence (the outputs are ``fast.gates`` applied to
-        the carries the scan finds).  Wrappers that change the recurrence
-        (:func:`jrnn.zoneout`) drop it.
+        ([`jrnn.mingru`][jrnn.mincells.mingru], [`jrnn.minlstm`][jrnn.mincells.minlstm],
+        [`jrnn.lru`][jrnn.mincells.lru]) sets ``affine(params, xa) ->``
+        [`LinearRecurrence`][jrnn.base.LinearRecurrence] ``(a, b, log_space)``: for the projected
+        time-major inputs ``xa = fast.project(params, xs)`` (``[T, *batch, K]``, compute-dtype
+        params, unchecked) the coefficients of ``h_t = a_t * h_{t-1} + b_t`` for all steps, so that
+        [`jrnn.unroll`][jrnn.unrolling.unroll] (``method="newton"``, ``"quasi-newton"`` or
+        ``"auto"``) can evaluate the sequence with ``jax.lax.associative_scan``.  The step must
+        compute the same recurrence (the outputs are ``fast.gates`` applied to the carries the scan
+        finds).  Wrappers that change the recurrence ([`jrnn.zoneout`][jrnn.regularisers.zoneout])
+        drop it.
 
     Examples:
       >>> import jrnn
@@ -247,8 +251,8 @@ def kind_of(cell: Cell) -> str:
 
 
 def recur(fast: FastPath, params: Params, carry: Carry, xa_t: Array) -> tuple[Carry, Array]:
-    """One step of a :class:`FastPath` given the projected input ``xa_t`` (compute-dtype
-    params and carry).
+    """One step of a [`FastPath`][jrnn.base.FastPath] given the projected input ``xa_t``
+    (compute-dtype params and carry).
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

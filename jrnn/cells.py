@@ -1,8 +1,8 @@
 """Cell factories: the Elman RNN, the LSTM (with Graves' peepholes) and the GRU (both forms).
 
-Every factory returns a :class:`jrnn.Cell` of pure functions.  Parameters use the row-vector
-convention ``x @ w`` with fused gates (``w_ih [I, kH]``, ``w_hh [H, kH]``, ``b [kH]``); the
-equations below are the lecture's ("Deep Learning: Theory and Practice", Recurrent Neural
+Every factory returns a [`jrnn.Cell`][jrnn.base.Cell] of pure functions.  Parameters use the
+row-vector convention ``x @ w`` with fused gates (``w_ih [I, kH]``, ``w_hh [H, kH]``, ``b [kH]``);
+the equations below are the lecture's ("Deep Learning: Theory and Practice", Recurrent Neural
 Networks) written in that convention, so the lecture's ``U`` is ``w_ih.T`` and ``W`` is
 ``w_hh.T``.
 
@@ -15,7 +15,8 @@ invisibly at run time).
 the recurrent pre-activation of every gate block are normalised separately (per gate, over
 its ``H`` units), with learned gains ``ln_ih_scale``/``ln_hh_scale`` (initialised to 1) and
 the cell's bias ``b`` as the shift; the LSTM also normalises its cell state before the
-output activation (``ln_c_scale``, ``ln_c_bias``).  See :func:`block_layer_norm`.
+output activation (``ln_c_scale``, ``ln_c_bias``).  See
+[`block_layer_norm`][jrnn.cells.block_layer_norm].
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ LN_EPSILON = 1e-5
 def _activation(
     activation: Activation, where: str = "simple_rnn", arg: str = "activation"
 ) -> tuple[Callable, str]:
-    """``(fn, name)`` for a name in :data:`ACTIVATIONS` or an element-wise callable."""
+    """``(fn, name)`` for a name in [`ACTIVATIONS`][jrnn.cells.ACTIVATIONS] or an element-wise
+    callable."""
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
             raise ValueError(
@@ -96,8 +98,8 @@ def block_layer_norm(a: Array, scale: Array, blocks: int = 1) -> Array:
     r"""Ba et al.'s layer normalisation of each of ``blocks`` gate blocks, times a gain.
 
     ``a [..., blocks*H]`` is split into ``blocks`` blocks of ``H`` units; each block ``u``
-    becomes ``(u - mean(u)) / sqrt(var(u) + ε)`` (``ε =`` :data:`LN_EPSILON`, population
-    variance over the block's ``H`` units), then the whole is multiplied by
+    becomes ``(u - mean(u)) / sqrt(var(u) + ε)`` (``ε =`` [`LN_EPSILON`][jrnn.cells.LN_EPSILON],
+    population variance over the block's ``H`` units), then the whole is multiplied by
     ``scale [blocks*H]``.  There is no shift here: the cells add their bias ``b``.  The
     statistics are computed in float32 (or wider) when ``a`` is bfloat16/float16; the result
     has ``a``'s dtype.
@@ -162,11 +164,12 @@ def make_cell(
     recurrent_kernel: Callable[[Params], Array] = lambda params: params["w_hh"],
     diagonal: Callable[[FastPath], Any] | None = None,
 ) -> Cell:
-    """Builds a built-in :class:`Cell` from its :class:`FastPath` pieces and adds the checks.
+    """Builds a built-in [`Cell`][jrnn.base.Cell] from its [`FastPath`][jrnn.base.FastPath] pieces
+    and adds the checks.
 
     ``make_params(key, input_size, dtype)`` makes the parameters in ``dtype``; ``init``
     casts them to ``param_dtype``.  ``project`` defaults to ``xs @ w_ih + b``;
-    ``diagonal(fast)`` makes the step Jacobian's exact diagonal (:mod:`jrnn.diagonals`).
+    ``diagonal(fast)`` makes the step Jacobian's exact diagonal ([`jrnn.diagonals`][]).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -276,7 +279,7 @@ def simple_rnn(
         h_t = act(LN(x_t @ w_ih) * ln_ih_scale + b + LN(h_{t-1} @ w_hh) * ln_hh_scale)
 
     ``LN(u) = (u - mean(u)) / sqrt(var(u) + 1e-5)`` over the ``H`` units (see
-    :func:`jrnn.cells.block_layer_norm`).
+    [`jrnn.cells.block_layer_norm`][]).
 
     Args:
       hidden_size: ``H``.
@@ -291,9 +294,9 @@ def simple_rnn(
         ``w_hh [H, H]`` and ``b [H]``.
 
     Returns:
-      A :class:`Cell` with params ``{"w_ih": [I, H], "w_hh": [H, H], "b": [H]}`` (plus
+      A [`Cell`][jrnn.base.Cell] with params ``{"w_ih": [I, H], "w_hh": [H, H], "b": [H]}`` (plus
       ``"ln_ih_scale": [H], "ln_hh_scale": [H]`` with ``layer_norm``) and carry
-      :class:`RNNState` ``(h,)``.
+      [`RNNState`][jrnn.base.RNNState] ``(h,)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -406,7 +409,7 @@ def lstm(
       proj_size: ``P`` for a projected output (``None``: no projection).
       layer_norm: Ba et al.'s layer normalisation (above).
       gate_fn: the gates' squashing function ``σ`` (``"sigmoid"``, ``"hard_sigmoid"``, any
-        name of :data:`ACTIVATIONS`, or an element-wise callable).
+        name of [`ACTIVATIONS`][jrnn.cells.ACTIVATIONS], or an element-wise callable).
       activation: the candidate's and the output's function (``"tanh"``, ...).
       dtype, param_dtype: compute and storage dtypes.
       kernel_init, recurrent_init, peephole_init, proj_init: initialisers for
@@ -414,11 +417,12 @@ def lstm(
         ``w_proj [H, P]``.
 
     Returns:
-      A :class:`Cell` with params ``{"w_ih": [I, 4H], "w_hh": [H, 4H], "b": [4H]}`` (plus
+      A [`Cell`][jrnn.base.Cell] with params ``{"w_ih": [I, 4H], "w_hh": [H, 4H], "b": [4H]}`` (plus
       ``"w_peep": [3, H]``; with a projection ``w_hh`` is ``[P, 4H]`` plus
       ``"w_proj": [H, P]``; with ``layer_norm`` ``"ln_ih_scale": [4H]``,
       ``"ln_hh_scale": [4H]`` (gate blocks ``i, f, g, o``, init 1), ``"ln_c_scale": [H]``
-      (init 1) and ``"ln_c_bias": [H]`` (init 0)) and carry :class:`LSTMState` ``(h, c)``.
+      (init 1) and ``"ln_c_bias": [H]`` (init 0)) and carry [`LSTMState`][jrnn.base.LSTMState] ``(h,
+      c)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -543,11 +547,11 @@ def gru(
 
     ``σ`` is ``gate_fn`` and ``tanh`` is ``activation``.  ``z`` follows Cho's convention in
     both forms: ``z -> 1`` takes the new candidate.  PyTorch's update gate is ``1 - z``;
-    :mod:`jrnn.interop` negates that gate's weights and biases.
+    [`jrnn.interop`][] negates that gate's weights and biases.
 
     With ``layer_norm=True`` (Ba et al.'s layer normalisation applied to the GRU) each gate
     block's input and recurrent products are normalised separately, per gate over its ``H``
-    units (``LN`` as in :func:`jrnn.cells.block_layer_norm`; gains ``s = ln_ih_scale``,
+    units (``LN`` as in [`jrnn.cells.block_layer_norm`][]; gains ``s = ln_ih_scale``,
     ``u = ln_hh_scale``, blocks ``r, z, n``)::
 
         r_t = σ(LN(x_t @ w_ir) * s_r + b_r + LN(h_{t-1} @ w_hr) * u_r)     (z_t likewise)
@@ -560,17 +564,17 @@ def gru(
         the separate recurrent bias ``b_hn [H]``.
       layer_norm: Ba et al.'s layer normalisation (above).
       gate_fn: the gates' squashing function ``σ`` (``"sigmoid"``, ``"hard_sigmoid"``, any
-        name of :data:`ACTIVATIONS`, or an element-wise callable).
+        name of [`ACTIVATIONS`][jrnn.cells.ACTIVATIONS], or an element-wise callable).
       activation: the candidate's function (``"tanh"``, ...).
       dtype, param_dtype: compute and storage dtypes.
       kernel_init, recurrent_init, bias_init: initialisers for ``w_ih [I, 3H]``, each
         ``[H, H]`` block of ``w_hh``, and ``b [3H]`` (and ``b_hn``).
 
     Returns:
-      A :class:`Cell` with params ``{"w_ih": [I, 3H], "w_hh": [H, 3H], "b": [3H]}`` (plus
+      A [`Cell`][jrnn.base.Cell] with params ``{"w_ih": [I, 3H], "w_hh": [H, 3H], "b": [3H]}`` (plus
       ``"b_hn": [H]`` when ``reset_after``; plus ``"ln_ih_scale": [3H]``,
       ``"ln_hh_scale": [3H]``, gate blocks ``r, z, n``, init 1, with ``layer_norm``) and
-      carry :class:`RNNState` ``(h,)``.
+      carry [`RNNState`][jrnn.base.RNNState] ``(h,)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

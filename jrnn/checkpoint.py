@@ -9,28 +9,31 @@ a run killed mid-write leaves the previous checkpoint as the latest.  The last
 Integrity, checked twice:
 
 * the files: once Orbax has finished writing a step, a manifest of the size and SHA-256 of
-  every file in its folder is written next to them (:mod:`jrnn.checkpoint_manifest`).
-  :meth:`Checkpointer.restore` checks it with plain file reads *before* Orbax opens the
-  step, so a truncated, deleted, flipped or garbage file is found without any TensorStore
-  read of it (such reads fail asynchronously and print tracebacks of their own);
+  every file in its folder is written next to them ([`jrnn.checkpoint_manifest`][]).
+  [`Checkpointer.restore`][jrnn.checkpoint.Checkpointer.restore] checks it with plain file reads
+  *before* Orbax opens the step, so a truncated, deleted, flipped or garbage file is found without
+  any TensorStore read of it (such reads fail asynchronously and print tracebacks of their own);
 * the contents: every checkpoint carries a SHA-256 digest of what it holds (each array's
   dtype, shape and bytes, in the tree's order, and the metadata's canonical JSON), computed
-  from the host copies when :meth:`Checkpointer.save` is called and stored inside the
-  checkpoint's own JSON item.  :meth:`Checkpointer.restore` recomputes it from what it read
+  from the host copies when [`Checkpointer.save`][jrnn.checkpoint.Checkpointer.save] is called and
+  stored inside the checkpoint's own JSON item.
+  [`Checkpointer.restore`][jrnn.checkpoint.Checkpointer.restore] recomputes it from what it read
   (this also catches a template of another precision).
 
 A checkpoint that fails either check or cannot be read (an empty step folder, missing or
 garbage metadata) is skipped with a one-line ``warnings.warn`` and the next older one is
 tried.  A writable checkpointer moves the skipped ones to ``<directory>/corrupt/`` so that
-training can save those steps again.  When no checkpoint is good, :class:`CheckpointError`
-(a ``ValueError``) says why for each step.  Checkpoints written before manifests existed
-(or by a process killed between Orbax's write and the manifest) are opened by Orbax
-directly, and those written before digests existed are restored unverified.
+training can save those steps again.  When no checkpoint is good,
+[`CheckpointError`][jrnn.checkpoint.CheckpointError] (a ``ValueError``) says why for each step.
+Checkpoints written before manifests existed (or by a process killed between Orbax's write and the
+manifest) are opened by Orbax directly, and those written before digests existed are restored
+unverified.
 
 Saves are asynchronous (training goes on while the files are written).  The arrays are
-copied to host memory and the metadata is snapshotted before :meth:`Checkpointer.save`
-returns, so the caller may donate its buffers or mutate its dict at once.  Call
-:meth:`Checkpointer.wait` (or ``close``) before exiting: it also writes the manifests.
+copied to host memory and the metadata is snapshotted before
+[`Checkpointer.save`][jrnn.checkpoint.Checkpointer.save] returns, so the caller may donate its
+buffers or mutate its dict at once.  Call [`Checkpointer.wait`][jrnn.checkpoint.Checkpointer.wait]
+(or ``close``) before exiting: it also writes the manifests.
 
 Typed PRNG keys (``jax.random.key``) are stored as their raw ``key_data`` and rewrapped on
 restore from the template's key implementation.

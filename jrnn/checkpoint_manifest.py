@@ -1,6 +1,6 @@
 """The manifest of a checkpoint step: the size and SHA-256 of every file in its folder.
 
-:class:`jrnn.checkpoint.Checkpointer` writes ``<step>/jrnn_manifest.json`` once Orbax has
+[`jrnn.checkpoint.Checkpointer`][] writes ``<step>/jrnn_manifest.json`` once Orbax has
 finished writing the step, and checks it before Orbax opens the step on restore: a file that
 is missing, of another size or another SHA-256 marks the step as damaged with plain Python
 reads, so no TensorStore read of a damaged file is ever started (those fail asynchronously

@@ -1,17 +1,19 @@
 """The argument checks shared by every entry point.
 
-Every entry point (``cell.step``, :func:`jrnn.unroll`, ``stack.apply``, the models)
-checks its arguments with the functions below: :func:`check_params`, :func:`check_carry`,
-:func:`check_lengths`, :func:`check_resets`, :func:`check_bool`, ....  They read only shapes
-and dtypes, so they run once at trace time (and vanish from a jitted computation); a bad
-argument raises a ``ValueError``/``TypeError`` that names the function, the argument, the
-expected and the actual value.  Values are checked only where they are concrete: traced
-``lengths`` are clamped to ``[0, T]`` (see :func:`check_lengths`) and traced integer
-``resets`` count as set where nonzero (see :func:`check_resets`).
+Every entry point (``cell.step``, [`jrnn.unroll`][jrnn.unrolling.unroll], ``stack.apply``, the
+models) checks its arguments with the functions below: [`check_params`][jrnn.checks.check_params],
+[`check_carry`][jrnn.checks.check_carry], [`check_lengths`][jrnn.checks.check_lengths],
+[`check_resets`][jrnn.checks.check_resets], [`check_bool`][jrnn.checks.check_bool], ....  They read
+only shapes and dtypes, so they run once at trace time (and vanish from a jitted computation); a bad
+argument raises a ``ValueError``/``TypeError`` that names the function, the argument, the expected
+and the actual value.  Values are checked only where they are concrete: traced ``lengths`` are
+clamped to ``[0, T]`` (see [`check_lengths`][jrnn.checks.check_lengths]) and traced integer
+``resets`` count as set where nonzero (see [`check_resets`][jrnn.checks.check_resets]).
 
 The layouts a cell's parameters and carry must have come from the cell itself
-(``jax.eval_shape`` of its ``init`` and ``initial_carry``, :func:`param_layout`,
-:func:`carry_layout`), so they hold for a cell of your own as for the built-in ones.
+(``jax.eval_shape`` of its ``init`` and ``initial_carry``,
+[`param_layout`][jrnn.checks.param_layout], [`carry_layout`][jrnn.checks.carry_layout]), so they
+hold for a cell of your own as for the built-in ones.
 """
 
 from __future__ import annotations
@@ -306,12 +308,12 @@ def check_params(
 ) -> int | None:
     """Checks ``params`` against the layout ``cell.init`` makes; returns the input size.
 
-    The expected structure, shapes and floating dtypes come from :func:`param_layout`
-    (``jax.eval_shape`` of ``cell.init``).  Params that record their input size (a dict
-    with ``w_ih [input_size, K]``, as every built-in cell's) are checked against the layout
-    for that size, which is returned (the caller then checks its inputs against it).  For
-    any other cell the input size is the caller's (``input_size``, read from the inputs)
-    and is returned as given; without it, only the structure is checked.  Shapes only:
+    The expected structure, shapes and floating dtypes come from
+    [`param_layout`][jrnn.checks.param_layout] (``jax.eval_shape`` of ``cell.init``).  Params that
+    record their input size (a dict with ``w_ih [input_size, K]``, as every built-in cell's) are
+    checked against the layout for that size, which is returned (the caller then checks its inputs
+    against it).  For any other cell the input size is the caller's (``input_size``, read from the
+    inputs) and is returned as given; without it, only the structure is checked.  Shapes only:
     nothing is computed, so it is cheap and works on tracers.
 
     Raises:
@@ -664,7 +666,7 @@ def check_resets(
     values are checked where they are concrete: anything but 0/1 raises ``ValueError``.
     Under ``jax.jit`` (traced integers) values cannot be checked, so a nonzero value counts
     as set; with ``debug=True`` traced integers are instead checked by
-    ``jax.experimental.checkify`` (as for :func:`check_lengths`).
+    ``jax.experimental.checkify`` (as for [`check_lengths`][jrnn.checks.check_lengths]).
 
     Args:
       resets: bool or 0/1 int array of shape ``shape``.

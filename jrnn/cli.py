@@ -2,9 +2,9 @@
 ``jrnn decode DIR``, ``jrnn diagnose [DIR]`` and ``jrnn --version``.
 
 Parsing and dispatch only: the flags of ``jrnn train`` are generated from
-:class:`jrnn.app.Config` (``jrnn train --task T [--model M] --help`` shows that task's
-defaults), the work is done by :mod:`jrnn.app` (:func:`~jrnn.app.fit`,
-:func:`~jrnn.app.sample_run`, :func:`~jrnn.app.evaluate_run`, :func:`~jrnn.app.decode_run`).
+[`jrnn.app.Config`][jrnn.app.config.Config] (``jrnn train --task T [--model M] --help`` shows that
+task's defaults), the work is done by [`jrnn.app`][] (`fit`,
+`sample_run`, `evaluate_run`, `decode_run`).
 
 Exit codes: 0 done; 2 bad input (one line on stderr, before any file is touched or model
 built); 1 a non-finite loss stopped training (the last good checkpoint is kept); 130 Ctrl-C
@@ -195,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The ``jrnn`` command (console script and ``python -m jrnn``): :func:`main`, then an
+    """The ``jrnn`` command (console script and ``python -m jrnn``): `main`, then an
     immediate exit with its code.  First, where it helps, it starts itself again once with
-    huge pages for XLA:CPU's buffers (:mod:`jrnn.app.hugepages`; a user's setting is kept).
+    huge pages for XLA:CPU's buffers (`jrnn.app.hugepages`; a user's setting is kept).
 
-    Every file a command writes is closed before :func:`main` returns (checkpoints are
+    Every file a command writes is closed before `main` returns (checkpoints are
     waited for, metrics and plots written), so nothing is lost by skipping interpreter
     shutdown.  A damaged checkpoint is found by its manifest before Orbax opens it
-    (:mod:`jrnn.checkpoint`), so no failed TensorStore read is left to report anything.
+    ([`jrnn.checkpoint`][]), so no failed TensorStore read is left to report anything.
     An uncaught exception ends as usual, with its traceback.
     """
     restart_with_huge_pages()

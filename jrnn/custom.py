@@ -1,11 +1,13 @@
 """A cell of your own: three plain functions, and every feature of jrnn runs it.
 
-:func:`custom_cell` turns ``init``, ``step`` and (optionally) ``initial_carry`` into a
-:class:`jrnn.Cell`: :func:`jrnn.unroll` (lengths, reverse, resets, remat, Newton),
-:func:`jrnn.stack`, the models, :func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`,
-:mod:`jrnn.diagnostics`, the Flax modules and data-parallel training take it like a
-built-in cell.  Give it a :class:`jrnn.base.FastPath` to opt in to the hoisted input
-projection and the hand-structured backward pass of the built-in cells.
+[`custom_cell`][jrnn.custom.custom_cell] turns ``init``, ``step`` and (optionally) ``initial_carry``
+into a [`jrnn.Cell`][jrnn.base.Cell]: [`jrnn.unroll`][jrnn.unrolling.unroll] (lengths, reverse,
+resets, remat, Newton), [`jrnn.stack`][jrnn.stacks.stack], the models,
+[`jrnn.zoneout`][jrnn.regularisers.zoneout],
+[`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout], [`jrnn.diagnostics`][], the Flax
+modules and data-parallel training take it like a built-in cell.  Give it a [`jrnn.base.FastPath`][]
+to opt in to the hoisted input projection and the hand-structured backward pass of the built-in
+cells.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from jrnn.checks import (
 __all__ = ["custom_cell"]
 
 PROBE_INPUT_SIZE = 3
-"""The input size :func:`custom_cell` traces the user's functions at (shapes only, with
+"""The input size [`custom_cell`][jrnn.custom.custom_cell] traces the user's functions at (shapes
+only, with
 ``jax.eval_shape``) to find the sizes and to check that ``step`` keeps the carry's layout."""
 
 
@@ -91,7 +94,7 @@ def _same_layout(got: Any, want: Any) -> bool:
 
 def _layouts(name, init, initial_carry, step, fast, compute=None):
     """Traces the user's functions on shapes only: ``(params, carry, y)`` of one unbatched
-    step at :data:`PROBE_INPUT_SIZE` (in the compute dtype ``compute`` when given, as
+    step at `PROBE_INPUT_SIZE` (in the compute dtype ``compute`` when given, as
     ``cell.step`` runs it), with the contract checked on the way."""
     params = jax.eval_shape(lambda k: init(k, PROBE_INPUT_SIZE), jax.random.key(0))
     carry = jax.eval_shape(lambda p: initial_carry(p, ()), params)
@@ -167,7 +170,7 @@ def custom_cell(
     dtype: DType | None = None,
     config: tuple[tuple[str, Any], ...] = (),
 ) -> Cell:
-    r"""A :class:`jrnn.Cell` from your own functions: every feature of jrnn runs it.
+    r"""A [`jrnn.Cell`][jrnn.base.Cell] from your own functions: every feature of jrnn runs it.
 
     The contract is the built-in cells' own:
 
@@ -180,23 +183,24 @@ def custom_cell(
       parameters' dtype.
 
     At construction the three functions are traced on shapes only (``jax.eval_shape`` at
-    input size :data:`PROBE_INPUT_SIZE`, nothing is computed): ``step`` must return a carry
+    input size `PROBE_INPUT_SIZE`, nothing is computed): ``step`` must return a carry
     of exactly the layout (structure, shapes, dtypes) ``initial_carry`` makes, or a
     ``ValueError`` names the difference.  ``cell.step`` checks its arguments like a built-in
     cell's (the params against the layout ``init`` makes for the input's size, the carry
     against ``initial_carry``'s), casts them to the parameters' dtype, then calls ``step``.
 
     The cell then runs everywhere a built-in one does, with the same semantics:
-    :func:`jrnn.unroll` (``lengths``, ``reverse``, ``resets``, ``time_major``,
+    [`jrnn.unroll`][jrnn.unrolling.unroll] (``lengths``, ``reverse``, ``resets``, ``time_major``,
     ``return_carries``, every ``remat``, ``method="newton"``/``"quasi-newton"``, ``jit``,
-    ``vmap``, several batch axes), :func:`jrnn.stack` (layers, bidirectional, dropout),
-    every model factory, :func:`jrnn.zoneout` and :func:`jrnn.recurrent_dropout` (on a
-    carry with a field ``h``), :mod:`jrnn.diagnostics`, the Flax modules
-    (:mod:`jrnn.nn`) and data-parallel training.
+    ``vmap``, several batch axes), [`jrnn.stack`][jrnn.stacks.stack] (layers, bidirectional,
+    dropout), every model factory, [`jrnn.zoneout`][jrnn.regularisers.zoneout] and
+    [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout] (on a carry with a field ``h``),
+    [`jrnn.diagnostics`][], the Flax modules ([`jrnn.nn`][]) and data-parallel training.
 
-    Speed: without ``fast`` :func:`jrnn.unroll` runs ``step`` inside ``lax.scan`` and
+    Speed: without ``fast`` [`jrnn.unroll`][jrnn.unrolling.unroll] runs ``step`` inside ``lax.scan``
+        and
     differentiates it by autodiff (the built-in cells' default on CPU for most shapes).
-    With ``fast`` (a :class:`jrnn.base.FastPath` of ``project``, ``recurrent_kernel`` and
+    With ``fast`` (a [`jrnn.base.FastPath`][] of ``project``, ``recurrent_kernel`` and
     ``gates`` whose composition equals ``step``, on a carry with a field ``h``) it gets the
     built-in cells' machinery: the input projection hoisted out of the scan (one matmul for
     all time steps) and the hand-structured backward pass.
@@ -210,10 +214,10 @@ def custom_cell(
         the carry's ``h`` (or the carry's total size per sequence when it has no ``h``).
       output_size: the size of ``y_t``; default read from ``step``.
       name: the cell's name (its ``repr``).
-      fast: optional :class:`jrnn.base.FastPath` (above).
+      fast: optional [`jrnn.base.FastPath`][] (above).
       noise, train_step: optional, together: a stochastic cell's ``noise(key, params,
         xs_shape) -> (seq_noise, step_noise)`` and ``train_step(params, carry, x_t,
-        seq_noise, step_noise_t) -> (carry, y_t)`` (see :class:`jrnn.Cell`); ``step`` is
+        seq_noise, step_noise_t) -> (carry, y_t)`` (see [`jrnn.Cell`][jrnn.base.Cell]); ``step`` is
         then the evaluation form.
       affine: optional, with ``fast`` and a carry ``RNNState(h)``: ``affine(params, xa) ->``
         [`LinearRecurrence`][jrnn.base.LinearRecurrence], the coefficients of the
@@ -226,7 +230,7 @@ def custom_cell(
       config: the hyper-parameters as ``(name, value)`` pairs (``cell.config``).
 
     Returns:
-      A :class:`jrnn.Cell`.
+      A [`jrnn.Cell`][jrnn.base.Cell].
 
     Raises:
       TypeError: an argument that should be callable is not.

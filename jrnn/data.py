@@ -1,23 +1,24 @@
 """Text data for character-level language models: corpora, vocabulary and batching.
 
 Corpora
-    :func:`load_corpus` reads text (by default the running Python's standard-library
-    source, test suites excluded), splits off a held-out set (by file where there are
-    several files, else by characters), builds a :class:`CharVocab` from the training
-    part and encodes both parts into int32 id arrays.
+    [`load_corpus`][jrnn.data.load_corpus] reads text (by default the running Python's
+    standard-library source, test suites excluded), splits off a held-out set (by file where there
+    are several files, else by characters), builds a [`CharVocab`][jrnn.data.CharVocab] from the
+    training part and encodes both parts into int32 id arrays.
 
 Batching (all stateless: a batch is a pure function of its key or step index, so
 training resumes exactly from a step count)
-    * :func:`random_windows` -- uniformly random windows, ``[B, T+1]`` (jittable);
-    * :func:`stream_windows` -- ``B`` contiguous streams for truncated BPTT, window
-      ``index`` of each (jittable, ``index`` may be traced);
-    * :func:`eval_windows` -- deterministic windows covering a held-out array exactly
-      once, with per-row lengths so the held-out bits per character are exact.
+    * [`random_windows`][jrnn.data.random_windows] -- uniformly random windows, ``[B, T+1]``
+      (jittable);
+    * [`stream_windows`][jrnn.data.stream_windows] -- ``B`` contiguous streams for truncated BPTT,
+      window ``index`` of each (jittable, ``index`` may be traced);
+    * [`eval_windows`][jrnn.data.eval_windows] -- deterministic windows covering a held-out array
+      exactly once, with per-row lengths so the held-out bits per character are exact.
 
     A window of ``T+1`` ids gives ``inputs = w[:, :-1]`` and ``targets = w[:, 1:]``.
 
 The synthetic tasks (adding problem, copy memory, variable-length sequence tasks) live in
-:mod:`jrnn.seqtasks`.
+[`jrnn.seqtasks`][].
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_CHARS = 8_000_000
-"""Default cap on the number of characters :func:`load_corpus` reads."""
+"""Default cap on the number of characters [`load_corpus`][jrnn.data.load_corpus] reads."""
 
 _SNIFF_BYTES = 8192
 _MAX_REPLACEMENT_FRACTION = 0.01
@@ -67,9 +68,9 @@ class CharVocab:
     """A character vocabulary: id 0 is reserved for unknown characters.
 
     ``chars[i]`` has id ``i + 1``; ``size == len(chars) + 1``. Build one from training
-    text with :meth:`from_text` (or :meth:`from_counts`), save it with :meth:`to_json`
+    text with `from_text` (or `from_counts`), save it with `to_json`
     (a JSON-serialisable list of the characters, in id order) and restore it exactly
-    with :meth:`from_json`.
+    with `from_json`.
     """
 
     UNK_ID = 0
@@ -81,7 +82,7 @@ class CharVocab:
 
         Args:
           chars: distinct single characters, in id order.
-          unk: the character :meth:`decode` writes for id 0.
+          unk: the character [`decode`][jrnn.decode] writes for id 0.
         """
         if isinstance(chars, str):
             chars = list(chars)
@@ -121,7 +122,7 @@ class CharVocab:
 
     @classmethod
     def from_text(cls, text: str, min_count: int = 1, max_size: int | None = None) -> CharVocab:
-        """Builds a vocabulary from the characters of ``text`` (see :meth:`from_counts`)."""
+        """Builds a vocabulary from the characters of ``text`` (see `from_counts`)."""
         return cls.from_counts(_count_chars(text), min_count=min_count, max_size=max_size)
 
     @property
@@ -180,7 +181,7 @@ class CharVocab:
 
     @classmethod
     def from_json(cls, chars: Sequence[str]) -> CharVocab:
-        """Restores exactly the vocabulary that :meth:`to_json` returned."""
+        """Restores exactly the vocabulary that `to_json` returned."""
         if isinstance(chars, str) or not isinstance(chars, Sequence):
             raise TypeError(f"from_json expects a list of characters, got {type(chars).__name__}")
         return cls(list(chars))
@@ -202,7 +203,7 @@ class Corpus(NamedTuple):
     Attributes:
       train: int32 ``[N_train]`` training ids.
       val: int32 ``[N_val]`` held-out ids (may be empty when ``val_fraction == 0``).
-      vocab: the :class:`CharVocab` built from the training text only.
+      vocab: the [`CharVocab`][jrnn.data.CharVocab] built from the training text only.
       source: a human-readable description of where the text came from.
       train_files: the files (relative names) the training text came from.
       val_files: the files the held-out text came from.
@@ -312,7 +313,8 @@ def _encode_into(vocab: CharVocab, cps_list: list[np.ndarray]) -> np.ndarray:
 
 
 def _corpus_files(path: str | Path | None) -> tuple[list[Path], Path, str, bool]:
-    """``(files, base, source, skip_binary)`` of a corpus source (see :func:`load_corpus`)."""
+    """``(files, base, source, skip_binary)`` of a corpus source (see
+    [`load_corpus`][jrnn.data.load_corpus])."""
     if path is None:
         root = Path(sysconfig.get_paths()["stdlib"])
         source = f"Python {sys.version.split()[0]} standard library source at {root}"
@@ -381,8 +383,8 @@ def load_corpus(
 
     Sources:
       * ``None``: the running Python's standard-library source
-        (:func:`stdlib_source_files`), files taken in sorted order until ``max_chars``
-        characters (the last file is cut), split by file.
+        ([`stdlib_source_files`][jrnn.data.stdlib_source_files]), files taken in sorted order until
+        ``max_chars`` characters (the last file is cut), split by file.
       * a file: its UTF-8 text (undecodable bytes replaced), the last
         ``val_fraction`` of its characters held out.
       * a folder: every regular text file inside (recursive, sorted by relative path;
@@ -403,7 +405,7 @@ def load_corpus(
       max_vocab: optional cap on the vocabulary size (including the unknown id).
 
     Returns:
-      A :class:`Corpus` with int32 ``train`` ``[N_train]`` and ``val`` ``[N_val]``.
+      A [`Corpus`][jrnn.data.Corpus] with int32 ``train`` ``[N_train]`` and ``val`` ``[N_val]``.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -565,7 +567,8 @@ class EvalBatch(NamedTuple):
 
 
 def num_eval_batches(num_ids: int, batch_size: int, seq_len: int) -> int:
-    """Number of batches :func:`eval_windows` yields for ``num_ids`` ids without max_batches.
+    """Number of batches [`eval_windows`][jrnn.data.eval_windows] yields for ``num_ids`` ids without
+    max_batches.
 
     ``ceil(ceil((num_ids - 1) / batch_size) / seq_len)``.
     """
@@ -582,10 +585,10 @@ def eval_windows(
 
     The ``N - 1`` target positions are cut into ``B`` contiguous streams of nearly
     equal size (the first ``(N-1) % B`` streams get one more); batch ``k`` holds
-    window ``k`` of every stream. Windows are laid out like :func:`stream_windows`
-    (consecutive batches continue each row), so an evaluator may either start each
-    batch from a fresh state or carry the state across batches. Rows are padded with
-    id 0 past their end and described by ``lengths``; summing the masked per-token
+    window ``k`` of every stream. Windows are laid out like
+    [`stream_windows`][jrnn.data.stream_windows] (consecutive batches continue each row), so an
+    evaluator may either start each batch from a fresh state or carry the state across batches. Rows
+    are padded with id 0 past their end and described by ``lengths``; summing the masked per-token
     losses over all batches and dividing by ``sum(lengths)`` gives the exact mean.
 
     Unlike the training samplers, a held-out array shorter than ``seq_len`` is fine
@@ -598,7 +601,7 @@ def eval_windows(
       max_batches: stop after this many batches (each stream's prefix is covered).
 
     Yields:
-      :class:`EvalBatch` of NumPy arrays: ``windows`` int32 ``[B, T+1]`` and
+      [`EvalBatch`][jrnn.data.EvalBatch] of NumPy arrays: ``windows`` int32 ``[B, T+1]`` and
       ``lengths`` int32 ``[B]``.
     """
     _check_positive(batch_size=batch_size, seq_len=seq_len)

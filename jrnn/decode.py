@@ -1,4 +1,4 @@
-"""Decoding an :class:`jrnn.models.EncoderDecoder`: greedy, beam search, sampling.
+"""Decoding an `jrnn.models.EncoderDecoder`: greedy, beam search, sampling.
 
 All three run the decoder's pure ``step`` inside one traced loop (``lax.scan`` for greedy
 and sampling, ``lax.while_loop`` for beam search, which stops as soon as every beam has
@@ -20,7 +20,7 @@ Conventions shared by all three:
   length and score) or after ``max_len`` tokens; positions after the end hold ``model.pad``;
 * ``pad`` and ``bos`` are never emitted: their logits are masked out before the softmax,
   so the scores are log-probabilities under the distribution renormalised over the other
-  tokens (:func:`sequence_scores` scores any given target the same way);
+  tokens ([`sequence_scores`][jrnn.decode.sequence_scores] scores any given target the same way);
 * scores are sums of log-probabilities in float32.
 
 Beam search keeps ``k`` hypotheses per source; an ended hypothesis stays in the beam with
@@ -185,10 +185,11 @@ def num_hypotheses(model: EncoderDecoder, max_len: int) -> int:
 
     With ``E`` emittable tokens (all but ``pad`` and ``bos``), ``eos`` among them: every
     ``n < max_len`` other tokens followed by ``eos``, plus the ``(E - 1) ** max_len``
-    outputs cut at ``max_len``.  :func:`beam_search` never keeps more beams than this.
+    outputs cut at ``max_len``.  [`beam_search`][jrnn.decode.beam_search] never keeps more beams
+    than this.
 
     Args:
-      model: an :class:`jrnn.models.EncoderDecoder`.
+      model: an `jrnn.models.EncoderDecoder`.
       max_len: the most tokens per output.
 
     Returns:
@@ -252,15 +253,15 @@ def greedy_decode(
     """The most likely token at every step, fed back (``lax.scan`` over ``max_len`` steps).
 
     Args:
-      model: an :class:`jrnn.models.EncoderDecoder`.
+      model: an `jrnn.models.EncoderDecoder`.
       params: its parameters.
       src: source tokens ``[B, S]`` (or the vector ``[B, F]`` of a ``vec2seq`` model).
       src_lengths: int ``[B]`` source lengths (``None``: all ``S``).
       max_len: the most tokens to generate (static).
 
     Returns:
-      A :class:`Decoded`: ``tokens [B, max_len]``, ``lengths [B]``, ``scores [B]`` and, for
-      attention models, ``attention [B, max_len, S]``.
+      A [`Decoded`][jrnn.decode.Decoded]: ``tokens [B, max_len]``, ``lengths [B]``, ``scores [B]``
+      and, for attention models, ``attention [B, max_len, S]``.
 
     Raises:
       TypeError: ``model`` is not an ``EncoderDecoder``; non-integer ``src`` ids or lengths.
@@ -305,16 +306,18 @@ def sample_decode(
     model (temperature 1), whatever the sampling temperature.
 
     Args:
-      model, params, src, src_lengths, max_len: as in :func:`greedy_decode`.
+      model, params, src, src_lengths, max_len: as in [`greedy_decode`][jrnn.decode.greedy_decode].
       key: the PRNG key: the result is a pure function of it.
       temperature: ``>= 0``.
 
     Returns:
-      A :class:`Decoded` (shapes as in :func:`greedy_decode`).
+      A [`Decoded`][jrnn.decode.Decoded] (shapes as in
+      [`greedy_decode`][jrnn.decode.greedy_decode]).
 
     Raises:
-      TypeError: ``key`` is not a PRNG key; as :func:`greedy_decode`.
-      ValueError: a concrete negative ``temperature``; as :func:`greedy_decode`.  A traced
+      TypeError: ``key`` is not a PRNG key; as [`greedy_decode`][jrnn.decode.greedy_decode].
+      ValueError: a concrete negative ``temperature``; as
+          [`greedy_decode`][jrnn.decode.greedy_decode].  A traced
         negative temperature decodes greedily.
 
     Examples:
@@ -403,20 +406,20 @@ def beam_search(
     enough to hold every hypothesis is exhaustive search.
 
     Args:
-      model, params, src, src_lengths, max_len: as in :func:`greedy_decode`.
+      model, params, src, src_lengths, max_len: as in [`greedy_decode`][jrnn.decode.greedy_decode].
       beam_size: ``k >= 1`` (static).
       length_penalty: ``α >= 0`` of the length normalisation.
 
     Returns:
-      :class:`Beams`, best first: ``tokens [B, k, max_len]``, ``lengths``, ``scores`` and
-      ``normalized`` ``[B, k]`` with ``k = min(beam_size, num_hypotheses(model, max_len))``:
+      [`Beams`][jrnn.decode.Beams], best first: ``tokens [B, k, max_len]``, ``lengths``, ``scores``
+      and ``normalized`` ``[B, k]`` with ``k = min(beam_size, num_hypotheses(model, max_len))``:
       the beam is clamped to the number of distinct outputs the model can emit (e.g. ``3``
       for a 5-token vocabulary and ``max_len=1``), so every returned beam is a real
       hypothesis with a finite score (never a ``-inf`` filler).
 
     Raises:
       ValueError: ``beam_size < 1``, ``max_len < 1``, a concrete negative
-        ``length_penalty``; as :func:`greedy_decode`.
+        ``length_penalty``; as [`greedy_decode`][jrnn.decode.greedy_decode].
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -509,7 +512,7 @@ def sequence_scores(
     """Log-probability of given target sequences, scored as the decoders score them.
 
     Args:
-      model, params, src, src_lengths: as in :func:`greedy_decode`.
+      model, params, src, src_lengths: as in [`greedy_decode`][jrnn.decode.greedy_decode].
       tgt_out: int ``[B, T']``, the targets ``[y_1, ..., y_n, eos, pad...]``.
       tgt_lengths: int ``[B]``: ``n + 1`` (the ``eos`` included), or ``n`` for a target cut
         at the maximum length.
@@ -519,7 +522,8 @@ def sequence_scores(
       ``pad`` and ``bos`` masked as in decoding.
 
     Raises:
-      TypeError: non-integer ``tgt_out`` / ``tgt_lengths``; as :func:`greedy_decode`.
+      TypeError: non-integer ``tgt_out`` / ``tgt_lengths``; as
+          [`greedy_decode`][jrnn.decode.greedy_decode].
       ValueError: ``tgt_out`` not ``[B, T']``, ``tgt_lengths`` not ``[B]``; concrete target
         ids outside the target vocabulary or lengths outside ``[0, T']``.  Traced values are
         not checked: ids are clipped into the vocabulary and lengths into ``[0, T']``.

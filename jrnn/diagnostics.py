@@ -19,23 +19,27 @@ inputs, and for a model ([`jrnn.sequence_model`][jrnn.models.sequence_model],
 [`jrnn.seq2vec`][jrnn.models.seq2vec], [`jrnn.tagger`][jrnn.models.tagger]): the model's
 ``embed`` feeds its rnn and ``state_grad_norms``' loss reads the model's outputs:
 
-* :func:`state_grad_norms` -- ``‖∂L/∂h_t‖₂`` for every step, the total derivative of the loss
-  with respect to the hidden state where it leaves step ``t`` (the ``∇h(t)`` above), from one
-  backward pass; also per layer and direction of a :func:`jrnn.stack`.
+* [`state_grad_norms`][jrnn.diagnostics.state_grad_norms] -- ``‖∂L/∂h_t‖₂`` for every step, the
+  total derivative of the loss with respect to the hidden state where it leaves step ``t`` (the
+  ``∇h(t)`` above), from one backward pass; also per layer and direction of a
+  [`jrnn.stack`][jrnn.stacks.stack].
 * [`step_jacobian_norms`][jrnn.diagnostics.step_jacobian_norms] -- the spectral norm of
   each step Jacobian ``∂h_t/∂h_{t-1}``: exactly (the ``[H, H]`` matrix and its SVD) for
   small states, else by power iteration with ``jax.jvp``/``jax.vjp`` to a stated tolerance.
-* :func:`jacobian_product_norms` -- ``‖∂h_T/∂h_t‖₂`` and its growth rate, the finite-time
-  Lyapunov exponent ``log‖∂h_T/∂h_t‖₂ / (T - t)``.
-* :func:`gate_saturation` -- the fraction of saturated sigmoid gates and tanh units over time.
-* :func:`plot_grad_norms`, :func:`plot_jacobian_histograms`, :func:`plot_gate_saturation` --
-  matplotlib figures (matplotlib is imported only when a plot function is called).
+* [`jacobian_product_norms`][jrnn.diagnostics.jacobian_product_norms] -- ``‖∂h_T/∂h_t‖₂`` and its
+  growth rate, the finite-time Lyapunov exponent ``log‖∂h_T/∂h_t‖₂ / (T - t)``.
+* [`gate_saturation`][jrnn.diagnostics.gate_saturation] -- the fraction of saturated sigmoid gates
+  and tanh units over time.
+* [`plot_grad_norms`][jrnn.diagnostics.plot_grad_norms],
+  [`plot_jacobian_histograms`][jrnn.diagnostics.plot_jacobian_histograms],
+  [`plot_gate_saturation`][jrnn.diagnostics.plot_gate_saturation] -- matplotlib figures (matplotlib
+  is imported only when a plot function is called).
 
 Layout: ``xs`` is batch-first ``[*batch, T, input_size]`` (any number of leading batch axes)
-like :func:`jrnn.unroll`; ``lengths`` (int ``[*batch]``) marks steps ``t >= lengths`` as padding,
-which leave the carry untouched and output zeros, and every per-step result is zero there.
-Time indices are 0-based: ``h_t`` is the hidden state after reading ``xs[..., t, :]``, and
-``h_T`` below means the state after the last valid step ``t = lengths - 1``.
+like [`jrnn.unroll`][jrnn.unrolling.unroll]; ``lengths`` (int ``[*batch]``) marks steps ``t >=
+lengths`` as padding, which leave the carry untouched and output zeros, and every per-step result is
+zero there. Time indices are 0-based: ``h_t`` is the hidden state after reading ``xs[..., t, :]``,
+and ``h_T`` below means the state after the last valid step ``t = lengths - 1``.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ def _model_parts(target: Any, params: Any, xs: Any, where: str):
 
 
 def _prepare(cell: Cell, params, xs, carry, lengths, where: str) -> Prepared:
-    """:func:`jrnn.unroll`'s own preparation (checks, compute dtype, time-major, mask)."""
+    """[`jrnn.unroll`][jrnn.unrolling.unroll]'s own preparation (checks, compute dtype, time-major,
+    mask)."""
     return prepare(cell, params, xs, carry, lengths, None, None, Options(), where=where)
 
 
@@ -131,7 +136,7 @@ def _state(carry: Carry) -> Any:
 
 
 def _add_to_state(carry: Carry, y_t: Array, e_t: Any) -> tuple[Carry, Array]:
-    """``carry`` with the perturbation ``e_t`` added to its state (:func:`_state`), and
+    """``carry`` with the perturbation ``e_t`` added to its state (`_state`), and
     ``y_t`` with the perturbation of the leaf it is (the output of every built-in cell is
     its ``h``); an output computed apart from the carry is left as it is."""
     if hasattr(carry, "h"):
@@ -146,7 +151,7 @@ def _add_to_state(carry: Carry, y_t: Array, e_t: Any) -> tuple[Carry, Array]:
 
 
 def _perturbed_scan(cell: Cell, prep: Prepared, eps: Any, reverse: bool = False):
-    """Runs ``cell`` over ``prep.xs`` adding ``eps[t]`` to the state (:func:`_state`; and to
+    """Runs ``cell`` over ``prep.xs`` adding ``eps[t]`` to the state (`_state`; and to
     ``y_t`` where it is that state) right after step ``t``.  Returns time-major ``(ys,
     carries_before_each_step, carry_T)``; with ``reverse`` every time-indexed array (``xs``,
     ``eps``, the outputs) is indexed by input position, the scan reading each sequence from
@@ -223,12 +228,13 @@ def state_grad_norms(
     ``h_t``, as for every built-in cell).  For the LSTM this is the derivative with respect
     to ``h`` with ``c`` held (``c_t``'s own path to the loss continues through the next
     steps); with ``proj_size=P``, ``h`` is the ``[*batch, P]`` projected state.  A cell of
-    your own (:func:`jrnn.custom_cell`) whose carry has no field ``h`` is perturbed in
-    every leaf of its carry, and the norm is taken over all of them; an output ``y_t`` that
-    is not one of the carry's leaves counts through the later steps only.
+    your own ([`jrnn.custom_cell`][jrnn.custom.custom_cell]) whose carry has no field ``h`` is
+    perturbed in every leaf of its carry, and the norm is taken over all of them; an output ``y_t``
+    that is not one of the carry's leaves counts through the later steps only.
 
     Args:
-      cell: a :class:`jrnn.Cell` (any, built-in or your own), or a :class:`jrnn.Stack`
+      cell: a [`jrnn.Cell`][jrnn.base.Cell] (any, built-in or your own), or a
+          [`jrnn.Stack`][jrnn.stacks.Stack]
         (evaluated without dropout), or a model
         ([`jrnn.sequence_model`][jrnn.models.sequence_model], [`jrnn.seq2vec`][jrnn.models.seq2vec],
         [`jrnn.tagger`][jrnn.models.tagger]) over either: its rnn is measured, fed by the model's
@@ -300,7 +306,7 @@ def state_grad_norms(
 
 
 def _zero_perturbation(prep: Prepared) -> Any:
-    """Zeros ``[T, *batch, ...]`` shaped like the state (:func:`_state`) at every step."""
+    """Zeros ``[T, *batch, ...]`` shaped like the state (`_state`) at every step."""
     zeros = lambda a: jnp.zeros((prep.num_steps, *a.shape), a.dtype)
     return jax.tree.map(zeros, _state(prep.carry))
 
@@ -533,7 +539,8 @@ def step_jacobian_norms(
 
 @exportable
 class JacobianProducts(NamedTuple):
-    """Norms of the long-range Jacobians ``∂h_T/∂h_t`` (see :func:`jacobian_product_norms`).
+    """Norms of the long-range Jacobians ``∂h_T/∂h_t`` (see
+    [`jacobian_product_norms`][jrnn.diagnostics.jacobian_product_norms]).
 
     Attributes:
       norms: ``[*batch, T]``, ``‖∂h_T/∂h_t‖₂`` (1 at ``t = T``, 0 on padding).
@@ -577,7 +584,7 @@ def jacobian_product_norms(
       carry: optional initial carry (default zeros).
 
     Returns:
-      :class:`JacobianProducts` of two ``[*batch, T]`` arrays.
+      [`JacobianProducts`][jrnn.diagnostics.JacobianProducts] of two ``[*batch, T]`` arrays.
 
     Examples:
       With ``w_hh = 0.5 I`` and the identity activation ``∂h_T/∂h_t = 0.5^{T-t} I``, so the
@@ -640,7 +647,7 @@ def _basis(tree: Any, nb: int) -> Any:
 
 
 def _identity_rows(carry: Carry, nb: int) -> Carry:
-    """Cotangents of the whole carry, one per number of the state (:func:`_state`), ``P``
+    """Cotangents of the whole carry, one per number of the state (`_state`), ``P``
     of them on a leading axis: row ``r`` is 1 at the state's ``r``-th number of every batch
     element and 0 elsewhere."""
     state_rows = _basis(_state(carry), nb)
@@ -663,7 +670,7 @@ def _state_matrix(rows: Carry, nb: int) -> Array:
 
 @exportable
 class GateSaturation(NamedTuple):
-    """Saturation of one gate over time (see :func:`gate_saturation`).
+    """Saturation of one gate over time (see [`gate_saturation`][jrnn.diagnostics.gate_saturation]).
 
     Attributes:
       kind: the gate's function: ``"sigmoid"`` or ``"hard_sigmoid"`` (values in ``[0, 1]``),
@@ -808,8 +815,8 @@ def gate_saturation(
     custom callable (its range is unknown), raises ``ValueError``.
 
     Args:
-      cell: a built-in :class:`jrnn.Cell` (``simple_rnn``, ``lstm``, ``gru``; any
-        ``layer_norm``, ``gate_fn`` and ``activation`` of :data:`jrnn.cells.ACTIVATIONS`),
+      cell: a built-in [`jrnn.Cell`][jrnn.base.Cell] (``simple_rnn``, ``lstm``, ``gru``; any
+        ``layer_norm``, ``gate_fn`` and ``activation`` of [`jrnn.cells.ACTIVATIONS`][]),
         or a model over one (its rnn, fed by its ``embed``).
       params: its parameters (a model's: ``model.init``'s dict).
       xs: ``[*batch, T, input_size]`` (a model's inputs).
@@ -906,7 +913,8 @@ def plot_grad_norms(
     """Gradient norm over time on a log axis, one line per cell.
 
     Args:
-      curves: ``{label: [T] or [*batch, T]}`` (e.g. from :func:`state_grad_norms`); with
+      curves: ``{label: [T] or [*batch, T]}`` (e.g. from
+          [`state_grad_norms`][jrnn.diagnostics.state_grad_norms]); with
         batch axes the geometric mean over the batch is drawn.
       ax: a matplotlib ``Axes`` to draw into (default: a new figure).
       title, ylabel: labels.
@@ -935,8 +943,9 @@ def plot_grad_norms(
 def plot_jacobian_histograms(
     norms: Mapping[str, Any], *, bins: int = 40, ax: Any = None, title: str | None = None
 ) -> Any:
-    """Histograms of step-Jacobian spectral norms (from :func:`step_jacobian_norms`), one per
-    cell, with the critical value 1 marked (padding zeros are left out).
+    """Histograms of step-Jacobian spectral norms (from
+    [`step_jacobian_norms`][jrnn.diagnostics.step_jacobian_norms]), one per cell, with the critical
+    value 1 marked (padding zeros are left out).
 
     Args:
       norms: ``{label: array of norms, any shape}``.
@@ -968,10 +977,11 @@ def plot_jacobian_histograms(
 def plot_gate_saturation(
     saturation: Mapping[str, GateSaturation], *, ax: Any = None, title: str | None = None
 ) -> Any:
-    """Heat-map of gate saturation over time: one row per gate and side (``low``/``high``).
+    """Heat-map of gate saturation over time: one row per gate and side (``low``/``high``),
+    white where no unit saturates, dark red where all do, with its colour bar.
 
     Args:
-      saturation: the result of :func:`gate_saturation`.
+      saturation: the result of [`gate_saturation`][jrnn.diagnostics.gate_saturation].
       ax: a matplotlib ``Axes`` (default: a new figure).
       title: optional title.
 
@@ -979,6 +989,7 @@ def plot_gate_saturation(
       The matplotlib ``Figure``.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
 
     rows, labels = [], []
     for name, s in saturation.items():
@@ -989,12 +1000,18 @@ def plot_gate_saturation(
         fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.2))
     else:
         fig = ax.figure
+    # white where nothing saturates, dark red where everything does; the square-root scale
+    # keeps a few per cent visible (a linear dark-to-light map drew a healthy cell all black)
     im = ax.imshow(
-        np.stack(rows), aspect="auto", vmin=0.0, vmax=1.0, cmap="magma", interpolation="nearest"
+        np.stack(rows),
+        aspect="auto",
+        norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0),
+        cmap="YlOrRd",
+        interpolation="nearest",
     )
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("time step t")
     if title:
         ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="fraction saturated")
+    fig.colorbar(im, ax=ax, label="fraction saturated (square-root scale)")
     return fig

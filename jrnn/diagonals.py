@@ -1,8 +1,8 @@
 r"""Exact diagonals of step Jacobians, for quasi-Newton (``unroll(method="quasi-newton")``).
 
-A cell's :class:`jrnn.base.FastPath` may carry ``diagonal(params, carry, xa_t) -> [D]``,
+A cell's [`jrnn.base.FastPath`][] may carry ``diagonal(params, carry, xa_t) -> [D]``,
 the diagonal of ``∂s_t/∂s_{t-1}`` on the flat carry ``s`` (fields in order, e.g. the
-LSTM's ``[h, c]``) of one sequence.  Without one, :func:`jrnn.newton.jacobian_diagonal`
+LSTM's ``[h, c]``) of one sequence.  Without one, [`jrnn.newton.jacobian_diagonal`][]
 takes ``D`` Jacobian-vector products.  The built-in cells use the two below.
 """
 

@@ -1,8 +1,8 @@
 """Encoder-decoders: sequence to sequence (with or without attention) and vector to sequence.
 
-Both share one decoding interface (:class:`EncoderDecoder`: ``encode``, ``start``, ``step``)
-used by greedy, beam and sampled decoding in :mod:`jrnn.decode`.  Re-exported by
-:mod:`jrnn.models`.
+Both share one decoding interface (`EncoderDecoder`: ``encode``, ``start``, ``step``)
+used by greedy, beam and sampled decoding in [`jrnn.decode`][].  Re-exported by
+[`jrnn.models`][].
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class EncoderDecoder(NamedTuple):
     """A conditional generator: an encoder, then a decoder fed its previous token.
 
     ``seq2seq`` (with or without attention) and ``vec2seq`` both return one, so greedy,
-    beam and sampled decoding (:mod:`jrnn.decode`) work with either.
+    beam and sampled decoding ([`jrnn.decode`][]) work with either.
 
     Attributes:
       init: ``init(key) -> params``.
@@ -49,7 +49,7 @@ class EncoderDecoder(NamedTuple):
       src_size: feature size of vector inputs (``None`` for token inputs).
       tgt_vocab: target vocabulary ``V``.
       pad, bos, eos: the target's special ids (decoding never emits ``pad`` or ``bos``).
-      attention: the :class:`jrnn.attention.Attention`, or ``None``.
+      attention: the [`jrnn.attention.Attention`][], or ``None``.
       name: a short description.
     """
 
@@ -205,8 +205,9 @@ def seq2seq(
     mask comes from ``src_lengths`` (encoder lengths and attention mask).
 
     Args:
-      encoder: a :class:`jrnn.Cell` or :class:`jrnn.Stack` (outputs ``E = D * H_enc``).
-      decoder: the decoder :class:`jrnn.Cell` (``H_dec``).
+      encoder: a [`jrnn.Cell`][jrnn.base.Cell] or [`jrnn.Stack`][jrnn.stacks.Stack] (outputs ``E = D
+          * H_enc``).
+      decoder: the decoder [`jrnn.Cell`][jrnn.base.Cell] (``H_dec``).
       src_vocab, tgt_vocab: vocabulary sizes.
       embed_size: width of both token embeddings (``None``: one-hot).
       attention: ``None``, ``"additive"`` (Bahdanau), ``"dot"`` or ``"general"`` (Luong).
@@ -220,7 +221,7 @@ def seq2seq(
       param_dtype: storage dtype of embeddings, bridge, attention and readout.
 
     Returns:
-      An :class:`EncoderDecoder`: ``apply(params, src, tgt_in, *, src_lengths=None,
+      An `EncoderDecoder`: ``apply(params, src, tgt_in, *, src_lengths=None,
       key=None, sample_prob=0.0) -> (logits, ModelAux(carry, attention))``.
 
     Examples:
@@ -419,7 +420,7 @@ def vec2seq(
         s_0 = tanh(v @ w + b) or 0,    s_t = cell(s_{t-1}, [E y_{t-1}, v]),   o_t = c + V s_t
 
     Args:
-      decoder: the generator's :class:`jrnn.Cell`.
+      decoder: the generator's [`jrnn.Cell`][jrnn.base.Cell].
       input_size: size of the conditioning vector.
       tgt_vocab: output vocabulary ``V``.
       embed_size: token embedding width (``None``: one-hot).
@@ -429,9 +430,9 @@ def vec2seq(
       param_dtype: storage dtype.
 
     Returns:
-      An :class:`EncoderDecoder` whose "source" is the vector: ``apply(params, v, tgt_in)
+      An `EncoderDecoder` whose "source" is the vector: ``apply(params, v, tgt_in)
       -> (logits, ModelAux(carry))``, ``encode(params, v)``; decode it with
-      :mod:`jrnn.decode`.
+      [`jrnn.decode`][].
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

@@ -1,40 +1,41 @@
 """Trained models out of jrnn: serialized StableHLO artifacts with symbolic batch and time,
 their JSON signature, and the one-step function a server streams with.
 
-A model's inference is first made a :class:`Served` function: a pure function of named
-arrays, the parameters inside it as constants, returning a flat tuple of named arrays (so
+A model's inference is first made a [`Served`][jrnn.export.Served] function: a pure function of
+named arrays, the parameters inside it as constants, returning a flat tuple of named arrays (so
 the artifact's inputs and outputs are plain arrays, and whoever runs it needs neither jrnn
 nor its types):
 
-* :func:`inference`: the whole sequence. A :class:`jrnn.models.Model`
+* [`inference`][jrnn.export.inference]: the whole sequence. A [`jrnn.models.Model`][]
   (``sequence_model``, ``seq2vec``, ``tagger``): ``tokens [batch, time]`` (or
   ``inputs [batch, time, F]``) and ``lengths [batch]`` -> ``outputs`` and the final carry's
-  leaves; an :class:`jrnn.models.EncoderDecoder`: ``source [batch, source_time]`` and
+  leaves; an `jrnn.models.EncoderDecoder`: ``source [batch, source_time]`` and
   ``source_lengths`` (or ``vector [batch, F]``) -> the greedy decoding's ``tokens
-  [batch, max_len]``, ``lengths``, ``scores``; a :class:`jrnn.models.FeedbackModel`: the
+  [batch, max_len]``, ``lengths``, ``scores``; a `jrnn.models.FeedbackModel`: the
   free-running ``outputs``.
-* :func:`streaming`: one step of a :class:`jrnn.models.Model`, ``(carry, token_t) ->
+* [`streaming`][jrnn.export.streaming]: one step of a [`jrnn.models.Model`][], ``(carry, token_t) ->
   (carry, output_t)``, with the initial carry of one sequence, so a server feeds one token
   (or one frame) at a time; its outputs equal the whole-sequence call's.
 
-:func:`stablehlo` exports a :class:`Served` with ``jax.export`` (``batch`` and ``time``
-symbolic) into an :class:`Artifact`: the serialized bytes and the signature
-``{"inputs": [{"name", "dtype", "shape"}], "outputs": [...]}``, symbolic dimensions as
-strings. :func:`save` writes ``PATH`` and ``PATH.json``; JAX alone runs it::
+[`stablehlo`][jrnn.export.stablehlo] exports a [`Served`][jrnn.export.Served] with ``jax.export``
+(``batch`` and ``time`` symbolic) into an [`Artifact`][jrnn.export.Artifact]: the serialized bytes
+and the signature ``{"inputs": [{"name", "dtype", "shape"}], "outputs": [...]}``, symbolic
+dimensions as strings. [`save`][jrnn.export.save] writes ``PATH`` and ``PATH.json``; JAX alone runs
+it::
 
     exported = jax.export.deserialize(open(PATH, "rb").read())
     outputs = exported.call(*inputs)          # in the signature's order
 
-:func:`onnx` builds an ONNX file of a :class:`jrnn.models.Model` instead, from ONNX's
-native ``RNN``/``LSTM``/``GRU`` operators (:mod:`jrnn.onnx_graph`): the same inputs and
-outputs as :func:`inference`'s, for onnxruntime and the other ONNX runtimes::
+[`onnx`][jrnn.export.onnx] builds an ONNX file of a [`jrnn.models.Model`][] instead, from ONNX's
+native ``RNN``/``LSTM``/``GRU`` operators ([`jrnn.onnx_graph`][]): the same inputs and
+outputs as [`inference`][jrnn.export.inference]'s, for onnxruntime and the other ONNX runtimes::
 
     session = onnxruntime.InferenceSession(open(PATH, "rb").read())
     outputs = session.run(None, {"tokens": tokens, "lengths": lengths})
 
 Each signature says its ``"format"`` (``"stablehlo"`` or ``"onnx"``).  Serialization needs
-``flatbuffers`` and :func:`onnx` needs ``onnx``; ``pip install "jrnn[export]"`` installs
-both, and ``onnxruntime`` to run the ONNX files.
+``flatbuffers`` and [`onnx`][jrnn.export.onnx] needs ``onnx``; ``pip install "jrnn[export]"``
+installs both, and ``onnxruntime`` to run the ONNX files.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Served(NamedTuple):
 
     Attributes:
       fn: ``fn(*inputs) -> tuple of outputs``, in the orders below.
-      inputs: the :class:`Port` of each argument.
+      inputs: the [`Port`][jrnn.export.Port] of each argument.
       outputs: the name of each returned array.
       initial_carry: for a streaming step, ``{name: array}`` of one sequence's initial
         carry (a server broadcasts it over its batch); else ``None``.
@@ -137,8 +138,8 @@ def inference(model: Any, params: Params, *, max_len: int | None = None) -> Serv
     """The whole-sequence inference of ``model`` with ``params`` (see the module).
 
     Args:
-      model: a :class:`jrnn.models.Model`, :class:`jrnn.models.EncoderDecoder` or
-        :class:`jrnn.models.FeedbackModel`.
+      model: a [`jrnn.models.Model`][], `jrnn.models.EncoderDecoder` or
+        `jrnn.models.FeedbackModel`.
       params: its parameters.
       max_len: the number of tokens an encoder-decoder generates (required for one).
 
@@ -198,7 +199,7 @@ def streaming(model: Model, params: Params) -> Served:
     Fed a sequence one step at a time from the initial carry, the outputs are the
     whole-sequence call's outputs at each step (``readout="all"``; with ``"last"`` each
     step's output is the readout of the sequence ending there).  Only a
-    :class:`jrnn.models.Model` whose recurrence runs forward (not a bidirectional stack)
+    [`jrnn.models.Model`][] whose recurrence runs forward (not a bidirectional stack)
     and whose readout is ``"all"`` or ``"last"`` streams.
 
     Examples:
@@ -279,13 +280,13 @@ def stablehlo(served: Served, *, vjp_order: int = 0) -> Artifact:
     """``served`` exported by ``jax.export`` with its symbolic dimensions, serialized.
 
     Args:
-      served: from :func:`inference` or :func:`streaming`.
+      served: from [`inference`][jrnn.export.inference] or [`streaming`][jrnn.export.streaming].
       vjp_order: how many orders of derivatives the artifact carries (``jax.grad`` through
         ``Exported.call`` needs 1).
 
     Returns:
-      the :class:`Artifact`: its ``data`` is what ``jax.export.deserialize`` reads; the
-      ``signature`` names, dtypes and shapes of its inputs and outputs (symbolic dimensions
+      the [`Artifact`][jrnn.export.Artifact]: its ``data`` is what ``jax.export.deserialize`` reads;
+      the ``signature`` names, dtypes and shapes of its inputs and outputs (symbolic dimensions
       as strings), and for a streaming step the initial carry of one sequence.
 
     Examples:
@@ -316,39 +317,42 @@ def stablehlo(served: Served, *, vjp_order: int = 0) -> Artifact:
 def onnx(model: Model, params: Params, *, streaming: bool = False) -> Artifact:
     """``model``'s whole-sequence inference (or, ``streaming``, its one-step function) as
     an ONNX file built from ONNX's native recurrent operators (opset 17;
-    :mod:`jrnn.onnx_graph`).
+    [`jrnn.onnx_graph`][]).
 
-    Its inputs and outputs are :func:`inference`'s: ``tokens int32 [batch, time]`` (or
-    ``inputs float32 [batch, time, F]``) and ``lengths int32 [batch]`` -> ``outputs
-    [batch, time, O]`` and the final carry's leaves (``carry.h``, ``carry.c``,
+    Its inputs and outputs are [`inference`][jrnn.export.inference]'s: ``tokens int32
+    [batch, time]`` (or ``inputs float32 [batch, time, F]``) and ``lengths int32 [batch]`` ->
+    ``outputs [batch, time, O]`` and the final carry's leaves (``carry.h``, ``carry.c``,
     ``carry.<layer>.<direction>.h``, ...), ``batch`` and ``time`` symbolic.  With
-    ``streaming``, :func:`streaming`'s: the carry's leaves and ``token int32 [batch]`` (or
-    ``input float32 [batch, F]``) -> the next carry's leaves, named ``next.carry.h``, ...
-    (ONNX names each value once), and ``output [batch, O]``; the signature carries the
-    initial carry of one sequence, as :func:`stablehlo`'s does.
+    ``streaming``, [`streaming`][jrnn.export.streaming]'s: the carry's leaves and ``token int32
+    [batch]`` (or ``input float32 [batch, F]``) -> the next carry's leaves, named ``next.carry.h``,
+    ... (ONNX names each value once), and ``output [batch, O]``; the signature carries the
+    initial carry of one sequence, as [`stablehlo`][jrnn.export.stablehlo]'s does.
 
-    Covered (everything else raises, naming it, and points to :func:`stablehlo`):
+    Covered (everything else raises, naming it, and points to [`stablehlo`][jrnn.export.stablehlo]):
 
-    * models: :func:`jrnn.sequence_model` with ``readout="all"`` and :func:`jrnn.tagger`,
-      token inputs (an embedding table or one-hot) or float inputs, float32;
-    * the recurrence: :func:`jrnn.simple_rnn` (``activation`` tanh or relu) -> ``RNN``;
-      :func:`jrnn.lstm` (peepholes or not; sigmoid and tanh) -> ``LSTM``; :func:`jrnn.gru`
-      (``reset_after`` False or True; sigmoid and tanh) -> ``GRU``; a single cell or a
-      :func:`jrnn.stack` of one (any ``num_layers``, ``bidirectional``);
+    * models: [`jrnn.sequence_model`][jrnn.models.sequence_model] with ``readout="all"`` and
+      [`jrnn.tagger`][jrnn.models.tagger], token inputs (an embedding table or one-hot) or float
+      inputs, float32;
+    * the recurrence: [`jrnn.simple_rnn`][jrnn.cells.simple_rnn] (``activation`` tanh or relu) ->
+      ``RNN``; [`jrnn.lstm`][jrnn.cells.lstm] (peepholes or not; sigmoid and tanh) -> ``LSTM``;
+      [`jrnn.gru`][jrnn.cells.gru] (``reset_after`` False or True; sigmoid and tanh) -> ``GRU``; a
+      single cell or a [`jrnn.stack`][jrnn.stacks.stack] of one (any ``num_layers``,
+      ``bidirectional``);
     * refused: ``layer_norm``, ``proj_size``, other gate or activation functions, other
       dtypes, zoneout and recurrent-dropout wrappers, custom cells, minGRU / minLSTM /
       LRU, readouts ``"last"``/``"mean"``/``"max"``, encoder-decoders, feedback models.
 
     Args:
-      model: a :class:`jrnn.models.Model`.
+      model: a [`jrnn.models.Model`][].
       params: its parameters.
       streaming: the one-step function instead of the whole sequence (a model read in one
         direction).
 
     Returns:
-      the :class:`Artifact`: ``data`` the ONNX file's bytes (``onnxruntime`` runs it; no
-      JAX needed), ``signature`` as :func:`stablehlo`'s with ``"format": "onnx"``.
-      :func:`save` writes it; :func:`load` is for StableHLO only.
+      the [`Artifact`][jrnn.export.Artifact]: ``data`` the ONNX file's bytes (``onnxruntime`` runs
+      it; no JAX needed), ``signature`` as [`stablehlo`][jrnn.export.stablehlo]'s with ``"format":
+      "onnx"``. [`save`][jrnn.export.save] writes it; [`load`][jrnn.export.load] is for StableHLO
+      only.
 
     Examples:
       >>> import jax, jrnn, numpy as np, onnxruntime

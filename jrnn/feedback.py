@@ -1,7 +1,7 @@
 """The lecture's teacher forcing networks: recurrence through the model's own previous output.
 
 Trained with teacher forcing (the true ``y(t-1)`` fed back), run free at test time (its own
-prediction fed back), optionally with scheduled sampling.  Re-exported by :mod:`jrnn.models`.
+prediction fed back), optionally with scheduled sampling.  Re-exported by [`jrnn.models`][].
 """
 
 from __future__ import annotations
@@ -91,13 +91,13 @@ def output_recurrent(
       hidden_size: ``H``.
       vocab_size, input_size: token inputs ``[B, T]`` or float inputs ``[B, T, I]``.
       embed_size: embedding width of token inputs (``None``: one-hot).
-      cell: ``None`` for (a); a :class:`jrnn.Cell` for (b).
+      cell: ``None`` for (a); a [`jrnn.Cell`][jrnn.base.Cell] for (b).
       start: the class fed as ``y(0)`` (e.g. a BOS id), in ``[0, C)``.
       dtype: compute dtype (``None``: ``param_dtype``).
       param_dtype: storage dtype.
 
     Returns:
-      A :class:`FeedbackModel`.  Params: ``{"embed"?, "w_xh" [I, H], "w_yh" [C, H],
+      A `FeedbackModel`.  Params: ``{"embed"?, "w_xh" [I, H], "w_yh" [C, H],
       "b" [H], "w_ho" [H, C], "b_o" [C]}`` for (a); ``{"embed"?, "cell", "w_ho", "b_o"}``
       for (b).  Causal: padding after a sequence's end does not change its valid outputs.
       ``apply`` returns ``(logits, ModelAux(carry=...))``: the cell's final carry for (b),

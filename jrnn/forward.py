@@ -1,11 +1,12 @@
-"""The sequential forward pass of :func:`jrnn.unroll`: one ``lax.scan`` over time.
+"""The sequential forward pass of [`jrnn.unroll`][jrnn.unrolling.unroll]: one ``lax.scan`` over
+time.
 
 One scan body serves every cell and every strategy: a step reads the carry (replaced by
 the initial carry where an episode starts), runs the cell (its ``step``; the
-:class:`jrnn.base.FastPath` pieces with the input projection hoisted or in the step; a
+[`jrnn.base.FastPath`][] pieces with the input projection hoisted or in the step; a
 regularised cell's ``train_step`` with its noise), and keeps the carry and zeroes the
 output on padded steps.  What it emits serves the caller: outputs, outputs and carries, or
-the residuals of the hand-structured backward pass (:mod:`jrnn.hoisted`).  ``remat``
+the residuals of the hand-structured backward pass ([`jrnn.hoisted`][]).  ``remat``
 checkpoints every step or chunks of about √T steps.
 """
 
@@ -92,7 +93,7 @@ def gate_leaves_used(fast: FastPath, params: Params, carry: Carry, xa_t, ha_t) -
 
 
 def gate_params(params: Params, used: tuple) -> tuple:
-    """The leaves of ``params`` that :func:`gate_leaves_used` marks."""
+    """The leaves of ``params`` that [`gate_leaves_used`][jrnn.forward.gate_leaves_used] marks."""
     return tuple(leaf for leaf, u in zip(jax.tree.leaves(params), used, strict=True) if u)
 
 
@@ -162,12 +163,12 @@ def forward(
 
     ``hoist``: project all inputs before the scan (``cell.fast.project``) or in the step.
     ``noise``: ``None``, or a regularised cell's ``(seq_noise, step_noise)`` (see
-    :class:`jrnn.Cell`): then every step is ``cell.train_step`` reading the noise's time
+    [`jrnn.Cell`][jrnn.base.Cell]): then every step is ``cell.train_step`` reading the noise's time
     slice.  ``resets`` (bool ``[T, *batch]`` or ``None``): where the carry entering a step
     (in scan order) is replaced by the initial ``carry``.  ``emit``: ``"y"`` -> ys;
     ``"carries"`` -> (ys, carry after each step); ``"residuals"`` -> (ys, (carry the step
     read, after any reset, xa, ha)); ``"linearized"`` -> (ys, (``h`` the step read, the
-    step's VJP in the gate leaves ``used``)); the last two feed :mod:`jrnn.hoisted`.
+    step's VJP in the gate leaves ``used``)); the last two feed [`jrnn.hoisted`][].
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

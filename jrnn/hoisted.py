@@ -1,16 +1,17 @@
-"""The hand-structured backward pass of :func:`jrnn.unroll` (``vjp="hoisted"``).
+"""The hand-structured backward pass of [`jrnn.unroll`][jrnn.unrolling.unroll] (``vjp="hoisted"``).
 
-Built from a cell's :class:`jrnn.base.FastPath`.  The forward scan keeps per step what
+Built from a cell's [`jrnn.base.FastPath`][].  The forward scan keeps per step what
 the backward needs; the reverse scan holds only the VJP of the gates and one
 ``[B, K'] x [K', H]`` product per step, ``dh_{t-1} += dha_t @ w_rec.T``; after it the weight
 and input gradients are single large matmuls over all time steps: ``dw_rec = Σ_t h_{t-1}^T
 dha_t`` and the projection's VJP (``dw_ih = Σ_t x_t^T dxa_t``, ``db``, ``dxs``).  Autodiff
 of the scan instead accumulates a weight-sized gradient at every step.
 
-Where every residual of the gates' VJP is per-step data (:func:`per_step_residuals`), the
-forward pass saves each step's VJP and the backward only applies them (no transcendental
-is evaluated twice; 1.1-1.3x faster training on CPU, ``benchmarks/results/tune.md``);
-otherwise it saves the step's inputs and linearises the gates again.
+Where every residual of the gates' VJP is per-step data
+([`per_step_residuals`][jrnn.hoisted.per_step_residuals]), the forward pass saves each step's VJP
+and the backward only applies them (no transcendental is evaluated twice; 1.1-1.3x faster training
+on CPU, ``benchmarks/results/tune.md``); otherwise it saves the step's inputs and linearises the
+gates again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from jrnn.forward import forward, gate_fn, gate_leaves_used, gate_params
 
 
 class Static(NamedTuple):
-    """The static part of :func:`scan` (hashable): the cell and the plan's choices."""
+    """The static part of [`scan`][jrnn.hoisted.scan] (hashable): the cell and the plan's
+    choices."""
 
     cell: Cell
     hoist: bool  # project before the scan when differentiated

@@ -1,16 +1,18 @@
 """Parallel-in-time evaluation of cells whose recurrence is element-wise linear.
 
-A cell with ``Cell.affine`` (:func:`jrnn.mingru`, :func:`jrnn.minlstm`, :func:`jrnn.lru`)
-gives, for a whole sequence at once, the coefficients of ``h_t = a_t * h_{t-1} + b_t``.
-The maps ``h -> a_t * h + b_t`` compose associatively,
+A cell with ``Cell.affine`` ([`jrnn.mingru`][jrnn.mincells.mingru],
+[`jrnn.minlstm`][jrnn.mincells.minlstm], [`jrnn.lru`][jrnn.mincells.lru]) gives, for a whole
+sequence at once, the coefficients of ``h_t = a_t * h_{t-1} + b_t``. The maps ``h -> a_t * h + b_t``
+compose associatively,
 
     (a_1, b_1) then (a_2, b_2)  =  (a_1 * a_2,  b_1 * a_2 + b_2),
 
 so ``jax.lax.associative_scan`` finds every prefix map ``h_t = A_t * h_0 + B_t`` in
 ``O(log T)`` depth (Blelloch's scan; the "parallel scan" of Martin & Cundy 2018 and of
 Feng et al. 2024, "Were RNNs All We Needed?").  This is exact: Newton's method on a linear
-recurrence converges in one step, so :func:`jrnn.unroll` runs it for ``method="newton"``,
-``"quasi-newton"`` and, where it measured faster, ``"auto"`` (:mod:`jrnn.strategy`).
+recurrence converges in one step, so [`jrnn.unroll`][jrnn.unrolling.unroll] runs it for
+``method="newton"``, ``"quasi-newton"`` and, where it measured faster, ``"auto"``
+([`jrnn.strategy`][]).
 
 * Log space (``LinearRecurrence.log_space``): the coefficients are ``log a_t``, ``log b_t``
   and the composition is ``(α_1 + α_2, logaddexp(β_1 + α_2, β_2))``; the initial state
@@ -167,8 +169,9 @@ def associative_unroll(
 
 
 def run(cell: Cell, prep: Prepared, plan) -> tuple:
-    """The associative engine of :func:`jrnn.unroll`: ``(carry_T, out, None)`` like
-    :func:`jrnn.scan.run`'s."""
+    """The associative engine of [`jrnn.unroll`][jrnn.unrolling.unroll]: ``(carry_T, out, None)``
+    like
+    [`jrnn.scan.run`][]'s."""
     emit = "carries" if plan.return_carries else "y"
     carry, out = associative_unroll(
         cell, prep.params, prep.xs, prep.carry, prep.mask, prep.resets, prep.reverse, emit

@@ -144,7 +144,7 @@ def sequence_softmax_cross_entropy(
     """Softmax cross-entropy of integer labels over padded sequences.
 
     Per step, ``L(t) = -log softmax(logits[..., t, :])[labels[..., t]]``, computed
-    by :func:`optax.softmax_cross_entropy_with_integer_labels` (log-sum-exp with the
+    by `optax.softmax_cross_entropy_with_integer_labels` (log-sum-exp with the
     maximum subtracted, so finite for logits of any magnitude). Padded steps contribute
     exactly 0 to the loss and to its gradient, whatever their labels hold (e.g. ``-1`` or
     ``-100`` as "ignore" markers are fine there).
@@ -254,7 +254,7 @@ def sequence_mse(
     """Mean squared error over padded sequences.
 
     Per step, ``L(t) = mean_d (preds[..., t, d] - targets[..., t, d])**2`` (squared
-    errors from :func:`optax.squared_error`, averaged over the feature axis).
+    errors from `optax.squared_error`, averaged over the feature axis).
 
     Args:
       preds: float ``[batch, time, D]`` (any leading batch axes ``[..., T, D]``).

@@ -1,19 +1,19 @@
 r"""Cells with an element-wise linear recurrence, evaluable by a parallel (associative) scan.
 
-* :func:`mingru`, :func:`minlstm`: Feng et al. 2024, "Were RNNs All We Needed?".  The
-  gates read only the input, never ``h_{t-1}``, so ``h_t = a_t * h_{t-1} + b_t`` with
-  ``a_t, b_t`` functions of ``x_t`` alone; ``log_space=True`` is the paper's log-space
+* [`mingru`][jrnn.mincells.mingru], [`minlstm`][jrnn.mincells.minlstm]: Feng et al. 2024, "Were RNNs
+  All We Needed?".  The gates read only the input, never ``h_{t-1}``, so ``h_t = a_t * h_{t-1} +
+  b_t`` with ``a_t, b_t`` functions of ``x_t`` alone; ``log_space=True`` is the paper's log-space
   variant (a positive candidate ``g(·)`` and the scan composed in log space).
-* :func:`lru`: Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long
+* [`lru`][jrnn.mincells.lru]: Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long
   Sequences": a complex diagonal linear recurrence with the exponential parametrisation
   ``λ = exp(-exp(ν) + i exp(θ))``, the ``γ`` normalisation and projections ``B, C, D``.
 
-Each is an ordinary :class:`jrnn.Cell` (``step`` is the sequential form, usable in
-:func:`jrnn.unroll`, :func:`jrnn.stack` and the models) whose ``affine`` field gives the
-coefficients for all steps at once, so ``jrnn.unroll(..., method="newton" | "quasi-newton"
-| "auto")`` evaluates the sequence with ``jax.lax.associative_scan``
-(:mod:`jrnn.linear_scan`).  Their carry is :class:`jrnn.RNNState` ``(h,)``.  None has a
-recurrent matmul: ``recurrent_kernel`` is an empty ``[S, 0]`` matrix.
+Each is an ordinary [`jrnn.Cell`][jrnn.base.Cell] (``step`` is the sequential form, usable in
+[`jrnn.unroll`][jrnn.unrolling.unroll], [`jrnn.stack`][jrnn.stacks.stack] and the models) whose
+``affine`` field gives the coefficients for all steps at once, so ``jrnn.unroll(..., method="newton"
+| "quasi-newton" | "auto")`` evaluates the sequence with ``jax.lax.associative_scan``
+([`jrnn.linear_scan`][]).  Their carry is [`jrnn.RNNState`][jrnn.base.RNNState] ``(h,)``.  None has
+a recurrent matmul: ``recurrent_kernel`` is an empty ``[S, 0]`` matrix.
 """
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ def mingru(
       kernel_init, bias_init: initialisers for ``w_ih [I, 2H]`` and ``b [2H]``.
 
     Returns:
-      A :class:`jrnn.Cell` with params ``{"w_ih": [I, 2H], "b": [2H]}`` (blocks ``z, h̃``),
-      carry :class:`jrnn.RNNState` ``(h [*batch, H],)`` and ``affine``.
+      A [`jrnn.Cell`][jrnn.base.Cell] with params ``{"w_ih": [I, 2H], "b": [2H]}`` (blocks ``z,
+      h̃``), carry [`jrnn.RNNState`][jrnn.base.RNNState] ``(h [*batch, H],)`` and ``affine``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -190,13 +190,14 @@ def minlstm(
     Args:
       hidden_size: ``H``.
       log_space: the paper's log-space variant (positive candidate ``g``, see
-        :func:`mingru`).
+        [`mingru`][jrnn.mincells.mingru]).
       dtype, param_dtype: compute and storage dtypes.
       kernel_init, bias_init: initialisers for ``w_ih [I, 3H]`` and ``b [3H]``.
 
     Returns:
-      A :class:`jrnn.Cell` with params ``{"w_ih": [I, 3H], "b": [3H]}`` (blocks
-      ``f, i, h̃``), carry :class:`jrnn.RNNState` ``(h [*batch, H],)`` and ``affine``.
+      A [`jrnn.Cell`][jrnn.base.Cell] with params ``{"w_ih": [I, 3H], "b": [3H]}`` (blocks
+      ``f, i, h̃``), carry [`jrnn.RNNState`][jrnn.base.RNNState] ``(h [*batch, H],)`` and
+      ``affine``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -280,8 +281,8 @@ def lru(
         complex64, or complex128 for float64).
 
     Returns:
-      A :class:`jrnn.Cell` with the params above, carry :class:`jrnn.RNNState`
-      ``(h [*batch, 2N],)`` and ``affine``.
+      A [`jrnn.Cell`][jrnn.base.Cell] with the params above, carry
+      [`jrnn.RNNState`][jrnn.base.RNNState] ``(h [*batch, 2N],)`` and ``affine``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

@@ -1,8 +1,8 @@
 """The models' one contract and the checks shared by the model factories
-(:mod:`jrnn.models`, :mod:`jrnn.feedback`, :mod:`jrnn.encdec`).
+([`jrnn.models`][], `jrnn.feedback`, `jrnn.encdec`).
 
 Every model's ``apply(params, inputs, ..., *, key=None)`` returns ``(outputs, aux)`` with
-``aux`` a :class:`ModelAux`.
+``aux`` a `ModelAux`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ class ModelAux(NamedTuple):
         ``[batch, hidden]`` leaves) or a stack's ``carries[layer][direction]``; for an
         encoder-decoder the decoder's final state; ``None`` where the model has no carry
         (the output-recurrence network without a cell).  Pass it back as ``carry=`` to
-        continue a sequence (:func:`jrnn.sequence_model`).
+        continue a sequence ([`jrnn.sequence_model`][jrnn.models.sequence_model]).
       attention: attention weights ``[batch, target_time, source_time]`` of an attentional
-        :func:`jrnn.seq2seq`, else ``None``.
+        `jrnn.seq2seq`, else ``None``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

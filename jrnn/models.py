@@ -1,7 +1,7 @@
 """Models: recurrent networks with inputs and outputs, as pure functions over a param dict.
 
-:func:`sequence_model` is the Elman network with a softmax readout, end to end, with any
-cell or stack as the recurrence::
+[`sequence_model`][jrnn.models.sequence_model] is the Elman network with a softmax readout, end to
+end, with any cell or stack as the recurrence::
 
     a(t) = b + W h(t-1) + U x(t)        (the rnn: a Cell or a Stack)
     h(t) = tanh(a(t))
@@ -16,23 +16,23 @@ once, at the last valid step of each sequence (many-to-one, e.g. the adding prob
 sequence across calls.
 
 The lecture's "Recurrent Networks" slides, each a factory returning a ``NamedTuple`` of pure
-functions over an explicit parameter pytree (like a :class:`jrnn.Cell`):
+functions over an explicit parameter pytree (like a [`jrnn.Cell`][jrnn.base.Cell]):
 
 ==================================  ==========================================================
 slide                               factory
 ==================================  ==========================================================
-multiple input, single output       :func:`seq2vec` (final state within lengths, or pooled)
-single input, multiple output       :func:`vec2seq` (the vector as initial state and/or input)
-same-length tagging, bi-directional :func:`tagger` (``bidirectional=True``)
-teacher forcing networks            :func:`output_recurrent` (a: output recurrence only;
+multiple input, single output       [`seq2vec`][jrnn.models.seq2vec] (final state within lengths, or
+pooled) single input, multiple output       `vec2seq` (the vector as initial state and/or input)
+same-length tagging, bi-directional [`tagger`][jrnn.models.tagger] (``bidirectional=True``)
+teacher forcing networks            `output_recurrent` (a: output recurrence only;
                                     b: hidden recurrence + output feedback); scheduled
                                     sampling in every decoder
-sequence to sequence mapping        :func:`seq2seq` (encoder -> context -> decoder)
-encoder-decoder with attention      :func:`seq2seq` with ``attention=`` (:mod:`jrnn.attention`)
+sequence to sequence mapping        `seq2seq` (encoder -> context -> decoder)
+encoder-decoder with attention      `seq2seq` with ``attention=`` ([`jrnn.attention`][])
 ==================================  ==========================================================
 
-Encoder-decoders share one decoding interface (:class:`EncoderDecoder`: ``encode``,
-``start``, ``step``) used by greedy, beam and sampled decoding in :mod:`jrnn.decode`.
+Encoder-decoders share one decoding interface (`EncoderDecoder`: ``encode``,
+``start``, ``step``) used by greedy, beam and sampled decoding in [`jrnn.decode`][].
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ class Model(NamedTuple):
       init: ``init(key) -> params``.
       apply: ``apply(params, inputs, *, carry=None, lengths=None, resets=None, key=None) ->
         (outputs, ModelAux(carry=carry_T))``; ``resets`` (bool ``[..., T]``) starts a new
-        episode from ``carry`` at every set step (as in :func:`jrnn.unroll`); ``key``
-        switches on dropout (training only).
+        episode from ``carry`` at every set step (as in [`jrnn.unroll`][jrnn.unrolling.unroll]);
+        ``key`` switches on dropout (training only).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carry`` (zeros).
-      rnn: the :class:`jrnn.Cell` or :class:`jrnn.Stack` inside.
+      rnn: the [`jrnn.Cell`][jrnn.base.Cell] or [`jrnn.Stack`][jrnn.stacks.Stack] inside.
       input_size: feature size of float inputs (``None`` for token inputs).
       vocab_size: number of token ids of integer inputs (``None`` for float inputs).
       output_size: size of the readout ``o``.
@@ -130,10 +130,10 @@ def sequence_model(
     Elman readout's ``V`` (transposed, row-vector convention) and ``b_o [output_size]``
     its ``c``;
     ``H_out`` is the rnn's output size (``2 H`` for a bidirectional stack).  ``w_ho`` starts
-    ``lecun_normal``, ``b_o`` and ``embed`` as documented in :func:`init`.
+    ``lecun_normal``, ``b_o`` and ``embed`` as documented in `init`.
 
     Args:
-      rnn: a :class:`jrnn.Cell` (one layer) or a :class:`jrnn.Stack`.
+      rnn: a [`jrnn.Cell`][jrnn.base.Cell] (one layer) or a [`jrnn.Stack`][jrnn.stacks.Stack].
       output_size: size of ``o`` (the vocabulary for a language model, 1 for regression).
       input_size: feature size of float inputs.
       vocab_size: number of token ids of integer inputs.
@@ -153,13 +153,13 @@ def sequence_model(
       param_dtype: storage dtype of ``embed``, ``w_ho`` and ``b_o``.
 
     Returns:
-      A :class:`Model`.  ``apply(params, inputs, *, carry=None, lengths=None, resets=None,
-      key=None)`` returns ``(o, ModelAux(carry=carry_T))``; ``carry_T`` is the rnn's final
-      carry (a Cell's carry, or a Stack's nested tuple), ready to be passed back as
+      A [`Model`][jrnn.models.Model].  ``apply(params, inputs, *, carry=None, lengths=None,
+      resets=None, key=None)`` returns ``(o, ModelAux(carry=carry_T))``; ``carry_T`` is the rnn's
+      final carry (a Cell's carry, or a Stack's nested tuple), ready to be passed back as
       ``carry`` to continue the sequences.  ``resets`` (bool ``[..., T]``, the leading
       shape of ``inputs`` without features) marks episode starts: every layer and direction
-      of the rnn restarts there from ``carry`` (:func:`jrnn.unroll`), so each episode's
-      outputs equal those of the episode run alone; the readout itself is per step (a
+      of the rnn restarts there from ``carry`` ([`jrnn.unroll`][jrnn.unrolling.unroll]), so each
+      episode's outputs equal those of the episode run alone; the readout itself is per step (a
       ``"last"`` or pooled readout still summarises the whole sequence).  Token ids are
       checked against ``vocab_size`` when concrete; under ``jit`` an out-of-range id embeds
       to the zero vector (``checkify.index_checks`` reports it; see the Models guide).
@@ -370,14 +370,15 @@ def seq2vec(
     the backward state at step 0) or the mean or maximum of the outputs over the valid steps.
 
     Args:
-      rnn: a :class:`jrnn.Cell` or :class:`jrnn.Stack`.
+      rnn: a [`jrnn.Cell`][jrnn.base.Cell] or [`jrnn.Stack`][jrnn.stacks.Stack].
       num_outputs: classes (logits) or regression targets.
-      vocab_size, input_size, embed_size: token or float inputs, as in :func:`sequence_model`.
+      vocab_size, input_size, embed_size: token or float inputs, as in
+          [`sequence_model`][jrnn.models.sequence_model].
       pool: ``"last"``, ``"mean"`` or ``"max"``.
-      dropout, dtype, param_dtype: as in :func:`sequence_model`.
+      dropout, dtype, param_dtype: as in [`sequence_model`][jrnn.models.sequence_model].
 
     Returns:
-      A :class:`Model` whose ``apply(params, inputs [B, T] or [B, T, I], lengths=...,
+      A [`Model`][jrnn.models.Model] whose ``apply(params, inputs [B, T] or [B, T, I], lengths=...,
       resets=...)`` returns ``(o [B, num_outputs], ModelAux(carry=carry_T))``.
     """
     if pool not in ("last", "mean", "max"):
@@ -418,14 +419,15 @@ def tagger(
     Args:
       cell: the cell of every layer and direction.
       num_tags: size of the per-step output.
-      vocab_size, input_size, embed_size: token or float inputs, as in :func:`sequence_model`.
+      vocab_size, input_size, embed_size: token or float inputs, as in
+          [`sequence_model`][jrnn.models.sequence_model].
       bidirectional: add a backward direction to every layer.
       num_layers: stacked layers.
       dropout: between layers and before the readout (training only).
-      dtype, param_dtype: as in :func:`sequence_model`.
+      dtype, param_dtype: as in [`sequence_model`][jrnn.models.sequence_model].
 
     Returns:
-      A :class:`Model`: ``apply(params, inputs, lengths=..., resets=...) -> (o [B, T,
+      A [`Model`][jrnn.models.Model]: ``apply(params, inputs, lengths=..., resets=...) -> (o [B, T,
       num_tags], aux)`` with ``aux.carry`` the stack's final carries.
     """
     from jrnn.stacks import stack

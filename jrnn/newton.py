@@ -18,7 +18,8 @@ which is solved for all ``t`` at once by ``jax.lax.associative_scan`` over the a
 * ``method="newton"`` (DEER) uses the full Jacobians: ``O(T·D²)`` memory, ``D × D``
   matrix products in the scan.
 * ``method="quasi-newton"`` (quasi-DEER) keeps only their diagonals: ``O(T·D)`` memory and
-  element-wise products.  The diagonal is derived per cell (see :func:`jacobian_diagonal`).
+  element-wise products.  The diagonal is derived per cell (see
+  [`jacobian_diagonal`][jrnn.newton.jacobian_diagonal]).
 
 Either converges in at most ``T`` iterations in exact arithmetic (after iteration ``i`` the
 first ``i`` states are exact), usually in far fewer.
@@ -52,8 +53,8 @@ call, where the ``cond`` becomes a ``select`` and both branches run.
 
 Padding (``lengths``): a padded step is the identity map (Jacobian ``I``, ``y = 0``).
 Resets: a step that reads the initial carry has Jacobian ``0`` and takes its input from
-``s_0``.  ``reverse``: :func:`jrnn.unroll` flips each sequence (within its length) and the
-solver runs forward over it, as the scan does.
+``s_0``.  ``reverse``: [`jrnn.unroll`][jrnn.unrolling.unroll] flips each sequence (within its
+length) and the solver runs forward over it, as the scan does.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ def _diag_generic(f, s: Array) -> Array:
 
 
 def diag_kind(cell: Cell) -> str:
-    """How :func:`jacobian_diagonal` obtains the diagonal for ``cell``: the name of the
-    cell's own exact diagonal (``cell.fast.diagonal``, :mod:`jrnn.diagonals`), or
+    """How [`jacobian_diagonal`][jrnn.newton.jacobian_diagonal] obtains the diagonal for ``cell``:
+    the name of the cell's own exact diagonal (``cell.fast.diagonal``, [`jrnn.diagonals`][]), or
     ``"generic"`` (``D`` Jacobian-vector products).
 
     Examples:
@@ -193,9 +194,9 @@ def jacobian_diagonal(cell: Cell, params: Params, carry: Carry, x_t: Array) -> A
 
     * ``"unit_wise"`` (``simple_rnn``, ``lstm`` incl. peepholes, ``gru(reset_after=True)``;
       no layer norm, no projection): the gates are element-wise per unit given
-      ``ha = h_{t-1} @ w_rec``: one JVP per carry field (:func:`jrnn.diagonals.unit_wise`);
+      ``ha = h_{t-1} @ w_rec``: one JVP per carry field ([`jrnn.diagonals.unit_wise`][]);
     * ``"gru_reset_before"``: by hand, ``O(H²)`` per step
-      (:func:`jrnn.diagonals.gru_reset_before`);
+      ([`jrnn.diagonals.gru_reset_before`][]);
     * a cell's own ``cell.fast.diagonal`` (a custom cell may give one);
     * ``"generic"`` (any other cell): ``D`` JVPs, one basis vector at a time, memory
       ``O(D)`` per step (``O(T·D)`` for a sequence) and the compute of a full Jacobian.
@@ -398,7 +399,8 @@ _trajectory.defvjp(_trajectory_fwd, _trajectory_bwd)
 
 
 def default_tol(dtype: Any) -> float:
-    """The default residual tolerance for a compute dtype (:data:`DEFAULT_TOL`).
+    """The default residual tolerance for a compute dtype
+    ([`DEFAULT_TOL`][jrnn.newton.DEFAULT_TOL]).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -409,8 +411,8 @@ def default_tol(dtype: Any) -> float:
 
 
 class NewtonOptions(NamedTuple):
-    """Options of the parallel solvers (see :func:`solve`; hashable, part of the
-    :class:`jrnn.strategy.Plan`).
+    """Options of the parallel solvers (see [`solve`][jrnn.newton.solve]; hashable, part of the
+    [`jrnn.strategy.Plan`][]).
 
     Examples:
       >>> NewtonOptions().damping
@@ -426,7 +428,7 @@ class NewtonOptions(NamedTuple):
 
 
 def check_solver(opts: NewtonOptions, where: str) -> NewtonOptions:
-    """Checks :class:`NewtonOptions` at trace time; errors name the argument.
+    """Checks [`NewtonOptions`][jrnn.newton.NewtonOptions] at trace time; errors name the argument.
 
     Examples:
       >>> check_solver(NewtonOptions(tol=0.0), "newton.solve")
@@ -456,9 +458,9 @@ def check_solver(opts: NewtonOptions, where: str) -> NewtonOptions:
 
 
 def run(cell: Cell, prep: Prepared, plan: Plan) -> tuple:
-    """The Newton engine of :func:`jrnn.unroll` (``plan.engine`` ``"newton"`` or
+    """The Newton engine of [`jrnn.unroll`][jrnn.unrolling.unroll] (``plan.engine`` ``"newton"`` or
     ``"quasi-newton"``): ``(carry_T, out, info)`` time-major like the scan's, with the
-    :class:`NewtonInfo` of every sequence."""
+    [`NewtonInfo`][jrnn.newton.NewtonInfo] of every sequence."""
     method, options = plan.engine, plan.solver or NewtonOptions()
     xs, mask, resets = prep.xs, prep.mask, prep.resets
     num_steps, batch_shape = prep.num_steps, prep.batch_shape
@@ -527,22 +529,22 @@ def solve(
 ) -> tuple[Array, Carry, NewtonInfo]:
     r"""Runs ``cell`` over ``xs`` by Newton's method in parallel over time (DEER/quasi-DEER).
 
-    The same results as :func:`jrnn.unroll` (same arguments, same semantics of ``carry``,
-    ``lengths``, ``reverse``, ``resets``, ``time_major``), plus diagnostics.  Iterates
+    The same results as [`jrnn.unroll`][jrnn.unrolling.unroll] (same arguments, same semantics of
+    ``carry``, ``lengths``, ``reverse``, ``resets``, ``time_major``), plus diagnostics.  Iterates
     ``S ← S + δ`` with ``δ_t = J_t δ_{t-1} + (f(s_{t-1}, x_t) - s_t)`` solved by an
     associative scan, until the true residual ``max_t |s_t - f(s_{t-1}, x_t)| <= tol``;
-    see :mod:`jrnn.newton` for the method, the guarantees and the gradients.
+    see [`jrnn.newton`][] for the method, the guarantees and the gradients.
 
     Args:
       cell, params, xs, carry, lengths, reverse, resets, time_major: as in
-        :func:`jrnn.unroll` (``xs: [*batch, T, input_size]``).
+        [`jrnn.unroll`][jrnn.unrolling.unroll] (``xs: [*batch, T, input_size]``).
       method: ``"newton"`` (full Jacobians, ``O(T·D²)`` memory) or ``"quasi-newton"``
         (their diagonals, ``O(T·D)``).
       guess: a warm start: the carry after every step, a carry pytree with leaves
         ``[*batch, T, ...]`` (``[T, *batch, ...]`` with ``time_major``), aligned like ``ys``
         (what ``unroll(..., return_carries=True)`` returns).  Default: the initial carry
         at every step.
-      tol: residual tolerance (default by dtype, :func:`default_tol`).
+      tol: residual tolerance (default by dtype, [`default_tol`][jrnn.newton.default_tol]).
       max_iters: most Newton iterations (default ``min(T, 100)``; undamped Newton and
         quasi-Newton converge in at most ``T`` in exact arithmetic).
       damping: ``"trust-region"`` limits each update to ``max|δ| <= radius`` and accepts it
@@ -556,8 +558,8 @@ def solve(
         ``False`` the last iterate is returned as is (check ``info.converged``).
 
     Returns:
-      ``(ys, carry_T, info)``: ``ys`` and ``carry_T`` as :func:`jrnn.unroll`'s, ``info`` a
-      :class:`NewtonInfo` with leaves ``[*batch]``.
+      ``(ys, carry_T, info)``: ``ys`` and ``carry_T`` as [`jrnn.unroll`][jrnn.unrolling.unroll]'s,
+      ``info`` a [`NewtonInfo`][jrnn.newton.NewtonInfo] with leaves ``[*batch]``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

@@ -1,15 +1,15 @@
 """ONNX graphs of jrnn models, built from ONNX's native ``RNN``, ``LSTM`` and ``GRU``
-operators (opset :data:`OPSET`), for runtimes that read ONNX (onnxruntime, TensorRT,
-OpenVINO, ...) rather than StableHLO.
+operators (opset [`OPSET`][jrnn.onnx_graph.OPSET]), for runtimes that read ONNX (onnxruntime,
+TensorRT, OpenVINO, ...) rather than StableHLO.
 
-:func:`model_proto` builds the ``onnx.ModelProto`` of a :class:`jrnn.models.Model`
-(``sequence_model`` or ``tagger`` with ``readout="all"``) with the parameters inside as
-initializers. Its inputs and outputs are named and shaped like
-:func:`jrnn.export.inference`'s (``tokens int32 [batch, time]`` or ``inputs float32
+[`model_proto`][jrnn.onnx_graph.model_proto] builds the ``onnx.ModelProto`` of a
+[`jrnn.models.Model`][] (``sequence_model`` or ``tagger`` with ``readout="all"``) with the
+parameters inside as initializers. Its inputs and outputs are named and shaped like
+[`jrnn.export.inference`][]'s (``tokens int32 [batch, time]`` or ``inputs float32
 [batch, time, F]``, ``lengths int32 [batch]`` -> ``outputs [batch, time, O]`` and the final
 carry's leaves ``carry.h``, ``carry.c`` or ``carry.<layer>.<direction>.h``, ...), ``batch``
-and ``time`` symbolic (``dim_param``). :func:`jrnn.export.onnx` wraps it in an
-:class:`jrnn.export.Artifact`.
+and ``time`` symbolic (``dim_param``). [`jrnn.export.onnx`][] wraps it in an
+[`jrnn.export.Artifact`][].
 
 The graph, time-major inside::
 
@@ -23,7 +23,7 @@ The graph, time-major inside::
     carries:   Gather(Y_h, d) (and Y_c) per layer and direction -> [B, H]
 
 The weights of each layer and direction are PyTorch's layout
-(:func:`jrnn.interop.torch.layer_to_torch`: transposed, the GRU's ``z`` blocks negated since
+(`jrnn.interop.torch.layer_to_torch`: transposed, the GRU's ``z`` blocks negated since
 ONNX's ``z``, like PyTorch's, is jrnn's ``1 - z``) with the gate blocks reordered:
 
 | cell | jrnn's gate blocks | ONNX's gate blocks | attributes |
@@ -163,9 +163,9 @@ def _check_options(kind: str, cell: Cell) -> dict[str, Any]:
 def check_native(model: Any) -> Native:
     """What ONNX operator computes ``model``'s recurrence; refuses anything else.
 
-    Covered: a :class:`jrnn.models.Model` with ``readout="all"`` whose ``rnn`` is a
+    Covered: a [`jrnn.models.Model`][] with ``readout="all"`` whose ``rnn`` is a
     ``simple_rnn`` (tanh or relu), an ``lstm`` (peepholes or not) or a ``gru`` (either
-    ``reset_after``), float32, or a :func:`jrnn.stack` of one (any ``num_layers``,
+    ``reset_after``), float32, or a [`jrnn.stack`][jrnn.stacks.stack] of one (any ``num_layers``,
     ``bidirectional``; its dropout acts only in training).
 
     Raises:
@@ -173,7 +173,7 @@ def check_native(model: Any) -> Native:
         cell is not a built-in one (a custom cell, minGRU, minLSTM, LRU).
       ValueError: another readout, layer normalisation, a projection, other gate or
         activation functions, another dtype, a zoneout or recurrent-dropout wrapper.
-      Each message names what is unsupported and says to use ``format="stablehlo"``.
+        Each message names what is unsupported and says to use ``format="stablehlo"``.
 
     Examples:
       >>> import jrnn
@@ -367,12 +367,12 @@ def model_proto(model: Model, params: Params) -> Any:
     """The ``onnx.ModelProto`` of ``model`` with ``params`` (see the module).
 
     Args:
-      model: a :class:`jrnn.models.Model` that :func:`check_native` accepts.
+      model: a [`jrnn.models.Model`][] that [`check_native`][jrnn.onnx_graph.check_native] accepts.
       params: its parameters (float32).
 
     Returns:
-      the checked ``onnx.ModelProto`` (opset :data:`OPSET`); ``.SerializeToString()`` is
-      the file.
+      the checked ``onnx.ModelProto`` (opset [`OPSET`][jrnn.onnx_graph.OPSET]);
+      ``.SerializeToString()`` is the file.
 
     Examples:
       >>> import jax, jrnn, numpy as np, onnxruntime
@@ -406,15 +406,15 @@ def model_proto(model: Model, params: Params) -> Any:
 
 
 def streaming_proto(model: Model, params: Params) -> Any:
-    """The ``onnx.ModelProto`` of one step of ``model``, :func:`jrnn.export.streaming`'s
+    """The ``onnx.ModelProto`` of one step of ``model``, [`jrnn.export.streaming`][]'s
     function: ``(*carry, token_t) -> (*next carry, output_t)``, each layer's native
     operator run for one step from the carry given.
 
-    Inputs are named as :func:`jrnn.export.streaming`'s (``carry.h``, ``carry.c``, ...,
+    Inputs are named as [`jrnn.export.streaming`][]'s (``carry.h``, ``carry.c``, ...,
     ``token int32 [batch]`` or ``input float32 [batch, F]``); ONNX needs every name once,
     so each carry output is its input's name prefixed ``next.`` (``next.carry.h``), in the
-    same order, then ``output [batch, O]``.  Covers the models :func:`model_proto` covers,
-    read in one direction.
+    same order, then ``output [batch, O]``.  Covers the models
+    [`model_proto`][jrnn.onnx_graph.model_proto] covers, read in one direction.
 
     Examples:
       >>> import jax, jrnn, numpy as np, onnxruntime
@@ -518,7 +518,7 @@ def _carry_sizes(model: Model, params: Params) -> list[int]:
 
 
 def signature(proto: Any) -> dict[str, list[dict[str, Any]]]:
-    """The inputs and outputs of ``proto`` as :func:`jrnn.export.stablehlo`'s signature
+    """The inputs and outputs of ``proto`` as [`jrnn.export.stablehlo`][]'s signature
     writes them: ``{"inputs": [{"name", "dtype", "shape"}], "outputs": [...]}``, symbolic
     dimensions as their names.
 

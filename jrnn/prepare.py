@@ -1,14 +1,14 @@
-"""The first and last stage of :func:`jrnn.unroll`: prepare the inputs for an engine, and
-give the engine's outputs back in the caller's layout.
+"""The first and last stage of [`jrnn.unroll`][jrnn.unrolling.unroll]: prepare the inputs for an
+engine, and give the engine's outputs back in the caller's layout.
 
-``unroll`` is prepare → plan → engine → finish.  :func:`prepare` checks every argument
-(shapes and dtypes, at trace time), casts to the compute dtype, goes time-major, masks
+``unroll`` is prepare → plan → engine → finish.  [`prepare`][jrnn.prepare.prepare] checks every
+argument (shapes and dtypes, at trace time), casts to the compute dtype, goes time-major, masks
 the padding, turns episode starts into the carry resets of the scan's order, flips each
 sequence within its length for ``reverse`` with lengths, and samples a regularised cell's
-noise; the result is a :class:`Prepared`.  :mod:`jrnn.strategy` makes the
-:class:`~jrnn.strategy.Plan` from it, an engine (:mod:`jrnn.scan`,
-:mod:`jrnn.linear_scan`, :mod:`jrnn.newton`) runs it, and :func:`finish` undoes the flip
-and the time-major layout.
+noise; the result is a [`Prepared`][jrnn.prepare.Prepared].  [`jrnn.strategy`][] makes the
+[`Plan`][jrnn.strategy.Plan] from it, an engine ([`jrnn.scan`][],
+[`jrnn.linear_scan`][], [`jrnn.newton`][]) runs it, and [`finish`][jrnn.prepare.finish] undoes the
+flip and the time-major layout.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from jrnn.checks import (
 
 
 class Options(NamedTuple):
-    """:func:`jrnn.unroll`'s options, checked (see there).
+    """[`jrnn.unroll`][jrnn.unrolling.unroll]'s options, checked (see there).
 
     Examples:
       >>> Options().method, Options(reverse=True).reverse
@@ -91,10 +91,11 @@ class Prepared(NamedTuple):
       lengths: int32 ``[*batch]`` or ``None``.
       noise: a regularised cell's ``(seq_noise, step_noise)`` when training (a key), else
         ``None``.
-      guess: a warm start of :func:`jrnn.newton.solve`, time-major, or ``None``.
+      guess: a warm start of [`jrnn.newton.solve`][], time-major, or ``None``.
       reverse: the scan reads the steps from ``T - 1`` down (no lengths: with lengths the
         sequences are flipped instead, and ``flipped`` is set).
-      flipped: each sequence was reversed within its length; :func:`finish` reverses back.
+      flipped: each sequence was reversed within its length; [`finish`][jrnn.prepare.finish]
+          reverses back.
     """
 
     params: Params
@@ -119,7 +120,7 @@ class Prepared(NamedTuple):
 
 def flip(xs: Array, lengths: Array) -> Array:
     """Time-major ``xs [T, *batch, ...]`` with each sequence reversed within its length
-    (checked ``lengths``); see :func:`flip_within_lengths`."""
+    (checked ``lengths``); see [`flip_within_lengths`][jrnn.prepare.flip_within_lengths]."""
     num_steps = xs.shape[0]
     t = jnp.arange(num_steps, dtype=lengths.dtype).reshape((num_steps,) + (1,) * lengths.ndim)
     idx = jnp.where(t < lengths, lengths - 1 - t, t)
@@ -133,7 +134,7 @@ def flip_within_lengths(xs: Array, lengths: Array) -> Array:
     Args:
       xs: time-major ``[T, *batch, ...]``.
       lengths: int ``[*batch]`` in ``[0, T]``: checked when concrete, clamped to ``[0, T]``
-        when traced (as in :func:`jrnn.unroll`).
+        when traced (as in [`jrnn.unroll`][jrnn.unrolling.unroll]).
 
     Returns:
       ``out[t, b] = xs[L_b - 1 - t, b]`` for ``t < L_b`` and ``xs[t, b]`` otherwise.  The map
@@ -242,9 +243,10 @@ def prepare(
     cname: str = "carry",
     guess: Carry | None = None,
 ) -> Prepared:
-    """Checks and lays out everything :func:`jrnn.unroll` was given, for the engines.
+    """Checks and lays out everything [`jrnn.unroll`][jrnn.unrolling.unroll] was given, for the
+    engines.
 
-    ``options`` must have passed :func:`check_options`.
+    ``options`` must have passed [`check_options`][jrnn.prepare.check_options].
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

@@ -558,7 +558,7 @@ def _ln(u: Array, gain: Array, blocks: int) -> tuple[Array, dict]:
 
     For every block ``v`` of ``H`` columns: ``v̂ = (v - mean(v)) / σ`` with
     ``σ = sqrt(mean((v - mean(v))²) + ε)``; the output is ``gain * û``.  The cache holds
-    ``û`` and ``σ`` (``[B, k, 1]``) for :func:`_ln_backward`.
+    ``û`` and ``σ`` (``[B, k, 1]``) for `_ln_backward`.
     """
     B, width = u.shape
     v = u.reshape(B, blocks, width // blocks)
@@ -569,7 +569,7 @@ def _ln(u: Array, gain: Array, blocks: int) -> tuple[Array, dict]:
 
 
 def _ln_backward(dy: Array, gain: Array, cache: dict) -> tuple[Array, Array]:
-    """Backward of :func:`_ln` given ``dy = dL/d(gain * û)`` ``[B, k*H]``.
+    """Backward of `_ln` given ``dy = dL/d(gain * û)`` ``[B, k*H]``.
 
     With ``dû = dy * gain`` per block (``H`` units, means over the block)::
 
@@ -1187,7 +1187,7 @@ def min_forward(
       xs: ``[B, T, I]``.
       h0: initial state ``[B, H]`` (lru: the real view ``[B, 2N] = [Re h | Im h]``);
         ``None`` means zeros.
-      lengths, reverse: as in :func:`forward`.
+      lengths, reverse: as in [`forward`][jrnn.reference.forward].
       log_space: the log-space variant's positive candidate ``g`` (min cells).
 
     Returns:
@@ -1745,16 +1745,19 @@ def min_parallel(
     reverse: bool = False,
     log_space: bool = False,
 ) -> tuple[Array, Array]:
-    """:func:`min_forward`'s contract computed from the papers' parallel forms instead.
+    """[`min_forward`][jrnn.reference.min_forward]'s contract computed from the papers' parallel
+    forms instead.
 
     Each sequence ``b`` is cut to its ``L_b`` valid steps (reversed with ``reverse``) and
-    run alone through :func:`mingru_parallel`, :func:`minlstm_parallel` or
-    :func:`lru_parallel` (params through :func:`min_paper_params`); its outputs are
-    written back at the positions read (0 at padded ones), and ``h_T`` is its last state
-    (``h0[b]`` when ``L_b = 0``).
+    run alone through [`mingru_parallel`][jrnn.reference.mingru_parallel],
+    [`minlstm_parallel`][jrnn.reference.minlstm_parallel] or
+    [`lru_parallel`][jrnn.reference.lru_parallel] (params through
+    [`min_paper_params`][jrnn.reference.min_paper_params]); its outputs are written back at the
+    positions read (0 at padded ones), and ``h_T`` is its last state (``h0[b]`` when ``L_b = 0``).
 
     Args:
-      kind, params, xs, h0, lengths, reverse, log_space: as in :func:`min_forward`.
+      kind, params, xs, h0, lengths, reverse, log_space: as in
+          [`min_forward`][jrnn.reference.min_forward].
 
     Returns:
       ``(ys [B, T, H], h_T)`` (lru: ``h_T`` as the real view ``[B, 2N]``).
@@ -1896,13 +1899,13 @@ def attend(
 
     The read::
 
-        e_s = score(q, k_s)  (see :func:`attention_scores`; k_s = 0 at padded steps)
-        α_s = masked_softmax(e)_s          (0 at padded steps s: mask[b, s] False)
+        e_s = score(q, k_s)  (see [`attention_scores`][jrnn.reference.attention_scores]; k_s = 0 at
+        padded steps) α_s = masked_softmax(e)_s          (0 at padded steps s: mask[b, s] False)
         c   = Σ_s α_s k_s
 
     Args:
       kind: ``"additive"``, ``"dot"`` or ``"general"``.
-      params: the score's params (see :func:`attention_scores`).
+      params: the score's params (see [`attention_scores`][jrnn.reference.attention_scores]).
       query: ``[B, Q]``.
       values: ``[B, S, E]``; padded steps may hold anything (they are read as 0).
       mask: bool ``[B, S]``, ``True`` at valid steps (``None``: all).
@@ -1933,7 +1936,7 @@ def attend_backward(
     dcontext: ArrayLike,
     dweights: ArrayLike | None = None,
 ) -> tuple[Params, Array, Array]:
-    """Hand-derived gradients of :func:`attend` (no autodiff).
+    """Hand-derived gradients of [`attend`][jrnn.reference.attend] (no autodiff).
 
     Given ``g = dL/dc [B, E]`` and ``dL/dα [B, S]`` (``dweights``; ``None``: 0)::
 
@@ -1948,7 +1951,7 @@ def attend_backward(
     and ``dk_s = 0`` at padded steps (their values are replaced by 0 before any read).
 
     Args:
-      kind, params, query, values, mask: as in :func:`attend`.
+      kind, params, query, values, mask: as in [`attend`][jrnn.reference.attend].
       dcontext: ``dL/dcontext [B, E]``.
       dweights: ``dL/dweights [B, S]`` or ``None``.
 
@@ -2041,9 +2044,9 @@ def seq2seq_forward(
     """The encoder-decoder of ``jrnn.seq2seq`` with teacher forcing, step by step.
 
     The lecture's "Sequence to Sequence Mapping Networks" (Sutskever et al. 2014; Cho et
-    al. 2014): the encoder (:func:`stack_forward`; bidirectional: directions
-    concatenated ``[fwd, bwd]``) reads ``E_src x`` within ``src_lengths``; its last layer's
-    final carries give the summary ``C_all`` (every carry array, ``[h_fwd, c_fwd, h_bwd,
+    al. 2014): the encoder ([`stack_forward`][jrnn.reference.stack_forward]; bidirectional:
+    directions concatenated ``[fwd, bwd]``) reads ``E_src x`` within ``src_lengths``; its last
+    layer's final carries give the summary ``C_all`` (every carry array, ``[h_fwd, c_fwd, h_bwd,
     c_bwd]`` for lstm) and the context ``C = [h_fwd, h_bwd]``.  Without attention::
 
         s_0 = bridge(C_all)      linear: tanh(C_all @ w_k + b_k) for each decoder carry
@@ -2054,8 +2057,8 @@ def seq2seq_forward(
 
     With attention (Luong et al. 2015, "Effective Approaches to Attention-based Neural
     Machine Translation", §3 with input feeding §3.3; the scores of Bahdanau et al. 2015
-    and Luong et al., :func:`attend`), over the encoder outputs ``k_s`` (last layer,
-    ``[B, S, D*H_enc]``) with the mask ``s < L``::
+    and Luong et al., [`attend`][jrnn.reference.attend]), over the encoder outputs ``k_s`` (last
+    layer, ``[B, S, D*H_enc]``) with the mask ``s < L``::
 
         s̃_0 = 0
         s_t = cell(s_{t-1}, [E y_{t-1}, s̃_{t-1}])   ([E y_{t-1}] without input_feeding)

@@ -2,10 +2,10 @@
 (Gal & Ghahramani, 2016) as transformations ``Cell -> Cell``.
 
 A transformed cell takes the base cell's parameters unchanged (same ``init``, same
-checks) and is deterministic unless :func:`jrnn.unroll` (or ``stack.apply``, or a model's
-``apply``) is given a PRNG ``key``.  With a key, ``cell.noise`` samples all the
+checks) and is deterministic unless [`jrnn.unroll`][jrnn.unrolling.unroll] (or ``stack.apply``, or a
+model's ``apply``) is given a PRNG ``key``.  With a key, ``cell.noise`` samples all the
 randomness one sequence needs before the scan and ``cell.train_step`` reads one step's
-slice of it (see :class:`jrnn.Cell`).  Noise is sampled in one batch for all steps (one
+slice of it (see [`jrnn.Cell`][jrnn.base.Cell]).  Noise is sampled in one batch for all steps (one
 vectorised RNG call, no per-step ``fold_in`` in the loop); it costs ``T x batch x width``
 booleans per zoned-out carry component.
 """
@@ -108,14 +108,15 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
     reference implementation).
 
     Args:
-      cell: any :class:`jrnn.Cell` whose carry has a field ``h``, also a :func:`recurrent_dropout`
+      cell: any [`jrnn.Cell`][jrnn.base.Cell] whose carry has a field ``h``, also a
+          [`recurrent_dropout`][jrnn.regularisers.recurrent_dropout]
         cell (write ``zoneout(recurrent_dropout(cell, p), z)``; the other order is refused).
       rate: a float in ``[0, 1)`` for every component, or one rate per carry component,
         e.g. ``jrnn.LSTMState(h=0.05, c=0.5)`` (the paper's LSTM setting) or ``(0.05,
         0.5)``.  A component with rate 0 is left alone (no noise is sampled for it).
 
     Returns:
-      A :class:`jrnn.Cell` with the base cell's ``init``, parameters and carry;
+      A [`jrnn.Cell`][jrnn.base.Cell] with the base cell's ``init``, parameters and carry;
       ``step``/``gates`` are the evaluation form, ``noise``/``train_step`` the training one
       (keep masks ``[T, *batch, width]`` per component, sampled before the scan).  Its
       ``affine`` is ``None`` (the blend is not the base cell's linear recurrence), so it
@@ -200,20 +201,20 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
       inputs when ``input_rate > 0``: ``xa_t = project(x_t * m_x)``.
 
     The carry itself is not masked (only what the recurrent matmul reads).  A cell without
-    a :class:`jrnn.FastPath` (a :func:`jrnn.custom_cell` of three functions) has no
-    recurrent matmul to intercept: its ``step`` reads ``carry.h * m_h`` in place of
-    ``carry.h`` (in every use; for the Elman cell and the LSTM that is the same thing, since
-    they read ``h`` only through the matmul).  Evaluation (no key): exactly the base cell
+    a [`jrnn.FastPath`][jrnn.base.FastPath] (a [`jrnn.custom_cell`][jrnn.custom.custom_cell] of
+    three functions) has no recurrent matmul to intercept: its ``step`` reads ``carry.h * m_h`` in
+    place of ``carry.h`` (in every use; for the Elman cell and the LSTM that is the same thing,
+    since they read ``h`` only through the matmul).  Evaluation (no key): exactly the base cell
     (the same functions, bit-identical outputs).
 
     Args:
-      cell: any deterministic :class:`jrnn.Cell` whose carry has a field ``h`` (wrap the
-        result in :func:`zoneout` to combine the two).
+      cell: any deterministic [`jrnn.Cell`][jrnn.base.Cell] whose carry has a field ``h`` (wrap the
+        result in [`zoneout`][jrnn.regularisers.zoneout] to combine the two).
       rate: drop rate of ``h`` in the recurrent matmul, a float in ``[0, 1)``.
       input_rate: drop rate of the inputs, a float in ``[0, 1)`` (default 0: none).
 
     Returns:
-      A :class:`jrnn.Cell` with the base cell's ``init``, parameters, ``step`` and
+      A [`jrnn.Cell`][jrnn.base.Cell] with the base cell's ``init``, parameters, ``step`` and
       ``gates``, plus ``noise``/``train_step`` for training.  The base cell's ``affine``
       is kept: evaluation may use the associative scan, training (a key) runs the
       sequential one.

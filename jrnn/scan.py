@@ -1,8 +1,8 @@
-"""The sequential engine of :func:`jrnn.unroll`: ``lax.scan``, differentiated by autodiff or
-by the hand-structured VJP, on one device or split over a CPU's host devices.
+"""The sequential engine of [`jrnn.unroll`][jrnn.unrolling.unroll]: ``lax.scan``, differentiated by
+autodiff or by the hand-structured VJP, on one device or split over a CPU's host devices.
 
-Every core of a CPU: in a process where :func:`jrnn.use_cpu_cores` made several host
-devices and the plan says the batch is worth splitting (``plan.devices > 1``), the scan
+Every core of a CPU: in a process where [`jrnn.use_cpu_cores`][jrnn.sharding.use_cpu_cores] made
+several host devices and the plan says the batch is worth splitting (``plan.devices > 1``), the scan
 runs inside ``jax.shard_map`` with the first batch axis split over them and the
 parameters replicated, so a plain ``jax.jit(jax.grad(...))`` step uses every core;
 outputs and gradients are those of the unsplit scan.

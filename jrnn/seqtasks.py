@@ -1,9 +1,10 @@
 """Synthetic sequence tasks, generated in pure JAX: every generator jrnn uses.
 
 Fixed-length memory tasks:
-  * :func:`adding_problem` (Hochreiter & Schmidhuber 1997), baseline MSE 1/6
-    (:data:`ADDING_PROBLEM_BASELINE_MSE`);
-  * :func:`copy_memory` (Arjovsky et al. 2016), baseline :func:`copy_memory_baseline`.
+  * [`adding_problem`][jrnn.seqtasks.adding_problem] (Hochreiter & Schmidhuber 1997), baseline MSE
+    1/6 ([`ADDING_PROBLEM_BASELINE_MSE`][jrnn.seqtasks.ADDING_PROBLEM_BASELINE_MSE]);
+  * [`copy_memory`][jrnn.seqtasks.copy_memory] (Arjovsky et al. 2016), baseline
+    [`copy_memory_baseline`][jrnn.seqtasks.copy_memory_baseline].
 
 Every generator is a jittable pure function of a PRNG key with static sizes.
 
@@ -12,22 +13,23 @@ and are right-padded to ``max_len``.  All tasks share one token layout::
 
     0 = PAD    1 = BOS    2 = EOS    3 .. 3+V-1 = the V symbols (shown as a, b, c, ...)
 
-so a model's vocabulary is ``V + 3`` (:func:`vocab_size`).
+so a model's vocabulary is ``V + 3`` ([`vocab_size`][jrnn.seqtasks.vocab_size]).
 
-Sequence to sequence (:class:`SeqBatch`; encoder-decoders):
-  * :func:`reverse_task` -- the source reversed (Sutskever et al. 2014);
-  * :func:`sort_task` -- the source sorted;
-  * :func:`copy_task` -- the source itself.
+Sequence to sequence ([`SeqBatch`][jrnn.seqtasks.SeqBatch]; encoder-decoders):
+  * [`reverse_task`][jrnn.seqtasks.reverse_task] -- the source reversed (Sutskever et al. 2014);
+  * [`sort_task`][jrnn.seqtasks.sort_task] -- the source sorted;
+  * [`copy_task`][jrnn.seqtasks.copy_task] -- the source itself.
 
-Vector to sequence (:class:`VecBatch`): :func:`count_task`, count up from a start symbol.
-Sequence to vector (:class:`ClassBatch`): :func:`majority_task`, the most frequent symbol.
-Same-length tagging (:class:`TagBatch`):
-  * :func:`next_symbol_task` -- tag each step with the *next* input symbol (the last with
-    EOS): needs future context, so a unidirectional tagger is at chance and a
+Vector to sequence ([`VecBatch`][jrnn.seqtasks.VecBatch]): [`count_task`][jrnn.seqtasks.count_task],
+count up from a start symbol. Sequence to vector ([`ClassBatch`][jrnn.seqtasks.ClassBatch]):
+[`majority_task`][jrnn.seqtasks.majority_task], the most frequent symbol. Same-length tagging
+([`TagBatch`][jrnn.seqtasks.TagBatch]):
+  * [`next_symbol_task`][jrnn.seqtasks.next_symbol_task] -- tag each step with the *next* input
+    symbol (the last with EOS): needs future context, so a unidirectional tagger is at chance and a
     bidirectional one solves it;
-  * :func:`running_sum_task` -- tag each step with the running sum of the symbols mod
-    ``V``: ``y_t = (y_{t-1} + x_t) mod V``, exactly what an output-recurrence (teacher
-    forcing) network can compute from its own previous output.
+  * [`running_sum_task`][jrnn.seqtasks.running_sum_task] -- tag each step with the running sum of
+    the symbols mod ``V``: ``y_t = (y_{t-1} + x_t) mod V``, exactly what an output-recurrence
+    (teacher forcing) network can compute from its own previous output.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ PAD, BOS, EOS = 0, 1, 2
 FIRST_SYMBOL = 3
 
 ADDING_PROBLEM_BASELINE_MSE = 1.0 / 6.0
-"""MSE of always predicting 1.0 on :func:`adding_problem` (variance of a sum of two U[0,1))."""
+"""MSE of always predicting 1.0 on [`adding_problem`][jrnn.seqtasks.adding_problem] (variance of a
+sum of two U[0,1))."""
 
 
 class SeqBatch(NamedTuple):
@@ -94,7 +97,8 @@ class SeqBatch(NamedTuple):
 
 
 class VecBatch(NamedTuple):
-    """A batch of (vector, target sequence) pairs; targets as in :class:`SeqBatch`.
+    """A batch of (vector, target sequence) pairs; targets as in
+    [`SeqBatch`][jrnn.seqtasks.SeqBatch].
 
     Attributes:
       vec: float32 ``[B, F]``.
@@ -294,8 +298,9 @@ def adding_problem(key: jax.Array, batch_size: int, seq_len: int) -> tuple[jax.A
     ``[T//2, T)``, else 0. The target is the sum of the two marked values.
 
     Baseline: predicting the constant 1.0 (the target's mean) gives MSE
-    ``Var(u1 + u2) = 2/12 = 1/6 ≈ 0.167`` (:data:`ADDING_PROBLEM_BASELINE_MSE`); a
-    model solves the task when it gets far below that.
+    ``Var(u1 + u2) = 2/12 = 1/6 ≈ 0.167``
+    ([`ADDING_PROBLEM_BASELINE_MSE`][jrnn.seqtasks.ADDING_PROBLEM_BASELINE_MSE]); a model solves the
+    task when it gets far below that.
 
     Args:
       key: PRNG key.
@@ -338,7 +343,8 @@ def copy_memory(
     Baseline: a memoryless model that outputs blanks until the delimiter and then
     guesses uniformly among the symbols scores a mean cross-entropy per step of
     ``copy_len * ln(num_symbols) / (seq_len + 2*copy_len)``
-    (:func:`copy_memory_baseline`; ``10 ln 8 / (T + 20)`` for the defaults).
+    ([`copy_memory_baseline`][jrnn.seqtasks.copy_memory_baseline]; ``10 ln 8 / (T + 20)`` for the
+    defaults).
 
     Args:
       key: PRNG key.
@@ -369,7 +375,7 @@ def copy_memory(
 
 
 def copy_memory_baseline(seq_len: int, num_symbols: int = 8, copy_len: int = 10) -> float:
-    """Memoryless cross-entropy per step on :func:`copy_memory`, in nats.
+    """Memoryless cross-entropy per step on [`copy_memory`][jrnn.seqtasks.copy_memory], in nats.
 
     ``copy_len * ln(num_symbols) / (seq_len + 2*copy_len)``.
     """

@@ -1,14 +1,15 @@
 """Data parallelism on JAX's own runtime: a device mesh, the batch split along its ``data``
 axis, parameters replicated.
 
-* :func:`use_cpu_cores` turns one CPU host into ``n`` host devices (one per core), so the
-  data-parallel path puts every core to work: XLA:CPU runs a recurrent step's small
+* [`use_cpu_cores`][jrnn.sharding.use_cpu_cores] turns one CPU host into ``n`` host devices (one per
+  core), so the data-parallel path puts every core to work: XLA:CPU runs a recurrent step's small
   ``[B, H] x [H, 4H]`` product on one core, a single CPU device leaves the others idle.
-* :func:`data_mesh` builds the one-axis mesh :func:`jrnn.make_train_step` takes (``mesh=``);
-  the same code runs on host devices, on the GPUs of a node and on a TPU slice, and on
-  several hosts after ``jax.distributed.initialize()``.
-* :func:`shard_batch` / :func:`replicate` place a batch (leading axis split over the
-  devices) and a state (a full copy on every device).
+* [`data_mesh`][jrnn.sharding.data_mesh] builds the one-axis mesh
+  [`jrnn.make_train_step`][jrnn.train.make_train_step] takes (``mesh=``); the same code runs on host
+  devices, on the GPUs of a node and on a TPU slice, and on several hosts after
+  ``jax.distributed.initialize()``.
+* [`shard_batch`][jrnn.sharding.shard_batch] / [`replicate`][jrnn.sharding.replicate] place a batch
+  (leading axis split over the devices) and a state (a full copy on every device).
 
 Nothing here holds state: the mesh is an argument, never a global.
 """
@@ -230,7 +231,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 @functools.cache
 def host_devices_mesh(n: int) -> Mesh:
-    """The one-axis mesh of the first ``n`` CPU (host) devices, axis :data:`DATA_AXIS`.
+    """The one-axis mesh of the first ``n`` CPU (host) devices, axis `DATA_AXIS`.
 
     Examples:
       >>> dict(host_devices_mesh(1).shape)
@@ -256,8 +257,8 @@ by XLA:CPU's own matmul threads, and splitting the batch measured slower (``B=64
 
 def split_devices(rows: int, steps: int, hidden: int, available: int) -> int:
     """The most of ``available`` host devices that divide ``rows`` into shards each worth
-    :data:`MIN_SPLIT_WORK` and each with a per-step product within :data:`MAX_SPLIT_STEP`;
-    1 when none does.
+    [`MIN_SPLIT_WORK`][jrnn.sharding.MIN_SPLIT_WORK] and each with a per-step product within
+    [`MAX_SPLIT_STEP`][jrnn.sharding.MAX_SPLIT_STEP]; 1 when none does.
 
     Examples:
       >>> split_devices(64, 128, 256, 2), split_devices(16, 32, 32, 2)
@@ -275,14 +276,15 @@ def split_devices(rows: int, steps: int, hidden: int, available: int) -> int:
 
 
 def host_split(xs: Any, batch_shape: tuple[int, ...], hidden: int) -> int:
-    """How many host devices :func:`jrnn.unroll` splits a batch over (1: no split).
+    """How many host devices [`jrnn.unroll`][jrnn.unrolling.unroll] splits a batch over (1: no
+    split).
 
     More than 1 only in a process whose CPU backend was made several devices by
-    :func:`use_cpu_cores` (or ``JAX_NUM_CPU_DEVICES``; the ``XLA_FLAGS`` fake devices of a
-    test do not count), on the CPU backend, outside ``shard_map`` (a caller that splits its
-    batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch of
-    time-major ``xs [T, *batch, F]`` large enough (:func:`split_devices`): the most of
-    those devices that divide the first batch axis.
+    [`use_cpu_cores`][jrnn.sharding.use_cpu_cores] (or ``JAX_NUM_CPU_DEVICES``; the ``XLA_FLAGS``
+    fake devices of a test do not count), on the CPU backend, outside ``shard_map`` (a caller that
+    splits its batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch of
+    time-major ``xs [T, *batch, F]`` large enough ([`split_devices`][jrnn.sharding.split_devices]):
+    the most of those devices that divide the first batch axis.
 
     Examples:
       >>> import jax.numpy as jnp

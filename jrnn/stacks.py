@@ -1,15 +1,16 @@
-"""Layers of one cell, optionally bidirectional, with dropout between them: :func:`stack`
-(``torch.nn.LSTM`` semantics over any :class:`jrnn.Cell`).
+"""Layers of one cell, optionally bidirectional, with dropout between them:
+[`stack`][jrnn.stacks.stack] (``torch.nn.LSTM`` semantics over any [`jrnn.Cell`][jrnn.base.Cell]).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Cell, Method, Params, PRNGKey, RematMode, VJPMode
+from jrnn.base import Array, Carry, Cell, Method, Params, PRNGKey, RematMode, VJPMode
 from jrnn.checks import (
     check_batch_shape,
     check_bool,
@@ -33,15 +34,18 @@ class Stack(NamedTuple):
       init: ``init(key, input_size) -> params``.
       apply: ``apply(params, xs, *, carries=None, lengths=None, resets=None, key=None,
         time_major=False, unroll=None, hoist=None, vjp=None, remat="none", debug=False,
-        method="scan") -> (ys, carries_T)`` (the options as in :func:`unroll`, ``method``
-        passed to every layer; ``resets`` reaches every layer
+        method="scan") -> (ys, carries_T)`` (the options as in [`unroll`][jrnn.unrolling.unroll],
+        ``method`` passed to every layer; ``resets`` reaches every layer
         and both directions, so each episode runs through the whole stack on its own;
         ``key`` drives the inter-layer dropout and, for a regularised cell, is split into
         one independent key per layer and direction);
         ``ys: [*batch, T, D * output_size]`` (``D = 2`` when bidirectional, directions
         concatenated ``[forward, backward]`` on the feature axis).
       initial_carry: ``initial_carry(params, batch_shape=()) -> carries``.
-      cell, num_layers, bidirectional, dropout: the configuration.
+      cell: the cell of every layer and direction.
+      num_layers: how many layers; layer ``l > 0`` reads layer ``l - 1``'s outputs.
+      bidirectional: whether each layer also reads the sequence backwards.
+      dropout: the dropout rate between layers (in training, with a ``key``).
 
     Examples:
       >>> import jrnn
@@ -49,9 +53,9 @@ class Stack(NamedTuple):
       stack(gru(hidden_size=8, reset_after=False, layer_norm=False, gate_fn=sigmoid, activation=tanh, dtype=None, param_dtype=float32), num_layers=2, bidirectional=True, dropout=0.0)
     """  # noqa: E501
 
-    init: Any
-    apply: Any
-    initial_carry: Any
+    init: Callable[[PRNGKey, int], Params]
+    apply: Callable[..., tuple[Array, Carry]]
+    initial_carry: Callable[..., Carry]
     cell: Cell
     num_layers: int
     bidirectional: bool
@@ -72,11 +76,11 @@ def stack(
     Layer 0 reads ``xs``; layer ``l > 0`` reads the previous layer's output, the
     concatenation ``[forward, backward]`` when bidirectional.  The backward direction runs
     ``unroll(..., reverse=True)`` with the same ``lengths`` (checked, or clamped when traced,
-    exactly as in :func:`unroll`); ``resets`` likewise reaches every layer and both
-    directions (the backward one reads episodes right to left as in :func:`unroll`), so a
-    stack over concatenated episodes equals the stack over each episode alone.  Dropout with
-    rate ``dropout`` acts on every layer's output except the last, and only when ``apply``
-    gets a ``key`` (evaluation passes none).
+    exactly as in [`unroll`][jrnn.unrolling.unroll]); ``resets`` likewise reaches every layer and
+    both directions (the backward one reads episodes right to left as in
+    [`unroll`][jrnn.unrolling.unroll]), so a stack over concatenated episodes equals the stack over
+    each episode alone.  Dropout with rate ``dropout`` acts on every layer's output except the last,
+    and only when ``apply`` gets a ``key`` (evaluation passes none).
 
     Args:
       cell: the cell of every layer and direction.
@@ -85,7 +89,7 @@ def stack(
       dropout: drop rate between layers, in ``[0, 1)``.
 
     Returns:
-      A :class:`Stack`.
+      A [`Stack`][jrnn.stacks.Stack].
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn

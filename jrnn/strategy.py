@@ -1,35 +1,38 @@
-"""How :func:`jrnn.unroll` runs a call: every choice in one place, one :class:`Plan`.
+"""How [`jrnn.unroll`][jrnn.unrolling.unroll] runs a call: every choice in one place, one
+[`Plan`][jrnn.strategy.Plan].
 
-``unroll`` is prepare → plan → engine → finish.  :func:`plan` turns the cell, the
-prepared inputs (their shapes), the user's options and the backend into a :class:`Plan`:
+``unroll`` is prepare → plan → engine → finish.  [`plan`][jrnn.strategy.plan] turns the cell, the
+prepared inputs (their shapes), the user's options and the backend into a
+[`Plan`][jrnn.strategy.Plan]:
 
-* the engine: the sequential ``lax.scan`` (:mod:`jrnn.scan`), the exact associative scan
-  of an element-wise linear recurrence (:mod:`jrnn.linear_scan`), or Newton's method in
-  parallel over time (:mod:`jrnn.newton`) -- ``method`` as asked, ``"auto"`` by
-  :func:`auto_method` and :func:`prefer_associative`;
+* the engine: the sequential ``lax.scan`` ([`jrnn.scan`][]), the exact associative scan
+  of an element-wise linear recurrence ([`jrnn.linear_scan`][]), or Newton's method in
+  parallel over time ([`jrnn.newton`][]) -- ``method`` as asked, ``"auto"`` by
+  [`auto_method`][jrnn.strategy.auto_method] and
+  [`prefer_associative`][jrnn.strategy.prefer_associative];
 * for the scan: whether the input projection is hoisted out of it, whether ``jax.grad``
-  differentiates it by autodiff or by the hand-structured VJP (:mod:`jrnn.hoisted`), the
-  defaults measured per shape on CPU (:func:`default_strategy`, :data:`jrnn.tuned.CPU`),
-  and the overrides (training a regularised cell, ``remat``, ``return_carries``, a cell
-  without :class:`jrnn.base.FastPath`);
-* how many of a CPU's host devices split the batch (:func:`jrnn.sharding.host_split`);
+  differentiates it by autodiff or by the hand-structured VJP ([`jrnn.hoisted`][]), the
+  defaults measured per shape on CPU ([`default_strategy`][jrnn.strategy.default_strategy],
+  `jrnn.tuned.CPU`), and the overrides (training a regularised cell, ``remat``, ``return_carries``,
+  a cell without [`jrnn.base.FastPath`][]);
+* how many of a CPU's host devices split the batch ([`jrnn.sharding.host_split`][]);
 * ``lax.scan``'s unroll factor: the caller's ``unroll``, or, when not given, 1 for a call
   that is differentiated and, for inference on CPU, the factor measured fastest for the
-  nearest shape (:func:`inference_unroll`, :data:`jrnn.tuned.CPU_INFERENCE`).
+  nearest shape ([`inference_unroll`][jrnn.strategy.inference_unroll], `jrnn.tuned.CPU_INFERENCE`).
 
 The same inputs always give the same plan.
 
 **Symbolic shapes** (``jax.export`` with ``symbolic_shape("b, t")``): a choice that depends
-on a size cannot be made when the batch or time dimension is symbolic, so :func:`plan`
-makes fixed ones instead, and never calls Python maths on a dimension:
+on a size cannot be made when the batch or time dimension is symbolic, so
+[`plan`][jrnn.strategy.plan] makes fixed ones instead, and never calls Python maths on a dimension:
 
 * the engine is the sequential scan for ``method="auto"`` and for a cell with ``affine``
   (the associative scan needs a concrete length; the sequential scan computes the same
   recurrence); ``method="newton"``/``"quasi-newton"`` on a cell without ``affine`` is an
   error (their linear solves are associative scans);
 * ``hoist`` and ``vjp`` not given: the backend's shape-free defaults of
-  :func:`default_strategy` (on CPU the projection in the step, differentiated by autodiff;
-  elsewhere hoisted, with the hand-structured VJP);
+  [`default_strategy`][jrnn.strategy.default_strategy] (on CPU the projection in the step,
+  differentiated by autodiff; elsewhere hoisted, with the hand-structured VJP);
 * the batch is not split over host devices;
 * ``unroll`` becomes 1 and ``remat="sqrt"`` becomes ``"step"`` when the time dimension is
   symbolic (both need the number of steps; the results are the same, only speed and memory
@@ -53,7 +56,7 @@ Engine = Literal["scan", "associative", "newton", "quasi-newton"]
 
 
 class Plan(NamedTuple):
-    """One call of :func:`jrnn.unroll`, decided (hashable).
+    """One call of [`jrnn.unroll`][jrnn.unrolling.unroll], decided (hashable).
 
     Attributes:
       engine: ``"scan"``, ``"associative"``, ``"newton"`` or ``"quasi-newton"``.
@@ -64,9 +67,10 @@ class Plan(NamedTuple):
       devices: host devices the scan's batch is split over (1: not split).
       save_step_vjps: the hoisted VJP's forward saves each step's VJP of the gates.
       unroll: ``lax.scan``'s unroll factor when differentiated (the caller's, else 1).
-      infer_unroll: ... when not differentiated (the caller's, else :func:`inference_unroll`).
-      remat, return_carries: as given to :func:`jrnn.unroll`.
-      solver: the :class:`jrnn.newton.NewtonOptions` of a Newton engine, else ``None``.
+      infer_unroll: ... when not differentiated (the caller's, else
+          [`inference_unroll`][jrnn.strategy.inference_unroll]).
+      remat, return_carries: as given to [`jrnn.unroll`][jrnn.unrolling.unroll].
+      solver: the [`jrnn.newton.NewtonOptions`][] of a Newton engine, else ``None``.
     """
 
     engine: Engine
@@ -83,9 +87,9 @@ class Plan(NamedTuple):
 
 
 TIME_WEIGHT = 0.25
-"""Weight of the sequence length in :func:`default_strategy`'s distance (batch and hidden
-size weigh 1).  A modelling choice: a step's work is set by the batch and the width, ``T``
-only counts the steps, and the table's grid varies ``B`` and ``T`` together (``B·T =
+"""Weight of the sequence length in [`default_strategy`][jrnn.strategy.default_strategy]'s distance
+(batch and hidden size weigh 1).  A modelling choice: a step's work is set by the batch and the
+width, ``T`` only counts the steps, and the table's grid varies ``B`` and ``T`` together (``B·T =
 8192``), so without it a shape between two rows is matched by its length as much as by its
 batch."""
 
@@ -102,10 +106,10 @@ def default_strategy(
 
     Chosen by measurement: on GPU the hoisted projection and the hand-structured VJP (1.8x at
     the medium LSTM size on an H200).  On CPU, with the shape given, the strategy measured
-    fastest at the nearest shape of :data:`jrnn.tuned.CPU` (distance in log-space of batch,
-    T and hidden, T weighted by :data:`TIME_WEIGHT`; written by ``python -m benchmarks.tune``:
-    the hand-structured backward wins for long sequences in small batches, where autodiff
-    accumulates a weight-sized gradient at every step; between equally near entries the
+    fastest at the nearest shape of `jrnn.tuned.CPU` (distance in log-space of batch,
+    T and hidden, T weighted by [`TIME_WEIGHT`][jrnn.strategy.TIME_WEIGHT]; written by ``python -m
+    benchmarks.tune``: the hand-structured backward wins for long sequences in small batches, where
+    autodiff accumulates a weight-sized gradient at every step; between equally near entries the
     in-step autodiff form); without it, or with an empty table, in-step projection
     differentiated by autodiff.  The same shapes always give the same choice.
 
@@ -133,18 +137,18 @@ def inference_unroll(
     steps: int | None = None,
     hidden: int | None = None,
 ) -> int:
-    """``lax.scan``'s unroll factor for a call of :func:`jrnn.unroll` that is not
+    """``lax.scan``'s unroll factor for a call of [`jrnn.unroll`][jrnn.unrolling.unroll] that is not
     differentiated (inference), when the caller gives none.
 
     On CPU with the shape given, the factor measured fastest for a forward pass at the
-    nearest shape of :data:`jrnn.tuned.CPU_INFERENCE` (the distance of
-    :func:`default_strategy`; written by ``python -m benchmarks.tune --part inference``,
-    measured with every core a host device, as after :func:`jrnn.use_cpu_cores`): there
-    unrolling measured 1.1-1.4x faster at ``hidden=256``, up to 1.3x at 512 in small
-    batches, and nothing at most other shapes (``benchmarks/results/tune_inference.md``).
-    Elsewhere, or without a shape: 1.  A differentiated call always scans with 1 (on CPU,
-    ``unroll > 1`` made training 1.4-2.2x slower).  The results are the same whatever the
-    factor.
+    nearest shape of `jrnn.tuned.CPU_INFERENCE` (the distance of
+    [`default_strategy`][jrnn.strategy.default_strategy]; written by ``python -m benchmarks.tune
+    --part inference``, measured with every core a host device, as after
+    [`jrnn.use_cpu_cores`][jrnn.sharding.use_cpu_cores]): there unrolling measured 1.1-1.4x faster
+    at ``hidden=256``, up to 1.3x at 512 in small batches, and nothing at most other shapes
+    (``benchmarks/results/tune_inference.md``). Elsewhere, or without a shape: 1.  A differentiated
+    call always scans with 1 (on CPU, ``unroll > 1`` made training 1.4-2.2x slower).  The results
+    are the same whatever the factor.
 
     Examples:
       >>> from jrnn.strategy import inference_unroll
@@ -161,7 +165,8 @@ def inference_unroll(
 
 def _nearest(table, shape: tuple[int, int, int], preferred: tuple) -> tuple:
     """The entry ``((batch, T, hidden), *choice)`` of ``table`` nearest ``shape`` in
-    log-space (``T`` weighted by :data:`TIME_WEIGHT`); between equally near entries, the
+    log-space (``T`` weighted by [`TIME_WEIGHT`][jrnn.strategy.TIME_WEIGHT]); between equally near
+    entries, the
     one whose choice is ``preferred``."""
     where = [math.log2(max(v, 1)) for v in shape]
 
@@ -305,14 +310,15 @@ def plan(
     solver: Any = None,
     backend: str | None = None,
 ) -> Plan:
-    """The :class:`Plan` of one :func:`jrnn.unroll` call (see the module).
+    """The [`Plan`][jrnn.strategy.Plan] of one [`jrnn.unroll`][jrnn.unrolling.unroll] call (see the
+    module).
 
     Args:
       cell: the cell.
-      prep: the prepared inputs (:func:`jrnn.prepare.prepare`).
+      prep: the prepared inputs ([`jrnn.prepare.prepare`][]).
       options: the checked options.
       where: the calling function, for messages.
-      solver: :class:`jrnn.newton.NewtonOptions` when :func:`jrnn.newton.solve` calls
+      solver: [`jrnn.newton.NewtonOptions`][] when [`jrnn.newton.solve`][] calls
         (always Newton, never the associative scan), else ``None`` (the Newton engine's
         defaults).
       backend: default JAX's.

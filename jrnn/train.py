@@ -1,16 +1,18 @@
 """Training: a train state, one jitted buffer-donating train step, evaluation, truncated BPTT.
 
-* :class:`TrainState` ``(step, params, opt_state, key)`` is the whole state of a run (with
-  the recurrent carry, for truncated BPTT over streams, kept beside it).
-* :func:`make_train_step` builds one jitted step: loss and gradients, global-norm gradient
-  clipping (on by default: the lecture's remedy for exploding gradients), the optimizer update,
-  and a finiteness check; the state is donated so parameters are updated in place.
-* :func:`make_eval_step` / :func:`evaluate` compute exact means of per-token metrics.
+* [`TrainState`][jrnn.train.TrainState] ``(step, params, opt_state, key)`` is the whole state of a
+  run (with the recurrent carry, for truncated BPTT over streams, kept beside it).
+* [`make_train_step`][jrnn.train.make_train_step] builds one jitted step: loss and gradients,
+  global-norm gradient clipping (on by default: the lecture's remedy for exploding gradients), the
+  optimizer update, and a finiteness check; the state is donated so parameters are updated in place.
+* [`make_eval_step`][jrnn.train.make_eval_step] / [`evaluate`][jrnn.train.evaluate] compute exact
+  means of per-token metrics.
 * Truncated BPTT carries the recurrent state across consecutive windows of a long stream
   and cuts the gradient between them with ``jax.lax.stop_gradient``: either one update per
-  window (:func:`make_train_step` with ``has_carry=True``) or the summed gradient of a whole
-  sequence cut into windows (:func:`tbptt_value_and_grad`).  With one window covering the
-  whole sequence the gradient is exactly full BPTT's.
+  window ([`make_train_step`][jrnn.train.make_train_step] with ``has_carry=True``) or the summed
+  gradient of a whole sequence cut into windows
+  ([`tbptt_value_and_grad`][jrnn.train.tbptt_value_and_grad]).  With one window covering the whole
+  sequence the gradient is exactly full BPTT's.
 
 Everything is a pure function of the explicit PRNG key in the state: a run is fully
 determined by that key.
@@ -85,7 +87,7 @@ def init_train_state(
       key: a PRNG key (``jax.random.key(0)``, or a raw ``uint32[2]`` key).
 
     Returns:
-      A :class:`TrainState`.
+      A [`TrainState`][jrnn.train.TrainState].
 
     Raises:
       TypeError: ``optimizer`` is not a GradientTransformation or ``key`` not a PRNG key.
@@ -183,7 +185,7 @@ def make_train_step(
         advance).  Without it the non-finite state is returned and the caller decides.
       donate: donate the state's buffers to the step (update in place).
       mesh: data parallelism over a ``jax.sharding.Mesh`` with a ``"data"`` axis
-        (:func:`jrnn.sharding.data_mesh`; other axes must have size 1).  Every leaf of
+        ([`jrnn.sharding.data_mesh`][]; other axes must have size 1).  Every leaf of
         ``batch`` (and of ``carry``) is split along its leading (batch) axis over the
         devices, ``state`` is replicated; each device runs ``loss_fn`` on its shard (inside
         ``jax.shard_map``), the shards' weighted gradients are summed across devices once per
@@ -216,7 +218,8 @@ def make_train_step(
 
     Raises:
       TypeError: ``loss_fn`` not callable, ``optimizer`` not a GradientTransformation,
-        ``clip_norm`` not a number; at the first call, ``state`` not a :class:`TrainState`.
+        ``clip_norm`` not a number; at the first call, ``state`` not a
+        [`TrainState`][jrnn.train.TrainState].
       ValueError: a negative ``clip_norm``; at the first call, ``state.opt_state`` made
         by another optimizer or for other params.
 
@@ -507,8 +510,8 @@ def make_eval_step(metric_fn: Callable[..., Any]) -> Callable[..., Any]:
       metric_fn: ``metric_fn(params, batch) -> sums`` or, carrying the recurrent state from
         one batch to the next, ``metric_fn(params, carry, batch) -> (carry, sums)``; ``sums``
         maps each metric name to a pair ``(total, count)`` of scalars (e.g. the summed loss
-        over valid tokens and their number), so :func:`evaluate` forms exact means over
-        many batches.
+        over valid tokens and their number), so [`evaluate`][jrnn.train.evaluate] forms exact means
+        over many batches.
 
     Returns:
       The jitted function (no donation: ``params`` stay valid).
@@ -544,7 +547,7 @@ def evaluate(
     Totals and counts are summed on the host in float64 (order fixed: deterministic).
 
     Args:
-      eval_step: from :func:`make_eval_step`.
+      eval_step: from [`make_eval_step`][jrnn.train.make_eval_step].
       params: the parameters.
       batches: an iterable of batches (all of one shape, so one compilation).
       carry: with a carrying eval step, the initial carry (e.g. zeros); ``None`` otherwise.

@@ -1,9 +1,9 @@
-"""The fastest strategies of :func:`jrnn.unroll` on CPU, by shape, as measured by
+"""The fastest strategies of [`jrnn.unroll`][jrnn.unrolling.unroll] on CPU, by shape, as measured by
 ``python -m benchmarks.tune --part training|inference`` (do not edit by hand: run it
 again on another machine)."""
 
 MACHINE = "Intel(R) Xeon(R) Processor"
-"""The CPU that measured :data:`CPU`."""
+"""The CPU that measured `CPU`."""
 
 CPU: tuple[tuple[tuple[int, int, int], bool, str], ...] = (
     ((4, 2048, 64), True, "hoisted"),
@@ -34,7 +34,7 @@ CPU: tuple[tuple[tuple[int, int, int], bool, str], ...] = (
 """``(batch, T, hidden) -> (hoist, vjp)`` for an LSTM training step, one host device."""
 
 INFERENCE_MACHINE = "AMD EPYC"
-"""The CPU that measured :data:`CPU_INFERENCE`."""
+"""The CPU that measured `CPU_INFERENCE`."""
 
 CPU_INFERENCE: tuple[tuple[tuple[int, int, int], int], ...] = (
     ((2, 2048, 64), 4),

@@ -1,15 +1,15 @@
 """``unroll``: a cell over a sequence, as prepare → plan → engine → finish.
 
-* :mod:`jrnn.prepare` checks the arguments and lays the inputs out for the engines;
-* :mod:`jrnn.strategy` decides how the call runs (one :class:`~jrnn.strategy.Plan`);
-* an engine runs it: :mod:`jrnn.scan` (``lax.scan``, autodiff or the hand-structured VJP
-  of :mod:`jrnn.hoisted`, optionally over a CPU's host devices), :mod:`jrnn.linear_scan`
-  (the associative scan of an element-wise linear recurrence) or :mod:`jrnn.newton`
+* [`jrnn.prepare`][] checks the arguments and lays the inputs out for the engines;
+* [`jrnn.strategy`][] decides how the call runs (one [`Plan`][jrnn.strategy.Plan]);
+* an engine runs it: [`jrnn.scan`][] (``lax.scan``, autodiff or the hand-structured VJP
+  of [`jrnn.hoisted`][], optionally over a CPU's host devices), [`jrnn.linear_scan`][]
+  (the associative scan of an element-wise linear recurrence) or [`jrnn.newton`][]
   (Newton's method in parallel over time);
-* :func:`jrnn.prepare.finish` gives the outputs back in the caller's layout.
+* [`jrnn.prepare.finish`][] gives the outputs back in the caller's layout.
 
-Backpropagation through time is ``jax.grad`` of :func:`unroll`.  Layers of cells are in
-:mod:`jrnn.stacks`.
+Backpropagation through time is ``jax.grad`` of [`unroll`][jrnn.unrolling.unroll].  Layers of cells
+are in [`jrnn.stacks`][].
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from jrnn.base import Array, Carry, Cell, Method, Params, PRNGKey, RematMode, VJ
 from jrnn.prepare import Options, check_options, finish, prepare
 from jrnn.strategy import plan
 
+__all__ = ["unroll", "run", "ENGINES"]
+
 ENGINES = {
     "scan": scan.run,
     "associative": linear_scan.run,
     "newton": newton.run,
     "quasi-newton": newton.run,
 }
-"""Each :class:`~jrnn.strategy.Plan` engine's ``run(cell, prepared, plan) -> (carry_T,
+"""Each [`Plan`][jrnn.strategy.Plan] engine's ``run(cell, prepared, plan) -> (carry_T,
 out, info)``."""
 
 
@@ -50,27 +52,27 @@ def unroll(
 ) -> tuple[Array, Carry] | tuple[Array, Carry, Carry]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
-    Any :class:`jrnn.Cell` runs, a built-in one or your own (:func:`jrnn.custom_cell`).
-    For a cell with a :class:`jrnn.base.FastPath`, ``hoist=True`` computes the input part of
-    every pre-activation for all time steps in one matmul (``cell.fast.project``) before the
-    scan, so the scan body holds only the recurrent product and the gates; with
-    ``hoist=False`` the body projects one step's input itself.  Without ``lengths`` there
-    is no masking work at all.  How a call runs (the engine, hoisting, the backward pass,
-    the host devices) is decided in one place, :func:`jrnn.strategy.plan`.
+    Any [`jrnn.Cell`][jrnn.base.Cell] runs, a built-in one or your own
+    ([`jrnn.custom_cell`][jrnn.custom.custom_cell]). For a cell with a [`jrnn.base.FastPath`][],
+    ``hoist=True`` computes the input part of every pre-activation for all time steps in one matmul
+    (``cell.fast.project``) before the scan, so the scan body holds only the recurrent product and
+    the gates; with ``hoist=False`` the body projects one step's input itself.  Without ``lengths``
+    there is no masking work at all.  How a call runs (the engine, hoisting, the backward pass,
+    the host devices) is decided in one place, [`jrnn.strategy.plan`][].
 
-    Every core of a CPU: in a process where :func:`jrnn.use_cpu_cores` made several host
-    devices, the scan runs inside ``jax.shard_map`` with the first batch axis split over
-    them (the most that divide it into shards worth the exchange,
-    :func:`jrnn.sharding.split_devices`) and the parameters replicated, so a plain
+    Every core of a CPU: in a process where [`jrnn.use_cpu_cores`][jrnn.sharding.use_cpu_cores] made
+    several host devices, the scan runs inside ``jax.shard_map`` with the first batch axis split
+    over them (the most that divide it into shards worth the exchange,
+    [`jrnn.sharding.split_devices`][]) and the parameters replicated, so a plain
     ``jax.jit(jax.grad(...))`` step uses every core; outputs and gradients are those of the
-    unsplit scan (:mod:`jrnn.scan`).  Inside a caller's own ``shard_map``
+    unsplit scan ([`jrnn.scan`][]).  Inside a caller's own ``shard_map``
     (``make_train_step(mesh=...)``) or on an accelerator nothing changes.
 
     Every argument is checked at trace time (shapes and dtypes only, see
-    :mod:`jrnn.base`); a mismatch raises ``ValueError``/``TypeError`` naming it.
+    [`jrnn.base`][]); a mismatch raises ``ValueError``/``TypeError`` naming it.
 
     Args:
-      cell: a :class:`jrnn.Cell`.
+      cell: a [`jrnn.Cell`][jrnn.base.Cell].
       params: its parameters.
       xs: ``[*batch, T, input_size]`` (any number of leading batch axes, none for one
         sequence), or ``[T, *batch, input_size]`` with ``time_major=True``.
@@ -105,13 +107,13 @@ def unroll(
       unroll: ``lax.scan``'s unroll factor (the results are the same for any).  The
         default (``None``): 1 when the call is differentiated; for inference on CPU, the
         factor measured fastest for the nearest shape
-        (:func:`jrnn.strategy.inference_unroll`; 1.1-1.4x at ``hidden=256``), while
+        ([`jrnn.strategy.inference_unroll`][]; 1.1-1.4x at ``hidden=256``), while
         ``jax.grad`` of the same call still differentiates the scan with 1; 1 when the time
         dimension is symbolic (``jax.export``).
       return_carries: also return the carry after every step, stacked along the time axis
         (aligned like ``ys``; LSTM ``c_t`` included), for diagnostics.
       hoist: project the inputs before the scan (``True``) or inside it (``False``).  The
-        default (``None``) is :func:`jrnn.strategy.default_strategy`'s for this backend and
+        default (``None``) is [`jrnn.strategy.default_strategy`][]'s for this backend and
         shape: hoisted on accelerators; on CPU the strategy measured fastest for the
         nearest shape (``jrnn/tuned.py``, ``python -m benchmarks.tune``).  On CPU a call
         that is not differentiated (inference) projects inside the scan whatever the
@@ -126,7 +128,7 @@ def unroll(
         it as single large matmuls over all time steps.  ``"autodiff"``
         differentiates the scan as written (and supports forward-mode ``jax.jvp``/``jacfwd``,
         which custom VJPs do not: pass ``vjp="autodiff"`` for forward mode).  The default
-        (``None``) is :func:`jrnn.strategy.default_strategy`'s: ``"hoisted"`` on
+        (``None``) is [`jrnn.strategy.default_strategy`][]'s: ``"hoisted"`` on
         accelerators; on CPU the measured choice for the shape (``"hoisted"`` for long
         sequences in small batches, ``"autodiff"`` elsewhere).  ``return_carries=True``
         always uses ``"autodiff"``, and so does a cell without ``FastPath``
@@ -140,10 +142,10 @@ def unroll(
         ``jax.experimental.checkify`` instead of clamping them: run ``err, out =
         checkify.checkify(jax.jit(f))(...)`` and ``err.throw()`` raises the out-of-range
         message.
-      key: a PRNG key for a regularised cell (:func:`jrnn.zoneout`,
-        :func:`jrnn.recurrent_dropout`): with a key the cell samples its noise for the whole
-        sequence before the scan (``cell.noise``; independent per batch element, and per
-        step where the noise is per step) and each step reads its time slice
+      key: a PRNG key for a regularised cell ([`jrnn.zoneout`][jrnn.regularisers.zoneout],
+        [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout]): with a key the cell
+        samples its noise for the whole sequence before the scan (``cell.noise``; independent per
+        batch element, and per step where the noise is per step) and each step reads its time slice
         (``cell.train_step``).  Without a key (evaluation) the cell's deterministic form
         runs.  A plain cell ignores ``key`` (its program is unchanged).  Training a
         regularised cell runs the in-step scan differentiated by autodiff (``hoist`` and
@@ -153,20 +155,20 @@ def unroll(
         full / diagonal Jacobians (DEER, Lim et al. 2023; quasi-DEER, Gonzalez et al. 2024),
         stopped on the true residual and falling back to the scan where it does not
         converge, so the results are the scan's (to the tolerance); gradients by the
-        implicit function theorem (see :mod:`jrnn.newton`, and
-        :func:`jrnn.newton.solve` for its options and diagnostics).  ``hoist``, ``vjp``,
+        implicit function theorem (see [`jrnn.newton`][], and
+        [`jrnn.newton.solve`][] for its options and diagnostics).  ``hoist``, ``vjp``,
         ``remat`` and ``unroll`` do not apply to it; it does not train regularised cells
-        (with ``key``).  ``"auto"``: :func:`jrnn.strategy.auto_method` picks (the scan on
+        (with ``key``).  ``"auto"``: [`jrnn.strategy.auto_method`][] picks (the scan on
         CPU).
-        A cell with ``affine`` (an element-wise linear recurrence: :func:`jrnn.mingru`,
-        :func:`jrnn.minlstm`, :func:`jrnn.lru`) is instead evaluated by
-        ``jax.lax.associative_scan`` for ``"newton"``/``"quasi-newton"`` (exact: Newton's
-        method on a linear recurrence converges in one step; :mod:`jrnn.linear_scan`),
-        with the same ``carry``, ``lengths``, ``reverse``, ``resets``, batch axes,
-        ``time_major`` and ``return_carries`` semantics and ordinary autodiff; for it
-        ``"auto"`` follows :func:`jrnn.strategy.prefer_associative` (the scan on CPU,
+        A cell with ``affine`` (an element-wise linear recurrence:
+        [`jrnn.mingru`][jrnn.mincells.mingru], [`jrnn.minlstm`][jrnn.mincells.minlstm],
+        [`jrnn.lru`][jrnn.mincells.lru]) is instead evaluated by ``jax.lax.associative_scan`` for
+        ``"newton"``/``"quasi-newton"`` (exact: Newton's method on a linear recurrence converges in
+        one step; [`jrnn.linear_scan`][]), with the same ``carry``, ``lengths``, ``reverse``,
+        ``resets``, batch axes, ``time_major`` and ``return_carries`` semantics and ordinary
+        autodiff; for it ``"auto"`` follows [`jrnn.strategy.prefer_associative`][] (the scan on CPU,
         measured faster at every ``T`` up to 16384).  Training it with a ``key`` and
-        :func:`jrnn.newton.solve` use the paths above.
+        [`jrnn.newton.solve`][] use the paths above.
 
     Returns:
       ``(ys, carry_T)`` with ``ys: [*batch, T, output_size]`` (or time-major), or
@@ -209,7 +211,8 @@ def run(
     pname: str = "params",
     cname: str = "carry",
 ):
-    """:func:`unroll` with checked :class:`~jrnn.prepare.Options` and the names its
+    """[`unroll`][jrnn.unrolling.unroll] with checked [`Options`][jrnn.prepare.Options] and the
+    names its
     messages use (``stack.apply`` passes its own: ``params[1][0]``, ...)."""
     prep = prepare(
         cell, params, xs, carry, lengths, resets, key, options, where=where, pname=pname,

@@ -163,7 +163,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q"]
+        [sys.executable, "-m", "mkdocs", "build", "--strict"]
         + ["-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
         cwd=tmp_path,
         env=env,

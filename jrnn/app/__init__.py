@@ -1,7 +1,7 @@
 """jrnn's application layer: the ``jrnn`` command's configuration, tasks, run loop and run
 folders, usable from Python.
 
-The library (:mod:`jrnn` and its modules) imports nothing from here.
+The library (`jrnn` and its modules) imports nothing from here.
 
 Examples:
   >>> from jrnn.app import Config

@@ -1,11 +1,12 @@
 """The run configuration: one frozen dataclass, the single source of every default.
 
-Every field of :class:`Config` carries its flag, help text, kind and choices in its
-metadata; its default is the common default, overridden per task (and per task and model)
-by the task's :class:`~jrnn.app.tasks.spec.TaskSpec`.  :func:`defaults` is the only place
+Every field of [`Config`][jrnn.app.config.Config] carries its flag, help text, kind and choices in
+its metadata; its default is the common default, overridden per task (and per task and model)
+by the task's `TaskSpec`.  `defaults` is the only place
 where these are combined: the ``jrnn train`` parser and its ``--help``
-(:func:`add_train_arguments`), the run folder's ``config.json`` (:meth:`Config.to_dict`),
-the docs' flag tables (:func:`markdown_table`) and :func:`jrnn.app.fit` all read it.
+(`add_train_arguments`), the run folder's ``config.json``
+([`Config.to_dict`][jrnn.app.config.Config.to_dict]), the docs' flag tables (`markdown_table`) and
+`jrnn.app.fit` all read it.
 
 Examples:
   >>> from jrnn.app.config import Config, defaults
@@ -111,7 +112,7 @@ _T, _M, _O, _R = GROUPS
 class Config:
     """A run's configuration; a field left ``None`` takes the task's (and model's) default.
 
-    Construction checks every value (:class:`jrnn.app.UsageError` names the flag, the
+    Construction checks every value (`jrnn.app.UsageError` names the flag, the
     expected and the actual value) and the task/model combination.
     """
 
@@ -271,7 +272,7 @@ class Config:
 
     @property
     def spec(self) -> tasks.TaskSpec:
-        """The task's :class:`~jrnn.app.tasks.spec.TaskSpec`."""
+        """The task's `TaskSpec`."""
         return tasks.get(self.task)
 
     def to_dict(self) -> dict[str, Any]:
@@ -467,7 +468,7 @@ def _metavar(meta: Meta) -> str:
 
 
 def arg_type(kind: str):
-    """An argparse ``type`` checking a flag's text as a value of ``kind`` (see :class:`Meta`)."""
+    """An argparse ``type`` checking a flag's text as a value of ``kind`` (see `Meta`)."""
 
     def parse(text: str) -> Any:
         try:
@@ -482,8 +483,9 @@ def arg_type(kind: str):
 def add_train_arguments(
     parser: argparse.ArgumentParser, task: str | None = None, arch: str | None = None
 ) -> None:
-    """Adds one flag per :class:`Config` field, grouped; every default is left ``None`` (the
-    task's, or the saved run's) and shown in the help: ``task``'s and ``arch``'s exactly
+    """Adds one flag per [`Config`][jrnn.app.config.Config] field, grouped; every default is left
+    ``None`` (the task's, or the saved run's) and shown in the help: ``task``'s and ``arch``'s
+    exactly
     when given (``jrnn train --task reverse --help``), else every task's."""
     groups = {g: parser.add_argument_group(g) for g in GROUPS}
     for name, meta in _METAS.items():

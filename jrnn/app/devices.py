@@ -1,8 +1,8 @@
 """Where a run computes: ``--devices`` (data parallelism over local devices, host devices on
 a CPU) and a multi-host launch (``--coordinator``, ``--num-processes``, ``--process-id``).
 
-The order matters and is kept here: :func:`start` runs before anything starts JAX's
-backends (a CPU's host-device count is fixed then), :func:`mesh_for` after.
+The order matters and is kept here: `start` runs before anything starts JAX's
+backends (a CPU's host-device count is fixed then), `mesh_for` after.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def start(config: Any, args: argparse.Namespace | None = None) -> None:
     """Before JAX starts: joins a multi-host job when asked, and on a CPU makes the host
-    devices ``config.devices`` needs (``auto``: :func:`auto_devices` of the cores).  Once
-    JAX has started (in a notebook, a test) nothing changes: :func:`mesh_for` uses the
+    devices ``config.devices`` needs (``auto``: `auto_devices` of the cores).  Once
+    JAX has started (in a notebook, a test) nothing changes: `mesh_for` uses the
     devices there are."""
     import jax
 
@@ -60,7 +60,7 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
 
 def auto_devices(config: Any, available: int) -> int:
     """``--devices auto``: the most devices, at most ``available``, that split each
-    micro-batch into shards worth the exchange (:func:`jrnn.sharding.split_devices` of its
+    micro-batch into shards worth the exchange ([`jrnn.sharding.split_devices`][] of its
     rows, ``seq_len`` and ``hidden``); 1 if none does."""
     from jrnn.sharding import split_devices
 
@@ -69,7 +69,7 @@ def auto_devices(config: Any, available: int) -> int:
 
 
 def mesh_for(config: Any) -> Any:
-    """The data mesh of ``config.devices`` (``None`` for one device); :class:`UsageError`
+    """The data mesh of ``config.devices`` (``None`` for one device); `UsageError`
     when the batch does not split or more devices are asked for than exist."""
     import jax
 

@@ -2,16 +2,16 @@
 
 Two entry points, one report:
 
-* :func:`diagnose_cells` -- cells at initialisation on a batch of the adding problem
+* `diagnose_cells` -- cells at initialisation on a batch of the adding problem
   (``jrnn diagnose --cell rnn lstm gru --seq-len 100 --out DIR``): for each cell
   ``‖∂L/∂h_t‖₂`` of the task's loss (MSE of a linear read-out of ``h_T``), the step-Jacobian
   norms ``‖∂h_t/∂h_{t-1}‖₂``, the Jacobian products ``‖∂h_T/∂h_t‖₂`` with their growth rate
   (a finite-time Lyapunov exponent) and the gate saturation.
-* :func:`diagnose_run` -- a trained run (``jrnn diagnose RUN_DIR``): the same loss-free
+* `diagnose_run` -- a trained run (``jrnn diagnose RUN_DIR``): the same loss-free
   quantities (step Jacobians, Jacobian products, gate saturation) for the first recurrent
   layer of its latest checkpoint, on a batch of its task.  ``‖∂L/∂h_t‖`` needs the task's
   loss as a function of the hidden states; from Python,
-  :func:`jrnn.diagnostics.state_grad_norms` takes any such loss.
+  [`jrnn.diagnostics.state_grad_norms`][] takes any such loss.
 
 Both write ``diagnostics.json`` (every curve, batch geometric means over valid steps, plus
 summaries) and PNG figures into the output folder, and return the JSON's content.
@@ -31,14 +31,15 @@ from jrnn.app.errors import UsageError
 __all__ = ["DIAGNOSE_TASKS", "OPTIONS", "diagnose", "diagnose_cells", "diagnose_run", "summary"]
 
 DIAGNOSE_TASKS = ("adding",)
-"""Tasks :func:`diagnose_cells` builds a batch of (the adding problem of the lecture)."""
+"""Tasks `diagnose_cells` builds a batch of (the adding problem of the lecture)."""
 
 SINGLE_RECURRENCE = ("lm", "seq2vec", "tagger", "bitagger")
-"""``--model``s whose runs :func:`diagnose_run` reads: one :class:`jrnn.Model` recurrence."""
+"""``--model``s whose runs `diagnose_run` reads: one [`jrnn.Model`][jrnn.models.Model]
+recurrence."""
 
 
 def add_arguments(parser: Any) -> None:
-    """The flags of ``jrnn diagnose`` (the command line's parser is :mod:`jrnn.cli`'s)."""
+    """The flags of ``jrnn diagnose`` (the command line's parser is `jrnn.cli`'s)."""
     from jrnn.app.config import arg_type
 
     parser.add_argument(
@@ -104,8 +105,8 @@ OPTIONS = (
 def diagnose(
     directory: str | Path | None = None, out: str | Path | None = None, **options: Any
 ) -> tuple[dict[str, Any], Path]:
-    """``jrnn diagnose [DIR]``: :func:`diagnose_run` of ``directory`` (only ``batch_size``
-    applies), else :func:`diagnose_cells` (``cell`` defaults to rnn, lstm, gru; ``out`` to
+    """``jrnn diagnose [DIR]``: `diagnose_run` of ``directory`` (only ``batch_size``
+    applies), else `diagnose_cells` (``cell`` defaults to rnn, lstm, gru; ``out`` to
     ``diagnostics-YYYYmmdd-HHMMSS``).  Returns the report and the folder written."""
     import datetime
 
@@ -166,7 +167,7 @@ def diagnose_cells(
         ``gru-reset-after``), each once.
       out: the folder written (``diagnostics.json``, ``grad_norms.png``,
         ``jacobian_norms.png``, ``jacobian_products.png``, ``gate_saturation.png``).
-      task: the batch's task (the adding problem, :func:`jrnn.seqtasks.adding_problem`).
+      task: the batch's task (the adding problem, [`jrnn.seqtasks.adding_problem`][]).
       seq_len: ``T``.
       hidden: hidden size of every cell.
       batch_size: sequences in the batch.

@@ -14,7 +14,7 @@ median of alternated runs on a 2-core Intel Xeon (figures and the command in
 
 glibc reads its tunables only when a process starts, so a library cannot turn this on for
 the process it runs in; a program that owns its process can.  The ``jrnn`` command does
-(:func:`restart_with_huge_pages`) when all of these hold: Linux, glibc 2.35 or newer (the
+(`restart_with_huge_pages`) when all of these hold: Linux, glibc 2.35 or newer (the
 first with the tunable), the kernel's transparent huge pages in ``madvise`` mode (with
 ``always`` they are used already, with ``never`` they cannot be), and no
 ``glibc.malloc.hugetlb`` in ``GLIBC_TUNABLES`` yet: a value the user set, ``0`` included,
@@ -81,7 +81,7 @@ def huge_page_environment(
 
 
 def restart_with_huge_pages() -> None:
-    """Starts this process's command line again with :func:`huge_page_environment`
+    """Starts this process's command line again with `huge_page_environment`
     (``os.execve``: same interpreter, options and arguments, ``sys.orig_argv``), or returns
     where that would change nothing.  Call it first thing, before any work (nothing done
     before it survives)."""

@@ -1,19 +1,19 @@
-"""The run loop: :func:`fit` (``jrnn.app.fit``) trains a :class:`~jrnn.app.config.Config`
+"""The run loop: `fit` (``jrnn.app.fit``) trains a [`Config`][jrnn.app.config.Config]
 into a run folder.
 
-Checks come first (a bad config, corpus or run folder raises :class:`~jrnn.app.UsageError`
+Checks come first (a bad config, corpus or run folder raises `UsageError`
 before any file is written); then every ``log_every`` steps a row goes to metrics.jsonl,
 every ``eval_every`` steps an evaluation row, every ``checkpoint_every`` steps an atomic
 checkpoint (the train state, the carried state with TBPTT, and the metric accumulators), so
 a run killed at any moment resumes (``resume=True``) to exactly the uninterrupted run.
-Ctrl-C or SIGTERM saves a checkpoint and raises :class:`~jrnn.app.TrainingInterrupted`; a
-non-finite loss stops the run without saving it and raises :class:`~jrnn.app.NonFiniteLoss`
+Ctrl-C or SIGTERM saves a checkpoint and raises `TrainingInterrupted`; a
+non-finite loss stops the run without saving it and raises `NonFiniteLoss`
 (unless ``skip_nonfinite``).
 
-The parts, each in its module: the task and its state (:mod:`jrnn.app.state`), the run
-folder, resume point and step functions (:mod:`jrnn.app.prepare`), the step loop
-(:mod:`jrnn.app.steps`) with its rows and progress bar (:mod:`jrnn.app.progress`), and
-the finish (:mod:`jrnn.app.finish`).
+The parts, each in its module: the task and its state (`jrnn.app.state`), the run
+folder, resume point and step functions (`jrnn.app.prepare`), the step loop
+(`jrnn.app.steps`) with its rows and progress bar (`jrnn.app.progress`), and
+the finish (`jrnn.app.finish`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def fit(
     """Trains ``config`` into the run folder ``out_dir``; returns the final metrics.
 
     Args:
-      config: the run's :class:`~jrnn.app.config.Config`.
+      config: the run's [`Config`][jrnn.app.config.Config].
       out_dir: the run folder (created if needed).
       resume: continue the run in ``out_dir`` from its latest checkpoint; ``config`` must
         equal the saved one but for the schedule (``checkpoint_every``, ``eval_every``,

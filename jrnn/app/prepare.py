@@ -1,7 +1,7 @@
 """Before a run's first step: its folder written (config.json, vocab.json), the point it
 resumes from read from the newest good checkpoint, and its step functions compiled.
 
-Called by :func:`jrnn.app.fit` once every check has passed, under the run folder's lock.
+Called by `jrnn.app.fit` once every check has passed, under the run folder's lock.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def resume_point(
     """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it.
 
     With ``resume`` and a checkpoint: the newest good one's tree, step and metric
-    accumulators (``ckpt`` is closed if none is good: :class:`UsageError`).  Otherwise
+    accumulators (``ckpt`` is closed if none is good: `UsageError`).  Otherwise
     ``(None, 0, {})``; a new run's metrics.jsonl is removed.
     """
     tree, start, acc = None, 0, {}

@@ -3,10 +3,10 @@
 
 Each checks the folder first -- a run folder (``config.json``), of a task the command
 applies to, with a checkpoint -- reading only JSON and listing folders, and raises
-:class:`~jrnn.app.UsageError` before any model is built; then it rebuilds the task and
+`UsageError` before any model is built; then it rebuilds the task and
 restores the newest good checkpoint's parameters (a checkpoint that cannot be read or fails
 its digest is skipped with a one-line warning; none good, or checkpoints that do not fit
-config.json, is a :class:`~jrnn.app.UsageError`).
+config.json, is a `UsageError`).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def check_writable(out: Path) -> None:
-    """Refuses (:class:`UsageError`) an ``--out`` that is a file, lies under a file, or
+    """Refuses (`UsageError`) an ``--out`` that is a file, lies under a file, or
     whose nearest existing folder cannot be written."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -85,7 +85,7 @@ def check_writable(out: Path) -> None:
 def lock(out: Path):
     """Locks the run folder ``out`` for this process (``out/.lock``, ``fcntl.flock``; the
     lock goes with the process): returns the open lock file, to close when the run ends.
-    :class:`UsageError` if another process holds it."""
+    `UsageError` if another process holds it."""
     path = out / ".lock"
     try:
         f = open(path, "a+", encoding="utf-8")
@@ -121,7 +121,8 @@ def clear(out: Path) -> None:
 
 
 def read_config(out: Path, what: str = "") -> Config:
-    """The :class:`Config` saved in ``out/config.json`` (:class:`UsageError` if there is none
+    """The [`Config`][jrnn.app.config.Config] saved in ``out/config.json`` (`UsageError` if there is
+    none
     or it cannot be read); ``what`` prefixes the messages (e.g. ``"--resume: "``)."""
     path = out / "config.json"
     if not path.is_file():
@@ -140,7 +141,7 @@ def read_config(out: Path, what: str = "") -> Config:
 
 
 def read_vocab(out: Path, what: str = "") -> list[str]:
-    """The characters saved in ``out/vocab.json`` (:class:`UsageError` naming the file and
+    """The characters saved in ``out/vocab.json`` (`UsageError` naming the file and
     the problem if it is missing, not JSON or not a list of distinct single characters)."""
     path = out / "vocab.json"
     try:

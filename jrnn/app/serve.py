@@ -1,5 +1,5 @@
 """``jrnn export``: a run folder's latest checkpoint as a serialized StableHLO artifact
-(:mod:`jrnn.export`), for a server that has JAX but not jrnn or the training code, or as an
+([`jrnn.export`][]), for a server that has JAX but not jrnn or the training code, or as an
 ONNX file (``--format onnx``) for onnxruntime and the other ONNX runtimes.
 
 ``jrnn export RUN_DIR --out PATH`` writes ``PATH`` and ``PATH.json`` (the signature: the
@@ -9,7 +9,7 @@ outputs and final carry; an encoder-decoder's greedy decoding, ``max_len`` the t
 decode length).  ``--streaming``: the one-step function ``(*carry, token) -> (*carry,
 output)`` instead, the initial carry in ``PATH.json``.  ``--format onnx`` writes the
 inference (or the step) with ONNX's native ``RNN``/``LSTM``/``GRU`` operators
-(:func:`jrnn.export.onnx`: a language model or tagger of a simple RNN, LSTM or GRU,
+([`jrnn.export.onnx`][]: a language model or tagger of a simple RNN, LSTM or GRU,
 stacked, or bidirectional when not streaming); what it cannot express is refused in one
 line.
 """
@@ -28,7 +28,7 @@ FORMATS = ("stablehlo", "onnx")
 
 
 def add_arguments(parser: Any) -> None:
-    """The flags of ``jrnn export`` (the command line's parser is :mod:`jrnn.cli`'s)."""
+    """The flags of ``jrnn export`` (the command line's parser is `jrnn.cli`'s)."""
     parser.add_argument("dir", metavar="DIR", help="run folder")
     parser.add_argument("--out", metavar="PATH", required=True, help="the artifact to write")
     parser.add_argument(
@@ -43,12 +43,12 @@ def add_arguments(parser: Any) -> None:
 
 
 _LIBRARY_HINT = 'format="stablehlo" (jrnn.export.stablehlo)'
-"""How :func:`jrnn.export.onnx`'s refusals name the way out; the command line says
+"""How [`jrnn.export.onnx`][]'s refusals name the way out; the command line says
 ``--format stablehlo``."""
 
 
 def _artifact(run: Any, fmt: str, streaming: bool) -> Any:
-    """The run's :class:`jrnn.export.Artifact` in ``fmt``."""
+    """The run's [`jrnn.export.Artifact`][] in ``fmt``."""
     from jrnn import export
 
     if fmt == "onnx":

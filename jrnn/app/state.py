@@ -1,8 +1,8 @@
-"""A run's task and training state: built from its :class:`~jrnn.app.config.Config`, or
+"""A run's task and training state: built from its [`Config`][jrnn.app.config.Config], or
 restored from the newest good checkpoint of its run folder.
 
-Shared by the run loop (:mod:`jrnn.app.loop`) and the commands that read a finished run
-(:mod:`jrnn.app.restore`).  Importing it loads neither JAX nor Orbax: they are loaded when a
+Shared by the run loop (`jrnn.app.loop`) and the commands that read a finished run
+(`jrnn.app.restore`).  Importing it loads neither JAX nor Orbax: they are loaded when a
 state is built or restored.
 """
 
@@ -45,7 +45,7 @@ def enable_dtype(config: Config) -> None:
 
 
 def load_data(config: Config) -> Any:
-    """The task's corpus (``None`` for a synthetic task); :class:`UsageError` if unusable."""
+    """The task's corpus (``None`` for a synthetic task); `UsageError` if unusable."""
     enable_dtype(config)
     return config.spec.load(config) if config.spec.load is not None else None
 
@@ -71,7 +71,7 @@ def checkpoint_tree(task: Any, state: Any, carry: Any) -> dict[str, Any]:
 
 def restore_newest(ckpt: Any, template: Any, out: Path) -> tuple[Any, dict[str, Any]]:
     """``ckpt.restore(template)``: the newest good checkpoint (a bad one is skipped with a
-    one-line warning); :class:`UsageError` when none is good (nothing is moved then)."""
+    one-line warning); `UsageError` when none is good (nothing is moved then)."""
     import warnings
 
     from jrnn.checkpoint import CheckpointError

@@ -1,7 +1,7 @@
 """Helpers shared by the converters: what a jrnn cell is, and checks of parameter pytrees.
 
-A :class:`jrnn.Cell` is functions plus a name; the converters learn its kind from the name
-(``simple_rnn``, ``lstm``, ``gru``) and everything else (peepholes, projection, reset-after,
+A [`jrnn.Cell`][jrnn.base.Cell] is functions plus a name; the converters learn its kind from the
+name (``simple_rnn``, ``lstm``, ``gru``) and everything else (peepholes, projection, reset-after,
 sizes) from the shapes its own ``init`` produces, so they never guess a layout.
 """
 

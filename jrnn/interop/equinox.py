@@ -114,7 +114,7 @@ def carry_from_equinox(module: Any, carry: Any) -> LSTMState | RNNState:
 
 
 def carry_to_equinox(module: Any, carry: LSTMState | RNNState) -> Any:
-    """jrnn carry -> Equinox carry (the inverse of :func:`carry_from_equinox`).
+    """jrnn carry -> Equinox carry (the inverse of `carry_from_equinox`).
 
     Examples:
       >>> import jax, jax.numpy as jnp, equinox as eqx

@@ -9,7 +9,7 @@ inverse for linen: a ``jrnn.lstm`` (no peepholes, projection or layer norm) or a
 
 Gate functions: Flax's ``gate_fn`` is jrnn's ``gate_fn`` and Flax's ``activation_fn`` is
 jrnn's ``activation`` (the LSTM's candidate and output function, the GRU's candidate).  A
-function jrnn knows by name (:data:`jrnn.cells.ACTIVATIONS`: ``jax.nn.sigmoid``,
+function jrnn knows by name ([`jrnn.cells.ACTIVATIONS`][]: ``jax.nn.sigmoid``,
 ``jax.nn.hard_sigmoid``, ``jnp.tanh``, ``jax.nn.relu``, ``jax.nn.gelu``) maps to that name;
 ``from_flax`` passes any other callable on to the jrnn cell as it is.  The GRU's ``z`` is
 negated on the way (below), which is exact only for a gate function with
@@ -225,9 +225,9 @@ def from_flax(module: Any, params: Any = None) -> tuple[Cell, Params]:
 def to_flax(cell: Cell, params: Params) -> tuple[nn.Module, dict[str, Any]]:
     """Converts a jrnn cell and its parameters to a linen cell and its variables.
 
-    The inverse of :func:`from_flax` for linen: ``module.apply(variables, carry, x)``
+    The inverse of `from_flax` for linen: ``module.apply(variables, carry, x)``
     computes what ``cell.step(params, carry, x)`` computes (carries converted by
-    :func:`carry_to_flax` / :func:`carry_from_flax`).
+    `carry_to_flax` / `carry_from_flax`).
 
     Args:
       cell: a ``jrnn.lstm`` without peepholes, projection or layer norm, or a
@@ -342,7 +342,7 @@ def carry_from_flax(module: Any, carry: Any) -> LSTMState | RNNState:
 
 
 def carry_to_flax(module: Any, carry: LSTMState | RNNState) -> Any:
-    """jrnn carry -> Flax carry (the inverse of :func:`carry_from_flax`).
+    """jrnn carry -> Flax carry (the inverse of `carry_from_flax`).
 
     Examples:
       >>> import jax.numpy as jnp, flax.linen as nn

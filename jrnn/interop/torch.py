@@ -153,9 +153,9 @@ def _layer_from_torch(
 
 def layer_to_torch(kind: str, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """jrnn params of one layer/direction -> PyTorch tensors (as arrays), the inverse of
-    :func:`_layer_from_torch`: the folded bias goes to ``bias_ih``, ``bias_hh`` is zero
+    `_layer_from_torch`: the folded bias goes to ``bias_ih``, ``bias_hh`` is zero
     except the GRU's ``n`` block, which holds ``b_hn`` (zeros for a reset-before GRU, which
-    has none).  :mod:`jrnn.onnx_graph` reuses it: ONNX's ``W``, ``R``, ``B`` are PyTorch's
+    has none).  [`jrnn.onnx_graph`][] reuses it: ONNX's ``W``, ``R``, ``B`` are PyTorch's
     with the gate blocks reordered.
 
     Examples:
@@ -437,7 +437,7 @@ def to_torch(net: Stack | Cell, params: Any, *, bias: bool = True, batch_first: 
     """Exports a jrnn stack or cell and its params to the PyTorch module that computes the same.
 
     Args:
-      net: a :func:`jrnn.stack` of a ``simple_rnn`` (tanh or relu), an ``lstm`` (no
+      net: a [`jrnn.stack`][jrnn.stacks.stack] of a ``simple_rnn`` (tanh or relu), an ``lstm`` (no
         peepholes; ``proj_size`` allowed) or a ``gru(reset_after=True)`` -> ``torch.nn.RNN``
         / ``LSTM`` / ``GRU`` with the same ``num_layers``, ``bidirectional`` and ``dropout``;
         or one such cell -> ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` (a cell with
@@ -539,14 +539,14 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
     """PyTorch's recurrent state -> jrnn carries for ``net``.
 
     Args:
-      net: the stack or cell from :func:`from_torch`.
+      net: the stack or cell from `from_torch`.
       hx: for a layer ``h [L*D, *batch, H_out]`` or, for the LSTM, ``(h, c)`` with
         ``c [L*D, *batch, H]`` (index ``layer * D + direction``, as PyTorch's ``h_n``);
         for a cell ``h [*batch, H]`` or ``(h, c)``.
 
     Returns:
-      Carries ``[layer][direction]`` of :class:`jrnn.LSTMState` / :class:`jrnn.RNNState`
-      (or one carry for a cell), in the tensors' dtype.
+      Carries ``[layer][direction]`` of [`jrnn.LSTMState`][jrnn.base.LSTMState] /
+      [`jrnn.RNNState`][jrnn.base.RNNState] (or one carry for a cell), in the tensors' dtype.
 
     Raises:
       ValueError: an LSTM state that is not a pair, or ``h`` / ``c`` / the layer axis of a
@@ -598,7 +598,7 @@ def carry_from_torch(net: Stack | Cell, hx: Any) -> Any:
 
 
 def carry_to_torch(net: Stack | Cell, carries: Any) -> Any:
-    """jrnn carries -> PyTorch's state (the inverse of :func:`carry_from_torch`).
+    """jrnn carries -> PyTorch's state (the inverse of `carry_from_torch`).
 
     Returns ``h`` or ``(h, c)`` as CPU tensors, stacked ``[L*D, *batch, .]`` for a stack.
 

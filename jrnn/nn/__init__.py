@@ -1,4 +1,4 @@
-"""Flax modules over jrnn cells and stacks: :mod:`jrnn.nn.linen` and :mod:`jrnn.nn.nnx`.
+"""Flax modules over jrnn cells and stacks: [`jrnn.nn.linen`][] and [`jrnn.nn.nnx`][].
 
 An Equinox module, [`jrnn.nn.eqx.RNN`][jrnn.nn.eqx.RNN], is imported on its own
 (``import jrnn.nn.eqx``, with the ``[equinox]`` extra).

@@ -1,4 +1,4 @@
-"""What the Flax modules of :mod:`jrnn.nn` share: the stack parameter layout, the checks,
+"""What the Flax modules of [`jrnn.nn`][] share: the stack parameter layout, the checks,
 which calls need a key, and the call itself (``jrnn.unroll`` or ``Stack.apply``)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def stack_params_to_dict(params: Any) -> dict[str, dict[str, Params]]:
 
 
 def stack_params_from_dict(tree: Any) -> tuple[tuple[Params, ...], ...]:
-    """The inverse of :func:`stack_params_to_dict` (any mapping type, e.g. a FrozenDict).
+    """The inverse of `stack_params_to_dict` (any mapping type, e.g. a FrozenDict).
 
     Raises:
       ValueError: keys other than ``layer_0 .. layer_{L-1}``, or a layer without
@@ -77,8 +77,8 @@ def check_target(cell: Any, where: str) -> None:
 
 def randomness(target: Cell | Stack) -> str | None:
     """What is random in ``target`` when training, in words, or ``None``: a stack's dropout
-    between layers, a regularised cell's noise (:func:`jrnn.zoneout`,
-    :func:`jrnn.recurrent_dropout`, a custom cell with ``noise``).
+    between layers, a regularised cell's noise ([`jrnn.zoneout`][jrnn.regularisers.zoneout],
+    [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout], a custom cell with ``noise``).
 
     Examples:
       >>> import jrnn
@@ -97,7 +97,7 @@ def randomness(target: Cell | Stack) -> str | None:
 
 
 def needs_key(target: Cell | Stack, deterministic: bool | None, where: str) -> bool:
-    """Whether a call must draw a key: ``target`` has randomness (:func:`randomness`) and
+    """Whether a call must draw a key: ``target`` has randomness (`randomness`) and
     is not ``deterministic``; raises when that is undecided (``deterministic`` is
     ``None``)."""
     what = randomness(target)

@@ -15,12 +15,12 @@ numerics as the pure functions, so a jrnn RNN drops into any Flax model::
             ys = jnn.RNN(net)(xs, lengths=lengths, deterministic=deterministic)
             return nn.Dense(10)(ys)
 
-``Cell(cell)`` wraps one step as a :class:`flax.linen.RNNCellBase`, so ``flax.linen.RNN``
+``Cell(cell)`` wraps one step as a `flax.linen.RNNCellBase`, so ``flax.linen.RNN``
 (or any hand-written loop) can drive a jrnn cell.
 
 Parameters live under ``variables["params"]["cell"]`` (the cell's param dict) or, for a
 stack, ``variables["params"]["stack"]`` as ``{"layer_0": {"forward": ..., "backward": ...},
-...}`` (:func:`stack_params_to_dict`; :func:`stack_params_from_dict` gives back jrnn's
+...}`` (`stack_params_to_dict`; `stack_params_from_dict` gives back jrnn's
 nested tuples).
 """
 
@@ -50,22 +50,25 @@ class RNN(nn.Module):
     """A jrnn cell or stack as a Flax linen module.
 
     Attributes:
-      cell: a :class:`jrnn.Cell` (run with :func:`jrnn.unroll`) or a :class:`jrnn.Stack`
+      cell: a [`jrnn.Cell`][jrnn.base.Cell] (run with [`jrnn.unroll`][jrnn.unrolling.unroll]) or a
+          [`jrnn.Stack`][jrnn.stacks.Stack]
         (run with its ``apply``).
       reverse: read each sequence backwards within its length (cells only); outputs stay
         aligned with the inputs (jrnn's convention; unlike ``flax.linen.RNN`` there is no
         ``keep_order`` to set).
       time_major: inputs and outputs are ``[T, *batch, F]`` instead of ``[*batch, T, F]``.
       return_carry: return ``(final_carry, ys)`` (Flax's order) instead of ``ys``.
-      unroll: ``lax.scan``'s unroll factor, as in :func:`jrnn.unroll` (``None``: its default).
+      unroll: ``lax.scan``'s unroll factor, as in [`jrnn.unroll`][jrnn.unrolling.unroll] (``None``:
+          its default).
       deterministic: default for the call's ``deterministic``.  Randomness acts only when it
         is ``False``: a stack's dropout between layers and a regularised cell's noise
-        (:func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`, a custom cell with
-        ``noise``); the key comes from the ``"dropout"`` RNG stream.  Undecided (``None``
-        here and in the call) with such randomness is an error.
+        ([`jrnn.zoneout`][jrnn.regularisers.zoneout],
+        [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout], a custom cell with
+        ``noise``); the key comes from the ``"dropout"`` RNG stream.  Undecided (``None`` here and
+        in the call) with such randomness is an error.
 
     Parameters: ``"cell"`` (the cell's own param dict, from ``cell.init`` with the module's
-    ``"params"`` RNG) or ``"stack"`` (:func:`stack_params_to_dict` of ``stack.init``).
+    ``"params"`` RNG) or ``"stack"`` (`stack_params_to_dict` of ``stack.init``).
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, jrnn
@@ -149,7 +152,7 @@ class Cell(nn.RNNCellBase):
     jrnn's (``LSTMState(h, c)`` or ``RNNState(h)``, not Flax's ``(c, h)``).
 
     Attributes:
-      cell: a :class:`jrnn.Cell`.
+      cell: a [`jrnn.Cell`][jrnn.base.Cell].
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, jrnn

@@ -56,7 +56,7 @@ def _to_variables(tree: Any) -> Any:
 
 
 def _to_arrays(tree: Any) -> Any:
-    """The inverse of :func:`_to_variables` (plain dicts of arrays)."""
+    """The inverse of `_to_variables` (plain dicts of arrays)."""
     if isinstance(tree, nnx.Variable):
         return tree[...]
     return {k: _to_arrays(v) for k, v in tree.items()}
@@ -79,17 +79,20 @@ class RNN(nnx.Module):
     """A jrnn cell or stack as a Flax NNX module.
 
     Args:
-      cell: a :class:`jrnn.Cell` (run with :func:`jrnn.unroll`) or a :class:`jrnn.Stack`.
+      cell: a [`jrnn.Cell`][jrnn.base.Cell] (run with [`jrnn.unroll`][jrnn.unrolling.unroll]) or a
+          [`jrnn.Stack`][jrnn.stacks.Stack].
       input_size: the feature size of the inputs (NNX creates parameters eagerly).
       reverse: read each sequence backwards within its length (cells only; outputs stay
         aligned with the inputs).
       time_major: inputs and outputs are ``[T, *batch, F]``.
       return_carry: return ``(final_carry, ys)`` (Flax's order) instead of ``ys``.
-      unroll: ``lax.scan``'s unroll factor, as in :func:`jrnn.unroll` (``None``: its default).
+      unroll: ``lax.scan``'s unroll factor, as in [`jrnn.unroll`][jrnn.unrolling.unroll] (``None``:
+          its default).
       deterministic: ``True`` turns randomness off (``module.eval()`` sets it,
         ``module.train()`` clears it): a stack's dropout between layers and a regularised
-        cell's noise (:func:`jrnn.zoneout`, :func:`jrnn.recurrent_dropout`, a custom cell
-        with ``noise``).
+        cell's noise ([`jrnn.zoneout`][jrnn.regularisers.zoneout],
+        [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout], a custom cell with
+        ``noise``).
       rngs: ``rngs.params()`` initialises the parameters; a module with randomness keeps a
         fork of the ``"dropout"`` stream (or ``"default"``) for it (without either, pass
         ``rngs`` to every non-deterministic call).
@@ -203,7 +206,7 @@ class Cell(nnx.RNNCellBase):
     (``LSTMState(h, c)`` or ``RNNState(h)``).
 
     Args:
-      cell: a :class:`jrnn.Cell`.
+      cell: a [`jrnn.Cell`][jrnn.base.Cell].
       input_size: the inputs' feature size.
       rngs: ``rngs.params()`` initialises the parameters with ``cell.init``.
 

@@ -1,10 +1,10 @@
-"""The task registry: one task is one file of this package, listed once in :data:`_FILES`.
+"""The task registry: one task is one file of this package, listed once in `_FILES`.
 
-A task file defines ``SPEC``, a :class:`~jrnn.app.tasks.spec.TaskSpec` (name, models,
+A task file defines ``SPEC``, a `TaskSpec` (name, models,
 defaults, builder); importing it is cheap (its builder imports JAX when called), so the
 parser and ``--help`` read every task's defaults without loading a model.  Shared pieces:
-:mod:`~jrnn.app.tasks.spec` (the types and the sequence tasks' defaults),
-:mod:`~jrnn.app.tasks.common` and :mod:`~jrnn.app.tasks.sequences` (builder helpers).
+`spec` (the types and the sequence tasks' defaults),
+`common` and `sequences` (builder helpers).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ TASKS: tuple[str, ...] = tuple(_SPECS)
 
 
 def get(name: str) -> TaskSpec:
-    """The :class:`TaskSpec` of task ``name`` (:class:`jrnn.app.UsageError` if unknown)."""
+    """The `TaskSpec` of task ``name`` (`jrnn.app.UsageError` if unknown)."""
     try:
         return _SPECS[name]
     except (KeyError, TypeError):

@@ -1,5 +1,5 @@
-"""``--task adding``: the adding problem (many-to-one regression, :func:`jrnn.seqtasks.
-adding_problem`); ``val_mse``, baseline 1/6."""
+"""``--task adding``: the adding problem (many-to-one regression,
+[`jrnn.seqtasks.adding_problem`][]); ``val_mse``, baseline 1/6."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ _LN2 = math.log(2.0)
 
 
 def load(config: Any):
-    """The corpus of ``config`` (:func:`jrnn.data.load_corpus`), checked against the window
+    """The corpus of ``config`` ([`jrnn.data.load_corpus`][]), checked against the window
     length and batch size."""
     from pathlib import Path
 

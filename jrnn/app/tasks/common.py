@@ -83,7 +83,8 @@ def build_cell(
 
 def make_cell(config: Any, hidden: int | None = None) -> Cell:
     """The cell of a config (``cell``, ``hidden``, ``layer_norm``, ``dtype``), wrapped in
-    :func:`jrnn.recurrent_dropout` and :func:`jrnn.zoneout` when those rates are set."""
+    [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout] and
+    [`jrnn.zoneout`][jrnn.regularisers.zoneout] when those rates are set."""
     dtype, param_dtype = dtypes(config.dtype)
     cell = build_cell(
         config.cell,

@@ -1,7 +1,7 @@
 """``--task copy``: with ``tagger``/``bitagger`` the copy-memory task (per-step
-classification, :func:`jrnn.seqtasks.copy_memory`): ``val_loss``, ``val_accuracy`` and
+classification, [`jrnn.seqtasks.copy_memory`][]): ``val_loss``, ``val_accuracy`` and
 ``val_exact`` on the ``copy_len`` recalled symbols.  With ``seq2seq``/``attention``: copy a
-variable-length sequence (:func:`jrnn.seqtasks.copy_task`)."""
+variable-length sequence ([`jrnn.seqtasks.copy_task`][])."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """``--task parity``: read a sequence of bits and tag every step with the running parity
 (the XOR of the bits so far: ``y_t = y_{t-1} xor x_t``).
 
-Bits are the symbols ``a`` (0) and ``b`` (1) of :mod:`jrnn.seqtasks`, tags ``a`` (even) and
+Bits are the symbols ``a`` (0) and ``b`` (1) of [`jrnn.seqtasks`][], tags ``a`` (even) and
 ``b`` (odd); sequences have ``min_len..seq_len`` bits.  The batches are
-:func:`jrnn.seqtasks.running_sum_task` with two symbols (a running sum mod 2 is the running
+[`jrnn.seqtasks.running_sum_task`][] with two symbols (a running sum mod 2 is the running
 parity).  Chance is 0.5 per step and ``2**-n`` per sequence of ``n`` bits.  This file is the
-whole task: it and one line in :mod:`jrnn.app.tasks` add it to ``jrnn train``.
+whole task: it and one line in `jrnn.app.tasks` add it to ``jrnn train``.
 """
 
 from __future__ import annotations

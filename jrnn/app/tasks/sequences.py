@@ -1,8 +1,8 @@
-"""Shared plumbing of the variable-length sequence tasks (:mod:`jrnn.seqtasks` batches):
+"""Shared plumbing of the variable-length sequence tasks ([`jrnn.seqtasks`][] batches):
 generation (encoder-decoders), tagging (one output per step) and classification.
 
-Each task file names its generator and calls one of :func:`generation`, :func:`tagging` or
-:func:`classify`; the batch for step ``s`` is a pure function of ``(seed, s)``.
+Each task file names its generator and calls one of `generation`, `tagging` or
+`classify`; the batch for step ``s`` is a pure function of ``(seed, s)``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""What a task is: :class:`TaskSpec` (its name, models, defaults; cheap to import) and
-:class:`Task` (what its builder returns to the training loop)."""
+"""What a task is: `TaskSpec` (its name, models, defaults; cheap to import) and
+`Task` (what its builder returns to the training loop)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ class TaskSpec(NamedTuple):
       model_defaults: per model, defaults that differ from the task's.
       uses: the task-specific config fields it reads (``corpus``, ``copy_len``, ...).
       build: ``build(config, corpus) -> Task`` (imports JAX when called, not before).
-      check: ``check(config)`` raising :class:`jrnn.app.UsageError` for combinations the
+      check: ``check(config)`` raising `jrnn.app.UsageError` for combinations the
         field checks cannot see (``None``: nothing to check).
       decodes: the models whose runs ``jrnn decode`` shows decoded (``None``: every model).
       load: ``load(config) -> corpus`` for tasks that learn from text (their run folders
         hold a ``vocab.json``, ``jrnn sample`` generates from them); raises
-        :class:`jrnn.app.UsageError` for a missing or too small corpus.
+        `jrnn.app.UsageError` for a missing or too small corpus.
     """
 
     name: str
@@ -56,7 +56,7 @@ class Task(NamedTuple):
         ``loss_fn(params, carry, batch, key) -> (loss, (carry, metrics))``.
       eval_fn: ``eval_fn(params, batch) -> sums``, or, when ``eval_carry`` returns a carry,
         ``eval_fn(params, carry, batch) -> (carry, sums)``; ``sums = {name: (total, count)}``
-        (see :func:`jrnn.train.evaluate`).
+        (see [`jrnn.train.evaluate`][]).
       eval_batches: ``eval_batches() -> iterable of batches`` (fixed, deterministic).
       tokens_per_step: input steps consumed per training step (for tokens/s).
       metric: the headline training metric's name in ``metrics`` (``bpc``, ``mse``, ``acc``).
@@ -66,7 +66,7 @@ class Task(NamedTuple):
       has_carry: training carries the recurrent state across steps (truncated BPTT).
       initial_carry: ``initial_carry(params) -> carry`` of the training batch.
       eval_carry: ``eval_carry(params) -> carry`` at the start of an evaluation, or None.
-      vocab: the :class:`jrnn.data.CharVocab` (charlm) or ``None``.
+      vocab: the [`jrnn.data.CharVocab`][] (charlm) or ``None``.
       show: ``show(params, num, beam_size=1, temperature=0.0, seed=0, length_penalty=0.6)
         -> list of lines`` showing held-out examples decoded (``None`` for charlm/adding).
       generate: ``generate(params, prompt, length, temperature, seed) -> text`` (charlm).
@@ -76,7 +76,7 @@ class Task(NamedTuple):
         targets' length with EOS; ``None`` for the other tasks), for ``jrnn export``.
       loss_weight: ``loss_weight(batch) -> scalar``, the weight of a batch's piece when a
         step splits it over devices or micro-batches (the valid tokens of a masked token
-        mean); ``None``: equal weights (see :func:`jrnn.make_train_step`).
+        mean); ``None``: equal weights (see [`jrnn.make_train_step`][jrnn.train.make_train_step]).
     """
 
     name: str
