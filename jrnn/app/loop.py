@@ -52,10 +52,12 @@ def _check_out(config: Config, out: Path, resume: bool, force: bool) -> None:
     runs.check_writable(out)
     if resume:
         check_resume(runs.read_config(out, "--resume: "), config.to_dict(), out)
-    elif out.exists() and runs.has_run(out) and not force:
-        raise UsageError(
-            f"{out} already holds a run; pass --resume to continue it or --force to replace it"
-        )
+    elif out.exists() and runs.has_run(out):
+        if not force:
+            raise UsageError(
+                f"{out} already holds a run; pass --resume to continue it or --force to replace it"
+            )
+        runs.check_clearable(out)
 
 
 def fit(
@@ -74,7 +76,8 @@ def fit(
       resume: continue the run in ``out_dir`` from its latest checkpoint; ``config`` must
         equal the saved one but for the schedule (``checkpoint_every``, ``eval_every``,
         ``log_every``, ``sample_length``) and the devices (``devices``, ``micro_batches``).
-      force: replace a run in ``out_dir`` (only jrnn's files there are removed).
+      force: replace a run in ``out_dir``: only a run jrnn wrote (its ``config.json`` and
+        checkpoint layout) is removed, and only jrnn's files in it; anything else is refused.
       progress: draw a tqdm progress bar on stderr.
 
     Returns:
@@ -141,7 +144,7 @@ def _train(
         state, carry = tree["train"], tree.get("carry")
     if start >= config.steps:
         ckpt.close()
-        return already_complete(out, config.steps)
+        return already_complete(config, out, task, state.params)
     fns = prepare.compile_steps(config, task, optimizer, mesh)
     outcome = run_steps(config, out, task, ckpt, fns, state, carry, start, acc, progress)
     return finish(config, out, task, outcome)

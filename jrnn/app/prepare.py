@@ -60,26 +60,27 @@ def write_folder(
 def resume_point(
     ckpt: Any, template: Any, out: Path, resume: bool
 ) -> tuple[Any, int, dict[str, Any]]:
-    """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it.
+    """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it (with one
+    warning if it lost rows the checkpoint counted).
 
     With ``resume`` and a checkpoint: the newest good one's tree, step and metric
     accumulators (``ckpt`` is closed if none is good: :class:`UsageError`).  Otherwise
     ``(None, 0, {})``; a new run's metrics.jsonl is removed.
     """
-    tree, start, acc = None, 0, {}
+    tree, start, acc, written = None, 0, {}, None
     if resume and ckpt.latest_step() is not None:
         try:
             tree, meta = restore_newest(ckpt, template, out)
         except UsageError:
             ckpt.close()
             raise
-        start, acc = int(meta["step"]), dict(meta["acc"])
+        start, acc, written = int(meta["step"]), dict(meta["acc"]), meta.get("rows")
         print(f"resuming {out} from step {start}", file=sys.stderr)
     elif resume:
         print(f"no checkpoint in {out}: starting it from step 0", file=sys.stderr)
     metrics_path = out / "metrics.jsonl"
     if resume:
-        runs.truncate_rows(metrics_path, start)
+        runs.truncate_rows(metrics_path, start, written)
     elif metrics_path.exists():
         metrics_path.unlink()
     return tree, start, acc

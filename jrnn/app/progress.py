@@ -71,6 +71,7 @@ class Progress:
         self._t_log = time.perf_counter()
         self._t_start = self._t_log
         self._since_log = 0
+        self.rows = len(runs.read_rows(metrics_path))  # saved with each checkpoint
         try:
             self._rows = open(metrics_path, "a", encoding="utf-8")
         except BaseException:
@@ -122,6 +123,7 @@ class Progress:
     def _write(self, row: dict[str, Any]) -> None:
         self._rows.write(json.dumps(row) + "\n")
         self._rows.flush()
+        self.rows += 1
 
     def close(self) -> None:
         """Closes ``metrics.jsonl`` and the bar."""

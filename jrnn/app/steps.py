@@ -100,7 +100,7 @@ def run_steps(
         )
 
         def save(step: int) -> None:
-            meta = {"step": step, "acc": meter.acc, "task": task.name}
+            meta = {"step": step, "acc": meter.acc, "rows": meter.rows, "task": task.name}
             ckpt.save(step, checkpoint_tree(task, state, carry), meta)
 
         for s in range(start + 1, steps + 1):
