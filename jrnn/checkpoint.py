@@ -41,9 +41,12 @@ restore from the template's key implementation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -73,6 +76,29 @@ class CheckpointError(ValueError):
 class _DtypeMismatch(CheckpointError):
     """A checkpoint read into a template of another precision: not a damaged checkpoint,
     so it is neither skipped nor moved aside."""
+
+
+_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
+_FAILED_FILE = re.compile(r'Failed writing: "([^"]+)"')
+
+
+@contextlib.contextmanager
+def _writing(directory: Path):
+    """Turns a failed Orbax / TensorStore write that names an OS error (a full disk, a
+    file-size limit, a read-only file system: ``os_error_code='28'`` in its message) into
+    the ``OSError`` it is, naming the file; other errors pass unchanged."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        code = _OS_ERROR.search(str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        where = _FAILED_FILE.search(str(e))
+        path = where.group(1) if where else str(directory)
+        raise OSError(number, os.strerror(number), path) from e
 
 
 def tree_digest(tree: Any, metadata: dict[str, Any]) -> str:
@@ -233,22 +259,28 @@ class Checkpointer:
             },
         )
         self._seal()  # Orbax waits for the previous save here anyway
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(stored)
-            ),
-            force=True,
-        )
+        with _writing(self.directory):
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(stored)
+                ),
+                force=True,
+            )
         self._unsealed.append(int(step))
         if not self._async:
             self._seal()
 
     def _seal(self) -> None:
         """Waits for the pending save, then writes the manifest of every step saved since
-        the last call (on the primary process; steps Orbax already deleted are passed)."""
-        self._manager.wait_until_finished()
+        the last call (on the primary process; steps Orbax already deleted are passed).
+
+        A failed write is raised here, as the ``OSError`` it is when it names one (a full
+        disk: ``errno.ENOSPC``); the unfinished step stays a temporary folder, which no
+        restore reads, and every complete checkpoint is kept."""
         steps, self._unsealed = self._unsealed, []
+        with _writing(self.directory):
+            self._manager.wait_until_finished()
         if jax.process_index() != 0:
             return
         for s in steps:
@@ -400,9 +432,13 @@ class Checkpointer:
         self._seal()
 
     def close(self) -> None:
-        """Waits for pending saves (writing their manifests) and releases the manager."""
-        self._seal()
-        self._manager.close()
+        """Waits for pending saves (writing their manifests) and releases the manager (also
+        when a pending save failed: its error is raised after)."""
+        try:
+            self._seal()
+        finally:
+            with contextlib.suppress(Exception):  # the failed save's error, once more
+                self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from jrnn.app.runs import checkpoint_steps
 from tests.test_cli import _rows, _small, _write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -457,3 +458,77 @@ def test_a_cut_metrics_file_keeps_its_complete_rows_with_one_warning(run, cut):
     assert f"1 of the {len(rows)} rows written up to step 20 is lost" in warns[0]
     assert ("cut short" in warns[0]) == (cut == "mid_line")
     assert _rows(run) == rows[:-1]
+
+
+# ------------------------------------------------------------------------------------------
+# a full disk while a checkpoint is written: one line, exit 1, the last checkpoint kept
+
+# From the second checkpoint on, no file may grow past 4 KiB (RLIMIT_FSIZE: the write
+# fails with EFBIG, as a full disk fails it with ENOSPC; both are the kernel refusing the
+# write of a TensorStore thread, so Orbax's threads report it as they would a full disk).
+_FULL_AFTER_ONE_CHECKPOINT = """
+import resource, signal, sys
+import jrnn.checkpoint as ck
+from jrnn import cli
+real, calls = ck.Checkpointer.save, []
+def save(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        self.wait()  # the first checkpoint is on disk, whole
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    return real(self, *args, **kwargs)
+ck.Checkpointer.save = save
+sys.argv = ["jrnn", *sys.argv[1:]]
+cli.run()
+"""
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "-c", _FULL_AFTER_ONE_CHECKPOINT, *_adding(out, 8)]
+        + ["--checkpoint-every", "3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
+        cwd=REPO,
+        timeout=300,
+    )
+    assert r.returncode == 1, r.stderr
+    lines = _lines(r.stderr)  # one line: no tracebacks of Orbax's threads
+    assert len(lines) == 1 and lines[0].startswith("jrnn train: error: cannot write"), r.stderr
+    for words in ("checkpoints", "File too large", "are kept"):
+        assert words in lines[0], lines[0]
+    assert checkpoint_steps(out) == [3]  # the complete one; step 6 never became one
+    r = _jrnn("train", "--out", out, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} from step 3" in r.stderr
+    assert checkpoint_steps(out) == [3, 6, 8]
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_background_errors_are_held_then_shown_unless_dropped(caplog, capsys, dropped):
+    import logging
+
+    from jrnn.app.background import held_background_errors
+
+    class Dies:
+        def __del__(self):
+            raise RuntimeError("Event loop is closed")  # what TensorStore's callbacks print
+
+    with held_background_errors() as held:
+        logging.getLogger("absl").error("save thread failed")
+        logging.getLogger("absl").warning("a warning passes at once")
+        Dies()
+        assert [r.getMessage() for r in caplog.records] == ["a warning passes at once"]
+        assert capsys.readouterr().err == ""
+        if dropped:
+            held.drop()
+    shown = [r.getMessage() for r in caplog.records]
+    err = capsys.readouterr().err
+    if dropped:
+        assert shown == ["a warning passes at once"] and err == ""
+    else:
+        assert shown == ["a warning passes at once", "save thread failed"]
+        assert "RuntimeError: Event loop is closed" in err
