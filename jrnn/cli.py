@@ -220,7 +220,7 @@ def run() -> NoReturn:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jrnn.app import Config, devices, fit, runs
     from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
-    from jrnn.app.loop import check_resume
+    from jrnn.app.loop import check_resume, resumed
 
     if args.resume and args.force:
         raise UsageError("--resume and --force exclude each other")
@@ -236,7 +236,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         saved = runs.read_config(out, "--resume: ")
         check_resume(saved, explicit, out)
-        config = Config(**{**saved.to_dict(), **explicit})
+        config = resumed(saved, explicit)
     else:
         config = Config(**explicit)
     devices.start(config, args)  # before JAX starts: host devices, multi-host

@@ -532,3 +532,34 @@ def test_background_errors_are_held_then_shown_unless_dropped(caplog, capsys, dr
     else:
         assert shown == ["a warning passes at once", "save thread failed"]
         assert "RuntimeError: Event loop is closed" in err
+
+
+# ------------------------------------------------------------------------------------------
+# --resume --steps M extends a run
+
+
+def test_resume_with_more_steps_extends_the_run_on_its_schedule(tmp_path):
+    out = tmp_path / "run"
+    r = _jrnn(*_adding(out, 6, "--checkpoint-every", "3", "--log-every", "3"))
+    assert r.returncode == 0, r.stderr
+    before = _rows(out)
+    _one_error(_jrnn("train", "--out", out, "--resume", "--steps", "4"), "not shorten it")
+    r = _jrnn("train", "--out", out, "--resume", "--steps", "9", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} from step 6" in r.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["steps"], saved["decay_steps"]) == (9, 6)  # the schedule of the 6 steps
+    assert checkpoint_steps(out) == [3, 6, 9]
+    rows = _rows(out)
+    assert rows[: len(before)] == before and [r["step"] for r in rows[len(before) :]] == [9, 9]
+
+
+def test_an_extended_schedule_holds_its_last_learning_rate():
+    from jrnn.app import Config
+    from jrnn.app.loop import resumed
+
+    saved = Config(task="parity", steps=20)
+    longer = resumed(saved, {"steps": 50})
+    assert (longer.steps, longer.decay_steps) == (50, 20)
+    assert resumed(longer, {"steps": 80}).decay_steps == 20  # extended again: the same
+    assert resumed(saved, {"log_every": 5}).decay_steps == 0  # not extended: its steps
