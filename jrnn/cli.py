@@ -242,6 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     devices.start(config, args)  # before JAX starts: host devices, multi-host
     try:
         fit(config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+        devices.stop()  # after every process has finished
     except NonFiniteLoss as e:
         print(f"jrnn train: error: {e}", file=sys.stderr)
         return 1

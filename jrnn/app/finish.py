@@ -15,12 +15,18 @@ from jrnn.app.steps import Outcome
 __all__ = ["already_complete", "finish"]
 
 
-def already_complete(config: Config, out: Path, task: Any, params: Any) -> dict[str, Any]:
+def already_complete(
+    config: Config, out: Path, task: Any, params: Any, primary: bool = True
+) -> dict[str, Any]:
     """The result of a resumed run that has no step left: its last evaluation's metrics.
 
     A run killed after its last checkpoint but before its sample was written gets the
     sample now, from the same parameters and seed: the one the uninterrupted run wrote."""
     steps = config.steps
+    evals = [r for r in runs.read_rows(out / "metrics.jsonl") if "loss" not in r]
+    result = {"step": steps, **{k: v for k, v in (evals[-1] if evals else {}).items()}}
+    if not primary:
+        return result
     print(f"{out}: the run is already complete ({steps} steps)")
     if not (out / "loss.png").exists():
         from jrnn.app.plots import plot_loss
@@ -28,8 +34,7 @@ def already_complete(config: Config, out: Path, task: Any, params: Any) -> dict[
         plot_loss(out, task.name, *task.plot_key)
     if not (out / "sample.txt").exists() and _write_sample(config, out, task, params):
         print(f"wrote the missing {out / 'sample.txt'}")
-    evals = [r for r in runs.read_rows(out / "metrics.jsonl") if "loss" not in r]
-    return {"step": steps, **{k: v for k, v in (evals[-1] if evals else {}).items()}}
+    return result
 
 
 def _write_sample(config: Config, out: Path, task: Any, params: Any) -> str | None:
@@ -42,16 +47,24 @@ def _write_sample(config: Config, out: Path, task: Any, params: Any) -> str | No
     return text
 
 
-def finish(config: Config, out: Path, task: Any, outcome: Outcome) -> dict[str, Any]:
+def finish(
+    config: Config, out: Path, task: Any, outcome: Outcome, primary: bool = True
+) -> dict[str, Any]:
     """Plots the losses, then raises the loop's failure, or prints and returns the final
-    metrics (``{"step": steps, "val_...": ..., "baseline": ...}``) and writes the sample."""
+    metrics (``{"step": steps, "val_...": ..., "baseline": ...}``) and writes the sample
+    (``primary``: process 0 of several, or the only one; the others return the metrics)."""
     from jrnn.app.plots import plot_loss
 
-    plot_loss(out, task.name, *task.plot_key)
+    if primary:
+        plot_loss(out, task.name, *task.plot_key)
     if outcome.failure is not None:
         raise outcome.failure
     steps, last_eval, params = config.steps, outcome.last_eval, outcome.state.params
     result: dict[str, Any] = {"step": steps, **last_eval}
+    if not primary:
+        if task.baseline is not None:
+            result["baseline"] = task.baseline[1]
+        return result
     if last_eval:
         print(f"step {steps}: {format_row(last_eval)}")
     if task.baseline is not None:

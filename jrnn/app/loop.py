@@ -153,8 +153,9 @@ def fit(
                 "(its character vocabulary differs)"
             )
     # Every check is done: from here on files are written, under the run folder's lock.
+    primary = devices.is_primary()
     with contextlib.ExitStack() as held:
-        locked = out.is_dir()
+        locked = out.is_dir() and primary
         if locked:
             held.enter_context(runs.lock(out))
         return _train(config, out, resume, force, corpus, mesh, progress, None if locked else held)
@@ -174,15 +175,21 @@ def _train(
     from jrnn.checkpoint import Checkpointer
 
     task, optimizer, state, carry = build_state(config, corpus)
-    prepare.write_folder(config, out, task, corpus, resume=resume, force=force, lock_into=lock_into)
+    primary = devices.is_primary()
+    if primary:  # process 0 alone writes the run folder's files
+        prepare.write_folder(
+            config, out, task, corpus, resume=resume, force=force, lock_into=lock_into
+        )
+    devices.barrier("run folder written")
     ckpt = Checkpointer(out / "checkpoints")
     template = checkpoint_tree(task, state, carry)
-    tree, start, acc = prepare.resume_point(ckpt, template, out, resume)
+    tree, start, acc = prepare.resume_point(ckpt, template, out, resume, primary)
+    devices.barrier("metrics.jsonl cut")
     if tree is not None:
         state, carry = tree["train"], tree.get("carry")
     if start >= config.steps:
         ckpt.close()
-        return already_complete(config, out, task, state.params)
+        return already_complete(config, out, task, state.params, primary)
     fns = prepare.compile_steps(config, task, optimizer, mesh)
-    outcome = run_steps(config, out, task, ckpt, fns, state, carry, start, acc, progress)
-    return finish(config, out, task, outcome)
+    outcome = run_steps(config, out, task, ckpt, fns, state, carry, start, acc, progress, primary)
+    return finish(config, out, task, outcome, primary)

@@ -58,7 +58,7 @@ def write_folder(
 
 
 def resume_point(
-    ckpt: Any, template: Any, out: Path, resume: bool
+    ckpt: Any, template: Any, out: Path, resume: bool, primary: bool = True
 ) -> tuple[Any, int, dict[str, Any]]:
     """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it (with one
     warning if it lost rows the checkpoint counted).
@@ -75,10 +75,13 @@ def resume_point(
             ckpt.close()
             raise
         start, acc, written = int(meta["step"]), dict(meta["acc"]), meta.get("rows")
-        print(f"resuming {out} from step {start}", file=sys.stderr)
+        if primary:
+            print(f"resuming {out} from step {start}", file=sys.stderr)
     elif resume:
         print(f"no checkpoint in {out}: starting it from step 0", file=sys.stderr)
     metrics_path = out / "metrics.jsonl"
+    if not primary:  # process 0 alone writes metrics.jsonl
+        return tree, start, acc
     if resume:
         runs.truncate_rows(metrics_path, start, written)
     elif metrics_path.exists():
@@ -101,7 +104,7 @@ def compile_steps(config: Config, task: Any, optimizer: Any, mesh: Any) -> StepF
     from jax.sharding import NamedSharding, PartitionSpec
 
     from jrnn import train as jtrain
-    from jrnn.sharding import DATA_AXIS, data_size
+    from jrnn.sharding import DATA_AXIS, data_size, put_global
 
     train_step = jtrain.make_train_step(
         task.loss_fn,
@@ -120,8 +123,8 @@ def compile_steps(config: Config, task: Any, optimizer: Any, mesh: Any) -> StepF
     def run_eval(params):
         batches, carry = task.eval_batches(), task.eval_carry(params)
         if mesh is not None and config.eval_batch_size % data_size(mesh) == 0:
-            batches = (jax.device_put(b, split) for b in batches)  # split like training
-            carry = jax.device_put(carry, split)
+            batches = (put_global(b, split) for b in batches)  # split like training
+            carry = put_global(carry, split)
         return jtrain.evaluate(eval_step, params, batches, carry)
 
     return StepFns(train_step, batch_fn, run_eval)
