@@ -18,7 +18,10 @@ Integrity, checked twice:
   from the host copies when [`Checkpointer.save`][jrnn.checkpoint.Checkpointer.save] is called and
   stored inside the checkpoint's own JSON item.
   [`Checkpointer.restore`][jrnn.checkpoint.Checkpointer.restore] recomputes it from what it read
-  (this also catches a template of another precision).
+  (this also catches a template of another shape).  The stored dtypes are kept beside the
+  digest: a template of another precision (a float64 checkpoint read without JAX's 64-bit
+  mode) is a [`CheckpointError`][jrnn.checkpoint.CheckpointError] saying so, before any
+  array is read, and the checkpoint is neither skipped nor moved aside.
 
 A checkpoint that fails either check or cannot be read (an empty step folder, missing or
 garbage metadata) is skipped with a one-line ``warnings.warn`` and the next older one is
@@ -41,9 +44,12 @@ restore from the template's key implementation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -58,6 +64,7 @@ from jrnn.checkpoint_manifest import verify_manifest, write_manifest
 __all__ = ["CheckpointError", "Checkpointer", "tree_digest"]
 
 _DIGEST_KEY = "__jrnn_sha256__"
+_DTYPES_KEY = "__jrnn_dtypes__"  # each leaf's dtype, as stored (numpy's ``dtype.str``)
 
 
 class CheckpointError(ValueError):
@@ -67,6 +74,34 @@ class CheckpointError(ValueError):
       >>> issubclass(CheckpointError, ValueError)
       True
     """
+
+
+class _DtypeMismatch(CheckpointError):
+    """A checkpoint read into a template of another precision: not a damaged checkpoint,
+    so it is neither skipped nor moved aside."""
+
+
+_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
+_FAILED_FILE = re.compile(r'Failed writing: "([^"]+)"')
+
+
+@contextlib.contextmanager
+def _writing(directory: Path):
+    """Turns a failed Orbax / TensorStore write that names an OS error (a full disk, a
+    file-size limit, a read-only file system: ``os_error_code='28'`` in its message) into
+    the ``OSError`` it is, naming the file; other errors pass unchanged."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        code = _OS_ERROR.search(str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        where = _FAILED_FILE.search(str(e))
+        path = where.group(1) if where else str(directory)
+        raise OSError(number, os.strerror(number), path) from e
 
 
 def tree_digest(tree: Any, metadata: dict[str, Any]) -> str:
@@ -208,8 +243,9 @@ class Checkpointer:
                 f"Checkpointer.save: `metadata` must be a JSON-serialisable dict, got "
                 f"{type(metadata).__name__}"
             )
-        if _DIGEST_KEY in metadata:
-            raise ValueError(f"Checkpointer.save: `metadata` may not use the key {_DIGEST_KEY!r}")
+        for reserved in (_DIGEST_KEY, _DTYPES_KEY):
+            if reserved in metadata:
+                raise ValueError(f"Checkpointer.save: `metadata` may not use the key {reserved!r}")
         host = _to_host(tree)
         # A snapshot: the write is asynchronous and the caller may mutate its dict at once.
         try:
@@ -218,24 +254,36 @@ class Checkpointer:
             raise TypeError(
                 f"Checkpointer.save: `metadata` must be JSON-serialisable: {_one_line(e)}"
             ) from None
-        stored = dict(metadata, **{_DIGEST_KEY: tree_digest(host, metadata)})
-        self._seal()  # Orbax waits for the previous save here anyway
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(stored)
-            ),
-            force=True,
+        stored = dict(
+            metadata,
+            **{
+                _DIGEST_KEY: tree_digest(host, metadata),
+                _DTYPES_KEY: [np.asarray(x).dtype.str for x in jax.tree.leaves(host)],
+            },
         )
+        self._seal()  # Orbax waits for the previous save here anyway
+        with _writing(self.directory):
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(stored)
+                ),
+                force=True,
+            )
         self._unsealed.append(int(step))
         if not self._async:
             self._seal()
 
     def _seal(self) -> None:
         """Waits for the pending save, then writes the manifest of every step saved since
-        the last call (on the primary process; steps Orbax already deleted are passed)."""
-        self._manager.wait_until_finished()
+        the last call (on the primary process; steps Orbax already deleted are passed).
+
+        A failed write is raised here, as the ``OSError`` it is when it names one (a full
+        disk: ``errno.ENOSPC``); the unfinished step stays a temporary folder, which no
+        restore reads, and every complete checkpoint is kept."""
         steps, self._unsealed = self._unsealed, []
+        with _writing(self.directory):
+            self._manager.wait_until_finished()
         if jax.process_index() != 0:
             return
         for s in steps:
@@ -264,7 +312,8 @@ class Checkpointer:
         Raises:
           FileNotFoundError: there is no checkpoint at all.
           CheckpointError: ``step`` does not exist or is bad, or (without ``step``) no
-            checkpoint is good; the message gives the reason for each.
+            checkpoint is good; the message gives the reason for each.  Or the newest
+            checkpoint holds another precision than ``template`` (it is not skipped).
         """
         self._seal()
         steps = self.all_steps()
@@ -278,6 +327,8 @@ class Checkpointer:
                 )
             try:
                 return self._restore_verified(template, int(step))
+            except _DtypeMismatch as e:
+                raise CheckpointError(str(e)) from None
             except Exception as e:  # orbax, tensorstore, JSON, digest: one clear error
                 raise CheckpointError(
                     f"checkpoint {step} in {self.directory} cannot be restored: {_one_line(e)}"
@@ -286,6 +337,8 @@ class Checkpointer:
         for s in reversed(steps):
             try:
                 result = self._restore_verified(template, s)
+            except _DtypeMismatch as e:  # the checkpoint is good: the reader is wrong
+                raise CheckpointError(str(e)) from None
             except Exception as e:  # orbax, tensorstore, JSON, digest: try the next one
                 reason = _one_line(e)
                 failures.append(f"step {s}: {reason}")
@@ -308,11 +361,37 @@ class Checkpointer:
         if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
             raise CheckpointError("its step folder holds no file")
 
+    def _check_dtypes(self, step: int, abstract: Any) -> None:
+        """Refuses to read a checkpoint into a template of another precision (e.g. float64
+        arrays into float32 ones, as JAX makes them without 64-bit mode): reading would
+        truncate them, and the digest of what was read could not match."""
+        path = self.directory / str(step) / "meta" / "metadata"
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8")).get(_DTYPES_KEY)
+        except (OSError, ValueError, AttributeError):
+            return  # no such file in this Orbax version, or an older checkpoint: not checked
+        leaves = jax.tree.leaves(abstract)
+        if not isinstance(stored, list) or len(stored) != len(leaves):
+            return  # another structure: Orbax's restore says which
+        for got, leaf in zip(stored, leaves, strict=True):
+            want = np.dtype(leaf.dtype)
+            if np.dtype(got) != want:
+                hint = (
+                    " (enable JAX's 64-bit types first: jax.config.update('jax_enable_x64', True))"
+                    if np.dtype(got).itemsize == 8 and not jax.config.jax_enable_x64
+                    else ""
+                )
+                raise _DtypeMismatch(
+                    f"checkpoint {step} in {self.directory} holds {np.dtype(got).name} "
+                    f"arrays, the template asks for {want.name}{hint}"
+                )
+
     def _restore_verified(self, template: Any, step: int) -> tuple[Any, dict[str, Any]]:
         self._check_files(step)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), _storable_template(template)
         )
+        self._check_dtypes(step, abstract)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -323,6 +402,7 @@ class Checkpointer:
         if not isinstance(meta, dict):
             raise CheckpointError(f"its metadata is not a JSON dict but {type(meta).__name__}")
         meta = dict(meta)
+        meta.pop(_DTYPES_KEY, None)
         expected = meta.pop(_DIGEST_KEY, None)
         if expected is not None:  # older checkpoints have no digest: restored unverified
             got = tree_digest(restored.state, meta)
@@ -355,9 +435,13 @@ class Checkpointer:
         self._seal()
 
     def close(self) -> None:
-        """Waits for pending saves (writing their manifests) and releases the manager."""
-        self._seal()
-        self._manager.close()
+        """Waits for pending saves (writing their manifests) and releases the manager (also
+        when a pending save failed: its error is raised after)."""
+        try:
+            self._seal()
+        finally:
+            with contextlib.suppress(Exception):  # the failed save's error, once more
+                self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -166,10 +166,9 @@ def _add_export(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``jrnn`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
-
-    Bad input raises ``SystemExit(2)`` after printing one line to stderr.
-    """
+    """Runs ``jrnn`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code (bad
+    input: one line on stderr, then ``SystemExit(2)``)."""
+    from jrnn.app.background import held_background_errors
     from jrnn.app.errors import UsageError, environment_failure
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(message).split())
         print(f"jrnn {args.command}: warning: {text}", file=sys.stderr)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), held_background_errors() as held:
         warnings.showwarning = one_line  # restored on exit: warnings as one line each
         try:
             return args.func(args)
@@ -190,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = environment_failure(e)
             if reason is None:
                 raise
+            held.drop()  # Orbax's threads' reports of the same failure
             print(f"jrnn {args.command}: error: {reason}", file=sys.stderr)
             return 1
 
@@ -220,7 +220,7 @@ def run() -> NoReturn:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jrnn.app import Config, devices, fit, runs
     from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
-    from jrnn.app.loop import check_resume
+    from jrnn.app.loop import check_resume, resumed
 
     if args.resume and args.force:
         raise UsageError("--resume and --force exclude each other")
@@ -236,12 +236,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         saved = runs.read_config(out, "--resume: ")
         check_resume(saved, explicit, out)
-        config = Config(**{**saved.to_dict(), **explicit})
+        config = resumed(saved, explicit)
     else:
         config = Config(**explicit)
     devices.start(config, args)  # before JAX starts: host devices, multi-host
     try:
         fit(config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+        devices.stop()  # after every process has finished
     except NonFiniteLoss as e:
         print(f"jrnn train: error: {e}", file=sys.stderr)
         return 1

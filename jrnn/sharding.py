@@ -211,7 +211,7 @@ def shard_batch(tree: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
       True
     """
     check_batch_divides(tree, data_size(mesh, axis), "shard_batch", "tree")
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(axis)))
+    return put_global(tree, NamedSharding(mesh, PartitionSpec(axis)))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -226,7 +226,28 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"replicate: `mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return put_global(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def put_global(tree: Any, sharding: NamedSharding) -> Any:
+    """``jax.device_put(tree, sharding)``, also where ``sharding`` spans the devices of
+    several processes: each process then places its own shards of the value it holds (the
+    same in every process: parameters made from one seed, a batch made from the step).
+    Typed PRNG keys are placed as their ``key_data``."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def leaf(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x  # already global
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(
+                leaf(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+            )
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(leaf, tree)
 
 
 @functools.cache

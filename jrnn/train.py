@@ -324,10 +324,10 @@ def _placed(jitted: Callable[..., Any], mesh: Mesh, has_carry: bool) -> Callable
     split = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     def put(tree, sharding):
+        from jrnn.sharding import put_global
+
         return jax.tree.map(
-            lambda x: (
-                x if getattr(x, "sharding", None) == sharding else jax.device_put(x, sharding)
-            ),
+            lambda x: x if getattr(x, "sharding", None) == sharding else put_global(x, sharding),
             tree,
         )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from jrnn.app.runs import checkpoint_steps
 from tests.test_cli import _rows, _small, _write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,3 +353,213 @@ def test_a_full_disk_or_exhausted_memory_is_one_line_and_exit_1(
     monkeypatch.setattr(jrnn.app, "fit", lambda *a, **k: (_ for _ in ()).throw(OSError(2, "gone")))
     with pytest.raises(OSError):
         main(["train", "--task", "parity", "--out", str(tmp_path / "r")])
+
+
+# ------------------------------------------------------------------------------------------
+# --force deletes only what jrnn wrote
+
+
+def test_force_refuses_a_folder_of_the_users_own_files(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "checkpoints" / "model.pt").write_bytes(b"weights")
+    (mine / "notes.txt").write_text("notes")
+    _one_error(_jrnn(*_adding(mine, 4, "--force")), f"--force: {mine} is not a jrnn run")
+    (mine / "config.json").write_text('{"lr": 0.1}')  # someone else's config.json
+    _one_error(_jrnn(*_adding(mine, 4, "--force")), "config.json is not one jrnn wrote")
+    assert (mine / "checkpoints" / "model.pt").read_bytes() == b"weights"
+    assert (mine / "notes.txt").read_text() == "notes"
+
+
+def test_force_on_a_run_keeps_the_users_files_in_it(run):
+    (run / "notes.txt").write_text("notes")
+    (run / "checkpoints" / "model.pt").write_bytes(b"weights")
+    (run / "checkpoints" / "20" / "mine.txt").write_text("x")
+    r = _jrnn(*_adding(run, 4, "--force"))
+    line = _one_error(r, f"{run / 'checkpoints'} holds files jrnn did not write")
+    assert "20/mine.txt" in line and "model.pt" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20", "model.pt"]
+    (run / "checkpoints" / "model.pt").unlink()
+    (run / "checkpoints" / "20" / "mine.txt").unlink()
+    r = _jrnn(*_adding(run, 4, "--force"))
+    assert r.returncode == 0, r.stderr
+    assert (run / "notes.txt").read_text() == "notes"  # never a run's file
+    assert not (run / "sample.txt").exists() and not (run / "vocab.json").exists()
+    assert json.loads((run / "config.json").read_text())["task"] == "adding"
+
+
+# ------------------------------------------------------------------------------------------
+# a float64 run is read back in float64
+
+
+def test_a_float64_run_samples_evaluates_and_exports(corpus, tmp_path):
+    out = tmp_path / "f64"
+    r = _jrnn(*_args(corpus, out, 10), "--dtype", "float64")
+    assert r.returncode == 0, r.stderr
+    for argv in (
+        ["sample", out, "--length", "8"],
+        ["eval", out],
+        ["export", out, "--out", tmp_path / "f64.hlo"],
+    ):
+        r = _jrnn(*argv)
+        assert r.returncode == 0, r.stderr
+        assert _lines(r.stderr) == [], r.stderr  # no truncation warning, no digest mismatch
+    signature = json.loads((tmp_path / "f64.hlo.json").read_text())
+    assert {o["dtype"] for o in signature["outputs"]} == {"float64"}
+
+
+def test_a_checkpoint_read_at_another_precision_is_not_called_corrupted(tmp_path):
+    import numpy as np
+
+    from jrnn.checkpoint import Checkpointer, CheckpointError
+
+    with Checkpointer(tmp_path) as ck:
+        ck.save(1, {"w": np.arange(6, dtype=np.float64)}, {"step": 1})
+    with Checkpointer(tmp_path) as ck:  # writable: a bad checkpoint would be moved aside
+        with pytest.raises(CheckpointError, match="holds float64 arrays") as e:
+            ck.restore({"w": np.zeros(6, np.float32)})
+        assert "SHA-256" not in str(e.value)
+        tree, _ = ck.restore({"w": np.zeros(6, np.float64)})
+    assert tree["w"].dtype == np.float64 and ck.all_steps() == [1]
+
+
+# ------------------------------------------------------------------------------------------
+# a run killed after its last checkpoint, before its sample: --resume writes that sample
+
+
+def test_resume_of_a_run_killed_before_its_sample_writes_the_same_sample(run):
+    sample = (run / "sample.txt").read_text()
+    # the state SIGKILL leaves between the last checkpoint and the sample (sample.txt and
+    # loss.png are written after it, sample.txt atomically)
+    (run / "sample.txt").unlink()
+    (run / "loss.png").unlink()
+    r = _jrnn("train", "--out", run, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "already complete" in r.stdout
+    assert (run / "sample.txt").read_text() == sample
+    assert (run / "loss.png").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# metrics.jsonl cut: every complete row kept, one warning, always
+
+
+@pytest.mark.parametrize("cut", ["at_a_line_end", "mid_line"])
+def test_a_cut_metrics_file_keeps_its_complete_rows_with_one_warning(run, cut):
+    rows = _rows(run)
+    text = (run / "metrics.jsonl").read_text()
+    lines = text.splitlines(keepends=True)
+    kept = "".join(lines[:-1])  # the last row (step 20's evaluation) lost
+    (run / "metrics.jsonl").write_text(kept + (lines[-1][:25] if cut == "mid_line" else ""))
+    r = _jrnn("train", "--out", run, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    warns = _warnings(r.stderr)
+    assert len(warns) == 1, r.stderr
+    assert f"1 of the {len(rows)} rows written up to step 20 is lost" in warns[0]
+    assert ("cut short" in warns[0]) == (cut == "mid_line")
+    assert _rows(run) == rows[:-1]
+
+
+# ------------------------------------------------------------------------------------------
+# a full disk while a checkpoint is written: one line, exit 1, the last checkpoint kept
+
+# From the second checkpoint on, no file may grow past 4 KiB (RLIMIT_FSIZE: the write
+# fails with EFBIG, as a full disk fails it with ENOSPC; both are the kernel refusing the
+# write of a TensorStore thread, so Orbax's threads report it as they would a full disk).
+_FULL_AFTER_ONE_CHECKPOINT = """
+import resource, signal, sys
+import jrnn.checkpoint as ck
+from jrnn import cli
+real, calls = ck.Checkpointer.save, []
+def save(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        self.wait()  # the first checkpoint is on disk, whole
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    return real(self, *args, **kwargs)
+ck.Checkpointer.save = save
+sys.argv = ["jrnn", *sys.argv[1:]]
+cli.run()
+"""
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "-c", _FULL_AFTER_ONE_CHECKPOINT, *_adding(out, 8)]
+        + ["--checkpoint-every", "3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
+        cwd=REPO,
+        timeout=300,
+    )
+    assert r.returncode == 1, r.stderr
+    lines = _lines(r.stderr)  # one line: no tracebacks of Orbax's threads
+    assert len(lines) == 1 and lines[0].startswith("jrnn train: error: cannot write"), r.stderr
+    for words in ("checkpoints", "File too large", "are kept"):
+        assert words in lines[0], lines[0]
+    assert checkpoint_steps(out) == [3]  # the complete one; step 6 never became one
+    r = _jrnn("train", "--out", out, "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} from step 3" in r.stderr
+    assert checkpoint_steps(out) == [3, 6, 8]
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_background_errors_are_held_then_shown_unless_dropped(caplog, capsys, dropped):
+    import logging
+
+    from jrnn.app.background import held_background_errors
+
+    class Dies:
+        def __del__(self):
+            raise RuntimeError("Event loop is closed")  # what TensorStore's callbacks print
+
+    with held_background_errors() as held:
+        logging.getLogger("absl").error("save thread failed")
+        logging.getLogger("absl").warning("a warning passes at once")
+        Dies()
+        assert [r.getMessage() for r in caplog.records] == ["a warning passes at once"]
+        assert capsys.readouterr().err == ""
+        if dropped:
+            held.drop()
+    shown = [r.getMessage() for r in caplog.records]
+    err = capsys.readouterr().err
+    if dropped:
+        assert shown == ["a warning passes at once"] and err == ""
+    else:
+        assert shown == ["a warning passes at once", "save thread failed"]
+        assert "RuntimeError: Event loop is closed" in err
+
+
+# ------------------------------------------------------------------------------------------
+# --resume --steps M extends a run
+
+
+def test_resume_with_more_steps_extends_the_run_on_its_schedule(tmp_path):
+    out = tmp_path / "run"
+    r = _jrnn(*_adding(out, 6, "--checkpoint-every", "3", "--log-every", "3"))
+    assert r.returncode == 0, r.stderr
+    before = _rows(out)
+    _one_error(_jrnn("train", "--out", out, "--resume", "--steps", "4"), "not shorten it")
+    r = _jrnn("train", "--out", out, "--resume", "--steps", "9", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} from step 6" in r.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["steps"], saved["decay_steps"]) == (9, 6)  # the schedule of the 6 steps
+    assert checkpoint_steps(out) == [3, 6, 9]
+    rows = _rows(out)
+    assert rows[: len(before)] == before and [r["step"] for r in rows[len(before) :]] == [9, 9]
+
+
+def test_an_extended_schedule_holds_its_last_learning_rate():
+    from jrnn.app import Config
+    from jrnn.app.loop import resumed
+
+    saved = Config(task="parity", steps=20)
+    longer = resumed(saved, {"steps": 50})
+    assert (longer.steps, longer.decay_steps) == (50, 20)
+    assert resumed(longer, {"steps": 80}).decay_steps == 20  # extended again: the same
+    assert resumed(saved, {"log_every": 5}).decay_steps == 0  # not extended: its steps

@@ -180,7 +180,14 @@ class Config:
     dtype: str = _f(
         "compute dtype (bfloat16 keeps float32 parameters)", _M, "choice", "float32", choices=DTYPES
     )
-    steps: int = _f("training steps", _O, "posint")
+    steps: int = _f("training steps (--resume with more extends the run)", _O, "posint")
+    decay_steps: int = _f(
+        "steps the learning rate decays over (cosine to lr/10, then constant), 0 = --steps; "
+        "--resume with more --steps sets it to the run's steps",
+        _O,
+        "natural",
+        0,
+    )
     batch_size: int = _f("sequences per step", _O, "posint")
     seq_len: int = _f("window length (charlm) / sequence length / longest sequence", _O, "posint")
     lr: float = _f("peak Adam learning rate (warm-up, cosine decay to lr/10)", _O, "posfloat")
@@ -310,6 +317,7 @@ LATER_KEYS: dict[str, Any] = {
     "recurrent_dropout": 0.0,
     "devices": 1,
     "micro_batches": 1,
+    "decay_steps": 0,
 }
 """Keys added after the first release, with what older runs computed ("arch": the task's)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from jrnn.app.errors import UsageError
 
-__all__ = ["add_arguments", "auto_devices", "mesh_for", "start"]
+__all__ = ["add_arguments", "auto_devices", "barrier", "is_primary", "mesh_for", "start", "stop"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     g.add_argument(
         "--distributed", action="store_true", help="initialise from the environment alone"
+    )
+    g.add_argument(
+        "--join-timeout",
+        type=int,
+        default=120,
+        metavar="SECONDS",
+        help="how long to wait for every process to join (default 120); then one line, exit 2",
     )
 
 
@@ -50,12 +57,95 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
             if v is not None
         }
         if flags or args.distributed:
-            jax.distributed.initialize(**flags)
+            # CPU processes exchange over Gloo (TCP); other platforms keep their own
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            _join(flags, args.join_timeout)
     if not backends_started():  # as many host devices as will be used
         n = config.devices
         if n == "auto":
             n = auto_devices(config, cpu_cores())
-        use_cpu_cores(n)
+        use_cpu_cores(max(1, n // _joined_processes()))  # this process's share
+
+
+def _join(flags: dict[str, Any], timeout: int) -> None:
+    """``jax.distributed.initialize``, bounded: a coordinator that cannot be reached, or
+    processes that do not all join within ``timeout`` seconds, is a `UsageError`."""
+    import jax
+
+    if timeout < 1:
+        raise UsageError(f"--join-timeout: must be a positive number of seconds, got {timeout}")
+    address = flags.get("coordinator_address")
+    if address and flags.get("process_id"):  # JAX's client aborts the process when it fails
+        _wait_for(address, timeout)
+    try:
+        jax.distributed.initialize(**flags, initialization_timeout=timeout)
+    except Exception as e:  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE), ValueError
+        where = flags.get("coordinator_address", "the address the environment gives")
+        first = " ".join(str(e).split("\n", 1)[0].split())[:200]
+        raise UsageError(
+            f"cannot join the job at {where} within {timeout} s: is process 0 running there, "
+            f"and --num-processes the same for all? ({first})"
+        ) from None
+
+
+def _wait_for(address: str, timeout: int) -> None:
+    """Waits until the coordinator ``HOST:PORT`` accepts a connection, at most ``timeout``
+    seconds (`UsageError` after)."""
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--coordinator: expected HOST:PORT, got {address!r}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise UsageError(
+                    f"cannot reach the coordinator {address} within {timeout} s "
+                    f"({e.strerror or e}): is process 0 running there?"
+                ) from None
+            time.sleep(0.2)
+
+
+def is_primary() -> bool:
+    """Whether this is process 0 of the job (or the only process): the one that writes the
+    run folder's files (config.json, metrics.jsonl, plots, the sample) and prints."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the job gets here (nothing with one process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"jrnn: {name}")
+
+
+def stop() -> None:
+    """Leaves the multi-process job, after every process has finished (a process that
+    exited first would make the others' runtime abort)."""
+    from jax._src import distributed
+
+    if getattr(distributed.global_state, "client", None) is not None:
+        import jax
+
+        jax.distributed.shutdown()
+
+
+def _joined_processes() -> int:
+    """The processes of the job this process joined (1 if none), without starting JAX's
+    backends (``jax.process_count`` would, with one device each)."""
+    from jax._src import distributed
+
+    return getattr(distributed.global_state, "num_processes", None) or 1
 
 
 def auto_devices(config: Any, available: int) -> int:

@@ -15,23 +15,56 @@ from jrnn.app.steps import Outcome
 __all__ = ["already_complete", "finish"]
 
 
-def already_complete(out: Path, steps: int) -> dict[str, Any]:
-    """The result of a resumed run that has no step left: its last evaluation's metrics."""
-    print(f"{out}: the run is already complete ({steps} steps)")
+def already_complete(
+    config: Config, out: Path, task: Any, params: Any, primary: bool = True
+) -> dict[str, Any]:
+    """The result of a resumed run that has no step left: its last evaluation's metrics.
+
+    A run killed after its last checkpoint but before its sample was written gets the
+    sample now, from the same parameters and seed: the one the uninterrupted run wrote."""
+    steps = config.steps
     evals = [r for r in runs.read_rows(out / "metrics.jsonl") if "loss" not in r]
-    return {"step": steps, **{k: v for k, v in (evals[-1] if evals else {}).items()}}
+    result = {"step": steps, **{k: v for k, v in (evals[-1] if evals else {}).items()}}
+    if not primary:
+        return result
+    print(f"{out}: the run is already complete ({steps} steps)")
+    if not (out / "loss.png").exists():
+        from jrnn.app.plots import plot_loss
+
+        plot_loss(out, task.name, *task.plot_key)
+    if not (out / "sample.txt").exists() and _write_sample(config, out, task, params):
+        print(f"wrote the missing {out / 'sample.txt'}")
+    return result
 
 
-def finish(config: Config, out: Path, task: Any, outcome: Outcome) -> dict[str, Any]:
+def _write_sample(config: Config, out: Path, task: Any, params: Any) -> str | None:
+    """A text run's sample of its final ``params`` (temperature 0.8, the run's seed),
+    written atomically to sample.txt; ``None`` for a task without one."""
+    if task.generate is None or config.sample_length <= 0:
+        return None
+    text = task.generate(params, "\n", config.sample_length, 0.8, config.seed)
+    runs.write_text_atomic(out / "sample.txt", text)
+    return text
+
+
+def finish(
+    config: Config, out: Path, task: Any, outcome: Outcome, primary: bool = True
+) -> dict[str, Any]:
     """Plots the losses, then raises the loop's failure, or prints and returns the final
-    metrics (``{"step": steps, "val_...": ..., "baseline": ...}``) and writes the sample."""
+    metrics (``{"step": steps, "val_...": ..., "baseline": ...}``) and writes the sample
+    (``primary``: process 0 of several, or the only one; the others return the metrics)."""
     from jrnn.app.plots import plot_loss
 
-    plot_loss(out, task.name, *task.plot_key)
+    if primary:
+        plot_loss(out, task.name, *task.plot_key)
     if outcome.failure is not None:
         raise outcome.failure
     steps, last_eval, params = config.steps, outcome.last_eval, outcome.state.params
     result: dict[str, Any] = {"step": steps, **last_eval}
+    if not primary:
+        if task.baseline is not None:
+            result["baseline"] = task.baseline[1]
+        return result
     if last_eval:
         print(f"step {steps}: {format_row(last_eval)}")
     if task.baseline is not None:
@@ -40,9 +73,8 @@ def finish(config: Config, out: Path, task: Any, outcome: Outcome) -> dict[str, 
         print(f"baseline ({what}): {value:.4f}")
     if task.show is not None:
         print("\n".join(task.show(params, 4)))
-    if task.generate is not None and config.sample_length > 0:
-        text = task.generate(params, "\n", config.sample_length, 0.8, config.seed)
-        (out / "sample.txt").write_text(text, encoding="utf-8")
+    text = _write_sample(config, out, task, params)
+    if text is not None:
         print(f"--- sample (temperature 0.8) ---\n{text}\n---")
     print(f"run folder: {out}")
     return result

@@ -32,12 +32,32 @@ from jrnn.app.steps import run_steps
 
 # build_state, load_data, make_optimizer (jrnn.app.state) and format_row
 # (jrnn.app.progress) are re-exported: they were defined here.
-__all__ = ["build_state", "check_resume", "fit", "format_row", "load_data", "make_optimizer"]
+__all__ = [
+    "build_state",
+    "check_resume",
+    "fit",
+    "format_row",
+    "load_data",
+    "make_optimizer",
+    "resumed",
+]
 
 
 def check_resume(saved: Config, values: dict[str, Any], out: Path) -> None:
-    """Refuses ``values`` that change a fixed field of the run ``saved`` in ``out``."""
+    """Refuses ``values`` that change a fixed field of the run ``saved`` in ``out``; more
+    ``steps`` extend it (with the learning rate's schedule of its ``steps``: see
+    [`resumed`][jrnn.app.loop.resumed]), fewer are refused."""
+    steps = values.get("steps")
+    if steps is not None and canonical("steps", steps) < saved.steps:
+        raise UsageError(
+            f"--resume --steps {steps}: the run in {out} has {saved.steps} steps; --resume "
+            "can extend a run, not shorten it"
+        )
     for key in FIXED_KEYS:
+        if key == "steps" or (
+            key == "decay_steps" and values.get(key) in (0, saved.decay_steps or saved.steps)
+        ):
+            continue  # an extension; decay_steps 0 is the run's steps (see resumed)
         if key in values and canonical(key, values[key]) != getattr(saved, key):
             flag = "--model" if key == "arch" else "--" + key.replace("_", "-")
             raise UsageError(
@@ -46,16 +66,36 @@ def check_resume(saved: Config, values: dict[str, Any], out: Path) -> None:
             )
 
 
-def _check_out(config: Config, out: Path, resume: bool, force: bool) -> None:
+def resumed(saved: Config, values: dict[str, Any]) -> Config:
+    """The config that resumes the run ``saved`` with ``values`` (checked by
+    [`check_resume`][jrnn.app.loop.check_resume]): a run extended by more ``steps`` keeps
+    the schedule of its own (``decay_steps``, then ``lr / 10``), so its first steps are
+    those of the run it extends."""
+    import dataclasses
+
+    config = Config(**{**saved.to_dict(), **values})
+    if config.steps != saved.steps and not saved.decay_steps:
+        config = dataclasses.replace(config, decay_steps=saved.steps)
+    elif not config.decay_steps:
+        config = dataclasses.replace(config, decay_steps=saved.decay_steps)
+    return config
+
+
+def _check_out(config: Config, out: Path, resume: bool, force: bool) -> Config:
     if resume and force:
         raise UsageError("--resume and --force exclude each other")
     runs.check_writable(out)
     if resume:
-        check_resume(runs.read_config(out, "--resume: "), config.to_dict(), out)
-    elif out.exists() and runs.has_run(out) and not force:
-        raise UsageError(
-            f"{out} already holds a run; pass --resume to continue it or --force to replace it"
-        )
+        saved = runs.read_config(out, "--resume: ")
+        check_resume(saved, config.to_dict(), out)
+        return resumed(saved, config.to_dict())
+    if out.exists() and runs.has_run(out):
+        if not force:
+            raise UsageError(
+                f"{out} already holds a run; pass --resume to continue it or --force to replace it"
+            )
+        runs.check_clearable(out)
+    return config
 
 
 def fit(
@@ -74,7 +114,8 @@ def fit(
       resume: continue the run in ``out_dir`` from its latest checkpoint; ``config`` must
         equal the saved one but for the schedule (``checkpoint_every``, ``eval_every``,
         ``log_every``, ``sample_length``) and the devices (``devices``, ``micro_batches``).
-      force: replace a run in ``out_dir`` (only jrnn's files there are removed).
+      force: replace a run in ``out_dir``: only a run jrnn wrote (its ``config.json`` and
+        checkpoint layout) is removed, and only jrnn's files in it; anything else is refused.
       progress: draw a tqdm progress bar on stderr.
 
     Returns:
@@ -101,7 +142,7 @@ def fit(
     if not isinstance(config, Config):
         raise TypeError(f"fit: config must be a jrnn.app.Config, got {type(config).__name__}")
     out = Path(out_dir)
-    _check_out(config, out, resume, force)
+    config = _check_out(config, out, resume, force)
     devices.start(config)
     corpus = load_data(config)
     mesh = devices.mesh_for(config)
@@ -112,8 +153,9 @@ def fit(
                 "(its character vocabulary differs)"
             )
     # Every check is done: from here on files are written, under the run folder's lock.
+    primary = devices.is_primary()
     with contextlib.ExitStack() as held:
-        locked = out.is_dir()
+        locked = out.is_dir() and primary
         if locked:
             held.enter_context(runs.lock(out))
         return _train(config, out, resume, force, corpus, mesh, progress, None if locked else held)
@@ -133,15 +175,21 @@ def _train(
     from jrnn.checkpoint import Checkpointer
 
     task, optimizer, state, carry = build_state(config, corpus)
-    prepare.write_folder(config, out, task, corpus, resume=resume, force=force, lock_into=lock_into)
+    primary = devices.is_primary()
+    if primary:  # process 0 alone writes the run folder's files
+        prepare.write_folder(
+            config, out, task, corpus, resume=resume, force=force, lock_into=lock_into
+        )
+    devices.barrier("run folder written")
     ckpt = Checkpointer(out / "checkpoints")
     template = checkpoint_tree(task, state, carry)
-    tree, start, acc = prepare.resume_point(ckpt, template, out, resume)
+    tree, start, acc = prepare.resume_point(ckpt, template, out, resume, primary)
+    devices.barrier("metrics.jsonl cut")
     if tree is not None:
         state, carry = tree["train"], tree.get("carry")
     if start >= config.steps:
         ckpt.close()
-        return already_complete(out, config.steps)
+        return already_complete(config, out, task, state.params, primary)
     fns = prepare.compile_steps(config, task, optimizer, mesh)
-    outcome = run_steps(config, out, task, ckpt, fns, state, carry, start, acc, progress)
-    return finish(config, out, task, outcome)
+    outcome = run_steps(config, out, task, ckpt, fns, state, carry, start, acc, progress, primary)
+    return finish(config, out, task, outcome, primary)

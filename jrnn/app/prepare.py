@@ -58,28 +58,32 @@ def write_folder(
 
 
 def resume_point(
-    ckpt: Any, template: Any, out: Path, resume: bool
+    ckpt: Any, template: Any, out: Path, resume: bool, primary: bool = True
 ) -> tuple[Any, int, dict[str, Any]]:
-    """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it.
+    """``(tree, start, acc)``: where the run goes on, and metrics.jsonl cut to it (with one
+    warning if it lost rows the checkpoint counted).
 
     With ``resume`` and a checkpoint: the newest good one's tree, step and metric
     accumulators (``ckpt`` is closed if none is good: `UsageError`).  Otherwise
     ``(None, 0, {})``; a new run's metrics.jsonl is removed.
     """
-    tree, start, acc = None, 0, {}
+    tree, start, acc, written = None, 0, {}, None
     if resume and ckpt.latest_step() is not None:
         try:
             tree, meta = restore_newest(ckpt, template, out)
         except UsageError:
             ckpt.close()
             raise
-        start, acc = int(meta["step"]), dict(meta["acc"])
-        print(f"resuming {out} from step {start}", file=sys.stderr)
+        start, acc, written = int(meta["step"]), dict(meta["acc"]), meta.get("rows")
+        if primary:
+            print(f"resuming {out} from step {start}", file=sys.stderr)
     elif resume:
         print(f"no checkpoint in {out}: starting it from step 0", file=sys.stderr)
     metrics_path = out / "metrics.jsonl"
+    if not primary:  # process 0 alone writes metrics.jsonl
+        return tree, start, acc
     if resume:
-        runs.truncate_rows(metrics_path, start)
+        runs.truncate_rows(metrics_path, start, written)
     elif metrics_path.exists():
         metrics_path.unlink()
     return tree, start, acc
@@ -100,7 +104,7 @@ def compile_steps(config: Config, task: Any, optimizer: Any, mesh: Any) -> StepF
     from jax.sharding import NamedSharding, PartitionSpec
 
     from jrnn import train as jtrain
-    from jrnn.sharding import DATA_AXIS, data_size
+    from jrnn.sharding import DATA_AXIS, data_size, put_global
 
     train_step = jtrain.make_train_step(
         task.loss_fn,
@@ -119,8 +123,8 @@ def compile_steps(config: Config, task: Any, optimizer: Any, mesh: Any) -> StepF
     def run_eval(params):
         batches, carry = task.eval_batches(), task.eval_carry(params)
         if mesh is not None and config.eval_batch_size % data_size(mesh) == 0:
-            batches = (jax.device_put(b, split) for b in batches)  # split like training
-            carry = jax.device_put(carry, split)
+            batches = (put_global(b, split) for b in batches)  # split like training
+            carry = put_global(carry, split)
         return jtrain.evaluate(eval_step, params, batches, carry)
 
     return StepFns(train_step, batch_fn, run_eval)

@@ -11,6 +11,7 @@ resumed run writes the rows of the uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ class Progress:
       start: the step the session starts after.
       acc: the accumulators restored with the checkpoint (``{}`` for a new run).
       show_bar: draw the bar on stderr.
+      write: write the rows (process 0 of several; the others count them only).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Progress:
         start: int,
         acc: dict[str, Any],
         show_bar: bool,
+        write: bool = True,
     ) -> None:
         from tqdm.auto import tqdm
 
@@ -71,8 +74,10 @@ class Progress:
         self._t_log = time.perf_counter()
         self._t_start = self._t_log
         self._since_log = 0
+        self.rows = len(runs.read_rows(metrics_path))  # saved with each checkpoint
+        self._write_rows = write
         try:
-            self._rows = open(metrics_path, "a", encoding="utf-8")
+            self._rows = open(metrics_path if write else os.devnull, "a", encoding="utf-8")
         except BaseException:
             self._bar.close()
             raise
@@ -116,12 +121,14 @@ class Progress:
         self.last_eval = {k: v for k, v in row.items() if k != "step"}
         self._post.update({k: f"{v:.4f}" for k, v in self.last_eval.items()})
         self._bar.set_postfix(self._post, refresh=True)
-        self._bar.write(f"eval {format_row(row)}")
+        if self._write_rows:
+            self._bar.write(f"eval {format_row(row)}")
         self._t_log = time.perf_counter()
 
     def _write(self, row: dict[str, Any]) -> None:
         self._rows.write(json.dumps(row) + "\n")
         self._rows.flush()
+        self.rows += 1
 
     def close(self) -> None:
         """Closes ``metrics.jsonl`` and the bar."""

@@ -17,7 +17,13 @@ from typing import Any, Literal, NamedTuple
 from jrnn.app import runs
 from jrnn.app.config import ENCODER_DECODERS, Config
 from jrnn.app.errors import UsageError
-from jrnn.app.state import build_state, checkpoint_tree, load_data, restore_newest
+from jrnn.app.state import (
+    build_state,
+    checkpoint_tree,
+    enable_dtype,
+    load_data,
+    restore_newest,
+)
 
 __all__ = ["Restored", "check_run", "decode_run", "evaluate_run", "open_run", "sample_run"]
 
@@ -97,6 +103,7 @@ def open_run(
 
     out = Path(directory)
     config = dataclasses.replace(config, **overrides)
+    enable_dtype(config)  # a float64 run is read in float64, before any array is made
     corpus = None
     if config.spec.load is not None:
         if need_corpus:
@@ -108,8 +115,6 @@ def open_run(
                 )
         else:
             corpus = _vocab_only_corpus(out)
-    else:
-        load_data(config)  # the dtype
     task, _, state, carry = build_state(config, corpus)
     ckpt = Checkpointer(out / "checkpoints", create=False)
     try:

@@ -34,6 +34,7 @@ __all__ = [
     "CONFIG_VERSION",
     "RUN_FILES",
     "TIMING_KEYS",
+    "check_clearable",
     "check_writable",
     "checkpoint_steps",
     "clear",
@@ -45,6 +46,7 @@ __all__ = [
     "read_vocab",
     "truncate_rows",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 CONFIG_VERSION = 1
@@ -65,6 +67,14 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file, then renames it onto ``path`` (a kill leaves
+    the old file or the new one, never a part)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -110,8 +120,73 @@ def has_run(out: Path) -> bool:
     return any((out / name).exists() for name in RUN_FILES)
 
 
+# What Orbax and jrnn write in a checkpoint's step folder, and beside the step folders.
+_STEP_ENTRIES = frozenset(
+    {"_CHECKPOINT_METADATA", "commit_success.txt", "jrnn_manifest.json", "meta", "state"}
+)
+_TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+def _foreign_checkpoint_files(folder: Path) -> list[str]:
+    """The entries of a checkpoints folder that jrnn's layout does not explain: anything but
+    step folders (holding Orbax's and jrnn's entries only), Orbax's unfinished step folders
+    and ``corrupt/`` (the quarantined steps, laid out the same way)."""
+    foreign = []
+    for p in sorted(folder.iterdir()):
+        if _TMP_MARK in p.name and p.is_dir():
+            continue
+        if p.name == "corrupt" and p.is_dir() and folder.name != "corrupt":
+            foreign += [f"corrupt/{name}" for name in _foreign_checkpoint_files(p)]
+            continue
+        step = p.name.split("-", 1)[0] if folder.name == "corrupt" else p.name
+        if step.isdigit() and p.is_dir() and p.name.split("-", 1)[-1].isdigit():
+            foreign += [f"{p.name}/{e.name}" for e in p.iterdir() if e.name not in _STEP_ENTRIES]
+            continue
+        foreign.append(p.name + ("/" if p.is_dir() else ""))
+    return foreign
+
+
+def check_clearable(out: Path) -> None:
+    """Refuses (`UsageError`) to replace the contents of ``out`` unless they are a
+    run jrnn wrote: a readable ``config.json`` of a jrnn run and, if any, a ``checkpoints/``
+    folder in jrnn's layout.  A user's own files, which merely share a name with a run's
+    (``checkpoints/model.pt``, ``sample.txt`` beside no ``config.json``), are never deleted."""
+    what = f"--force: {out} is not a jrnn run"
+    if not (out / "config.json").is_file():
+        found = ", ".join(name for name in RUN_FILES if (out / name).exists())
+        raise UsageError(
+            f"{what} (no config.json) but holds {found}: refusing to delete them (choose "
+            "another --out, or remove them yourself)"
+        )
+    try:
+        saved = read_json(out / "config.json")
+    except (OSError, ValueError):
+        saved = None
+    if not (isinstance(saved, dict) and "config_version" in saved and "task" in saved):
+        raise UsageError(
+            f"{what}: its config.json is not one jrnn wrote; refusing to delete anything "
+            "(choose another --out, or remove the files yourself)"
+        )
+    for name in RUN_FILES:
+        if name != "checkpoints" and (out / name).is_dir():
+            raise UsageError(f"{what}: {out / name} is a folder; refusing to delete it")
+    folder = out / "checkpoints"
+    if folder.exists():
+        foreign = _foreign_checkpoint_files(folder) if folder.is_dir() else ["(a file)"]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise UsageError(
+                f"--force: {folder} holds files jrnn did not write ({shown}); refusing to "
+                "delete them (choose another --out, or remove them yourself)"
+            )
+
+
 def clear(out: Path) -> None:
-    """Removes a run's files from ``out`` (nothing else there)."""
+    """Removes a run's files from ``out`` (nothing else there), after
+    `check_clearable` (a `UsageError` if they are not all jrnn's)."""
+    check_clearable(out)
     for name in RUN_FILES:
         p = out / name
         if p.is_dir():
@@ -184,9 +259,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def truncate_rows(path: Path, step: int) -> None:
-    """Drops the rows of a metrics.jsonl past ``step`` (atomically); a line that is not a
-    row (a last line cut short by a kill) is dropped with a one-line warning."""
+def truncate_rows(path: Path, step: int, written: int | None = None) -> int:
+    """Drops the rows of a metrics.jsonl past ``step`` (atomically) and returns how many
+    are kept.  Every complete row up to ``step`` is kept; a line that is not a row (a line
+    cut short by a kill) is dropped, and fewer rows than ``written`` (the count the
+    checkpoint of ``step`` recorded: the file was cut) are reported, all in one warning."""
+    problems = []
     if path.exists():
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -197,12 +275,20 @@ def truncate_rows(path: Path, step: int) -> None:
                 row = None
             if not (isinstance(row, dict) and "step" in row) and line.strip():
                 cut = "the last line, cut short" if i == len(lines) else f"line {i}"
-                warnings.warn(
-                    f"{path}: dropping {cut} (not a metrics row): {line[:60]!r}", stacklevel=2
-                )
+                problems.append(f"dropping {cut} (not a metrics row): {line[:60]!r}")
     rows = [r for r in read_rows(path) if r["step"] <= step]
+    if isinstance(written, int) and len(rows) < written:
+        lost = written - len(rows)
+        problems.append(
+            f"{lost} of the {written} rows written up to step {step} "
+            f"{'is' if lost == 1 else 'are'} lost (the file was cut); the {len(rows)} "
+            "complete ones are kept"
+        )
+    if problems:
+        warnings.warn(f"{path}: {'; '.join(problems)}", stacklevel=2)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
+    return len(rows)

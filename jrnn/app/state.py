@@ -25,10 +25,11 @@ __all__ = [
 
 
 def make_optimizer(config: Config):
-    """Adam with a linear warm-up and cosine decay to a tenth of ``lr``."""
+    """Adam with a linear warm-up and cosine decay to a tenth of ``lr`` over
+    ``decay_steps`` (default ``steps``), constant after (a run extended by ``--resume``)."""
     import optax
 
-    steps, lr = config.steps, config.lr
+    steps, lr = config.decay_steps or config.steps, config.lr
     warmup = min(100, max(steps // 10, 1))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1), end_value=lr / 10

@@ -83,6 +83,7 @@ def run_steps(
     start: int,
     acc: dict[str, Any],
     show_bar: bool,
+    primary: bool = True,
 ) -> Outcome:
     """Runs steps ``start + 1 .. config.steps`` from ``state``, ``carry`` and the metric
     accumulators ``acc``; ``ckpt`` is closed when it returns."""
@@ -96,11 +97,11 @@ def run_steps(
         stack.callback(ckpt.close)
         stop = stack.enter_context(stop_signals())
         meter = stack.enter_context(
-            Progress(task, out / "metrics.jsonl", steps, start, acc, show_bar)
+            Progress(task, out / "metrics.jsonl", steps, start, acc, show_bar and primary, primary)
         )
 
         def save(step: int) -> None:
-            meta = {"step": step, "acc": meter.acc, "task": task.name}
+            meta = {"step": step, "acc": meter.acc, "rows": meter.rows, "task": task.name}
             ckpt.save(step, checkpoint_tree(task, state, carry), meta)
 
         for s in range(start + 1, steps + 1):
