@@ -232,45 +232,51 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--configs", default="small,medium")
     args = ap.parse_args()
-    rows = [measure(c, args.rounds) for c in args.configs.split(",")]
     machine = machine_info()
-    impls = list(rows[0]["tokens_per_s"])
+    where = f"{machine['cpu_model']} ({machine['usable_cores']} cores usable)"
+    rows = [measure(c, args.rounds) for c in args.configs.split(",")]
     caption = (
         f"Served inference of an LSTM (+ linear readout), forward only, tokens/s (median of "
         f"{args.rounds} interleaved rounds, one process) and the ratio to the jitted jrnn "
-        f"function; {machine['cpu_model']} ({machine['usable_cores']} cores usable), 1 device, "
-        f"float32 (CPU matmuls are full float32). "
+        f"function; {where}, 1 device, float32 (CPU matmuls are full float32). "
         f"Command: `PYTHONPATH=$PWD python benchmarks/serve.py`."
     )
-    header = ["config", "B/T/I/H", *(f"{k} tok/s:" for k in impls)]
+    _write("serve", rows, "tokens_per_s", ("B/T/I/H", "tok/s", "{:.0f}k"), caption, machine, args)
+    steps = [measure_step(c, args.rounds) for c in STEP_CONFIGS]
+    caption = (
+        f"Streaming step of the same LSTM (+ linear readout): one step of a batch, the carry "
+        f"fed back, steps/s (median of {args.rounds} interleaved rounds, one process) and the "
+        f"ratio to the jitted jrnn step; {where}, float32. Command: `PYTHONPATH=$PWD python "
+        f"benchmarks/serve.py`."
+    )
+    _write(
+        "serve_step", steps, "steps_per_s", ("B/I/H", "steps/s", "{:.1f}k"), caption, machine, args
+    )
+
+
+def _write(
+    name: str,
+    rows: list[dict],
+    rate: str,
+    columns: tuple[str, str, str],
+    caption: str,
+    machine: dict,
+    args,
+) -> None:
+    """``benchmarks/results/{name}.{json,md}``: per row its rates (``rate``, in thousands,
+    ``columns``: the shape's header, the unit, the format) and each over ``jrnn``."""
+    shape, unit, fmt = columns
+    impls = list(rows[0][rate])
+    header = ["config", shape, *(f"{k} {unit}:" for k in impls)]
     header += [f"{k} / jrnn:" for k in impls if k != "jrnn"]
     table = []
     for r in rows:
         cells = [r["config"], "/".join(map(str, r["shape"]))]
-        cells += [f"{r['tokens_per_s'][k] / 1e3:.0f}k" for k in impls]
+        cells += [fmt.format(r[rate][k] / 1e3) for k in impls]
         cells += [f"{r['over_jrnn'][k]:.2f}" for k in impls if k != "jrnn"]
         table.append(cells)
     result = {"machine": machine, "rounds": args.rounds, "rows": rows}
-    write_result(OUT, "serve", result, caption, header, table)
-
-    steps = [measure_step(c, args.rounds) for c in STEP_CONFIGS]
-    impls = list(steps[0]["steps_per_s"])
-    caption = (
-        f"Streaming step of the same LSTM (+ linear readout): one step of a batch, the carry "
-        f"fed back, steps/s (median of {args.rounds} interleaved rounds, one process) and the "
-        f"ratio to the jitted jrnn step; {machine['cpu_model']} ({machine['usable_cores']} "
-        f"cores usable), float32. Command: `PYTHONPATH=$PWD python benchmarks/serve.py`."
-    )
-    header = ["config", "B/I/H", *(f"{k} steps/s:" for k in impls)]
-    header += [f"{k} / jrnn:" for k in impls if k != "jrnn"]
-    table = []
-    for r in steps:
-        cells = [r["config"], "/".join(map(str, r["shape"]))]
-        cells += [f"{r['steps_per_s'][k] / 1e3:.1f}k" for k in impls]
-        cells += [f"{r['over_jrnn'][k]:.2f}" for k in impls if k != "jrnn"]
-        table.append(cells)
-    result = {"machine": machine, "rounds": args.rounds, "rows": steps}
-    write_result(OUT, "serve_step", result, caption, header, table)
+    write_result(OUT, name, result, caption, header, table)
 
 
 if __name__ == "__main__":
