@@ -369,6 +369,14 @@ def test_force_refuses_a_folder_of_the_users_own_files(tmp_path):
     _one_error(_jrnn(*_adding(mine, 4, "--force")), "config.json is not one jrnn wrote")
     assert (mine / "checkpoints" / "model.pt").read_bytes() == b"weights"
     assert (mine / "notes.txt").read_text() == "notes"
+    # nothing a run writes (a new folder, or only the user's notes): --force has nothing to
+    # delete and trains there
+    shutil.rmtree(mine / "checkpoints")
+    (mine / "config.json").unlink()
+    r = _jrnn(*_adding(mine, 4, "--force"))
+    assert r.returncode == 0, r.stderr
+    assert (mine / "notes.txt").read_text() == "notes"
+    assert json.loads((mine / "config.json").read_text())["task"] == "adding"
 
 
 def test_force_on_a_run_keeps_the_users_files_in_it(run):

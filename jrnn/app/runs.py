@@ -154,6 +154,8 @@ def check_clearable(out: Path) -> None:
     what = f"--force: {out} is not a jrnn run"
     if not (out / "config.json").is_file():
         found = ", ".join(name for name in RUN_FILES if (out / name).exists())
+        if not found:  # nothing a run writes (a new folder, its .lock): nothing to delete
+            return
         raise UsageError(
             f"{what} (no config.json) but holds {found}: refusing to delete them (choose "
             "another --out, or remove them yourself)"
