@@ -71,6 +71,7 @@ _LAZY_SUBMODULES = (
     "griffin",
     "hoisted",
     "interop",
+    "keys",
     "linear_scan",
     "losses",
     "mincells",

@@ -98,16 +98,22 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], where: str) ->
     return value
 
 
-def check_key(key: Any, where: str, name: str = "key") -> PRNGKey:
-    """Returns ``key`` if it is one PRNG key, else ``TypeError``.
+def check_key(
+    key: Any, where: str, name: str = "key", batch_shape: tuple[int, ...] | None = None
+) -> PRNGKey:
+    """Returns ``key`` if it is one PRNG key (or, given the data's ``batch_shape``, one key
+    per example), else ``TypeError``.
 
     A key is a typed key array of shape ``[]`` (``jax.random.key(0)``) or a raw ``uint32``
-    key of shape ``[2]`` (``jax.random.PRNGKey(0)``).
+    key of shape ``[2]`` (``jax.random.PRNGKey(0)``); one key per example (see
+    [`jrnn.keys`][jrnn.keys]) has the shape ``[*batch_shape]`` (raw: ``[*batch_shape, 2]``).
 
     Examples:
       >>> import jax
       >>> check_key(jax.random.key(0), "unroll").shape
       ()
+      >>> check_key(jax.random.split(jax.random.key(0), 3), "unroll", batch_shape=(3,)).shape
+      (3,)
       >>> check_key(0, "unroll")
       Traceback (most recent call last):
       ...
@@ -115,17 +121,23 @@ def check_key(key: Any, where: str, name: str = "key") -> PRNGKey:
     """  # noqa: E501
     dt = getattr(key, "dtype", None)
     shape = tuple(getattr(key, "shape", ()))
+    batches = [()] if not batch_shape else [(), tuple(batch_shape)]
     if dt is not None:
-        if jnp.issubdtype(dt, jax.dtypes.prng_key) and shape == ():
+        if jnp.issubdtype(dt, jax.dtypes.prng_key) and shape in batches:
             return key
-        if dt == jnp.uint32 and shape == (2,):
+        if dt == jnp.uint32 and shape in [(*b, 2) for b in batches]:
             return key
         got = f"an array of dtype {dt} and shape {shape_str(shape)}"
     else:
         got = f"{type(key).__name__} {key!r}"
+    per_example = (
+        ""
+        if not batch_shape
+        else f", or one key per example of shape {shape_str(tuple(batch_shape))}"
+    )
     raise TypeError(
         f"{where}: `{name}` must be a PRNG key of shape [] (jax.random.key(0)) or a raw "
-        f"uint32 key of shape [2] (jax.random.PRNGKey(0)), got {got}"
+        f"uint32 key of shape [2] (jax.random.PRNGKey(0)){per_example}, got {got}"
     )
 
 

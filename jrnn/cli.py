@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(*_help_task(argv)).parse_args(argv)
+    args.argv = argv  # as given: a launcher (train --processes) passes it on
 
     def one_line(message, category, filename, lineno, file=None, line=None) -> None:
         text = " ".join(str(message).split())
@@ -239,6 +240,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resumed(saved, explicit)
     else:
         config = Config(**explicit)
+    if args.processes is not None:
+        return _launch(args, config, explicit, out)
     devices.start(config, args)  # before JAX starts: host devices, multi-host
     try:
         fit(config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
@@ -250,6 +253,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 130
     return 0
+
+
+def _launch(args: argparse.Namespace, config: Any, explicit: dict[str, Any], out: Path) -> int:
+    """``--processes N``: the checked configuration, run as N local processes."""
+    from jrnn.app.errors import UsageError
+    from jrnn.app.launch import launch
+
+    n = args.processes
+    if n < 1:
+        raise UsageError(f"--processes: must be at least 1, got {n}")
+    joined = [f for f in ("coordinator", "num_processes", "process_id") if getattr(args, f)]
+    if joined or args.distributed:
+        flag = "--" + (joined[0].replace("_", "-") if joined else "distributed")
+        raise UsageError(f"--processes starts the processes of its job itself: leave out {flag}")
+    argv = list(args.argv)
+    if "devices" not in explicit:
+        argv += ["--devices", str(n)]  # one device per process
+    elif config.devices == "auto" or config.devices % n:
+        raise UsageError(
+            f"--devices {config.devices} does not split over --processes {n}: give a "
+            f"multiple of {n} (the job's devices, each process making its share)"
+        )
+    return launch(argv, n, out)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

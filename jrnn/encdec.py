@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import keys
 from jrnn.base import Array, Carry, Cell, DType, Params, vary_like
 from jrnn.checks import check_int, check_lengths
 from jrnn.model_base import (
@@ -109,7 +110,7 @@ def _teacher_forced(
     else:
         if key is None:
             raise ValueError("scheduled sampling (`sample_prob` > 0) needs a `key`")
-        own = jax.random.bernoulli(key, sample_prob, tokens.shape).at[0].set(False)
+        own = keys.bernoulli(key, sample_prob, tokens.shape, batch_axis=1).at[0].set(False)
 
         def body(carry, inp):
             s, pred = carry
@@ -127,13 +128,13 @@ def _teacher_forced(
 
 def _bridge_init(key: jax.Array, in_size: int, template: Carry, dtype: Any) -> list[dict]:
     leaves = jax.tree.leaves(template)
-    keys = jax.random.split(key, max(len(leaves), 1))
+    ks = jax.random.split(key, max(len(leaves), 1))
     return [
         {
             "w": dense_init(k, in_size, leaf.shape[-1], dtype),
             "b": jnp.zeros(leaf.shape[-1:], dtype),
         }
-        for k, leaf in zip(keys, leaves, strict=False)
+        for k, leaf in zip(ks, leaves, strict=False)
     ]
 
 
@@ -380,7 +381,7 @@ def seq2seq(
             )
         k_enc = k_dec = None
         if key is not None:
-            k_enc, k_dec = jax.random.split(key)
+            k_enc, k_dec = keys.split(key)
         memory = encode(params, src, src_lengths, key=k_enc)
         state = start(params, memory)
         logits, weights, (carry, _) = _teacher_forced(

@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import keys
 from jrnn.base import Array, Carry, Cell, DType, Params, vary_like
 from jrnn.checks import check_int
 from jrnn.model_base import (
@@ -223,7 +224,7 @@ def output_recurrent(
         if feedback == "free":
             own = jnp.ones((batch, num_steps), bool)
         elif scheduled:
-            own = jax.random.bernoulli(key, sample_prob, (batch, num_steps))
+            own = keys.bernoulli(key, sample_prob, (batch, num_steps))
         else:
             own = None
         p = jax.tree.map(lambda a: a.astype(inputs.dtype), params)

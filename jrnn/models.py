@@ -43,8 +43,9 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import keys
 from jrnn.base import Array, Carry, Cell, DType, Params
-from jrnn.checks import check_int
+from jrnn.checks import check_int, check_key
 from jrnn.encdec import EncoderDecoder, seq2seq, vec2seq
 from jrnn.feedback import FeedbackModel, output_recurrent
 from jrnn.model_base import ModelAux, check_tokens, compute_dtype, embed_tokens
@@ -255,7 +256,8 @@ def sequence_model(
         inputs = _inputs(params, inputs)
         rnn_key = out_key = None
         if key is not None:
-            rnn_key, out_key = jax.random.split(key)
+            key = check_key(key, f"{name}.apply", batch_shape=inputs.shape[:-2])
+            rnn_key, out_key = keys.split(key)
         if is_stack:
             hs, carry = rnn.apply(
                 params["rnn"], inputs, carries=carry, lengths=lengths, resets=resets, key=rnn_key
@@ -266,7 +268,7 @@ def sequence_model(
             )
         hs = _summary(hs, lengths)
         if dropout > 0.0 and out_key is not None:
-            keep = jax.random.bernoulli(out_key, 1.0 - dropout, hs.shape)
+            keep = keys.bernoulli(out_key, 1.0 - dropout, hs.shape)
             hs = jnp.where(keep, hs / (1.0 - dropout), jnp.zeros_like(hs))
         return _readout(params, hs), ModelAux(carry=carry)
 

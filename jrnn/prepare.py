@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import keys
 from jrnn.base import Array, Carry, Cell, Method, Params, PRNGKey, cast_tree, vary_like
 from jrnn.base import compute_dtype as cell_dtype
 from jrnn.checks import (
@@ -259,10 +260,10 @@ def prepare(
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"{where}: `cell` must be a jrnn.Cell, got {type(cell).__name__}")
-    if key is not None:
-        key = check_key(key, where)
     xs = _inputs(cell, params, xs, options, where, pname)
     num_steps, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
+    if key is not None:
+        key = check_key(key, where, batch_shape=batch_shape)
     dtype = cell_dtype(cell, params)
     params = cast_tree(params, dtype)
     template = cell.initial_carry(params, batch_shape)
@@ -295,7 +296,8 @@ def prepare(
         reverse = False
     noise = None
     if key is not None and cell.noise is not None:  # training a regularised cell
-        noise = cell.noise(key, params, xs.shape)  # sampled for all steps before the scan
+        # sampled for all steps before the scan; one draw per example with per-example keys
+        noise = keys.noise(cell.noise, key, params, xs.shape)
     return Prepared(params, xs, carry, mask, resets, lengths, noise, guess, reverse, flipped)
 
 

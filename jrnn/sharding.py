@@ -302,7 +302,8 @@ def host_split(xs: Any, batch_shape: tuple[int, ...], hidden: int) -> int:
 
     More than 1 only in a process whose CPU backend was made several devices by
     [`use_cpu_cores`][jrnn.sharding.use_cpu_cores] (or ``JAX_NUM_CPU_DEVICES``; the ``XLA_FLAGS``
-    fake devices of a test do not count), on the CPU backend, outside ``shard_map`` (a caller that
+    fake devices of a test do not count), in a process that is the whole job, on the CPU
+    backend, outside ``shard_map`` (a caller that
     splits its batch itself, like ``make_train_step(mesh=...)``, is left alone), with a batch of
     time-major ``xs [T, *batch, F]`` large enough ([`split_devices`][jrnn.sharding.split_devices]):
     the most of those devices that divide the first batch axis.
@@ -314,6 +315,8 @@ def host_split(xs: Any, batch_shape: tuple[int, ...], hidden: int) -> int:
     """
     n = jax.config.jax_num_cpu_devices
     if n is None or n <= 1 or not batch_shape or varying_axes(xs):
+        return 1
+    if jax.process_count() > 1:  # arrays span the processes: their mesh is the caller's
         return 1
     if jax.default_backend() != "cpu":
         return 1

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import keys
 from jrnn.base import Array, Carry, Cell, Method, Params, PRNGKey, RematMode, VJPMode
 from jrnn.checks import (
     check_batch_shape,
@@ -152,10 +153,11 @@ def stack(
         )
         cell_keys = None
         if key is not None:
-            key = check_key(key, where)
+            batch = xs.shape[1:-1] if time_major else xs.shape[:-2]
+            key = check_key(key, where, batch_shape=batch)
             if cell.noise is not None:  # one independent key per layer and direction
-                key, cell_root = jax.random.split(key)
-                cell_keys = jax.random.split(cell_root, num_layers * num_dirs)
+                key, cell_root = keys.split(key)
+                cell_keys = keys.split(cell_root, num_layers * num_dirs)
         finals = []
         for layer, layer_params in enumerate(params):
             outs = []
@@ -178,16 +180,17 @@ def stack(
             xs = jnp.concatenate([ys for ys, _ in outs], axis=-1)
             finals.append(tuple(c for _, c in outs))
             if dropout > 0.0 and key is not None and layer < num_layers - 1:
-                key, sub = jax.random.split(key)
-                xs = _dropout(sub, xs, dropout)
+                key, sub = keys.split(key)
+                xs = _dropout(sub, xs, dropout, 1 if time_major else 0)
         return xs, tuple(finals)
 
     return Stack(init, apply, initial_carry, cell, num_layers, bidirectional, float(dropout))
 
 
-def _dropout(key: PRNGKey, xs: Array, rate: float) -> Array:
-    """Inverted dropout: each unit zero with probability ``rate``, the rest scaled up."""
-    keep = jax.random.bernoulli(key, 1.0 - rate, xs.shape)
+def _dropout(key: PRNGKey, xs: Array, rate: float, batch_axis: int = 0) -> Array:
+    """Inverted dropout: each unit zero with probability ``rate``, the rest scaled up
+    (``key``: one key, or one per example, the batch axes of ``xs`` at ``batch_axis``)."""
+    keep = keys.bernoulli(key, 1.0 - rate, xs.shape, batch_axis)
     return jnp.where(keep, xs / (1.0 - rate), jnp.zeros_like(xs))
 
 

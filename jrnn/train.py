@@ -34,8 +34,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jrnn import keys
 from jrnn.base import Array, Carry, Params, exportable, vary_like
-from jrnn.checks import check_int
+from jrnn.checks import check_bool, check_int
 from jrnn.sharding import DATA_AXIS, check_batch_divides, data_size
 
 __all__ = [
@@ -162,6 +163,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     micro_batches: int = 1,
     loss_weight: Callable[[Any], Array] | None = None,
+    example_keys: bool = False,
 ) -> Callable[..., Any]:
     """Builds the jitted training step.
 
@@ -190,19 +192,30 @@ def make_train_step(
         devices, ``state`` is replicated; each device runs ``loss_fn`` on its shard (inside
         ``jax.shard_map``), the shards' weighted gradients are summed across devices once per
         step (one all-reduce, after the backward pass), and clipping and the update see the
-        gradient of the whole batch.  The key a shard's ``loss_fn`` gets is ``state``'s
-        step key folded with the shard's index, so dropout differs between shards.  Inputs
-        on other devices are moved to the mesh.  ``None``: one device, no ``shard_map``.
+        gradient of the whole batch.  Without ``example_keys``, the key a shard's
+        ``loss_fn`` gets is ``state``'s step key folded with the shard's index, so dropout
+        differs between shards (and with the device count).  Inputs on other devices are
+        moved to the mesh.  ``None``: one device, no ``shard_map``.
       micro_batches: gradient accumulation: each device's batch is cut along its leading
         axis into this many micro-batches, run one after the other (``lax.scan``, so
         only one micro-batch's activations are alive), and their weighted gradients summed:
-        a global batch larger than memory still trains.  With ``micro_batches > 1`` each
-        micro-batch's key is split from the step key.
+        a global batch larger than memory still trains.  With ``micro_batches > 1`` and
+        without ``example_keys``, each micro-batch's key is split from the step key.
       loss_weight: ``loss_weight(batch) -> scalar``: the weight of a shard's or a
         micro-batch's loss (and metrics) when they are combined, e.g. the number of valid
         tokens for a masked token mean, so that the combined loss and gradient are exactly
         those of ``loss_fn`` on the whole batch.  ``None``: equal weights, exact for a loss
         that is a mean over the examples (of equal weight) of the batch.
+      example_keys: randomness that does not depend on the layout: ``loss_fn``'s ``key``
+        is one key per example of its batch (a key array ``[batch]``), example ``i`` of
+        the global batch keyed ``fold_in(step_key, i)`` ([`jrnn.keys.example_keys`][]),
+        whichever device, process or micro-batch it lands on.  jrnn's models, stacks and
+        regularised cells take such keys as they take one key, drawing each example's
+        dropout, zoneout and scheduled-sampling masks from its own key; so one device,
+        any mesh and any ``micro_batches`` give the same masks, and the same losses up to
+        float rounding.  A ``loss_fn`` that draws with ``jax.random`` itself must use
+        [`jrnn.keys`][jrnn.keys] (or ``jax.vmap``) for such keys; the default
+        (``False``) gives it one key, as described above.
 
     With ``mesh`` or ``micro_batches``, ``loss``, ``metrics`` and the gradient are the
     ``loss_weight``-weighted means over the pieces; the batch size must be divisible by
@@ -289,7 +302,8 @@ def make_train_step(
                 f"{where}: `mesh` may only have the {DATA_AXIS!r} axis (data parallelism), "
                 f"got the further axes {others}"
             )
-    grad_fn = _grad_fn(loss_fn, has_carry, mesh, micro_batches, loss_weight)
+    example_keys = check_bool("example_keys", example_keys, where)
+    grad_fn = _grad_fn(loss_fn, has_carry, mesh, micro_batches, loss_weight, example_keys)
 
     if has_carry:
 
@@ -350,9 +364,43 @@ def _grad_fn(
     mesh: Mesh | None,
     micro_batches: int,
     loss_weight: Callable[[Any], Array] | None,
+    example_keys: bool,
 ) -> Callable[..., Any]:
     """``grad_fn(params, carry, batch, key) -> (loss, carry, metrics, grads)``: plain
-    ``value_and_grad`` or the weighted sum over micro-batches and devices."""
+    ``value_and_grad`` or the weighted sum over micro-batches and devices.  With
+    ``example_keys``, ``key`` becomes one key per example of the global batch first, and
+    the keys are split like the batch."""
+    inner = _grad_fn_of_pieces(loss_fn, has_carry, mesh, micro_batches, loss_weight, example_keys)
+    if not example_keys:
+        return inner
+
+    def grad_fn(params, carry, batch, key):
+        return inner(params, carry, batch, keys.example_keys(key, _batch_size(batch)))
+
+    return grad_fn
+
+
+def _batch_size(batch: Any) -> int:
+    """The leading (batch) axis of ``batch``'s leaves, which must agree."""
+    sizes = {jnp.shape(x)[0] for x in jax.tree.leaves(batch) if jnp.ndim(x)}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"train step: with `example_keys`, the leaves of `batch` must share one leading "
+            f"(batch) axis, got leading sizes {sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
+def _grad_fn_of_pieces(
+    loss_fn: Callable[..., Any],
+    has_carry: bool,
+    mesh: Mesh | None,
+    micro_batches: int,
+    loss_weight: Callable[[Any], Array] | None,
+    example_keys: bool,
+) -> Callable[..., Any]:
+    """``_grad_fn`` given the step's key(s): one key, or one per example (split like the
+    batch over devices and micro-batches)."""
 
     def one(params, carry, batch, key):
         if has_carry:
@@ -381,8 +429,8 @@ def _grad_fn(
         if micro_batches == 1:
             return weighted(params, carry, batch, key)
         cut = lambda x: x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:])
-        keys = jax.random.split(key, micro_batches)
-        pieces = (jax.tree.map(cut, carry), jax.tree.map(cut, batch), keys)
+        ks = cut(key) if example_keys else jax.random.split(key, micro_batches)
+        pieces = (jax.tree.map(cut, carry), jax.tree.map(cut, batch), ks)
         zero = jax.eval_shape(weighted, params, *jax.tree.map(lambda x: x[0], pieces))
         zero = (zero[0], None, zero[2], zero[3], zero[4])
         acc0 = vary_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero), params)
@@ -411,7 +459,8 @@ def _grad_fn(
         # to a device-varying view of them, so its gradient is its shard's alone, and the
         # shards' sums are added once (a replicated loss would be differentiated N times)
         params = jax.tree.map(lambda p: jax.lax.pcast(p, DATA_AXIS, to="varying"), params)
-        key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+        if not example_keys:  # per-example keys arrive split like the batch
+            key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
         loss, carry, metrics, grads, w = local(params, carry, batch, key)
         total = jax.lax.psum(vary_like((loss, metrics, grads, w), params), DATA_AXIS)
         return total[0], carry, total[1], total[2], total[3]
@@ -425,7 +474,7 @@ def _grad_fn(
         run = jax.shard_map(
             sharded,
             mesh=mesh,
-            in_specs=(rep, split, split, rep),
+            in_specs=(rep, split, split, split if example_keys else rep),
             out_specs=(rep, split, rep, rep, rep),
         )
         return combine(run(params, carry, batch, key))

@@ -12,7 +12,16 @@ from typing import Any
 
 from jrnn.app.errors import UsageError
 
-__all__ = ["add_arguments", "auto_devices", "barrier", "is_primary", "mesh_for", "start", "stop"]
+__all__ = [
+    "add_arguments",
+    "any_process",
+    "auto_devices",
+    "barrier",
+    "is_primary",
+    "mesh_for",
+    "start",
+    "stop",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     g.add_argument(
         "--distributed", action="store_true", help="initialise from the environment alone"
+    )
+    g.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="start N local processes of one job (on 127.0.0.1, each with --devices/N "
+        "devices; default --devices N) and forward Ctrl-C to them",
     )
     g.add_argument(
         "--join-timeout",
@@ -45,7 +61,7 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
 
     from jrnn.sharding import backends_started, cpu_cores, use_cpu_cores
 
-    flags = {}
+    flags: dict[str, Any] = {}
     if args is not None:
         flags = {
             k: v
@@ -60,11 +76,15 @@ def start(config: Any, args: argparse.Namespace | None = None) -> None:
             # CPU processes exchange over Gloo (TCP); other platforms keep their own
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
             _join(flags, args.join_timeout)
+    if args is None and jax.distributed.is_initialized():
+        return  # the command's own call (with its flags) made this process's share
     if not backends_started():  # as many host devices as will be used
         n = config.devices
         if n == "auto":
             n = auto_devices(config, cpu_cores())
-        use_cpu_cores(max(1, n // _joined_processes()))  # this process's share
+        # this process's share (with --distributed alone the count is the environment's,
+        # which JAX does not tell before its backends start: each process makes them all)
+        use_cpu_cores(max(1, n // flags.get("num_processes", 1)))
 
 
 def _join(flags: dict[str, Any], timeout: int) -> None:
@@ -132,20 +152,24 @@ def barrier(name: str) -> None:
 def stop() -> None:
     """Leaves the multi-process job, after every process has finished (a process that
     exited first would make the others' runtime abort)."""
-    from jax._src import distributed
+    import jax
 
-    if getattr(distributed.global_state, "client", None) is not None:
-        import jax
-
+    if jax.distributed.is_initialized():
         jax.distributed.shutdown()
 
 
-def _joined_processes() -> int:
-    """The processes of the job this process joined (1 if none), without starting JAX's
-    backends (``jax.process_count`` would, with one device each)."""
-    from jax._src import distributed
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` holds in any process of the job (``flag`` itself with one
+    process): how the processes agree to stop at the same step when a signal reaches
+    some of them."""
+    import jax
 
-    return getattr(distributed.global_state, "num_processes", None) or 1
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def auto_devices(config: Any, available: int) -> int:

@@ -115,6 +115,7 @@ def compile_steps(config: Config, task: Any, optimizer: Any, mesh: Any) -> StepF
         mesh=mesh,
         micro_batches=config.micro_batches,
         loss_weight=task.loss_weight,
+        example_keys=True,  # the same randomness on any layout of devices and processes
     )
     split = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     batch_fn = jax.jit(task.batch_fn, out_shardings=split)

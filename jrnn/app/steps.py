@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from jrnn.app import devices
 from jrnn.app.config import Config
 from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted
 from jrnn.app.prepare import StepFns
@@ -122,7 +123,7 @@ def run_steps(
             if s % config.checkpoint_every == 0 or s == steps:
                 save(s)
                 last_saved = s
-            if stop["signal"] is not None:
+            if devices.any_process(stop["signal"] is not None):  # all stop at this step
                 if last_saved != s:
                     save(s)
                 ckpt.wait()
