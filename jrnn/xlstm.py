@@ -182,10 +182,6 @@ class SLSTMState(NamedTuple):
     m: Array
 
 
-SLSTM_GATES = ("i", "f", "z", "o")
-"""The gate order of [`slstm`][jrnn.xlstm.slstm]'s fused ``4H`` axes (the authors')."""
-
-
 def _slstm_forget_bias(head_dim: int) -> Array:
     """The authors' ``"powerlaw_blockdependent"`` forget-gate bias of one head (block 0 of
     1): ``5 − 12 (j / (DH − 1))^0.3`` for units ``j = 0 .. DH−1``, from 5 down to −7 (the

@@ -303,6 +303,12 @@ def test_bad_arguments_are_named():
         from_xlstm(
             {"_recurrent_kernel_": np.zeros((1, 8, 2)), "_bias_": np.zeros(8)}, w_x=np.zeros((3, 4))
         )
+    mlstm_weights = dict.fromkeys(
+        ("igate.weight", "igate.bias", "fgate.weight", "fgate.bias", "outnorm.weight"),
+        np.zeros(4),
+    )
+    with pytest.raises(ValueError, match="`w_x` applies to an sLSTMCell"):
+        from_xlstm(mlstm_weights, w_x=np.zeros((3, 16)))
     with pytest.raises(ValueError, match=r"or an sLSTMCell's \[4, B, H\], got 2 parts"):
         carry_from_xlstm(np.zeros((2, 3, 8)))
     cell = jrnn.slstm(4)
