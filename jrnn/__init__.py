@@ -22,7 +22,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "jrnn.custom": ("custom_cell",),
     "jrnn.mincells": ("lru", "mingru", "minlstm"),
     "jrnn.griffin": ("rglru",),
-    "jrnn.xlstm": ("mlstm",),
+    "jrnn.xlstm": ("mlstm", "slstm"),
     "jrnn.decode": ("Beams", "Decoded", "beam_search", "greedy_decode", "sample_decode"),
     "jrnn.models": (
         "EncoderDecoder",

@@ -1,10 +1,13 @@
-r"""xLSTM's mLSTM (Beck et al., 2024), on the open cell contract.
+r"""xLSTM's mLSTM and sLSTM (Beck et al., 2024), on the open cell contract.
 
 [`mlstm`][jrnn.xlstm.mlstm] is a [`jrnn.custom_cell`][jrnn.custom.custom_cell] of three
 functions: a matrix memory per head with exponential gating and the authors' log-space
-stabiliser.  Its parameters convert from the authors' PyTorch ``xlstm`` package
-(``xlstm.blocks.mlstm.cell.mLSTMCell``) with [`from_xlstm`][jrnn.xlstm.from_xlstm]; its
-state converts with [`carry_from_xlstm`][jrnn.xlstm.carry_from_xlstm].
+stabiliser.  [`slstm`][jrnn.xlstm.slstm] is the scalar-memory cell with exponential
+gating, the same stabiliser per unit and block-diagonal (per head) recurrent weights; it
+also gives the fast path (the input projection hoisted out of the scan).  Their parameters
+convert from the authors' PyTorch ``xlstm`` package (``xlstm.blocks.mlstm.cell.mLSTMCell``,
+``xlstm.blocks.slstm.cell.sLSTMCell``) with [`from_xlstm`][jrnn.xlstm.from_xlstm]; their
+states convert with [`carry_from_xlstm`][jrnn.xlstm.carry_from_xlstm].
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.base import Array, Cell, DType, Params, describe, exportable
+from jrnn.base import Array, Cell, DType, FastPath, Params, describe, exportable
 from jrnn.checks import check_int
 from jrnn.custom import custom_cell
 
-__all__ = ["MLSTMState", "carry_from_xlstm", "from_xlstm", "mlstm"]
+__all__ = ["MLSTMState", "SLSTMState", "carry_from_xlstm", "from_xlstm", "mlstm", "slstm"]
 
 
 @exportable
@@ -166,40 +169,233 @@ def mlstm(
     )
 
 
+@exportable
+class SLSTMState(NamedTuple):
+    """Carry of [`slstm`][jrnn.xlstm.slstm], four ``[*batch, H]`` arrays: the hidden state
+    ``h`` (the output, which the recurrent weights read), the cell ``c``, the normaliser
+    ``n`` and the stabiliser ``m`` (the log of the scale ``c`` and ``n`` are stored at).
+    The authors' state ``[4, B, H]`` stacks the same four in this order."""
+
+    h: Array
+    c: Array
+    n: Array
+    m: Array
+
+
+def _slstm_forget_bias(head_dim: int) -> Array:
+    """The authors' ``"powerlaw_blockdependent"`` forget-gate bias of one head (block 0 of
+    1): ``5 − 12 (j / (DH − 1))^0.3`` for units ``j = 0 .. DH−1``, from 5 down to −7 (the
+    authors' formula divides by zero for ``DH = 1``; here that head gets ``5``).
+
+    Examples:
+      >>> [round(float(v), 4) for v in _slstm_forget_bias(4)]
+      [5.0, -3.6307, -5.6256, -7.0]
+    """
+    j = jnp.arange(head_dim, dtype=jnp.float32)
+    ratio = j / max(head_dim - 1, 1)
+    return -(-5.0 + 12.0 * ratio**0.3)
+
+
+def _block_diagonal(w_h: Array) -> Array:
+    """The recurrent weights ``[NH, DH, 4·DH]`` (per head, columns gate-major) as one
+    block-diagonal ``[H, 4H]`` matrix whose columns are the fused gates ``[i | f | z | o]``
+    (each ``[head 0 | head 1 | ...]``): ``h @ _block_diagonal(w_h)`` is the per-head
+    product, exactly (the other blocks are zeros)."""
+    heads, dh, _ = w_h.shape
+    w4 = w_h.reshape(heads, dh, 4, dh)  # [head, in, gate, out]
+    if heads == 1:
+        return w4.reshape(dh, 4 * dh)
+    eye = jnp.eye(heads, dtype=w_h.dtype)
+    return jnp.einsum("kigj,kl->kiglj", w4, eye).reshape(heads * dh, 4 * heads * dh)
+
+
+def _slstm_pointwise(raw: Array, carry: SLSTMState) -> SLSTMState:
+    """The authors' ``slstm_forward_pointwise`` (vanilla backend) on the pre-activations
+    ``raw [*batch, 4H]`` (gates ``i, f, z, o``), per sequence."""
+    i_raw, f_raw, z_raw, o_raw = jnp.split(raw, 4, axis=-1)
+    log_f_plus_m = carry.m + jax.nn.log_sigmoid(f_raw)
+    fresh = jnp.all(carry.n == 0, axis=-1, keepdims=True)  # the authors' torch.all(n == 0)
+    m = jnp.where(fresh, i_raw, jnp.maximum(i_raw, log_f_plus_m))
+    # min(exp(a), 1) as exp(min(a, 0)): the same values and derivatives (half at a = 0 in
+    # both), but no exp overflow where the fresh state's forget gate is clipped
+    i = jnp.exp(jnp.minimum(i_raw - m, 0))
+    f = jnp.exp(jnp.minimum(log_f_plus_m - m, 0))
+    c = f * carry.c + i * jnp.tanh(z_raw)
+    n = f * carry.n + i
+    h = jax.nn.sigmoid(o_raw) * c / n
+    return SLSTMState(h, c, n, m)
+
+
+def slstm(
+    hidden_size: int,
+    *,
+    num_heads: int = 1,
+    dtype: DType | None = None,
+    param_dtype: DType = jnp.float32,
+) -> Cell:
+    r"""sLSTM: the scalar-memory LSTM of xLSTM (Beck et al., 2024), exponential gating.
+
+    For inputs ``x_t [*batch, I]`` (``[batch, time, I]`` through
+    [`jrnn.unroll`][jrnn.unrolling.unroll]), ``NH = num_heads`` heads of ``DH = H / NH``
+    units and the state ``h, c, n, m [*batch, H]``::
+
+        [ĩ_t | f̃_t | z̃_t | õ_t] = x_t W_x + h_{t-1} R + b                [*batch, 4H]
+        m_t = max(log σ(f̃_t) + m_{t-1}, ĩ_t)        stabiliser (ĩ_t on a fresh state)
+        i_t = min(exp(ĩ_t − m_t), 1),  f_t = min(exp(log σ(f̃_t) + m_{t-1} − m_t), 1)
+        c_t = f_t ⊙ c_{t-1} + i_t ⊙ tanh(z̃_t)
+        n_t = f_t ⊙ n_{t-1} + i_t                    normaliser
+        h_t = σ(õ_t) ⊙ c_t / n_t,   y_t = h_t
+
+    ``R`` is block-diagonal: head ``k`` of ``h_{t-1}`` (``DH`` units) feeds only head ``k``
+    of each gate, through ``W_h[k] [DH, 4·DH]``.  The input gate is exponential, the
+    forget gate sigmoid (in log space), as in the authors' code.  The stabiliser ``m`` makes
+    every ``exp`` argument ``<= 0``; ``c``, ``n`` are stored scaled by ``exp(−m)``, so
+    ``h_t`` is that of the unstabilised recurrence, and ``n_t >= 1`` after the first step.
+
+    These are the authors' ``sLSTMCell`` equations (``slstm_forward_pointwise`` of its
+    vanilla backend), their quirks included: the ``min(·, 1)`` on both gates, and a fresh
+    state (``n_{t-1} = 0``, e.g. the zero initial carry or a reset) sets ``m_t = ĩ_t``
+    (so ``i_t = 1``, ``n_t = 1``).  The authors test ``n == 0`` over the whole batch at
+    once; here it is per sequence (equal for a batch that starts together, and ``vmap``,
+    ``lengths`` and ``resets`` keep sequences independent).  The authors' cell takes the
+    gate pre-activations ``x_t W_x`` as its input (their ``sLSTMLayer`` computes them with
+    four block-diagonal projections, after a causal convolution for ``i`` and ``f``);
+    ``W_x`` is part of the jrnn cell so that it takes inputs of any width (see
+    [`from_xlstm`][jrnn.xlstm.from_xlstm]).
+
+    Initialisation (the authors' defaults): ``W_h = 0``; the forget-gate bias of every head
+    ``5 − 12 (j / (DH − 1))^0.3`` for its units ``j`` (the ``"powerlaw_blockdependent"``
+    init of the first block), the other biases zero; ``W_x`` the authors' "small init"
+    ``N(0, 2 / (5 I))``.
+
+    Args:
+      hidden_size: ``H`` (divisible by ``num_heads``).
+      num_heads: ``NH``, the number of diagonal blocks of ``R``.
+      dtype, param_dtype: compute and storage dtypes.
+
+    Returns:
+      A [`jrnn.Cell`][jrnn.base.Cell] with params ``{"w_x": [I, 4H], "w_h": [NH, DH, 4·DH],
+      "b": [4H]}`` (gate order ``i, f, z, o``; in each gate's ``H`` the heads in order; the
+      columns of ``w_h[k]`` gate-major), carry [`SLSTMState`][jrnn.xlstm.SLSTMState] ``(h,
+      c, n, m)`` and ``fast`` (``x_t W_x + b`` hoisted out of the scan; ``R`` as one
+      block-diagonal ``[H, 4H]`` matrix).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jrnn
+      >>> cell = jrnn.slstm(8, num_heads=2)
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> ys, carry = jrnn.unroll(cell, params, jnp.ones((2, 5, 3)))  # [batch, time, features]
+      >>> ys.shape, carry.c.shape, params["w_h"].shape
+      ((2, 5, 8), (2, 8), (2, 4, 16))
+    """
+    where = "slstm"
+    h = check_int("hidden_size", hidden_size, where)
+    heads = check_int("num_heads", num_heads, where)
+    if h % heads:
+        raise ValueError(f"{where}: `hidden_size` ({h}) must be divisible by `num_heads` ({heads})")
+    dh = h // heads
+    pdt = jnp.dtype(param_dtype)
+    config = {"hidden_size": h, "num_heads": heads, "dtype": dtype, "param_dtype": param_dtype}
+
+    def init(key: jax.Array, input_size: int) -> Params:
+        check_int("input_size", input_size, f"{where}.init")
+        std = math.sqrt(2 / (5 * input_size))
+        zeros = jnp.zeros((h,), jnp.float32)
+        forget = jnp.tile(_slstm_forget_bias(dh), heads)
+        return {
+            "w_x": (std * jax.random.normal(key, (input_size, 4 * h))).astype(pdt),
+            "w_h": jnp.zeros((heads, dh, 4 * dh), pdt),
+            "b": jnp.concatenate([zeros, forget, zeros, zeros]).astype(pdt),
+        }
+
+    def initial_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> SLSTMState:
+        dt = jnp.dtype(dtype) if dtype is not None else params["b"].dtype
+        return SLSTMState(*(jnp.zeros((*batch_shape, h), dt) for _ in range(4)))
+
+    def project(params: Params, xs: Array) -> Array:
+        """``x W_x + b``, ``[..., 4H]``, for inputs of any leading shape."""
+        return xs @ params["w_x"] + params["b"]
+
+    def recurrent_kernel(params: Params) -> Array:
+        return _block_diagonal(params["w_h"])
+
+    def gates(params: Params, carry: SLSTMState, xa: Array, ha: Array) -> tuple[SLSTMState, Array]:
+        new = _slstm_pointwise(xa + ha, carry)
+        return new, new.h
+
+    fast = FastPath(project=project, recurrent_kernel=recurrent_kernel, gates=gates)
+
+    def step(params: Params, carry: SLSTMState, x_t: Array) -> tuple[SLSTMState, Array]:
+        return gates(params, carry, project(params, x_t), carry.h @ recurrent_kernel(params))
+
+    return custom_cell(
+        init,
+        step,
+        initial_carry=initial_carry,
+        name=describe(where, config),
+        fast=fast,
+        dtype=dtype,
+        config=tuple(config.items()),
+    )
+
+
 def _np(t: Any) -> Any:
     """A torch tensor (or array) as a NumPy array."""
     detach = getattr(t, "detach", None)
     return (detach().cpu().numpy() if detach is not None else t).copy()
 
 
-def from_xlstm(module: Any, *, dtype: DType | None = None) -> Params:
-    """Parameters of [`mlstm`][jrnn.xlstm.mlstm] from the authors' PyTorch cell
-    ``xlstm.blocks.mlstm.cell.mLSTMCell`` (``embedding_dim = H``, ``num_heads``).
+_MLSTM_KEYS = ("igate.weight", "igate.bias", "fgate.weight", "fgate.bias", "outnorm.weight")
+_SLSTM_KEYS = ("_recurrent_kernel_", "_bias_")
 
-    The authors' cell takes ``q, k, v`` as three inputs; the jrnn cell takes one input and
-    projects it.  The converted params are for the input ``x_t = [q_t | k_t | v_t]``
-    (``I = 3H``): ``W_q, W_k, W_v`` select the three blocks.
+
+def from_xlstm(module: Any, *, dtype: DType | None = None, w_x: Any = None) -> Params:
+    """Parameters of [`mlstm`][jrnn.xlstm.mlstm] or [`slstm`][jrnn.xlstm.slstm] from the
+    authors' PyTorch cell: ``xlstm.blocks.mlstm.cell.mLSTMCell`` (``embedding_dim = H``,
+    ``num_heads``) or ``xlstm.blocks.slstm.cell.sLSTMCell`` (``hidden_size = H``,
+    ``num_heads``; either backend, told apart by the layout of its recurrent kernel).
+
+    The authors' cells take their inputs already projected; the jrnn cells take one input
+    and project it.  For an ``mLSTMCell`` (three inputs ``q, k, v``) the converted params
+    are for the input ``x_t = [q_t | k_t | v_t]`` (``I = 3H``): ``W_q, W_k, W_v`` select the
+    three blocks.  For an ``sLSTMCell`` (whose input is the gate pre-activations ``[i | f |
+    z | o]``, ``4H``) ``W_x`` is the identity ``[4H, 4H]``, or ``w_x`` when given: the
+    projection in front of the cell, so that the jrnn cell on ``x`` equals the authors'
+    cell on ``x @ w_x``.
 
     Args:
-      module: an ``mLSTMCell`` (or its ``state_dict()``).
+      module: an ``mLSTMCell`` or ``sLSTMCell`` (or its ``state_dict()``).
       dtype: the params' dtype (default: the module's).
+      w_x: sLSTM only: the input projection ``[I, 4H]`` (default: the identity).
 
     Returns:
-      The params of ``jrnn.mlstm(H, num_heads=...)`` for input size ``3H``.
+      The params of ``jrnn.mlstm(H, num_heads=...)`` for input size ``3H``, or of
+      ``jrnn.slstm(H, num_heads=...)`` for input size ``4H`` (or ``w_x``'s ``I``).
 
     Raises:
-      ValueError: the weights are not an ``mLSTMCell``'s (names what is missing).
+      ValueError: the weights are neither cell's (names what is missing), or ``w_x`` has
+        the wrong shape or is given for an ``mLSTMCell``.
+
+    Examples:
+      >>> import numpy as np
+      >>> r = np.zeros((2, 4 * 3, 3))  # an sLSTMCell's, vanilla backend: H = 6, 2 heads
+      >>> p = from_xlstm({"_recurrent_kernel_": r, "_bias_": np.zeros(24)})
+      >>> sorted((k, v.shape) for k, v in p.items())
+      [('b', (24,)), ('w_h', (2, 3, 12)), ('w_x', (24, 24))]
     """
     where = "from_xlstm"
     state = module.state_dict() if hasattr(module, "state_dict") else module
-    need = ("igate.weight", "igate.bias", "fgate.weight", "fgate.bias", "outnorm.weight")
-    missing = [k for k in need if k not in state]
+    if any(k in state for k in _SLSTM_KEYS):
+        return _slstm_from_xlstm(state, dtype, w_x, where)
+    missing = [k for k in _MLSTM_KEYS if k not in state]
     if missing:
         raise ValueError(
-            f"{where}: expected the weights of an xlstm mLSTMCell ({', '.join(need)}), "
-            f"missing {missing}"
+            f"{where}: expected the weights of an xlstm mLSTMCell ({', '.join(_MLSTM_KEYS)}) "
+            f"or sLSTMCell ({', '.join(_SLSTM_KEYS)}), missing {missing}"
         )
-    p = {k: jnp.asarray(_np(state[k]), dtype) for k in need}
+    if w_x is not None:
+        raise ValueError(f"{where}: `w_x` applies to an sLSTMCell, these are an mLSTMCell's")
+    p = {k: jnp.asarray(_np(state[k]), dtype) for k in _MLSTM_KEYS}
     h = p["outnorm.weight"].shape[0]
     dt = p["outnorm.weight"].dtype
     eye = jnp.eye(h, dtype=dt)
@@ -216,15 +412,78 @@ def from_xlstm(module: Any, *, dtype: DType | None = None) -> Params:
     }
 
 
-def carry_from_xlstm(state: tuple[Any, Any, Any], *, dtype: DType | None = None) -> MLSTMState:
-    """The authors' recurrent state ``(c [B, NH, DH, DH], n [B, NH, DH, 1], m [B, NH, 1,
-    1])`` (``mLSTMCell.step``'s) as an [`MLSTMState`][jrnn.xlstm.MLSTMState].
+def _slstm_from_xlstm(state: Any, dtype: DType | None, w_x: Any, where: str) -> Params:
+    """[`from_xlstm`][jrnn.xlstm.from_xlstm] for an ``sLSTMCell``'s weights.
+
+    The authors keep the recurrent kernel and the bias in a backend's internal layout; the
+    vanilla backend's kernel is ``[NH, 4·DH (gate, out), DH (in)]`` with the bias gate-major
+    ``(gate, head, unit)``, the CUDA backend's ``[NH, DH (in), 4·DH (gate, out)]`` with the
+    bias head-major ``(head, gate, unit)``."""
+    missing = [k for k in _SLSTM_KEYS if k not in state]
+    if missing:
+        raise ValueError(
+            f"{where}: expected the weights of an xlstm sLSTMCell ({', '.join(_SLSTM_KEYS)}), "
+            f"missing {missing}"
+        )
+    r = jnp.asarray(_np(state["_recurrent_kernel_"]), dtype)
+    b = jnp.asarray(_np(state["_bias_"]), dtype)
+    if r.ndim == 3 and r.shape[1] == 4 * r.shape[2]:  # vanilla: [NH, (gate, out), in]
+        heads, dh = r.shape[0], r.shape[2]
+        w_h = r.reshape(heads, 4, dh, dh).transpose(0, 3, 1, 2).reshape(heads, dh, 4 * dh)
+        bias_ok = b.shape == (4 * heads * dh,)
+    elif r.ndim == 3 and r.shape[2] == 4 * r.shape[1]:  # cuda: [NH, in, (gate, out)]
+        heads, dh = r.shape[0], r.shape[1]
+        w_h = r
+        bias_ok = b.shape == (4 * heads * dh,)
+        if bias_ok:
+            b = b.reshape(heads, 4, dh).transpose(1, 0, 2).reshape(-1)
+    else:
+        raise ValueError(
+            f"{where}: an sLSTMCell's `_recurrent_kernel_` is [NH, 4*DH, DH] (vanilla) or "
+            f"[NH, DH, 4*DH] (cuda), got {list(r.shape)}"
+        )
+    if not bias_ok:
+        raise ValueError(
+            f"{where}: `_bias_` must have 4*H = {4 * heads * dh} entries, got {list(b.shape)}"
+        )
+    h = heads * dh
+    if w_x is None:
+        kernel = jnp.eye(4 * h, dtype=w_h.dtype)
+    else:
+        kernel = jnp.asarray(_np(w_x), dtype if dtype is not None else w_h.dtype)
+        if kernel.ndim != 2 or kernel.shape[1] != 4 * h:
+            raise ValueError(
+                f"{where}: `w_x` must have shape [input_size, 4*H] = [I, {4 * h}], "
+                f"got {list(kernel.shape)}"
+            )
+    return {"w_x": kernel, "w_h": w_h, "b": b}
+
+
+def carry_from_xlstm(state: Any, *, dtype: DType | None = None) -> MLSTMState | SLSTMState:
+    """The authors' recurrent state as a jrnn carry: an ``mLSTMCell``'s ``(c [B, NH, DH,
+    DH], n [B, NH, DH, 1], m [B, NH, 1, 1])`` (``mLSTMCell.step``'s) as an
+    [`MLSTMState`][jrnn.xlstm.MLSTMState], an ``sLSTMCell``'s ``[4, B, H]`` (its
+    ``forward``'s ``state``: ``h, c, n, m`` stacked) as an
+    [`SLSTMState`][jrnn.xlstm.SLSTMState].
+
+    Raises:
+      ValueError: ``state`` has neither form.
 
     Examples:
       >>> import numpy as np
       >>> s = carry_from_xlstm((np.zeros((2, 1, 4, 4)), np.zeros((2, 1, 4, 1)), np.zeros((2, 1, 1, 1))))
       >>> s.C.shape, s.n.shape, s.m.shape
       ((2, 1, 4, 4), (2, 1, 4), (2, 1))
+      >>> carry_from_xlstm(np.zeros((4, 2, 8))).h.shape
+      (2, 8)
     """  # noqa: E501
-    c, n, m = (jnp.asarray(_np(a), dtype) for a in state)
+    parts = [jnp.asarray(_np(a), dtype) for a in state]
+    if len(parts) == 4:
+        return SLSTMState(*parts)
+    if len(parts) != 3:
+        raise ValueError(
+            "carry_from_xlstm: expected an mLSTMCell's state (c, n, m) or an sLSTMCell's "
+            f"[4, B, H], got {len(parts)} parts"
+        )
+    c, n, m = parts
     return MLSTMState(c, n[..., 0], m[..., 0, 0])

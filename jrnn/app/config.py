@@ -73,6 +73,7 @@ CELLS = (
     "lru",
     "rglru",
     "mlstm",
+    "slstm",
 )
 LINEAR_CELLS = ("mingru", "minlstm", "lru", "rglru")
 """Cells with an element-wise linear recurrence (no layer norm, no recurrent matmul)."""
@@ -266,6 +267,11 @@ class Config:
             raise UsageError(
                 f"{flag} does not apply to --cell mlstm (its carry is a matrix memory with "
                 "its own group norm, no hidden state h)"
+            )
+        if self.cell == "slstm" and self.layer_norm:
+            raise UsageError(
+                "--layer-norm does not apply to --cell slstm (its normaliser n_t and "
+                "stabiliser m_t are the authors'; xLSTM normalises after the cell)"
             )
         if self.cell in LINEAR_CELLS and (self.layer_norm or self.recurrent_dropout):
             flag = "--layer-norm" if self.layer_norm else "--recurrent-dropout"

@@ -194,6 +194,11 @@ def diagnose_cells(
             )
         if name in ("mingru", "minlstm", "rglru") and recurrent_scale != 1.0:
             raise UsageError(f"--recurrent-scale: --cell {name} has no recurrent matrix w_hh")
+        if name == "slstm" and recurrent_scale != 1.0:
+            raise UsageError(
+                "--recurrent-scale: --cell slstm's recurrent weights start at zero (the "
+                "authors' init), there is nothing to scale"
+            )
     if len(set(cells)) != len(cells):
         raise UsageError(f"--cell: each cell once, got {' '.join(cells)}")
     if task not in DIAGNOSE_TASKS:

@@ -16,7 +16,7 @@ from jrnn.mincells import lru, mingru, minlstm
 from jrnn.models import Model, sequence_model
 from jrnn.regularisers import recurrent_dropout, zoneout
 from jrnn.stacks import stack
-from jrnn.xlstm import mlstm
+from jrnn.xlstm import SLSTMState, mlstm, slstm
 
 __all__ = [
     "VAL_KEY",
@@ -61,11 +61,11 @@ def build_cell(
     forget_bias: float = 1.0,
 ) -> Cell:
     """The cell called ``name`` (a ``--cell`` choice) with these options (``layer_norm``
-    must be off for ``mingru``, ``minlstm``, ``lru``, ``rglru``, ``mlstm``: the config
-    refuses it)."""
+    must be off for ``mingru``, ``minlstm``, ``lru``, ``rglru``, ``mlstm``, ``slstm``: the
+    config refuses it)."""
     kw = {"dtype": dtype, "param_dtype": param_dtype, "layer_norm": layer_norm}
     dt = {"dtype": dtype, "param_dtype": param_dtype}
-    if layer_norm and name in ("mingru", "minlstm", "lru", "rglru", "mlstm"):
+    if layer_norm and name in ("mingru", "minlstm", "lru", "rglru", "mlstm", "slstm"):
         raise ValueError(f"build_cell: `layer_norm` does not apply to {name}")
     return {
         "mingru": lambda: mingru(hidden, **dt),
@@ -73,6 +73,7 @@ def build_cell(
         "lru": lambda: lru(hidden, **dt),
         "rglru": lambda: rglru(hidden, **dt),
         "mlstm": lambda: mlstm(hidden, **dt),
+        "slstm": lambda: slstm(hidden, **dt),
         "rnn": lambda: simple_rnn(hidden, **kw),
         "lstm": lambda: lstm(hidden, forget_bias=forget_bias, **kw),
         "lstm-peephole": lambda: lstm(hidden, peephole=True, forget_bias=forget_bias, **kw),
@@ -84,7 +85,9 @@ def build_cell(
 def make_cell(config: Any, hidden: int | None = None) -> Cell:
     """The cell of a config (``cell``, ``hidden``, ``layer_norm``, ``dtype``), wrapped in
     [`jrnn.recurrent_dropout`][jrnn.regularisers.recurrent_dropout] and
-    [`jrnn.zoneout`][jrnn.regularisers.zoneout] when those rates are set."""
+    [`jrnn.zoneout`][jrnn.regularisers.zoneout] when those rates are set (for ``slstm`` zoneout
+    acts on ``h`` only: its ``c``, ``n`` are stored at the scale ``exp(-m)``, which a blend
+    of two steps would mix)."""
     dtype, param_dtype = dtypes(config.dtype)
     cell = build_cell(
         config.cell,
@@ -96,7 +99,10 @@ def make_cell(config: Any, hidden: int | None = None) -> Cell:
     if config.recurrent_dropout:
         cell = recurrent_dropout(cell, config.recurrent_dropout)
     if config.zoneout:
-        cell = zoneout(cell, config.zoneout)
+        rate = config.zoneout
+        if config.cell == "slstm":
+            rate = SLSTMState(h=rate, c=0.0, n=0.0, m=0.0)
+        cell = zoneout(cell, rate)
     return cell
 
 
