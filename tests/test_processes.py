@@ -73,29 +73,127 @@ def _losses(out: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-def test_two_processes_train_as_one_and_their_checkpoint_resumes_on_one(tmp_path):
-    one = tmp_path / "one"
-    r = _one(_train(one, "--devices", "4"))
-    assert r.returncode == 0, r.stderr
+def test_one_device_eight_devices_and_two_processes_give_the_same_losses(tmp_path):
+    """Randomness keyed by the step and the global example index: with dropout, one
+    process on 1 device, one process on 8 host devices and 2 processes x 2 devices (as
+    separate commands) log the same losses; the 2-process checkpoint resumes on 1 device."""
+    runs = {}
+    for name, devices in (("one", "1"), ("eight", "8")):
+        runs[name] = tmp_path / name
+        r = _one(_train(runs[name], "--devices", devices))
+        assert r.returncode == 0, r.stderr
     two = tmp_path / "two"
     results = _processes(2, _train(two))
     for i, r in enumerate(results):
         assert r.returncode == 0, f"process {i}: {r.stderr}"
     said = [[x for x in r.stdout.splitlines() if not x.startswith("[Gloo]")] for r in results]
     assert "run folder" in said[0][-1] and said[1] == []  # process 0 alone reports
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    a, b = _losses(one), _losses(two)
-    assert len(a) == len(b) == 6
-    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5, (a, b)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in runs["one"].iterdir())
+    a = _losses(runs["one"])
+    assert len(a) == 6
+    for name, out in (("eight", runs["eight"]), ("two", two)):
+        b = _losses(out)
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5, (name, a, b)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["3", "6"]
-    # the checkpoint of two processes, continued by one process on one device
-    r = _one([sys.executable, "-m", "jrnn", "train", "--resume", "--out", str(two)]
-             + ["--steps", "8", "--devices", "1", "--no-progress"])  # fmt: skip
+    # the checkpoint of two processes, continued by one process on one device, goes on as
+    # the one-device run does when it is extended the same way
+    for out in (two, runs["one"]):
+        r = _one([sys.executable, "-m", "jrnn", "train", "--resume", "--out", str(out)]
+                 + ["--steps", "8", "--devices", "1", "--no-progress"])  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    assert f"resuming {two} from step 6" in r.stderr.replace(str(runs["one"]), str(two))
+    a, b = _losses(runs["one"]), _losses(two)
+    assert len(a) == len(b) == 8
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-5, (a, b)
+
+
+def _launched(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO
+    )
+
+
+def _charlm(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "jrnn", "train", "--task", "charlm", "--out", str(out),
+        "--steps", str(STEPS), "--batch-size", "16", "--seq-len", "48", "--hidden", "48",
+        "--embed", "8", "--dropout", "0.2", "--zoneout", "0.1", "--seed", "1",
+        "--log-every", "1", "--eval-every", "100000", "--eval-batches", "1",
+        "--checkpoint-every", "25", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+STEPS = 300
+
+
+def _when_logged(p: subprocess.Popen, out: Path, rows: int) -> None:
+    """Waits until ``out`` has ``rows`` more loss rows than now (the run going on)."""
+    import time
+
+    have = len(_losses(out)) if (out / "metrics.jsonl").exists() else 0
+    deadline = time.monotonic() + TIMEOUT
+    while not (out / "metrics.jsonl").exists() or len(_losses(out)) < have + rows:
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.1)
+
+
+def _pid_of(out: Path, process_id: int) -> int:
+    """The pid of the launched process ``process_id`` of the run in ``out``."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if str(out) in args and args[-2:] == ["--process-id", str(process_id)]:
+            return int(proc.name)
+    raise AssertionError(f"no process {process_id} of {out}")
+
+
+def test_the_launcher_stops_on_ctrl_c_and_on_a_lost_process_and_the_run_resumes(tmp_path):
+    """``jrnn train --processes N`` on the char LM (TBPTT carry, dropout, zoneout):
+    Ctrl-C to the launcher stops both processes at one step, saved, exit 130; resumed on 4
+    processes, one of them killed: one line naming it, exit 1, the last checkpoint kept;
+    resumed on one process to the end, every logged loss is the one-process run's."""
+    import signal
+
+    one = tmp_path / "one"
+    r = _one(_charlm(one))
     assert r.returncode == 0, r.stderr
-    assert f"resuming {two} from step 6" in r.stderr
-    assert [json.loads(x)["step"] for x in (two / "metrics.jsonl").read_text().splitlines()][
-        -3:
-    ] == [7, 8, 8]
+    run = tmp_path / "run"
+    p = _launched(_charlm(run, "--processes", "2"))
+    try:
+        _when_logged(p, run, 3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert p.returncode == 130 and lines[-1].startswith("interrupted at step "), err
+    assert "[Gloo]" not in out and "process 1" not in err
+    stopped = int(lines[-1].split()[3].rstrip(":"))
+    assert stopped < STEPS and str(stopped) in [x.name for x in (run / "checkpoints").iterdir()]
+
+    p = _launched(_charlm(run, "--processes", "4", "--resume"))
+    try:
+        _when_logged(p, run, 30)
+        os.kill(_pid_of(run, 2), signal.SIGKILL)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert p.returncode == 1, err
+    assert lines[-1].startswith("jrnn train: error: process 2 of 4 was killed by SIGKILL;"), err
+    assert f"continue with jrnn train --out {run} --resume --processes 4" in lines[-1]
+
+    r = _one(_charlm(run, "--resume", "--devices", "1"))
+    assert r.returncode == 0, r.stderr
+    a, b = _losses(one), _losses(run)
+    assert len(a) == len(b) == STEPS
+    drift = [abs(x - y) for x, y in zip(a, b, strict=True)]
+    assert max(drift[:20]) <= 1e-5 and max(drift) <= 1e-4, (max(drift[:20]), max(drift))
 
 
 def test_an_unreachable_coordinator_is_one_line_and_exit_2(tmp_path):

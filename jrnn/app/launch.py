@@ -80,6 +80,16 @@ def _pump(src, dst) -> None:
     src.close()
 
 
+def _die_with_parent() -> None:
+    """In a child, before it runs: on Linux, SIGKILL when the launcher dies (even by
+    SIGKILL), so no process of the job is left waiting on its collectives."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _how(code: int) -> str:
     if code < 0:
         try:
@@ -108,6 +118,7 @@ def launch(argv: list[str], processes: int, out: Path) -> int:
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,  # signals come from the launcher, once
+            preexec_fn=_die_with_parent,
         )
         children.append(child)
         out_to, err_to = (sys.stdout.buffer, sys.stderr.buffer) if i == 0 else (held[i], held[i])
