@@ -180,3 +180,13 @@ def test_hugepages_compares_both_settings_in_their_own_processes(tmp_path: Path)
         assert run["jrnn train (default)/faults_per_step"] > 0
     table = (tmp_path / "hugepages.md").read_text()
     assert "| jrnn train (default)/tokens_per_s |" in table
+
+
+def test_example_keys_times_one_key_against_one_key_per_example(tmp_path: Path) -> None:
+    """``benchmarks.example_keys`` at a toy size: both variants timed, the table written."""
+    from benchmarks.example_keys import main
+
+    result = main(["--config=4,6,3,8", "--rounds=1", "--iters=1", f"--out={tmp_path}"])
+    assert set(result["best_s"]) == {"one key", "one key per example"}
+    assert all(t > 0 for t in result["best_s"].values())
+    assert "| one key per example |" in (tmp_path / "example_keys.md").read_text()
