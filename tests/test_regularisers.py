@@ -328,7 +328,8 @@ def test_key_must_be_a_prng_key():
     cell = jrnn.zoneout(jrnn.lstm(4), 0.1)
     params = cell.init(jax.random.key(0), 3)
     xs = jnp.ones((2, 5, 3))
-    for bad in (0, jnp.zeros(3), jax.random.split(jax.random.key(0), 2)):
+    # [2] keys are one key per example of this batch of 2 (jrnn.keys); [3] keys are not
+    for bad in (0, jnp.zeros(3), jax.random.split(jax.random.key(0), 3)):
         with pytest.raises(TypeError, match="unroll: `key` must be a PRNG key"):
             jrnn.unroll(cell, params, xs, key=bad)
     net = jrnn.stack(cell, num_layers=2)
