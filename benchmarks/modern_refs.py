@@ -3,7 +3,10 @@
 * RG-LRU: ``jrnn.rglru`` (``lax.scan`` and the associative scan) against
   ``recurrentgemma.jax.layers.RGLRU`` (its own scan, ``ScanType.AUTO``: ``lax.scan`` on CPU);
 * mLSTM: ``jrnn.mlstm`` (``lax.scan``) against ``xlstm``'s ``mLSTMCell`` (PyTorch, the
-  vanilla backend: its parallel form ``parallel_stabilized_simple``, quadratic in ``T``).
+  vanilla backend: its parallel form ``parallel_stabilized_simple``, quadratic in ``T``);
+* sLSTM: ``jrnn.slstm`` (``lax.scan``) against ``xlstm``'s ``sLSTMCell`` (PyTorch, the
+  vanilla backend: a Python loop over the steps), both on the same input projection
+  (``x @ W_x`` in PyTorch, the cell's own ``W_x`` in jrnn).
 
 A training step is the gradient of the summed outputs with respect to all parameters
 (``jax.jit(jax.grad(...))``; PyTorch ``forward`` + ``backward``), on the same random
@@ -94,14 +97,42 @@ def _mlstm(batch, steps, width, heads):
     return {"xlstm (torch)": torch_step, "jrnn scan": lambda: jax.block_until_ready(fn(params))}
 
 
+def _slstm(batch, steps, width, heads):
+    import torch
+    from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
+
+    from jrnn.xlstm import from_xlstm
+
+    torch.manual_seed(0)
+    config = sLSTMCellConfig(
+        hidden_size=width, num_heads=heads, backend="vanilla", output_shape="BSH"
+    )
+    ref = sLSTMCell(config)
+    w_x = (torch.randn(width, 4 * width) / width**0.5).requires_grad_()
+    x = torch.randn(batch, steps, width)
+
+    def torch_step():
+        ref.zero_grad()
+        w_x.grad = None
+        ref(x @ w_x)[0].sum().backward()
+
+    cell = jrnn.slstm(width, num_heads=heads)
+    params = from_xlstm(ref, w_x=w_x.detach())
+    xs = jnp.asarray(x.numpy())
+    fn = jax.jit(jax.grad(lambda p: jnp.sum(jrnn.unroll(cell, p, xs)[0])))
+    return {"xlstm (torch)": torch_step, "jrnn scan": lambda: jax.block_until_ready(fn(params))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--cells", default="rglru,mlstm,slstm")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     rows = []
-    for cell_name, make in (("rglru", _rglru), ("mlstm", _mlstm)):
+    for cell_name in args.cells.split(","):
+        make = {"rglru": _rglru, "mlstm": _mlstm, "slstm": _slstm}[cell_name]
         for size in args.sizes.split(","):
             batch, steps, width, heads = SIZES[size]
             fns = make(batch, steps, width, heads)
