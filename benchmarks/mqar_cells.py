@@ -198,7 +198,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"MQAR (`jrnn.seqtasks.mqar`): {a['pairs']} key-value pairs, every key queried once, "
         f"{a['symbols']} keys and {a['symbols']} values, T = {a['seq_len']}. Per cell a "
-        f"tagger of {a['layers']} layer(s) (embedding {a['embed']}, the cells, a linear "
+        f"tagger (embedding {a['embed']}, {a['layers']} layer(s) of the cell, a linear "
         f"readout), the hidden size chosen to match the LSTM model's parameter count (mLSTM: "
         f"heads of {a['mlstm_head_dim']} units); {a['steps']} Adam steps of batch "
         f"{a['batch_size']} (peak lr {a['lr']}, warm-up and cosine decay to a tenth, clip 1), "
