@@ -4,7 +4,10 @@ Fixed-length memory tasks:
   * [`adding_problem`][jrnn.seqtasks.adding_problem] (Hochreiter & Schmidhuber 1997), baseline MSE
     1/6 ([`ADDING_PROBLEM_BASELINE_MSE`][jrnn.seqtasks.ADDING_PROBLEM_BASELINE_MSE]);
   * [`copy_memory`][jrnn.seqtasks.copy_memory] (Arjovsky et al. 2016), baseline
-    [`copy_memory_baseline`][jrnn.seqtasks.copy_memory_baseline].
+    [`copy_memory_baseline`][jrnn.seqtasks.copy_memory_baseline];
+  * [`mqar`][jrnn.seqtasks.mqar], multi-query associative recall (Arora et al. 2023, Zoology):
+    key-value pairs, then queries of the keys, each answered with its value
+    ([`RecallBatch`][jrnn.seqtasks.RecallBatch]).
 
 Every generator is a jittable pure function of a PRNG key with static sizes.
 
@@ -50,6 +53,7 @@ __all__ = [
     "FIRST_SYMBOL",
     "PAD",
     "ClassBatch",
+    "RecallBatch",
     "SeqBatch",
     "TagBatch",
     "VecBatch",
@@ -60,6 +64,8 @@ __all__ = [
     "count_task",
     "format_tokens",
     "majority_task",
+    "mqar",
+    "mqar_vocab_size",
     "next_symbol_task",
     "random_lengths",
     "reverse_task",
@@ -382,3 +388,130 @@ def copy_memory_baseline(seq_len: int, num_symbols: int = 8, copy_len: int = 10)
     for name, value in (("seq_len", seq_len), ("num_symbols", num_symbols), ("copy_len", copy_len)):
         check_int(name, value, "copy_memory_baseline")
     return copy_len * math.log(num_symbols) / (seq_len + 2 * copy_len)
+
+
+class RecallBatch(NamedTuple):
+    """A batch of [`mqar`][jrnn.seqtasks.mqar] (multi-query associative recall).
+
+    Attributes:
+      inputs: int32 ``[B, T]`` tokens: ``0`` blank, ``1..K`` keys, ``K+1..2K`` values.
+      targets: int32 ``[B, T]``: at a query, the value bound to its key; ``0`` elsewhere.
+      mask: bool ``[B, T]``: True at the queries, the only steps scored (pass it as
+        [`sequence_softmax_cross_entropy`][jrnn.losses.sequence_softmax_cross_entropy]'s
+        ``mask``).
+    """
+
+    inputs: jax.Array
+    targets: jax.Array
+    mask: jax.Array
+
+
+def mqar_vocab_size(num_symbols: int) -> int:
+    """``2 * num_symbols + 1``: the blank, ``num_symbols`` keys and ``num_symbols`` values of
+    [`mqar`][jrnn.seqtasks.mqar]."""
+    check_int("num_symbols", num_symbols, "mqar_vocab_size")
+    return 2 * num_symbols + 1
+
+
+def _random_subsets(key: jax.Array, batch_size: int, n: int, k: int) -> jax.Array:
+    """int32 ``[B, k]``: per row, ``k`` distinct indices of ``range(n)`` in random order (the
+    first ``k`` of a random permutation)."""
+    order = jnp.argsort(jax.random.uniform(key, (batch_size, n)), axis=1)
+    return order[:, :k].astype(jnp.int32)
+
+
+def mqar(
+    key: jax.Array,
+    batch_size: int,
+    num_pairs: int = 4,
+    num_symbols: int = 16,
+    *,
+    num_queries: int | None = None,
+    seq_len: int | None = None,
+) -> RecallBatch:
+    """Multi-query associative recall, MQAR (Arora et al. 2023, "Zoology"; the recall task of
+    the xLSTM and Mamba papers).
+
+    Each sequence first lists ``P = num_pairs`` key-value pairs ``k_1 v_1 k_2 v_2 ... k_P v_P``
+    (keys distinct, drawn from ``K = num_symbols`` key tokens ``1..K``; values distinct, from
+    ``K`` value tokens ``K+1..2K``; the two vocabularies are disjoint). The rest of the
+    sequence, steps ``2P..T-1``, holds ``Q = num_queries`` queries at distinct random steps,
+    blanks (``0``) elsewhere: each query is one of the keys (``Q`` distinct keys, in random
+    order). The target at a query is the value its key was bound to; the model must output
+    it at the query's step, having read the key. No other step is scored (``mask``). Unlike
+    Zoology, the gaps hold blanks, not random tokens, and the query steps are uniform over
+    the gap, not drawn from a power law.
+
+    Chance: a model without memory of the pairs can at best guess among the ``K`` values:
+    query accuracy ``1/K``, cross-entropy ``ln K``. A model that remembers which values
+    occurred but not which key each was bound to scores exactly ``1/P`` (``ln P``): given
+    the sequence's values, the value of a queried key is uniform among them. Above
+    ``1/P`` is recall.
+
+    Args:
+      key: PRNG key.
+      batch_size: ``B`` (static).
+      num_pairs: ``P``, the key-value pairs of a sequence (static).
+      num_symbols: ``K >= P``, the size of the key vocabulary and of the value vocabulary
+        (static); the token vocabulary is ``2K + 1``
+        ([`mqar_vocab_size`][jrnn.seqtasks.mqar_vocab_size]).
+      num_queries: ``Q`` in ``[1, P]``, the keys queried (static; default ``P``).
+      seq_len: ``T >= 2P + Q`` (static; default ``2P + Q``, the queries right after the
+        pairs, no blank).
+
+    Returns:
+      A [`RecallBatch`][jrnn.seqtasks.RecallBatch]: ``inputs`` and ``targets`` int32
+      ``[B, T]``, ``mask`` bool ``[B, T]`` with ``Q`` True steps per row.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jrnn.seqtasks import mqar
+      >>> batch = mqar(jax.random.key(0), 2, num_pairs=3, num_symbols=5, seq_len=10)
+      >>> batch.inputs.shape, batch.targets.shape, batch.mask.shape
+      ((2, 10), (2, 10), (2, 10))
+      >>> x, y, m = (np.asarray(a[0]) for a in batch)
+      >>> bound = dict(zip(x[0:6:2].tolist(), x[1:6:2].tolist()))   # key -> value
+      >>> int(m.sum()), all(bound[k] == v for k, v in zip(x[m].tolist(), y[m].tolist()))
+      (3, True)
+    """
+    where = "mqar"
+    check_int("batch_size", batch_size, where)
+    check_int("num_pairs", num_pairs, where)
+    check_int("num_symbols", num_symbols, where)
+    if num_symbols < num_pairs:
+        raise ValueError(
+            f"{where}: `num_symbols` must be at least `num_pairs` = {num_pairs} (the keys and "
+            f"the values of a sequence are distinct), got {num_symbols}"
+        )
+    num_queries = num_pairs if num_queries is None else num_queries
+    check_int("num_queries", num_queries, where)
+    if num_queries > num_pairs:
+        raise ValueError(
+            f"{where}: `num_queries` must be at most `num_pairs` = {num_pairs} (each key is "
+            f"queried at most once), got {num_queries}"
+        )
+    shortest = 2 * num_pairs + num_queries
+    seq_len = shortest if seq_len is None else seq_len
+    check_int("seq_len", seq_len, where)
+    if seq_len < shortest:
+        raise ValueError(
+            f"{where}: `seq_len` must be at least 2 * num_pairs + num_queries = {shortest}, "
+            f"got {seq_len}"
+        )
+    k_keys, k_values, k_asked, k_steps = jax.random.split(key, 4)
+    b, p, q = batch_size, num_pairs, num_queries
+    keys = _random_subsets(k_keys, b, num_symbols, p) + 1
+    values = _random_subsets(k_values, b, num_symbols, p) + num_symbols + 1
+    pairs = jnp.stack([keys, values], axis=-1).reshape(b, 2 * p)
+    asked = _random_subsets(k_asked, b, p, q)  # which pairs are queried, in query order
+    gap = seq_len - 2 * p
+    steps = _random_subsets(k_steps, b, gap, q)  # where, within the steps after the pairs
+    rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+    blank = jnp.zeros((b, gap), jnp.int32)
+    queries = blank.at[rows, steps].set(jnp.take_along_axis(keys, asked, axis=1))
+    answers = blank.at[rows, steps].set(jnp.take_along_axis(values, asked, axis=1))
+    asking = jnp.zeros((b, gap), jnp.bool_).at[rows, steps].set(True)
+    inputs = jnp.concatenate([pairs, queries], axis=1)
+    targets = jnp.concatenate([jnp.zeros((b, 2 * p), jnp.int32), answers], axis=1)
+    mask = jnp.concatenate([jnp.zeros((b, 2 * p), jnp.bool_), asking], axis=1)
+    return RecallBatch(inputs, targets, mask)

@@ -246,6 +246,9 @@ def test_config_round_trips_and_splits_fixed_from_free_keys():
         ({"task": "adding", "tbptt": True}, "--tbptt applies to --task charlm only"),
         ({"task": "adding", "seq_len": 1}, "--seq-len must be at least 2"),
         ({"task": "parity", "num_symbols": 3}, "--num-symbols is 2 for --task parity"),
+        ({"task": "mqar", "num_symbols": 3}, "--num-symbols 3 is below --num-pairs 4"),
+        ({"task": "mqar", "num_pairs": 6}, "--seq-len 16 is below 3 x --num-pairs = 18"),
+        ({"task": "mqar", "num_pairs": 0}, "--num-pairs: must be a positive integer, got 0"),
         ({"tbptt": 1}, "--tbptt: must be True or False"),
     ],
 )

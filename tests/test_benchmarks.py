@@ -190,3 +190,33 @@ def test_example_keys_times_one_key_against_one_key_per_example(tmp_path: Path) 
     assert set(result["best_s"]) == {"one key", "one key per example"}
     assert all(t > 0 for t in result["best_s"].values())
     assert "| one key per example |" in (tmp_path / "example_keys.md").read_text()
+
+def test_mqar_cells_matches_parameter_counts_and_writes_json_markdown_and_plot(tmp_path: Path):
+    """``benchmarks.mqar_cells`` at a toy size: the cells at the LSTM's parameter count
+    (within 10%), a few steps each, the table and the plot; the sLSTM trains where the
+    library has it and is listed as skipped where not."""
+    import jrnn
+
+    cmd = [sys.executable, "-m", "benchmarks.mqar_cells", "--cells=lstm,mlstm,slstm"]
+    cmd += ["--pairs=2", "--symbols=4", "--seq-len=6", "--hidden=16", "--embed=4", "--layers=1"]
+    cmd += ["--mlstm-head-dim=2", "--steps=4", "--eval-every=2", "--batch-size=4"]
+    cmd += [f"--out={tmp_path}", f"--plot={tmp_path / 'mqar.png'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "mqar_cells.json").read_text())
+    have_slstm = hasattr(jrnn, "slstm")
+    cells = ["lstm", "mlstm"] + (["slstm"] if have_slstm else [])
+    assert [r["cell"] for r in result["cells"]] == cells
+    assert result["skipped"] == ([] if have_slstm else ["slstm"])
+    lstm = result["cells"][0]
+    assert lstm["hidden"] == 16 and result["baseline"] == 0.5
+    for row in result["cells"]:
+        assert abs(row["params"] / lstm["params"] - 1) <= 0.1, row
+        (run,) = row["runs"]
+        assert [p["step"] for p in run["curve"]] == [2, 4]
+        assert 0 <= run["val_accuracy"] <= 1 and math.isfinite(run["val_loss"])
+    assert result["cells"][1]["hidden"] % 2 == 0  # whole mLSTM heads
+    assert result["machine"]["cpu_count"] >= 1
+    table = (tmp_path / "mqar_cells.md").read_text()
+    assert "| mlstm |" in table and "query accuracy" in table
+    assert (tmp_path / "mqar.png").stat().st_size > 0

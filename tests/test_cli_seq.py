@@ -242,3 +242,39 @@ def test_decode_refuses_runs_it_cannot_decode(tmp_path, capsys):
             main(["decode", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_mqar_run_scores_the_queries_and_shows_them(tmp_path, capsys):
+    """``--task mqar`` at test size: val_loss/val_accuracy/val_exact rows (per query), the
+    baseline 1/num-pairs printed, the examples shown at the end and by ``jrnn decode``, and
+    ``jrnn eval`` equal to the last row."""
+    out = tmp_path / "mqar"
+    argv = _argv("mqar", "tagger", out, steps=10, **{"--num-pairs": 2})
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^baseline \(no key-value binding: [^)]*\): 0\.5000$", printed, re.M)
+    shown = _decoded(printed)
+    assert len(shown) == 4 and all(len(s.split()) == 2 for s in shown)  # 2 values, one a query
+    evals = _evals(out)
+    assert [r["step"] for r in evals] == [10]
+    assert {"val_loss", "val_accuracy", "val_exact"} <= set(evals[-1])
+    assert 0 <= evals[-1]["val_exact"] <= evals[-1]["val_accuracy"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_pairs"], config["num_symbols"], config["seq_len"]) == (2, 5, 6)
+    assert "vocab=11" in config["model"]  # 2 * num_symbols + 1
+    assert _cli(capsys, "eval", str(out)) == format_row(evals[-1]) + "\n"
+    assert len(_decoded(_cli(capsys, "decode", str(out), "--num", "3"))) == 3
+
+
+def test_mqar_learns_to_recall(tmp_path, capsys):
+    """An LSTM recalls 2 pairs of 4 keys/values far above the 1/2 of a model that knows the
+    values but not which key each belongs to, in 200 steps: held-out query accuracy at
+    least 0.85 (measured 1.0 for seed 0; 0.98, 1.0, 0.97 for seeds 1-3)."""
+    out = tmp_path / "run"
+    extra = {"--num-pairs": 2, "--num-symbols": 4, "--hidden": 32, "--lr": 0.02}
+    extra |= {"--batch-size": 64, "--eval-every": 200, "--checkpoint-every": 200}
+    extra |= {"--eval-batch-size": 256}
+    assert main(_argv("mqar", "tagger", out, steps=200, **extra)) == 0
+    (last,) = _evals(out)
+    assert last["val_accuracy"] >= 0.85, last

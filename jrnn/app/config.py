@@ -124,6 +124,7 @@ class Config:
     max_chars: int = _f("cap on corpus characters read", _T, "posint", 8_000_000, scope="uses")
     copy_len: int = _f("symbols to recall", _T, "posint", 10, scope="uses")
     num_symbols: int = _f("alphabet size", _T, "posint", 8, scope="uses")
+    num_pairs: int = _f("key-value pairs to recall", _T, "posint", 4, scope="uses")
     min_len: int = _f("shortest sequence (the longest is --seq-len)", _T, "posint", 1, scope="uses")
     arch: str = _f("architecture; the first listed is the task's", _M, "choice", flag="--model")
     score: str = _f(
@@ -324,6 +325,7 @@ LATER_KEYS: dict[str, Any] = {
     "devices": 1,
     "micro_batches": 1,
     "decay_steps": 0,
+    "num_pairs": 4,
 }
 """Keys added after the first release, with what older runs computed ("arch": the task's)."""
 

@@ -27,6 +27,7 @@ _FILES = (
     "future",
     "runsum",
     "parity",
+    "mqar",
 )
 
 _SPECS: dict[str, TaskSpec] = {}
