@@ -44,6 +44,8 @@ Gradients are ordinary autodiff through the associative scan.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -78,6 +80,7 @@ def _compose(log_space: bool | str, with_resets: bool):
     return combine
 
 
+@partial(jax.jit, static_argnames="semiring")  # one compilation, not one per eager op
 def scan_recurrence(
     a: Array,
     b: Array,
@@ -127,6 +130,7 @@ def scan_recurrence(
     return big_a * h0 + big_b
 
 
+@jax.jit  # one compilation, not one per eager op (inlined under an outer jit)
 def scan_stabilised(
     log_a: Array,
     log_i: Array,

@@ -44,6 +44,11 @@ def _scale(tree):
     return max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(tree))
 
 
+def _run(cell, p, xs, c0=None, **kw):
+    """``jrnn.unroll`` jitted (one compilation instead of one per eager operation)."""
+    return jax.jit(lambda p, xs, c0: jrnn.unroll(cell, p, xs, carry=c0, **kw))(p, xs, c0)
+
+
 def _setup(heads, dtype, *, steps=T, gain=1.0, batch=(B,), seed=0):
     cell = jrnn.mlstm(8, num_heads=heads, param_dtype=dtype)
     p = random_params(cell, jax.random.key(seed), I)
@@ -64,8 +69,8 @@ RESETS = jax.random.bernoulli(jax.random.key(7), 0.2, (B, T))
 )
 def test_float64_equals_the_sequential_step(heads, kw):
     cell, p, xs, c0 = _setup(heads, jnp.float64)
-    seq = jrnn.unroll(cell, p, xs, carry=c0, method="scan", **kw)
-    par = jrnn.unroll(cell, p, xs, carry=c0, method="newton", **kw)
+    seq = _run(cell, p, xs, c0, method="scan", **kw)
+    par = _run(cell, p, xs, c0, method="newton", **kw)
     assert _rel(par, seq, _scale(seq)) <= 1e-10
     if "lengths" in kw:  # padded outputs are exact zeros
         pad = jnp.arange(T)[None, :] >= LENGTHS[:, None]
@@ -87,8 +92,8 @@ def test_float32_the_initialised_cell_to_1e_6(heads):
     p = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (B, 48, I))
     lengths = jnp.array([48, 30, 1])
-    seq = jrnn.unroll(cell, p, xs, lengths=lengths, method="scan")
-    par = jrnn.unroll(cell, p, xs, lengths=lengths, method="newton")
+    seq = _run(cell, p, xs, lengths=lengths, method="scan")
+    par = _run(cell, p, xs, lengths=lengths, method="newton")
     assert _rel(par[0], seq[0], _scale(seq[0])) <= 1e-6  # outputs
     for got, want in zip(par[1], seq[1], strict=True):  # C, n, m: each to its own scale
         assert _rel(got, want, _scale(want)) <= 1e-6
@@ -102,17 +107,15 @@ def test_large_gates_over_512_steps_keep_the_stabiliser_exact(heads):
     to a few ulps."""
     cell, p, xs, c0 = _setup(heads, jnp.float64, steps=512, gain=30.0)
     lengths = jnp.array([512, 300, 7])
-    truth = jrnn.unroll(cell, p, xs, carry=c0, lengths=lengths, return_carries=True)
-    par = jrnn.unroll(cell, p, xs, carry=c0, lengths=lengths, return_carries=True, method="newton")
+    truth = _run(cell, p, xs, c0, lengths=lengths, return_carries=True)
+    par = _run(cell, p, xs, c0, lengths=lengths, return_carries=True, method="newton")
     assert float(jnp.max(truth[2].m)) > 100  # exp(m) beyond float32's range
     assert _rel(par, truth, _scale(truth)) <= 1e-10
 
     cell32 = jrnn.mlstm(8, num_heads=heads)
     p32, xs32, c32 = jax.tree.map(lambda a: a.astype(jnp.float32), (p, xs, c0))
-    seq32 = jrnn.unroll(cell32, p32, xs32, carry=c32, lengths=lengths, return_carries=True)
-    par32 = jrnn.unroll(
-        cell32, p32, xs32, carry=c32, lengths=lengths, return_carries=True, method="newton"
-    )
+    seq32 = _run(cell32, p32, xs32, c32, lengths=lengths, return_carries=True)
+    par32 = _run(cell32, p32, xs32, c32, lengths=lengths, return_carries=True, method="newton")
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(par32))
     truth32 = jax.tree.map(lambda a: a.astype(jnp.float32), truth)
     for got, seq, want in zip(par32[2], seq32[2], truth32[2], strict=True):  # C, n, m
@@ -139,7 +142,7 @@ def test_gradients_equal_the_sequential_scans(dtype, tol):
             )
             return jnp.sum(ys * w) + sum(jnp.sum(jnp.sin(a)) for a in jax.tree.leaves(c))
 
-        return jax.grad(f, argnums=(0, 1, 2))(p, xs, c0)
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(p, xs, c0)
 
     seq, par = loss("scan"), loss("newton")
     assert _rel(par, seq, _scale(seq)) <= tol
@@ -154,11 +157,11 @@ def test_nan_in_padded_inputs_gives_zero_outputs_and_finite_gradients():
         ys, c = jrnn.unroll(cell, p, xs, carry=c0, lengths=LENGTHS, method="newton")
         return jnp.sum(ys) + jnp.sum(c.C), ys
 
-    (_, ys), grads = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(p, xs)
+    (_, ys), grads = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(p, xs)
     assert bool(jnp.all(jnp.where(pad[..., None], ys, 0.0) == 0.0))
     assert bool(jnp.all(jnp.isfinite(ys)))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
-    seq = jrnn.unroll(cell, p, xs, carry=c0, lengths=LENGTHS)
+    seq = _run(cell, p, xs, c0, lengths=LENGTHS)
     assert _rel(ys, seq[0], _scale(seq[0])) <= 1e-5
 
 
