@@ -9,7 +9,8 @@ feature of jrnn runs it.
 Optional capabilities make a cell faster or let it do more: ``fast``
 ([`FastPath`][jrnn.base.FastPath]: the input projection ``unroll`` can hoist out of the scan and the
 pieces of its hand-structured backward pass), ``noise``/``train_step`` (a regulariser's randomness)
-and ``affine`` (an element-wise linear recurrence, evaluated by an associative scan).  The
+``affine`` (an element-wise linear recurrence, evaluated by an associative scan) and
+``parallel`` (a whole-sequence form of any carry, e.g. the mLSTM's by associative scans).  The
 built-in cells give the ones that apply to them.
 
 The argument checks every entry point shares are in [`jrnn.checks`][].
@@ -36,8 +37,8 @@ RematMode = Literal["none", "step", "sqrt"]
 Method = Literal["scan", "newton", "quasi-newton", "auto"]
 """How [`jrnn.unroll`][jrnn.unrolling.unroll] evaluates the recurrence: the sequential ``lax.scan``,
 or in parallel over time by Newton's method with full or diagonal Jacobians ([`jrnn.newton`][])
-— by an exact associative scan for a cell with ``affine`` ([`jrnn.linear_scan`][]) — or
-chosen by `jrnn.newton.auto_method`."""
+— by an exact associative scan for a cell with ``affine`` or ``parallel``
+([`jrnn.linear_scan`][]) — or chosen by `jrnn.newton.auto_method`."""
 
 
 def exportable(cls: type) -> type:
@@ -190,6 +191,23 @@ class Cell(NamedTuple):
         compute the same recurrence (the outputs are ``fast.gates`` applied to the carries the scan
         finds).  Wrappers that change the recurrence ([`jrnn.zoneout`][jrnn.regularisers.zoneout])
         drop it.
+      parallel: ``None``, or the cell's whole-sequence form for a carry of any layout (the
+        successor of ``affine`` for recurrences that are not ``RNNState(h)`` element-wise, e.g.
+        [`jrnn.mlstm`][jrnn.xlstm.mlstm]'s, evaluated by associative scans):
+        ``parallel(params, xs, carry, mask, resets) -> (carries, ys)`` with compute-dtype
+        ``params`` (unchecked), time-major inputs ``xs [T, *batch, I]`` (``T >= 1``; padded
+        steps zero), the initial ``carry`` (leaves ``[*batch, ...]``), ``mask`` bool ``[T,
+        *batch]`` (valid steps) or ``None``, ``resets`` bool ``[T, *batch]`` or ``None`` (the
+        carry entering step ``t`` is the initial ``carry``).  It reads the steps forward
+        (``t = 0 .. T-1``: [`jrnn.unroll`][jrnn.unrolling.unroll] flips the sequence for
+        ``reverse``) and returns every step's carry ``carries`` (the carry's layout with a
+        leading ``T`` on every leaf; a padded step keeps the carry it read) and the outputs
+        ``ys [T, *batch, output_size]`` (any value at padded steps: ``unroll`` sets them to
+        zero), equal to running ``step`` (up to rounding).  ``unroll`` evaluates
+        ``method="newton"``, ``"quasi-newton"`` and ``"auto"`` by it exactly as by ``affine``
+        (which it takes in place of, where a cell has both); the final carry is
+        ``carries[-1]``, training with a ``key`` runs the sequential scan.  Wrappers that change
+        the recurrence ([`jrnn.zoneout`][jrnn.regularisers.zoneout]) drop it.
 
     Examples:
       >>> import jrnn
@@ -213,6 +231,7 @@ class Cell(NamedTuple):
     noise: Callable[[PRNGKey, Params, tuple[int, ...]], tuple[Any, Any]] | None = None
     train_step: Callable[..., tuple[Carry, Array]] | None = None
     affine: Callable[[Params, Array], LinearRecurrence] | None = None
+    parallel: Callable[..., tuple[Carry, Array]] | None = None
 
     def __repr__(self) -> str:
         return self.name

@@ -155,6 +155,32 @@ def _layouts(name, init, initial_carry, step, fast, compute=None):
     return params, carry, y, dtype
 
 
+def _check_parallel(name, parallel, params, carry, y) -> None:
+    """Traces ``parallel`` on shapes (two steps, one unbatched sequence, no mask or resets):
+    it must return ``(carries, ys)`` of the carry's layout with a leading ``T`` and ``y_t``'s
+    with a leading ``T``."""
+    steps = 2
+    xs = jax.ShapeDtypeStruct((steps, PROBE_INPUT_SIZE), y.dtype)
+    out = jax.eval_shape(lambda p, x, c: parallel(p, x, c, None, None), params, xs, carry)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _fail(name, f"`parallel` must return (carries, ys), got {jax.tree.structure(out)}")
+    carries, ys = out
+    want = jax.tree.map(lambda a: jax.ShapeDtypeStruct((steps, *a.shape), a.dtype), carry)
+    if not _same_layout(carries, want):
+        raise _fail(
+            name,
+            "`parallel(params, xs, carry, mask, resets)` must return every step's carry (the "
+            f"carry's layout with a leading T): for T={steps} expected "
+            f"{jax.tree.map(lambda a: (a.shape, a.dtype.name), want)}, got "
+            f"{jax.tree.map(lambda a: (a.shape, a.dtype.name), carries)}",
+        )
+    if not isinstance(ys, jax.ShapeDtypeStruct) or ys.shape != (steps, *y.shape):
+        raise _fail(
+            name,
+            f"`parallel` must return ys [T, *batch, output_size] = {[steps, *y.shape]}, got {ys}",
+        )
+
+
 def custom_cell(
     init: Callable[[PRNGKey, int], Params],
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]],
@@ -167,6 +193,7 @@ def custom_cell(
     noise: Callable[[PRNGKey, Params, tuple[int, ...]], tuple[Any, Any]] | None = None,
     train_step: Callable[..., tuple[Carry, Array]] | None = None,
     affine: Callable[[Params, Array], LinearRecurrence] | None = None,
+    parallel: Callable[..., tuple[Carry, Array]] | None = None,
     dtype: DType | None = None,
     config: tuple[tuple[str, Any], ...] = (),
 ) -> Cell:
@@ -225,6 +252,12 @@ def custom_cell(
         for the projected time-major inputs ``xa = fast.project(params, xs)`` of all steps
         at once (see [`jrnn.Cell`][jrnn.base.Cell]); [`jrnn.unroll`][jrnn.unrolling.unroll] then
         evaluates ``method="newton"``/``"auto"`` by an associative scan.
+      parallel: optional, any carry: ``parallel(params, xs, carry, mask, resets) -> (carries,
+        ys)``, the whole sequence at once (time-major ``xs [T, *batch, I]``, ``carries`` every
+        step's carry with a leading ``T``, ``ys [T, *batch, output_size]``; see
+        [`jrnn.Cell`][jrnn.base.Cell]), equal to running ``step``;
+        [`jrnn.unroll`][jrnn.unrolling.unroll] then evaluates ``method="newton"``/``"auto"`` by it
+        (as for ``affine``).  Traced on shapes at construction like ``step``.
       dtype: the compute dtype (``None``: the parameters' dtype); ``cell.step`` casts the
         parameters, the carry and the input to it.
       config: the hyper-parameters as ``(name, value)`` pairs (``cell.config``).
@@ -270,6 +303,7 @@ def custom_cell(
     if (noise is None) != (train_step is None):
         raise _fail(name, "`noise` and `train_step` go together: give both or neither")
     _check_callable(affine, "affine", name, optional=True)
+    _check_callable(parallel, "parallel", name, optional=True)
     if affine is not None and fast is None:
         raise _fail(name, "`affine` needs `fast` (its `project` and `gates` run the scan)")
     if initial_carry is None:
@@ -278,7 +312,9 @@ def custom_cell(
         initial_carry = _zero_carry(hidden_size)
     user_carry, user_step = initial_carry, step
     compute = None if dtype is None else jnp.dtype(dtype)
-    _, carry, y, param_dtype = _layouts(name, init, user_carry, user_step, fast, compute)
+    probe_params, carry, y, param_dtype = _layouts(name, init, user_carry, user_step, fast, compute)
+    if parallel is not None:
+        _check_parallel(name, parallel, probe_params, carry, y)
     if output_size is not None and output_size != y.shape[-1]:
         raise _fail(
             name, f"`output_size` is {output_size} but `step` gives y_t {shape_str(y.shape)}"
@@ -319,5 +355,6 @@ def custom_cell(
         noise=noise,
         train_step=train_step,
         affine=affine,
+        parallel=parallel,
     )
     return cell

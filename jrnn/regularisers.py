@@ -119,8 +119,8 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
       A [`jrnn.Cell`][jrnn.base.Cell] with the base cell's ``init``, parameters and carry;
       ``step``/``gates`` are the evaluation form, ``noise``/``train_step`` the training one
       (keep masks ``[T, *batch, width]`` per component, sampled before the scan).  Its
-      ``affine`` is ``None`` (the blend is not the base cell's linear recurrence), so it
-      always runs the sequential scan.
+      ``affine`` and ``parallel`` are ``None`` (the blend is not the base cell's recurrence),
+      so it always runs the sequential scan.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -185,6 +185,7 @@ def zoneout(cell: Cell, rate: Any) -> Cell:
         noise=noise if stochastic else None,
         train_step=train_step if stochastic else None,
         affine=None,  # the blend changes the recurrence: always the sequential scan
+        parallel=None,
     )
 
 
@@ -216,8 +217,8 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
     Returns:
       A [`jrnn.Cell`][jrnn.base.Cell] with the base cell's ``init``, parameters, ``step`` and
       ``gates``, plus ``noise``/``train_step`` for training.  The base cell's ``affine``
-      is kept: evaluation may use the associative scan, training (a key) runs the
-      sequential one.
+      and ``parallel`` are kept: evaluation may use the associative scan, training (a key)
+      runs the sequential one.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jrnn
@@ -257,11 +258,16 @@ def recurrent_dropout(cell: Cell, rate: float, *, input_rate: float = 0.0) -> Ce
 
     def noise(key: PRNGKey, params: Params, xs_shape: tuple[int, ...]):
         batch_shape, input_size = tuple(xs_shape[1:-1]), xs_shape[-1]
-        h = jax.eval_shape(lambda p: inner.initial_carry(p, batch_shape), params).h
         dt = compute_dtype(inner, params)
         k_h, k_x = jax.random.split(key)
+        # only a cell with `rate > 0` has (and needs) a field `h`; input dropout needs none
+        h_shape = (
+            jax.eval_shape(lambda p: inner.initial_carry(p, batch_shape), params).h.shape
+            if rate > 0.0
+            else None
+        )
         seq = (
-            _mask(k_h, rate, h.shape, dt),
+            _mask(k_h, rate, h_shape, dt),
             _mask(k_x, input_rate, (*batch_shape, input_size), dt),
         )
         return seq, None

@@ -27,9 +27,9 @@ on a size cannot be made when the batch or time dimension is symbolic, so
 [`plan`][jrnn.strategy.plan] makes fixed ones instead, and never calls Python maths on a dimension:
 
 * the engine is the sequential scan for ``method="auto"`` and for a cell with ``affine``
-  (the associative scan needs a concrete length; the sequential scan computes the same
-  recurrence); ``method="newton"``/``"quasi-newton"`` on a cell without ``affine`` is an
-  error (their linear solves are associative scans);
+  or ``parallel`` (the associative scan needs a concrete length; the sequential scan
+  computes the same recurrence); ``method="newton"``/``"quasi-newton"`` on a cell without
+  either is an error (their linear solves are associative scans);
 * ``hoist`` and ``vjp`` not given: the backend's shape-free defaults of
   [`default_strategy`][jrnn.strategy.default_strategy] (on CPU the projection in the step,
   differentiated by autodiff; elsewhere hoisted, with the hand-structured VJP);
@@ -184,8 +184,8 @@ AUTO_MAX_STATE = 64
 
 
 def auto_method(num_steps: int, state_size: int, backend: str | None = None) -> str:
-    """``unroll(method="auto")``'s choice for a cell without ``affine``: ``"scan"`` or
-    ``"quasi-newton"``.
+    """``unroll(method="auto")``'s choice for a cell without ``affine`` or ``parallel``:
+    ``"scan"`` or ``"quasi-newton"``.
 
     On CPU always ``"scan"``: measured (``benchmarks/newton.py``,
     ``benchmarks/results/newton.md``), the sequential scan beat Newton and quasi-Newton at
@@ -216,7 +216,7 @@ re-measure with ``benchmarks/linear_scan.py`` on the device and move it."""
 
 
 def prefer_associative(num_steps: int, backend: str | None = None) -> bool:
-    """``method="auto"``'s rule for a cell with ``affine``: associative scan or ``lax.scan``.
+    """``method="auto"``'s rule for a cell with ``affine`` or ``parallel``: associative scan or ``lax.scan``.
 
     * CPU (``backend="cpu"``): never.  Measured on a shared 2-core CPU (batch 8, input 16,
       hidden 32; ``benchmarks/linear_scan.py``, docs/guide/cells.md): the sequential scan
@@ -241,11 +241,23 @@ def _state_size(prep: Prepared) -> int:
     return sum(math.prod(a.shape[nb:]) for a in jax.tree.leaves(prep.carry))
 
 
+def exact_parallel(cell: Cell) -> bool:
+    """Whether ``cell`` has an exact parallel-in-time form for the associative engine
+    ([`jrnn.linear_scan`][]): ``affine`` or ``parallel``.
+
+    Examples:
+      >>> import jrnn
+      >>> [exact_parallel(c) for c in (jrnn.mingru(4), jrnn.mlstm(4), jrnn.lstm(4))]
+      [True, True, False]
+    """
+    return cell.affine is not None or cell.parallel is not None
+
+
 def _engine(cell: Cell, prep: Prepared, method: str, solve: bool, backend: str, where: str):
     if method == "scan":
         return "scan"
     if not concrete(prep.num_steps, *prep.batch_shape):  # jax.export: see the module
-        if method == "auto" or (cell.affine is not None and not solve):
+        if method == "auto" or (exact_parallel(cell) and not solve):
             return "scan"
         raise ValueError(
             f"{where}: `method`={method!r} needs concrete batch and time dimensions (its "
@@ -261,7 +273,7 @@ def _engine(cell: Cell, prep: Prepared, method: str, solve: bool, backend: str, 
         )
     if prep.num_steps == 0:
         return "scan"
-    if cell.affine is not None and not solve:  # exact: Newton converges in one step
+    if exact_parallel(cell) and not solve:  # exact: Newton converges in one step
         if method == "auto":
             return "associative" if prefer_associative(prep.num_steps, backend) else "scan"
         return "associative"

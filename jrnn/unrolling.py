@@ -162,7 +162,8 @@ def unroll(
         CPU).
         A cell with ``affine`` (an element-wise linear recurrence:
         [`jrnn.mingru`][jrnn.mincells.mingru], [`jrnn.minlstm`][jrnn.mincells.minlstm],
-        [`jrnn.lru`][jrnn.mincells.lru]) is instead evaluated by ``jax.lax.associative_scan`` for
+        [`jrnn.lru`][jrnn.mincells.lru]) or with ``parallel`` (a whole-sequence form:
+        [`jrnn.mlstm`][jrnn.xlstm.mlstm]) is instead evaluated by ``jax.lax.associative_scan`` for
         ``"newton"``/``"quasi-newton"`` (exact: Newton's method on a linear recurrence converges in
         one step; [`jrnn.linear_scan`][]), with the same ``carry``, ``lengths``, ``reverse``,
         ``resets``, batch axes, ``time_major`` and ``return_carries`` semantics and ordinary

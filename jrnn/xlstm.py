@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jrnn.base import Array, Cell, DType, FastPath, Params, describe, exportable
 from jrnn.checks import check_int
 from jrnn.custom import custom_cell
+from jrnn.linear_scan import scan_stabilised
 
 __all__ = ["MLSTMState", "SLSTMState", "carry_from_xlstm", "from_xlstm", "mlstm", "slstm"]
 
@@ -135,13 +136,29 @@ def mlstm(
             jnp.zeros((*batch_shape, heads), dt),
         )
 
-    def step(params: Params, carry: MLSTMState, x_t: Array) -> tuple[MLSTMState, Array]:
-        q, k, v = x_t @ params["w_q"], x_t @ params["w_k"], x_t @ params["w_v"]
+    def inputs(params: Params, x: Array) -> tuple[Array, ...]:
+        """``q, k, v [..., NH, DH]`` (``k`` scaled), ``ĩ``, ``log σ(f̃) [..., NH]`` of inputs
+        ``x [..., I]`` of any leading shape (one step, or all steps at once)."""
+        q, k, v = x @ params["w_q"], x @ params["w_k"], x @ params["w_v"]
         qkv = jnp.concatenate([q, k, v], axis=-1)
         i_pre = qkv @ params["w_i"] + params["b_i"]
         log_f = jax.nn.log_sigmoid(qkv @ params["w_f"] + params["b_f"])
         heads_of = lambda a: a.reshape(*a.shape[:-1], heads, dh)
-        q, k, v = heads_of(q), heads_of(k) / math.sqrt(dh), heads_of(v)
+        return heads_of(q), heads_of(k) / math.sqrt(dh), heads_of(v), i_pre, log_f
+
+    def output(params: Params, q: Array, c: Array, n: Array, m: Array) -> Array:
+        """``y`` from ``q`` and the new state (any leading shape): the step's and the
+        parallel form's, the same code."""
+        num = jnp.einsum("...d,...de->...e", q, c)
+        den = jnp.maximum(jnp.abs(jnp.sum(q * n, axis=-1)), jnp.exp(-m)) + eps
+        h_tilde = num / den[..., None]
+        mean = jnp.mean(h_tilde, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(h_tilde - mean), axis=-1, keepdims=True)
+        normed = (h_tilde - mean) * jax.lax.rsqrt(var + norm_eps)
+        return normed.reshape(*normed.shape[:-2], h) * (1 + params["w_norm"])
+
+    def step(params: Params, carry: MLSTMState, x_t: Array) -> tuple[MLSTMState, Array]:
+        q, k, v, i_pre, log_f = inputs(params, x_t)
         m = jnp.maximum(log_f + carry.m, i_pre)
         f_t = jnp.exp(log_f + carry.m - m)
         i_t = jnp.exp(i_pre - m)
@@ -149,14 +166,21 @@ def mlstm(
             k[..., :, None] * v[..., None, :]
         )
         n = f_t[..., None] * carry.n + i_t[..., None] * k
-        num = jnp.einsum("...d,...de->...e", q, c)
-        den = jnp.maximum(jnp.abs(jnp.sum(q * n, axis=-1)), jnp.exp(-m)) + eps
-        h_tilde = num / den[..., None]
-        mean = jnp.mean(h_tilde, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(h_tilde - mean), axis=-1, keepdims=True)
-        normed = (h_tilde - mean) * jax.lax.rsqrt(var + norm_eps)
-        y = normed.reshape(*normed.shape[:-2], h) * (1 + params["w_norm"])
-        return MLSTMState(c, n, m), y
+        return MLSTMState(c, n, m), output(params, q, c, n, m)
+
+    def parallel(
+        params: Params, xs: Array, carry: MLSTMState, mask: Array | None, resets: Array | None
+    ) -> tuple[MLSTMState, Array]:
+        """The whole sequence ``xs [T, *batch, I]`` at once (``Cell.parallel``): one
+        associative scan of the gated recurrence of ``C`` and ``n`` at the scale of the
+        stabiliser ``m`` (a max-plus recurrence, exact up to the rounding of its
+        additions), then the step's own output code."""
+        q, k, v, i_pre, log_f = inputs(params, xs)
+        kv = k[..., :, None] * v[..., None, :]
+        m, (c, n) = scan_stabilised(
+            log_f, i_pre, (kv, k), carry.m, (carry.C, carry.n), mask, resets
+        )
+        return MLSTMState(c, n, m), output(params, q, c, n, m)
 
     return custom_cell(
         init,
@@ -164,6 +188,7 @@ def mlstm(
         initial_carry=initial_carry,
         hidden_size=h,
         name=describe(where, config),
+        parallel=parallel,
         dtype=dtype,
         config=tuple(config.items()),
     )

@@ -21,6 +21,7 @@ from jrnn.strategy import plan
 LSTM = jrnn.lstm(256)
 SMALL = jrnn.lstm(8)
 MINGRU = jrnn.mingru(8)
+MLSTM = jrnn.mlstm(8, num_heads=2)  # `parallel`: the same rules as `affine`
 ZONEOUT = jrnn.zoneout(SMALL, 0.2)
 STEP_ONLY = jrnn.custom_cell(SMALL.init, SMALL.step, initial_carry=SMALL.initial_carry)
 
@@ -53,6 +54,13 @@ ROWS = [
     ("affine_auto_cpu", MINGRU, (4, 512, 2), {"method": "auto"}, "cpu", 0, 0, ("scan",)),
     ("affine_auto_gpu", MINGRU, (4, 512, 2), {"method": "auto"}, "gpu", 0, 0, ("associative",)),
     ("affine_solve", MINGRU, (4, 64, 2), {"method": "newton"}, "cpu", 0, 1, ("newton",)),
+    ("parallel_newton", MLSTM, (4, 64, 2), {"method": "newton"}, "cpu", 0, 0, ("associative",)),
+    ("parallel_quasi", MLSTM, (4, 64, 2), {"method": "quasi-newton"}, "cpu", 0, 0,
+     ("associative",)),
+    ("parallel_auto_cpu", MLSTM, (4, 512, 2), {"method": "auto"}, "cpu", 0, 0, ("scan",)),
+    ("parallel_auto_gpu", MLSTM, (4, 512, 2), {"method": "auto"}, "gpu", 0, 0, ("associative",)),
+    ("parallel_auto_gpu_short", MLSTM, (4, 64, 2), {"method": "auto"}, "gpu", 0, 0, ("scan",)),
+    ("parallel_solve", MLSTM, (4, 64, 2), {"method": "newton"}, "cpu", 0, 1, ("newton",)),
     ("step_only", STEP_ONLY, (4, 2048, 2), {}, "gpu", 0, 0, ("scan", False, "autodiff", False)),
     ("step_only_hoist", STEP_ONLY, (4, 64, 2), {"hoist": True}, "cpu", 0, 0,
      (ValueError, r"`hoist=True` needs the cell's FastPath")),
@@ -65,6 +73,8 @@ ROWS = [
      ("scan", True, "hoisted", True)),
     ("symbolic_auto_gpu", SMALL, (1, "t", 2), {"method": "auto"}, "gpu", 0, 0, ("scan",)),
     ("symbolic_affine_newton", MINGRU, (4, "t", 2), {"method": "newton"}, "gpu", 0, 0, ("scan",)),
+    ("symbolic_parallel_newton", MLSTM, (4, "t", 2), {"method": "newton"}, "gpu", 0, 0,
+     ("scan",)),
     ("symbolic_newton", SMALL, ("b", "t", 2), {"method": "newton"}, "cpu", 0, 0,
      (ValueError, r"`method`='newton' needs concrete batch and time dimensions")),
 ]  # fmt: skip

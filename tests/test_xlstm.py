@@ -207,9 +207,10 @@ def test_cli_builds_mlstm_and_refuses_what_does_not_apply(tmp_path):
 
 
 def test_newton_solvers_equal_the_sequential_scan():
-    """The mLSTM has no ``affine`` (its stabiliser ``m`` is a max-plus recurrence):
-    ``method="newton"``/``"quasi-newton"`` run jrnn's general parallel-in-time Newton
-    solver, equal to ``lax.scan`` (float64, 1e-10; measured ~1e-15), with lengths."""
+    """``method="newton"``/``"quasi-newton"`` run the mLSTM's parallel form (associative
+    scans; ``tests/test_mlstm_parallel.py``) and ``jrnn.newton.solve`` jrnn's general
+    parallel-in-time Newton solver: both equal ``lax.scan`` (float64, 1e-10; measured
+    ~1e-15), with lengths."""
     cell = jrnn.mlstm(4, num_heads=2, param_dtype=jnp.float64)
     p = random_params(cell, jax.random.key(0), 3)
     xs = jax.random.normal(jax.random.key(1), (2, 12, 3), jnp.float64)
@@ -217,3 +218,5 @@ def test_newton_solvers_equal_the_sequential_scan():
     seq = jrnn.unroll(cell, p, xs, lengths=lengths)
     for method in ("newton", "quasi-newton"):
         _close(jrnn.unroll(cell, p, xs, lengths=lengths, method=method), seq, 1e-10)
+    ys, carry, _ = jrnn.newton.solve(cell, p, xs, lengths=lengths)
+    _close((ys, carry), seq, 1e-10)
