@@ -14,11 +14,9 @@ or SIGTERM (a checkpoint was saved: continue with ``--resume``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, NoReturn
 
 from jrnn.app.hugepages import restart_with_huge_pages
@@ -221,27 +219,22 @@ def run() -> NoReturn:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jrnn.app import Config, devices, fit, runs
     from jrnn.app.errors import NonFiniteLoss, TrainingInterrupted, UsageError
+    from jrnn.app.launch import launch_train
     from jrnn.app.loop import check_resume, resumed
 
     if args.resume and args.force:
         raise UsageError("--resume and --force exclude each other")
-    explicit = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
-    explicit = {k: v for k, v in explicit.items() if v is not None}
-    if args.out is None:
-        if args.resume:
-            raise UsageError("--resume needs --out DIR (the run folder to continue)")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{explicit.get('task', 'charlm')}-{stamp}"
-    else:
-        out = Path(args.out)
+    fields = Config.__dataclass_fields__
+    explicit = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    out = runs.out_folder(args.out, explicit.get("task", "charlm"), args.resume)
     if args.resume:
         saved = runs.read_config(out, "--resume: ")
         check_resume(saved, explicit, out)
         config = resumed(saved, explicit)
     else:
         config = Config(**explicit)
-    if args.processes is not None:
-        return _launch(args, config, explicit, out)
+    if args.processes is not None:  # N local processes, each running this command
+        return launch_train(args, config, "devices" in explicit, out)
     devices.start(config, args)  # before JAX starts: host devices, multi-host
     try:
         fit(config, out, resume=args.resume, force=args.force, progress=not args.no_progress)
@@ -253,29 +246,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 130
     return 0
-
-
-def _launch(args: argparse.Namespace, config: Any, explicit: dict[str, Any], out: Path) -> int:
-    """``--processes N``: the checked configuration, run as N local processes."""
-    from jrnn.app.errors import UsageError
-    from jrnn.app.launch import launch
-
-    n = args.processes
-    if n < 1:
-        raise UsageError(f"--processes: must be at least 1, got {n}")
-    joined = [f for f in ("coordinator", "num_processes", "process_id") if getattr(args, f)]
-    if joined or args.distributed:
-        flag = "--" + (joined[0].replace("_", "-") if joined else "distributed")
-        raise UsageError(f"--processes starts the processes of its job itself: leave out {flag}")
-    argv = list(args.argv)
-    if "devices" not in explicit:
-        argv += ["--devices", str(n)]  # one device per process
-    elif config.devices == "auto" or config.devices % n:
-        raise UsageError(
-            f"--devices {config.devices} does not split over --processes {n}: give a "
-            f"multiple of {n} (the job's devices, each process making its share)"
-        )
-    return launch(argv, n, out)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

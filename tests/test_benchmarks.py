@@ -191,6 +191,7 @@ def test_example_keys_times_one_key_against_one_key_per_example(tmp_path: Path) 
     assert all(t > 0 for t in result["best_s"].values())
     assert "| one key per example |" in (tmp_path / "example_keys.md").read_text()
 
+
 def test_mqar_cells_matches_parameter_counts_and_writes_json_markdown_and_plot(tmp_path: Path):
     """``benchmarks.mqar_cells`` at a toy size: the cells at the LSTM's parameter count
     (within 10%), a few steps each, the table and the plot; the sLSTM trains where the

@@ -147,6 +147,51 @@ _READ_OUT = {
 """Cells whose output is not their state ``h``: diagnose refuses them."""
 
 
+def _check_arguments(
+    cells: Sequence[str],
+    task: str,
+    seq_len: int,
+    hidden: int,
+    batch_size: int,
+    recurrent_scale: float,
+    forget_bias: float,
+    precision: str,
+) -> None:
+    """`diagnose_cells`' arguments, each bad one a `UsageError` naming its flag."""
+    if not cells:
+        raise UsageError("--cell: give at least one cell")
+    for name in cells:
+        if name not in CELLS:
+            raise UsageError(f"--cell: invalid choice: {name!r} (choose from {', '.join(CELLS)})")
+        if name in _READ_OUT:
+            raise UsageError(
+                f"--cell {name}: diagnose reads the gradient through h_t = y_t, but "
+                f"{_READ_OUT[name]}"
+            )
+        if name in ("mingru", "minlstm", "rglru") and recurrent_scale != 1.0:
+            raise UsageError(f"--recurrent-scale: --cell {name} has no recurrent matrix w_hh")
+        if name == "slstm" and recurrent_scale != 1.0:
+            raise UsageError(
+                "--recurrent-scale: --cell slstm's recurrent weights start at zero (the "
+                "authors' init), there is nothing to scale"
+            )
+    if len(set(cells)) != len(cells):
+        raise UsageError(f"--cell: each cell once, got {' '.join(cells)}")
+    if task not in DIAGNOSE_TASKS:
+        raise UsageError(f"--task: diagnose builds {', '.join(DIAGNOSE_TASKS)}, got {task!r}")
+    for flag, value in (("--seq-len", seq_len), ("--hidden", hidden), ("--batch-size", batch_size)):
+        if not (isinstance(value, int) and value >= (2 if flag == "--seq-len" else 1)):
+            raise UsageError(
+                f"{flag} must be an int >= {2 if flag == '--seq-len' else 1}, got {value!r}"
+            )
+    if not (math.isfinite(recurrent_scale) and recurrent_scale > 0):
+        raise UsageError(f"--recurrent-scale must be a positive number, got {recurrent_scale!r}")
+    if not math.isfinite(forget_bias):
+        raise UsageError(f"--forget-bias must be a finite number, got {forget_bias!r}")
+    if precision not in ("float32", "float64"):
+        raise UsageError(f"--precision must be float32 or float64, got {precision!r}")
+
+
 def diagnose_cells(
     cells: Sequence[str],
     out: str | Path,
@@ -182,38 +227,8 @@ def diagnose_cells(
       The content of ``diagnostics.json``.
     """
     out = Path(out)
-    if not cells:
-        raise UsageError("--cell: give at least one cell")
-    for name in cells:
-        if name not in CELLS:
-            raise UsageError(f"--cell: invalid choice: {name!r} (choose from {', '.join(CELLS)})")
-        if name in _READ_OUT:
-            raise UsageError(
-                f"--cell {name}: diagnose reads the gradient through h_t = y_t, but "
-                f"{_READ_OUT[name]}"
-            )
-        if name in ("mingru", "minlstm", "rglru") and recurrent_scale != 1.0:
-            raise UsageError(f"--recurrent-scale: --cell {name} has no recurrent matrix w_hh")
-        if name == "slstm" and recurrent_scale != 1.0:
-            raise UsageError(
-                "--recurrent-scale: --cell slstm's recurrent weights start at zero (the "
-                "authors' init), there is nothing to scale"
-            )
-    if len(set(cells)) != len(cells):
-        raise UsageError(f"--cell: each cell once, got {' '.join(cells)}")
-    if task not in DIAGNOSE_TASKS:
-        raise UsageError(f"--task: diagnose builds {', '.join(DIAGNOSE_TASKS)}, got {task!r}")
-    for flag, value in (("--seq-len", seq_len), ("--hidden", hidden), ("--batch-size", batch_size)):
-        if not (isinstance(value, int) and value >= (2 if flag == "--seq-len" else 1)):
-            raise UsageError(
-                f"{flag} must be an int >= {2 if flag == '--seq-len' else 1}, got {value!r}"
-            )
-    if not (math.isfinite(recurrent_scale) and recurrent_scale > 0):
-        raise UsageError(f"--recurrent-scale must be a positive number, got {recurrent_scale!r}")
-    if not math.isfinite(forget_bias):
-        raise UsageError(f"--forget-bias must be a finite number, got {forget_bias!r}")
-    if precision not in ("float32", "float64"):
-        raise UsageError(f"--precision must be float32 or float64, got {precision!r}")
+    _check_arguments(cells, task, seq_len, hidden, batch_size, recurrent_scale, forget_bias,
+                     precision)  # fmt: skip
     _check_out(out)
 
     import jax

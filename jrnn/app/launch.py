@@ -21,6 +21,7 @@ separate commands on a cluster would.  It imports no JAX itself.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import signal
@@ -30,8 +31,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["child_argv", "launch"]
+from jrnn.app.errors import UsageError
+
+__all__ = ["child_argv", "launch", "launch_train"]
 
 _NOISE = (b"[Gloo]",)  # lines a process prints that say nothing to the user
 
@@ -197,3 +201,24 @@ def _wait(children: list[subprocess.Popen], failed: list[int]) -> int:
                 child.wait()
             return 1
         time.sleep(0.05)
+
+
+def launch_train(args: argparse.Namespace, config: Any, devices_given: bool, out: Path) -> int:
+    """``jrnn train --processes N``: the checked configuration ``config`` (of the parsed
+    ``args``, whose ``argv`` is the command line as given) run as N local processes."""
+    n = args.processes
+    if n < 1:
+        raise UsageError(f"--processes: must be at least 1, got {n}")
+    joined = [f for f in ("coordinator", "num_processes", "process_id") if getattr(args, f)]
+    if joined or args.distributed:
+        flag = "--" + (joined[0].replace("_", "-") if joined else "distributed")
+        raise UsageError(f"--processes starts the processes of its job itself: leave out {flag}")
+    argv = list(args.argv)
+    if not devices_given:
+        argv += ["--devices", str(n)]  # one device per process
+    elif config.devices == "auto" or config.devices % n:
+        raise UsageError(
+            f"--devices {config.devices} does not split over --processes {n}: give a "
+            f"multiple of {n} (the job's devices, each process making its share)"
+        )
+    return launch(argv, n, out)

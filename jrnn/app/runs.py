@@ -19,6 +19,7 @@ functions before any model is built.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import json
 import os
@@ -40,6 +41,7 @@ __all__ = [
     "clear",
     "has_run",
     "lock",
+    "out_folder",
     "read_config",
     "read_json",
     "read_rows",
@@ -294,3 +296,14 @@ def truncate_rows(path: Path, step: int, written: int | None = None) -> int:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
     return len(rows)
+
+
+def out_folder(out: str | None, task: str, resume: bool) -> Path:
+    """``--out``, or a new ``runs/TASK-YYYYmmdd-HHMMSS`` when it is left out (refused with
+    ``--resume``, which continues a given folder)."""
+    if out is not None:
+        return Path(out)
+    if resume:
+        raise UsageError("--resume needs --out DIR (the run folder to continue)")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{task}-{stamp}"
