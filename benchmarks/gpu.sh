@@ -23,8 +23,9 @@
 #
 # With BENCH_NEWTON=1 it then runs benchmarks/newton.py (scan vs DEER vs quasi-DEER; its own
 # limit BENCH_NEWTON_TIMEOUT, default 300 s) into $OUT_DIR/newton_gpu.{json,md}; with
-# BENCH_MODERN=1 benchmarks/linear_scan.py for the RG-LRU at T = 256, 4096, 16384 (scan vs
-# associative scan; limit BENCH_MODERN_TIMEOUT, default 300 s) into $OUT_DIR/modern/.
+# BENCH_MODERN=1 benchmarks/linear_scan.py for the RG-LRU and benchmarks/mlstm_parallel.py for
+# the mLSTM at T = 256, 4096, 16384 (scan vs associative scan; limit BENCH_MODERN_TIMEOUT,
+# default 300 s each) into $OUT_DIR/modern/.
 # Environment: OUT (output folder), PYTHON, BENCH_CONFIGS (default medium,large,long),
 # BENCH_PRECISION (highest | tf32 | default; default highest),
 # BENCH_TIMEOUT (seconds, default 290), BENCH_ALLOW_CPU=1 (run without a GPU: for testing
@@ -85,11 +86,15 @@ if [[ "${BENCH_NEWTON:-0}" == "1" ]]; then
     2>&1 | tee "$OUT_DIR/newton_log.txt" || true
 fi
 # optional: sequential vs associative scan for Griffin's RG-LRU (benchmarks/linear_scan.py)
+# and xLSTM's mLSTM (benchmarks/mlstm_parallel.py)
 if [[ "${BENCH_MODERN:-0}" == "1" ]]; then
   mkdir -p "$OUT_DIR/modern"
   timeout --signal=INT "${BENCH_MODERN_TIMEOUT:-300}" "$PY" benchmarks/linear_scan.py \
     --cells rglru --steps 256,4096,16384 --out "$OUT_DIR/modern" \
     2>&1 | tee "$OUT_DIR/modern_log.txt" || true
+  timeout --signal=INT "${BENCH_MODERN_TIMEOUT:-300}" "$PY" benchmarks/mlstm_parallel.py \
+    --steps 256,4096,16384 --out "$OUT_DIR/modern" \
+    2>&1 | tee "$OUT_DIR/mlstm_parallel_log.txt" || true
 fi
 echo "results: $OUT_DIR/results.json, $OUT_DIR/results.md"
 exit "$status"
