@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import jrnn
-from benchmarks.measure import machine_info
+from benchmarks.measure import machine_info, time_call
 
 BATCH, INPUT, HIDDEN = 8, 16, 32
 STEPS = (64, 256, 1024, 4096, 16384)
@@ -48,17 +47,6 @@ def _fns(cell: jrnn.Cell, method: str):
     return {"forward": fwd, "train": train}
 
 
-def _time(fn, *args, target: float = 0.2) -> float:
-    jax.block_until_ready(fn(*args))
-    n, start = 0, time.perf_counter()
-    while True:
-        jax.block_until_ready(fn(*args))
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed > target:
-            return elapsed / n
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -77,7 +65,7 @@ def main() -> None:
                 times = {"scan": [], "newton": []}
                 for _ in range(args.rounds):
                     for m in ("scan", "newton"):
-                        times[m].append(_time(fns[m][mode], params, xs))
+                        times[m].append(time_call(fns[m][mode], params, xs))
                 seq, par = (statistics.median(times[m]) for m in ("scan", "newton"))
                 row = {
                     "cell": name,

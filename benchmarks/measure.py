@@ -156,6 +156,22 @@ def calibrate_iters(seconds_per_call: float, target: float, max_iters: int = 100
     return int(min(max_iters, max(1, math.ceil(target / seconds_per_call))))
 
 
+def time_call(fn: Any, *args: Any, target: float = 0.2) -> float:
+    """Seconds per call of ``fn(*args)`` (results waited for with
+    ``jax.block_until_ready``): one call to warm up, then as many as fill ``target``
+    seconds."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    n, start = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn(*args))
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed > target:
+            return elapsed / n
+
+
 def outlier_rounds(times: Sequence[float], factor: float = 2.0) -> list[int]:
     """Indices of rounds whose time is more than ``factor`` x the median of the others."""
     bad = []

@@ -16,30 +16,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import jrnn
-from benchmarks.measure import machine_info, write_result
+from benchmarks.measure import machine_info, time_call, write_result
 
 BATCH, INPUT, HIDDEN, HEADS = 2, 8, 16, 2
 STEPS = (256, 4096, 16384)
 OUT = Path(__file__).resolve().parent / "results"
 METHODS = ("scan", "newton")
-
-
-def _time(fn, *args, target: float = 0.2) -> float:
-    jax.block_until_ready(fn(*args))
-    n, start = 0, time.perf_counter()
-    while True:
-        jax.block_until_ready(fn(*args))
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed > target:
-            return elapsed / n
 
 
 def main() -> None:
@@ -59,7 +47,7 @@ def main() -> None:
         times = {m: [] for m in METHODS}
         for _ in range(args.rounds):
             for m in METHODS:
-                times[m].append(_time(fns[m], params, xs))
+                times[m].append(time_call(fns[m], params, xs))
         seq, par = (statistics.median(times[m]) for m in METHODS)
         rows.append(
             {

@@ -25,31 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import jrnn
-from benchmarks.measure import machine_info
+from benchmarks.measure import machine_info, time_call
 
 OUT = Path(__file__).resolve().parent / "results"
 SIZES = {  # name: (batch, T, width, heads)
     "small": (8, 128, 64, 4),
     "medium": (8, 512, 256, 4),
 }
-
-
-def _time(fn, target: float = 0.3) -> float:
-    fn()
-    n, start = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed > target:
-            return elapsed / n
 
 
 def _rglru(batch, steps, width, heads):
@@ -139,7 +127,7 @@ def main() -> None:
             times = {name: [] for name in fns}
             for _ in range(args.rounds):
                 for name, fn in fns.items():
-                    times[name].append(_time(fn))
+                    times[name].append(time_call(fn, target=0.3))
             for name, ts in times.items():
                 med = statistics.median(ts)
                 row = {

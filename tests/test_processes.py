@@ -132,9 +132,14 @@ def _when_logged(p: subprocess.Popen, out: Path, rows: int) -> None:
     """Waits until ``out`` has ``rows`` more loss rows than now (the run going on)."""
     import time
 
-    have = len(_losses(out)) if (out / "metrics.jsonl").exists() else 0
+    def logged() -> int:  # complete rows only: process 0 may be writing the last one
+        path = out / "metrics.jsonl"
+        lines = path.read_text().split("\n")[:-1] if path.exists() else []
+        return sum('"loss"' in line for line in lines)
+
+    have = logged()
     deadline = time.monotonic() + TIMEOUT
-    while not (out / "metrics.jsonl").exists() or len(_losses(out)) < have + rows:
+    while logged() < have + rows:
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()
         time.sleep(0.1)
 
