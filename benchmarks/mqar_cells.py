@@ -50,9 +50,10 @@ PLOT = ROOT / "docs" / "assets" / "mqar_cells.png"
 VAL_KEY = 20240328  # the held-out set, the same for every cell and seed
 
 
-def cell_factories(args: argparse.Namespace) -> dict[str, tuple[Callable[[int], Any], int]]:
-    """Cell name -> (factory of the hidden size, the step between the hidden sizes tried)."""
-    dh = args.mlstm_head_dim
+def cell_factories(mlstm_head_dim: int) -> dict[str, tuple[Callable[[int], Any], int]]:
+    """Cell name -> (factory of the hidden size, the step between the hidden sizes tried);
+    the mLSTM's heads have ``mlstm_head_dim`` units each, so its sizes step by that."""
+    dh = mlstm_head_dim
     cells: dict[str, tuple[Callable[[int], Any], int]] = {
         "lstm": (jrnn.lstm, 1),
         "gru": (jrnn.gru, 1),
@@ -70,26 +71,56 @@ def make_model(cell: Any, args: argparse.Namespace) -> Any:
     return jrnn.tagger(cell, vocab, vocab_size=vocab, embed_size=args.embed, num_layers=args.layers)
 
 
-def param_count(cell: Any, args: argparse.Namespace) -> int:
-    shapes = jax.eval_shape(make_model(cell, args).init, jax.random.key(0))
+def param_count(model: Any) -> int:
+    """The number of parameters of ``model`` (shapes only, nothing initialised)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
 
 
-def matched_hidden(factory: Callable[[int], Any], step: int, target: int, args) -> int:
-    """The hidden size (a multiple of ``step``) whose model's count is nearest ``target``
-    (the counts grow with the hidden size: a bisection, then the nearer neighbour)."""
+def matched_hidden(
+    factory: Callable[[int], Any], step: int, target: int, make_model: Callable[[Any], Any]
+) -> int:
+    """The hidden size (a multiple of ``step``) whose model (``make_model(factory(hidden))``)
+    has the parameter count nearest ``target`` (the counts grow with the hidden size: a
+    bisection, then the nearer neighbour)."""
+
+    def count(m: int) -> int:
+        return param_count(make_model(factory(m * step)))
+
     lo, hi = 1, 1
-    while param_count(factory(hi * step), args) < target:
+    while count(hi) < target:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if param_count(factory(mid * step), args) < target:
+        if count(mid) < target:
             lo = mid
         else:
             hi = mid
-    counts = {m: param_count(factory(m * step), args) for m in (lo, hi)}
+    counts = {m: count(m) for m in (lo, hi)}
     best = min(counts, key=lambda m: abs(counts[m] - target))
     return best * step
+
+
+def match_cells(
+    names: list[str],
+    factories: dict[str, tuple[Callable[[int], Any], int]],
+    lstm_hidden: int,
+    make_model: Callable[[Any], Any],
+) -> list[dict[str, Any]]:
+    """``{"cell", "hidden", "params"}`` per cell: the LSTM at ``lstm_hidden``, every other
+    cell at the hidden size matching the LSTM model's parameter count (within 10%, checked)."""
+    target = param_count(make_model(jrnn.lstm(lstm_hidden)))
+    rows = []
+    for name in names:
+        factory, step = factories[name]
+        hidden = (
+            lstm_hidden if name == "lstm" else matched_hidden(factory, step, target, make_model)
+        )
+        count = param_count(make_model(factory(hidden)))
+        print(f"{name:6s} hidden {hidden:4d}: {count:,} parameters ({count / target:.3f} x lstm)")
+        assert abs(count / target - 1) <= 0.1, (name, hidden, count, target)
+        rows.append({"cell": name, "hidden": hidden, "params": count})
+    return rows
 
 
 def batches(args: argparse.Namespace, key: jax.Array, size: int):
@@ -251,21 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", default=str(PLOT))
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    factories = cell_factories(args)
+    factories = cell_factories(args.mlstm_head_dim)
     names = [n for n in args.cells.split(",") if n in factories]
     if "lstm" not in names:
         parser.error("--cells must include lstm (the reference parameter count)")
 
     start = time.perf_counter()
-    target = param_count(jrnn.lstm(args.hidden), args)
-    rows = []
-    for name in names:
-        factory, step = factories[name]
-        hidden = args.hidden if name == "lstm" else matched_hidden(factory, step, target, args)
-        count = param_count(factory(hidden), args)
-        print(f"{name:6s} hidden {hidden:4d}: {count:,} parameters ({count / target:.3f} x lstm)")
-        assert abs(count / target - 1) <= 0.1, (name, hidden, count, target)
-        rows.append({"cell": name, "hidden": hidden, "params": count})
+    rows = match_cells(names, factories, args.hidden, lambda cell: make_model(cell, args))
     for row in rows:
         factory, _ = factories[row["cell"]]
         row["runs"] = [train(row["cell"], factory(row["hidden"]), s, args) for s in args.seeds]

@@ -221,3 +221,36 @@ def test_mqar_cells_matches_parameter_counts_and_writes_json_markdown_and_plot(t
     table = (tmp_path / "mqar_cells.md").read_text()
     assert "| mlstm |" in table and "query accuracy" in table
     assert (tmp_path / "mqar.png").stat().st_size > 0
+
+
+def test_charlm_cells_matches_parameter_counts_and_writes_json_markdown_and_plot(tmp_path: Path):
+    """``benchmarks.charlm_cells`` at a toy size: the cells' character LMs at the LSTM's
+    parameter count (within 10%), a few steps each on a few thousand characters of the
+    default corpus, finite held-out and training bits/char, the table and the plot."""
+    import jrnn
+
+    cmd = [sys.executable, "-m", "benchmarks.charlm_cells", "--cells=lstm,mlstm,slstm"]
+    cmd += ["--max-chars=3000", "--hidden=16", "--embed=4", "--layers=1", "--seq-len=16"]
+    cmd += ["--mlstm-head-dim=2", "--steps=4", "--eval-every=2", "--batch-size=4"]
+    cmd += ["--eval-batch-size=4", f"--out={tmp_path}", f"--plot={tmp_path / 'charlm.png'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "charlm_cells.json").read_text())
+    have_slstm = hasattr(jrnn, "slstm")
+    cells = ["lstm", "mlstm"] + (["slstm"] if have_slstm else [])
+    assert [r["cell"] for r in result["cells"]] == cells
+    assert result["skipped"] == ([] if have_slstm else ["slstm"])
+    lstm = result["cells"][0]
+    assert lstm["hidden"] == 16 and result["data"]["val_chars"] > 0
+    assert result["baseline"] == math.log2(result["data"]["vocab_size"])
+    for row in result["cells"]:
+        assert abs(row["params"] / lstm["params"] - 1) <= 0.1, row
+        (run,) = row["runs"]
+        assert [p["step"] for p in run["curve"]] == [2, 4]
+        for point in run["curve"]:
+            assert 0 < point["val_bpc"] < 2 * result["baseline"], point
+            assert 0 < point["train_bpc"] < 2 * result["baseline"], point
+    assert result["cells"][1]["hidden"] % 2 == 0  # whole mLSTM heads
+    table = (tmp_path / "charlm_cells.md").read_text()
+    assert "| mlstm |" in table and "held-out bpc" in table and "Command:" in table
+    assert (tmp_path / "charlm.png").stat().st_size > 0
