@@ -123,3 +123,34 @@ def _run_cpu_child(path: Path, rootpath: Path, base: Path) -> dict[str, str]:
                 f"{e.tag}: {e.get('message', '')}\n{e.text or ''}" for e in bad
             )
     return outcomes
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """The documentation site, ``mkdocs build --strict`` run once per run of the suite and
+    shared by the tests that read it (tests/test_docs.py, tests/test_docs_browser.py), also
+    across pytest-xdist workers: the first worker to ask builds it under a file lock, the
+    others wait for it and read the same build's outcome."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's
+    site, outcome = shared / "site", shared / "site.json"
+    with FileLock(str(shared / "site.lock")):
+        if not outcome.exists():
+            proc = subprocess.run(
+                [sys.executable, "-m", "mkdocs", "build", "--strict"]
+                + ["-f", str(Path(__file__).resolve().parents[1] / "mkdocs.yml")]
+                + ["-d", str(site)],
+                cwd=shared,
+                env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            said = proc.stdout[-3000:] + proc.stderr[-6000:]
+            outcome.write_text(json.dumps({"returncode": proc.returncode, "said": said}))
+    built = json.loads(outcome.read_text())
+    if built["returncode"] != 0:
+        pytest.fail(f"mkdocs build --strict exited {built['returncode']}:\n{built['said']}")
+    return site

@@ -159,19 +159,8 @@ def test_readme_quickstart_is_the_two_commands_ci_runs() -> None:
     assert 'pip install -q -e ".[test]"' in ci and "\npytest" in ci
 
 
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict"]
-        + ["-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+def test_mkdocs_build_strict(built_site: Path) -> None:
+    site = built_site  # built once for this test and tests/test_docs_browser.py
     # the API reference is generated from the docstrings, one page per public module
     cells = (site / "api" / "cells" / "index.html").read_text(encoding="utf-8")
     for name in ("jrnn.cells.simple_rnn", "jrnn.cells.lstm", "jrnn.cells.gru"):

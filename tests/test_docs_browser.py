@@ -1,8 +1,9 @@
 """The built site as a reader sees it: every page opened in headless Chromium.
 
-``mkdocs build --strict`` into a temporary folder, served over HTTP from a thread; one
-Chromium (Debian's ``chromium``, driven through ``tests/cdp.py``) opens each page, waits for
-the load and for KaTeX (``<body data-math="done">``, set by ``docs/assets/js/katex.js``), and
+The site that ``mkdocs build --strict`` builds (``built_site``, tests/conftest.py), served
+over HTTP from a thread; one Chromium (Debian's ``chromium``, driven through
+``tests/cdp.py``) opens each page, waits for the load and for KaTeX
+(``<body data-math="done">``, set by ``docs/assets/js/katex.js``), and
 asserts on the rendered DOM: no raw ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` outside code,
 KaTeX output wherever the page's source has maths, no Sphinx role (``:func:`` ...), no image
 that failed to load, and no internal link to a missing page or anchor.  Screenshots of the
@@ -19,8 +20,6 @@ import functools
 import http.server
 import os
 import re
-import subprocess
-import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -121,19 +120,6 @@ def has_maths(page: Path) -> bool:
     return any(re.search(r"\$[^$\s][^$]*\$|\\\[", c) for c in cells)
 
 
-def build_site(site: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict"]
-        + ["-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
-        cwd=site.parent,
-        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-
-
 def serve(site: Path) -> http.server.ThreadingHTTPServer:
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -171,9 +157,8 @@ def chromium() -> str:
     return path
 
 
-def test_every_page_renders_in_a_browser(chromium: str, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    build_site(site)
+def test_every_page_renders_in_a_browser(chromium: str, built_site: Path, tmp_path: Path) -> None:
+    site = built_site
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("index.html"))
     assert len(pages) > 40 and set(SCREENSHOTS) <= set(pages)
     server = serve(site)

@@ -9,7 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from jrnn.app.launch import without_noise
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 240  # seconds, each command (compilation dominates)
@@ -68,6 +71,12 @@ def _one(argv: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def _said(stdout: str) -> list[str]:
+    """The lines of ``stdout`` less Gloo's connection messages, as the launcher shows them."""
+    lines = (without_noise(x.encode()).decode() for x in stdout.splitlines(keepends=True))
+    return [x.rstrip("\n") for x in lines if x]
+
+
 def _losses(out: Path) -> list[float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
@@ -86,7 +95,7 @@ def test_one_device_eight_devices_and_two_processes_give_the_same_losses(tmp_pat
     results = _processes(2, _train(two))
     for i, r in enumerate(results):
         assert r.returncode == 0, f"process {i}: {r.stderr}"
-    said = [[x for x in r.stdout.splitlines() if not x.startswith("[Gloo]")] for r in results]
+    said = [_said(r.stdout) for r in results]
     assert "run folder" in said[0][-1] and said[1] == []  # process 0 alone reports
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in runs["one"].iterdir())
     a = _losses(runs["one"])
@@ -130,7 +139,6 @@ STEPS = 300
 
 def _when_logged(p: subprocess.Popen, out: Path, rows: int) -> None:
     """Waits until ``out`` has ``rows`` more loss rows than now (the run going on)."""
-    import time
 
     def logged() -> int:  # complete rows only: process 0 may be writing the last one
         path = out / "metrics.jsonl"
@@ -142,6 +150,15 @@ def _when_logged(p: subprocess.Popen, out: Path, rows: int) -> None:
     while logged() < have + rows:
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()
         time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _pid_of(out: Path, process_id: int) -> int:
@@ -161,7 +178,8 @@ def test_the_launcher_stops_on_ctrl_c_and_on_a_lost_process_and_the_run_resumes(
     """``jrnn train --processes N`` on the char LM (TBPTT carry, dropout, zoneout):
     Ctrl-C to the launcher stops both processes at one step, saved, exit 130; resumed on 4
     processes, one of them killed: one line naming it, exit 1, the last checkpoint kept;
-    resumed on one process to the end, every logged loss is the one-process run's."""
+    resumed on 2 processes, the launcher killed: both processes die with it; resumed on one
+    process to the end, every logged loss is the one-process run's."""
     import signal
 
     one = tmp_path / "one"
@@ -178,7 +196,7 @@ def test_the_launcher_stops_on_ctrl_c_and_on_a_lost_process_and_the_run_resumes(
             p.kill()
     lines = [x for x in err.splitlines() if x.strip()]
     assert p.returncode == 130 and lines[-1].startswith("interrupted at step "), err
-    assert "[Gloo]" not in out and "process 1" not in err
+    assert "[Gloo]" not in out and "peer ranks" not in out and "process 1" not in err
     stopped = int(lines[-1].split()[3].rstrip(":"))
     assert stopped < STEPS and str(stopped) in [x.name for x in (run / "checkpoints").iterdir()]
 
@@ -195,6 +213,22 @@ def test_the_launcher_stops_on_ctrl_c_and_on_a_lost_process_and_the_run_resumes(
     assert lines[-1].startswith("jrnn train: error: process 2 of 4 was killed by SIGKILL;"), err
     assert f"continue with jrnn train --out {run} --resume --processes 4" in lines[-1]
 
+    # the launcher itself killed (no handler can run): its processes die with it
+    # (PR_SET_PDEATHSIG), none left behind holding the run folder
+    p = _launched(_charlm(run, "--processes", "2", "--resume"))
+    try:
+        _when_logged(p, run, 1)
+        children = [_pid_of(run, i) for i in range(2)]
+        p.kill()
+        p.wait(timeout=TIMEOUT)
+        deadline = time.monotonic() + 60
+        while alive := [pid for pid in children if _running(pid)]:
+            assert time.monotonic() < deadline, f"processes {alive} outlived their launcher"
+            time.sleep(0.1)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
     r = _one(_charlm(run, "--resume", "--devices", "1"))
     assert r.returncode == 0, r.stderr
     a, b = _losses(one), _losses(run)
@@ -204,8 +238,6 @@ def test_the_launcher_stops_on_ctrl_c_and_on_a_lost_process_and_the_run_resumes(
 
 
 def test_an_unreachable_coordinator_is_one_line_and_exit_2(tmp_path):
-    import time
-
     out = tmp_path / "run"
     argv = _train(out, "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2")
     began = time.monotonic()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,9 +36,15 @@ from typing import Any
 
 from jrnn.app.errors import UsageError
 
-__all__ = ["child_argv", "launch", "launch_train"]
+__all__ = ["child_argv", "launch", "launch_train", "without_noise"]
 
-_NOISE = (b"[Gloo]",)  # lines a process prints that say nothing to the user
+# Gloo's connection messages ("[Gloo] Rank 1 is connected to 3 peer ranks. Expected number of
+# connected peer ranks is : 3"), printed by one thread per device, so that two may be torn
+# over each other: "[Gloo] Rank [Gloo] Rank 2 is connected ...", then "3 is connected ..."
+_NOISE = re.compile(
+    rb"\[Gloo\] Rank |(?:Rank )?\d+ is connected to \d+ peer ranks\. "
+    rb"Expected number of connected peer ranks is : \d+"
+)
 
 
 def free_port() -> int:
@@ -70,11 +77,32 @@ def child_argv(argv: list[str], out: Path) -> list[str]:
     return kept
 
 
+def without_noise(line: bytes) -> bytes:
+    """One line of a process's output less Gloo's connection messages, which say nothing
+    to the user (whole, or torn by another thread's message); ``b""`` where nothing else
+    was on the line.
+
+    Examples:
+      >>> said = b"is connected to 3 peer ranks. Expected number of connected peer ranks is : 3"
+      >>> without_noise(b"[Gloo] Rank 1 " + said + b"\\n"), without_noise(b"3 " + said + b"\\n")
+      (b'', b'')
+      >>> without_noise(b"run folder: runs/x[Gloo] Rank \\n")
+      b'run folder: runs/x\\n'
+      >>> without_noise(b"step 5: loss 1.25\\n")
+      b'step 5: loss 1.25\\n'
+    """
+    kept = _NOISE.sub(b"", line)
+    if len(kept) == len(line):
+        return line
+    return kept if kept.strip() else b""
+
+
 def _pump(src, dst) -> None:
     """Copies ``src`` to ``dst`` (a binary stream, or a deque that keeps the last lines)
-    line by line, dropping `_NOISE` lines."""
+    line by line, less Gloo's messages (`without_noise`)."""
     for line in iter(src.readline, b""):
-        if line.lstrip().startswith(_NOISE):
+        line = without_noise(line)
+        if not line:
             continue
         if isinstance(dst, collections.deque):
             dst.append(line)
