@@ -46,7 +46,7 @@ import optax
 
 import jrnn
 from benchmarks.measure import machine_info
-from benchmarks.mqar_cells import cell_factories, match_cells
+from benchmarks.mqar_cells import cell_factories, match_cells, plot_curves
 from jrnn import data as jdata
 from jrnn.losses import sequence_softmax_cross_entropy
 
@@ -142,38 +142,16 @@ def train(name: str, cell: Any, seed: int, corpus: Any, args: argparse.Namespace
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
     a = result["args"]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for i, row in enumerate(result["cells"]):
-        for j, run in enumerate(row["runs"]):
-            steps = [p["step"] for p in run["curve"]]
-            bpc = [p["val_bpc"] for p in run["curve"]]
-            label = f"{row['cell']} (H={row['hidden']}, {row['params']:,} params)"
-            ax.plot(steps, bpc, color=f"C{i}", lw=2, alpha=1.0 if j == 0 else 0.5,
-                    label=label if j == 0 else None)  # fmt: skip
-    ax.set_xlabel("training step")
-    ax.set_ylabel("held-out bits/char")
     finals = [r["val_bpc"] for row in result["cells"] for r in row["runs"]]
-    ax.set_ylim(max(0.0, min(finals) - 0.3), min(result["baseline"], max(finals) + 1.5))
-    ax.grid(alpha=0.3)
-    ax.set_title(
-        f"char LM, {a['layers']} layer(s), T={a['seq_len']}, {a['steps']} steps: "
-        f"cells at ~{result['cells'][0]['params']:,} parameters",
-        fontsize=9,
+    return plot_curves(
+        result,
+        path,
+        metric="val_bpc",
+        ylabel="held-out bits/char",
+        ylim=(max(0.0, min(finals) - 0.3), min(result["baseline"], max(finals) + 1.5)),
+        title=f"char LM, {a['layers']} layer(s), T={a['seq_len']}, {a['steps']} steps",
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return True
 
 
 def markdown(result: dict[str, Any]) -> str:

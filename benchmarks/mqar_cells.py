@@ -188,7 +188,19 @@ def train(name: str, cell: Any, seed: int, args: argparse.Namespace) -> dict[str
     }
 
 
-def plot(result: dict[str, Any], path: Path) -> bool:
+def plot_curves(
+    result: dict[str, Any],
+    path: Path,
+    *,
+    metric: str,
+    ylabel: str,
+    ylim: tuple[float, float],
+    title: str,
+    baseline: tuple[float, str] | None = None,
+) -> bool:
+    """The held-out ``metric`` against the training step, one colour per cell (its first
+    seed solid, the others faint), saved to ``path``; ``False`` without matplotlib.  Shared
+    by this script and ``benchmarks/charlm_cells.py``."""
     try:
         import matplotlib
 
@@ -196,31 +208,40 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    a = result["args"]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     for i, row in enumerate(result["cells"]):
         for j, run in enumerate(row["runs"]):
             steps = [p["step"] for p in run["curve"]]
-            acc = [p["val_accuracy"] for p in run["curve"]]
+            values = [p[metric] for p in run["curve"]]
             label = f"{row['cell']} (H={row['hidden']}, {row['params']:,} params)"
-            ax.plot(steps, acc, color=f"C{i}", lw=2, alpha=1.0 if j == 0 else 0.5,
+            ax.plot(steps, values, color=f"C{i}", lw=2, alpha=1.0 if j == 0 else 0.5,
                     label=label if j == 0 else None)  # fmt: skip
-    ax.axhline(result["baseline"], color="grey", ls="--", lw=1, label="1/pairs (no binding)")
+    if baseline is not None:
+        ax.axhline(baseline[0], color="grey", ls="--", lw=1, label=baseline[1])
     ax.set_xlabel("training step")
-    ax.set_ylabel("held-out query accuracy")
-    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.set_title(
-        f"MQAR, {a['pairs']} pairs, {a['symbols']} keys/values, T={a['seq_len']}: "
-        f"cells at ~{result['cells'][0]['params']:,} parameters",
-        fontsize=9,
-    )
+    ax.set_title(f"{title}: cells at ~{result['cells'][0]['params']:,} parameters", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    a = result["args"]
+    return plot_curves(
+        result,
+        path,
+        metric="val_accuracy",
+        ylabel="held-out query accuracy",
+        ylim=(0.0, 1.02),
+        title=f"MQAR, {a['pairs']} pairs, {a['symbols']} keys/values, T={a['seq_len']}",
+        baseline=(result["baseline"], "1/pairs (no binding)"),
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
