@@ -125,6 +125,17 @@ def _run_cpu_child(path: Path, rootpath: Path, base: Path) -> dict[str, str]:
     return outcomes
 
 
+@pytest.fixture
+def xla_defaults():
+    """Compile with XLA's default optimisations, as users do, for a test that asserts two
+    different programs give the same bits (the suite otherwise compiles with
+    ``JAX_DISABLE_MOST_OPTIMIZATIONS``, root ``conftest.py``)."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
     """The documentation site, ``mkdocs build --strict`` run once per run of the suite and

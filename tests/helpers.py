@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jrnn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess: this checkout first on ``PYTHONPATH``,
+    the rest of the path kept (the suite's ``sitecustomize``, see the root ``conftest.py``),
+    plus ``extra``."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.getenv("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
 
 # (id, factory, reference kind, reference activation)
 VARIANTS = [

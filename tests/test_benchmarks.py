@@ -11,20 +11,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, subprocess_env
 
 
 def _env(**extra: str) -> dict[str, str]:
     """This environment without XLA flags (it keeps the compilation cache), ``REPO`` on the
     path, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XLA_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env | extra
+    return {k: v for k, v in subprocess_env(**extra).items() if not k.startswith("XLA_")}
 
 
 def test_suite_writes_json_and_markdown(tmp_path: Path) -> None:

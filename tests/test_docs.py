@@ -13,7 +13,6 @@ Each block is one test, so pytest-xdist spreads the blocks over the cores.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,9 @@ from typing import NamedTuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
+from tests.helpers import subprocess_env
+
 NOT_RUN = "<!-- not-run -->"
 BLOCK_TIMEOUT_S = 600  # a hang guard: a block takes seconds on an idle 2-core machine
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)```python\s*$")
@@ -74,13 +75,12 @@ BLOCKS = [b for f in doc_files() for b in extract_blocks(f)]
 
 
 def run_block(block: Block) -> subprocess.CompletedProcess:
-    """One block in a fresh interpreter, cwd an empty temporary folder."""
+    """One block in a fresh interpreter, cwd an empty temporary folder, and its own
+    temporary folders (``tempfile.mkdtemp()`` in an example) removed with it."""
     with tempfile.TemporaryDirectory() as scripts, tempfile.TemporaryDirectory() as cwd:
         script = Path(scripts) / (re.sub(r"\W", "_", block.id) + ".py")
         script.write_text(block.code, encoding="utf-8")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["MPLBACKEND"] = "Agg"
+        env = subprocess_env(MPLBACKEND="Agg", TMPDIR=scripts)
         try:
             return subprocess.run(
                 [sys.executable, str(script)],

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from jrnn.app.launch import without_noise
+from tests.helpers import REPO, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 240  # seconds, each command (compilation dominates)
 
 
@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess_env()
 
 
 def _train(out: Path, *extra: str) -> list[str]:

@@ -306,7 +306,7 @@ def test_default_carry_is_the_zero_carry():
 
 @pytest.mark.parametrize("strategy", ["hoisted_vjp", "autodiff", "remat_sqrt"])
 @pytest.mark.parametrize("kind", ["lstm_peephole", "gru"])
-def test_no_resets_set_and_resets_at_t0_change_nothing(kind, strategy):
+def test_no_resets_set_and_resets_at_t0_change_nothing(kind, strategy, xla_defaults):
     cell, params, xs, carry = setup(kind)
     at_t0 = np.zeros((B, T), bool)
     at_t0[[0, 2], 0] = True

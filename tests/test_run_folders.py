@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from jrnn.app.runs import checkpoint_steps
+from tests.helpers import REPO, subprocess_env
 from tests.test_cli import _rows, _small, _write_corpus
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _jrnn(*argv: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     return subprocess.run(
         [sys.executable, "-m", "jrnn", *map(str, argv)],
         capture_output=True,
@@ -219,7 +217,7 @@ def _adding(out: Path, steps: int = 100000, *extra: str) -> list[str]:
 
 def test_a_live_run_locks_its_folder_and_sigterm_saves_and_exits_130(tmp_path):
     out = tmp_path / "live"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = subprocess_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jrnn", *_adding(out)],
         stdout=subprocess.PIPE,
@@ -308,7 +306,7 @@ def test_unwritable_out_is_one_line_and_touches_nothing(tmp_path):
             + _adding(locked / "run", 4),
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env=subprocess_env(),
             cwd=REPO,
             timeout=300,
         )
@@ -499,7 +497,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_resumes(tmp_path):
         + ["--checkpoint-every", "3"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
+        env=subprocess_env(GLIBC_TUNABLES="glibc.malloc.hugetlb=0"),
         cwd=REPO,
         timeout=300,
     )
