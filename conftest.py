@@ -4,7 +4,6 @@ the same pytest session."""
 
 import importlib
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -38,8 +37,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SITE), os.getenv("PYTHONPATH")]))
-sys.path.insert(0, str(_SITE))
-sitecustomize = importlib.import_module("sitecustomize")  # this process too, before JAX
+_site = importlib.import_module("tests._site.sitecustomize")  # this process too, before JAX
 
 import jax  # noqa: E402
 
@@ -72,6 +70,6 @@ def _release_compiled_programs():
 
 
 def pytest_sessionstart(session) -> None:
-    if not os.getenv("PYTEST_XDIST_WORKER") and os.path.isdir(_CACHE):
-        if os.environ["JAX_COMPILATION_CACHE_DIR"] == _CACHE:
-            sitecustomize.prune(_CACHE)
+    mine = os.environ["JAX_COMPILATION_CACHE_DIR"] == _CACHE and os.path.isdir(_CACHE)
+    if mine and not os.getenv("PYTEST_XDIST_WORKER"):
+        _site.prune(_CACHE)

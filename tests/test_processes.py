@@ -24,10 +24,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env() -> dict[str, str]:
-    return subprocess_env()
-
-
 def _train(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "jrnn", "train", "--task", "adding", "--out", str(out),
@@ -47,7 +43,7 @@ def _processes(n: int, argv: list[str]) -> list[subprocess.CompletedProcess]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=subprocess_env(),
             cwd=REPO,
         )
         for i in range(n)
@@ -67,7 +63,7 @@ def _processes(n: int, argv: list[str]) -> list[subprocess.CompletedProcess]:
 
 def _one(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        argv, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=TIMEOUT
+        argv, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=TIMEOUT
     )
 
 
@@ -120,7 +116,12 @@ def test_one_device_eight_devices_and_two_processes_give_the_same_losses(tmp_pat
 
 def _launched(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO,
     )
 
 

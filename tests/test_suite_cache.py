@@ -9,8 +9,8 @@ import sys
 import time
 
 import jax._src.lru_cache as lru_cache
-from sitecustomize import prune
 
+from tests._site.sitecustomize import prune
 from tests.helpers import subprocess_env
 
 _PUT = """

@@ -10,7 +10,10 @@ inside the lock, lists the whole folder to evict: each write costs O(entries), a
 the suite O(entries²). Here an entry is written to a temporary file and renamed into place,
 which readers see whole or not at all, with no lock and no listing.
 
-``prune`` bounds the folder (the root ``conftest.py`` calls it when a run starts).
+``prune`` bounds the folder (the root ``conftest.py`` calls it when a run starts).  The
+pytest process itself starts before the root ``conftest.py`` sets ``PYTHONPATH``, so there
+this file is imported as ``tests._site.sitecustomize``, not as the interpreter's
+``sitecustomize`` (which may be another, Debian's).
 
 The patch is applied when JAX imports ``jax._src.lru_cache``, not here: importing JAX at
 interpreter start would read its configuration before a script sets its environment.
@@ -59,6 +62,8 @@ def _patch(lru_cache) -> None:
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
+    jrnn_atomic_cache = True  # one hook per process, whichever copy of this file made it
+
     def find_spec(self, name, path, target=None):
         if name != _MODULE:
             return None
@@ -79,7 +84,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 def install() -> None:
     if _MODULE in sys.modules:
         _patch(sys.modules[_MODULE])
-    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+    elif not any(getattr(f, "jrnn_atomic_cache", False) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())
 
 
@@ -119,4 +124,5 @@ def _chain() -> None:
 
 
 install()
-_chain()
+if __name__ == "sitecustomize":  # loaded at interpreter start, not by the root conftest.py
+    _chain()
